@@ -1,0 +1,432 @@
+/*
+ * rootstream-db C API.
+ *
+ * Conventions: every fallible function returns an int status, 0 (RSDB_OK) on success or a
+ * negative RSDB_ERR_* code; rsdb_last_error() describes the latest failure on the calling
+ * thread. Strings are UTF-8 and NUL-terminated. Strings returned through `char **` out
+ * parameters belong to the caller and are released with rsdb_string_free(). Handles are
+ * released with their own *_free / *_close function; those accept NULL. Passing NULL where a
+ * value is required returns RSDB_ERR_NULL. All handles except rsdb_tx are thread-safe.
+ *
+ * Generated from the Rust sources; do not edit.
+ */
+
+#ifndef ROOTSTREAM_DB_H
+#define ROOTSTREAM_DB_H
+
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ Success.
+ */
+#define RSDB_OK 0
+
+/*
+ A required pointer or handle was NULL.
+ */
+#define RSDB_ERR_NULL -1
+
+/*
+ A string argument was not valid UTF-8.
+ */
+#define RSDB_ERR_INVALID_UTF8 -2
+
+/*
+ An argument was malformed or out of range.
+ */
+#define RSDB_ERR_INVALID_ARGUMENT -3
+
+/*
+ The configuration is incomplete or invalid.
+ */
+#define RSDB_ERR_CONFIG -4
+
+/*
+ A server could not be reached or the connection broke.
+ */
+#define RSDB_ERR_CONNECTION -5
+
+/*
+ An operation did not finish in time (including waiting for a pooled connection).
+ */
+#define RSDB_ERR_TIMEOUT -6
+
+/*
+ The database rejected a statement.
+ */
+#define RSDB_ERR_QUERY -7
+
+/*
+ A concurrent writer won, or a unique value is already taken.
+ */
+#define RSDB_ERR_CONFLICT -8
+
+/*
+ The requested object does not exist.
+ */
+#define RSDB_ERR_NOT_FOUND -9
+
+/*
+ Schema migrations failed or do not match this library.
+ */
+#define RSDB_ERR_MIGRATION -10
+
+/*
+ Redis answered with an error.
+ */
+#define RSDB_ERR_REDIS -11
+
+/*
+ A JSON argument could not be parsed or had the wrong shape.
+ */
+#define RSDB_ERR_JSON -12
+
+/*
+ The object is in the wrong state for this call (e.g. a finished transaction).
+ */
+#define RSDB_ERR_STATE -13
+
+/*
+ A defect inside the library was caught at the boundary.
+ */
+#define RSDB_ERR_PANIC -14
+
+/*
+ A file or process operation failed.
+ */
+#define RSDB_ERR_IO -15
+
+/*
+ Any other failure.
+ */
+#define RSDB_ERR_INTERNAL -99
+
+/*
+ Library configuration. Create with `rsdb_config_new` or `rsdb_config_from_env`.
+ */
+typedef struct rsdb_config rsdb_config;
+
+/*
+ A pool of PostgreSQL connections. Thread-safe: one handle may be shared by all threads.
+ */
+typedef struct rsdb_db rsdb_db;
+
+/*
+ A Redis client. Thread-safe: one handle may be shared by all threads.
+ */
+typedef struct rsdb_redis rsdb_redis;
+
+/*
+ A transaction holding one pooled connection. Use it from one thread at a time.
+ */
+typedef struct rsdb_tx rsdb_tx;
+
+/*
+ Pool counters, filled by `rsdb_db_pool_stats`.
+ */
+typedef struct {
+  /*
+   Configured maximum number of connections.
+   */
+  size_t max_size;
+  /*
+   Open connections (idle and in use).
+   */
+  size_t size;
+  /*
+   Idle connections.
+   */
+  size_t available;
+  /*
+   Connections handed out.
+   */
+  size_t in_use;
+  /*
+   Callers waiting for a connection.
+   */
+  size_t waiting;
+} rsdb_pool_stats;
+
+/*
+ Called for each message on a subscribed pattern, on the client's dispatcher thread, one
+ call at a time. `channel` and `payload` are valid only during the call; `payload` is
+ NUL-terminated and `payload_len` bytes long (it may contain NUL bytes).
+ */
+typedef void (*rsdb_message_cb)(void *user_data,
+                                const char *channel,
+                                const char *payload,
+                                size_t payload_len);
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/*
+ The library version, a static string.
+ */
+const char *rsdb_version(void);
+
+/*
+ The message of the latest failed call on this thread, or NULL when the latest call
+ succeeded. Valid until the next `rsdb_*` call on the same thread; do not free it.
+ */
+const char *rsdb_last_error(void);
+
+/*
+ The status code of the latest failed call on this thread, or `RSDB_OK`.
+ */
+int rsdb_last_error_code(void);
+
+/*
+ A short, static description of a status code (e.g. "timeout").
+ */
+const char *rsdb_status_name(int status);
+
+/*
+ Releases a string returned by this library. NULL is accepted.
+ */
+void rsdb_string_free(char *s);
+
+/*
+ Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).
+ `*out` receives a handle to release with `rsdb_config_free`.
+ */
+int rsdb_config_new(rsdb_config **out);
+
+/*
+ Creates a configuration from defaults and the `ROOTSTREAM_*` environment variables
+ (`ROOTSTREAM_DATABASE_URL`, `ROOTSTREAM_REDIS_URL`, `ROOTSTREAM_POOL_SIZE`, ...).
+ */
+int rsdb_config_from_env(rsdb_config **out);
+
+/*
+ Sets one key: `database_url`, `pool_size`, `acquire_timeout_ms`, `connect_timeout_ms`,
+ `query_timeout_ms`, `redis_url`, `redis_sentinels` (comma-separated host:port),
+ `redis_master_name`, `redis_timeout_ms`, `influx_url`, `influx_database`, `influx_org`,
+ `influx_bucket`, `influx_token`, `master_key` (64 hex digits), `master_key_id`,
+ `backup_dir`, `instance_id`. An empty value clears an optional key.
+ */
+int rsdb_config_set(rsdb_config *cfg, const char *key, const char *value);
+
+/*
+ Releases a configuration. NULL is accepted.
+ */
+void rsdb_config_free(rsdb_config *cfg);
+
+/*
+ Opens a pool for `cfg`'s `database_url` and checks one round trip. `*out` receives a
+ handle to release with `rsdb_db_close`. The configuration is copied; it may be freed after.
+ */
+int rsdb_db_open(const rsdb_config *cfg, rsdb_db **out);
+
+/*
+ Closes the pool and releases the handle. Transactions still open keep their connection
+ until they are freed. NULL is accepted.
+ */
+void rsdb_db_close(rsdb_db *db);
+
+/*
+ Applies the embedded schema migrations (serialized across processes by an advisory lock).
+ `current_version` (may be NULL) receives the schema version afterwards.
+ */
+int rsdb_db_migrate(const rsdb_db *db, int *current_version);
+
+/*
+ Executes one statement. `params_json` is a JSON array bound to `$1, $2, ...` (NULL or ""
+ for none); values are never spliced into the SQL text. `affected` (may be NULL) receives
+ the number of rows affected.
+ */
+int rsdb_db_execute(const rsdb_db *db,
+                    const char *sql,
+                    const char *params_json,
+                    uint64_t *affected);
+
+/*
+ Runs a query. `*rows_json` receives a JSON array of row objects keyed by column name;
+ release it with `rsdb_string_free`.
+ */
+int rsdb_db_query(const rsdb_db *db, const char *sql, const char *params_json, char **rows_json);
+
+/*
+ Fills `*stats` with the pool counters.
+ */
+int rsdb_db_pool_stats(const rsdb_db *db, rsdb_pool_stats *stats);
+
+/*
+ Checks the server: `*health_json` receives `{"latency_ms":..,"server_version":..,
+ "in_recovery":..,"database":..,"pool":{..}}`; release it with `rsdb_string_free`.
+ */
+int rsdb_db_health(const rsdb_db *db, char **health_json);
+
+/*
+ Begins a transaction on a connection of its own (waiting at most the acquire timeout).
+ `*out` receives a handle; `rsdb_tx_free` rolls back unless it was committed.
+ */
+int rsdb_db_begin(const rsdb_db *db, rsdb_tx **out);
+
+/*
+ Executes a statement inside the transaction (see `rsdb_db_execute`).
+ */
+int rsdb_tx_execute(const rsdb_tx *tx,
+                    const char *sql,
+                    const char *params_json,
+                    uint64_t *affected);
+
+/*
+ Runs a query inside the transaction (see `rsdb_db_query`).
+ */
+int rsdb_tx_query(const rsdb_tx *tx, const char *sql, const char *params_json, char **rows_json);
+
+/*
+ Commits. Fails with `RSDB_ERR_STATE` when a statement of the transaction failed (it was
+ rolled back) or when it was already finished.
+ */
+int rsdb_tx_commit(const rsdb_tx *tx);
+
+/*
+ Rolls back. A no-op on a finished transaction.
+ */
+int rsdb_tx_rollback(const rsdb_tx *tx);
+
+/*
+ Releases a transaction, rolling it back if it is still open. NULL is accepted.
+ */
+void rsdb_tx_free(rsdb_tx *tx);
+
+/*
+ Creates a client for `cfg`'s `redis_url` and checks that the server answers. `*out`
+ receives a handle to release with `rsdb_redis_close`.
+ */
+int rsdb_redis_open(const rsdb_config *cfg, rsdb_redis **out);
+
+/*
+ Closes the client: its subscriptions end and no callback runs after this returns.
+ NULL is accepted.
+ */
+void rsdb_redis_close(rsdb_redis *r);
+
+/*
+ PING; `latency_ms` (may be NULL) receives the round trip in milliseconds.
+ */
+int rsdb_redis_ping(const rsdb_redis *r, double *latency_ms);
+
+/*
+ SET `key` to `value`; with `ttl_ms` > 0 the key expires after that many milliseconds.
+ */
+int rsdb_redis_set(const rsdb_redis *r, const char *key, const char *value, uint64_t ttl_ms);
+
+/*
+ GET: `*value` receives the value, or NULL when the key does not exist.
+ */
+int rsdb_redis_get(const rsdb_redis *r, const char *key, char **value);
+
+/*
+ DEL; `existed` (may be NULL) receives 1 when the key existed.
+ */
+int rsdb_redis_del(const rsdb_redis *r, const char *key, int *existed);
+
+/*
+ Sets a key's expiry; `applied` (may be NULL) receives 1 when the key exists.
+ */
+int rsdb_redis_expire(const rsdb_redis *r, const char *key, uint64_t ttl_ms, int *applied);
+
+/*
+ PTTL: `*ttl_ms` receives the remaining lifetime in milliseconds, -1 for a key without
+ expiry and -2 for a missing key (as Redis reports them).
+ */
+int rsdb_redis_ttl(const rsdb_redis *r, const char *key, int64_t *ttl_ms);
+
+/*
+ INCRBY; `value` (may be NULL) receives the new value.
+ */
+int rsdb_redis_incr(const rsdb_redis *r, const char *key, int64_t by, int64_t *value);
+
+/*
+ HSET of one field.
+ */
+int rsdb_redis_hset(const rsdb_redis *r, const char *key, const char *field, const char *value);
+
+/*
+ HGET: `*value` receives the value, or NULL when the key or field does not exist.
+ */
+int rsdb_redis_hget(const rsdb_redis *r, const char *key, const char *field, char **value);
+
+/*
+ HGETALL: `*json` receives a JSON object of field → value (`{}` for a missing key).
+ */
+int rsdb_redis_hgetall(const rsdb_redis *r, const char *key, char **json);
+
+/*
+ HDEL of one field; `existed` (may be NULL) receives 1 when it existed.
+ */
+int rsdb_redis_hdel(const rsdb_redis *r, const char *key, const char *field, int *existed);
+
+/*
+ LPUSH (`left` != 0) or RPUSH; `length` (may be NULL) receives the new list length.
+ */
+int rsdb_redis_push(const rsdb_redis *r,
+                    const char *key,
+                    const char *value,
+                    int left,
+                    int64_t *length);
+
+/*
+ LPOP (`left` != 0) or RPOP: `*value` receives the element, or NULL for an empty list.
+ */
+int rsdb_redis_pop(const rsdb_redis *r, const char *key, int left, char **value);
+
+/*
+ LRANGE with inclusive indices (negative counts from the end): `*json` receives a JSON array.
+ */
+int rsdb_redis_lrange(const rsdb_redis *r,
+                      const char *key,
+                      int64_t start,
+                      int64_t stop,
+                      char **json);
+
+/*
+ PUBLISH; `receivers` (may be NULL) receives how many subscribers got the message.
+ */
+int rsdb_redis_publish(const rsdb_redis *r,
+                       const char *channel,
+                       const char *message,
+                       int64_t *receivers);
+
+/*
+ Subscribes `callback` to channels matching the glob `pattern` (e.g. `stream.*`). Returns
+ once Redis confirmed it; the subscription is renewed after reconnects. `user_data` is
+ passed back to every call. `*subscription_id` receives the id for `rsdb_redis_unsubscribe`.
+ */
+int rsdb_redis_subscribe(const rsdb_redis *r,
+                         const char *pattern,
+                         rsdb_message_cb callback,
+                         void *user_data,
+                         uint64_t *subscription_id);
+
+/*
+ Ends a subscription. When called outside the callback, the callback is not running when
+ this returns and will not run again, so `user_data` may be released.
+ */
+int rsdb_redis_unsubscribe(const rsdb_redis *r, uint64_t subscription_id);
+
+/*
+ Runs commands atomically (MULTI/EXEC). `commands_json` is a JSON array of commands, each
+ an array of arguments (`[["SET","k","v"],["INCR","n"]]`); `*replies_json` receives an
+ array with each command's reply.
+ */
+int rsdb_redis_exec_atomic(const rsdb_redis *r, const char *commands_json, char **replies_json);
+
+/*
+ Runs one command given as a JSON array of arguments (`["ZADD","board","1","alice"]`);
+ `*reply_json` receives its reply as JSON.
+ */
+int rsdb_redis_command(const rsdb_redis *r, const char *args_json, char **reply_json);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+#endif  /* ROOTSTREAM_DB_H */

@@ -1,0 +1,380 @@
+//! `RedisClient`: strings with TTL, hashes, lists, pub/sub with patterns, MULTI/EXEC and
+//! EXPIRE/TTL over one multiplexed connection that reconnects by itself.
+
+use super::pubsub::{Callback, Message, PubSubWorker, SubscriptionId};
+use super::value::reply_to_json;
+use crate::config::{redact_url, Config};
+use crate::error::{Error, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Cmd, FromRedisValue};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Inner {
+    conn: ConnectionManager,
+    timeout: Duration,
+    url_for_messages: String,
+    pubsub: PubSubWorker,
+}
+
+/// A Redis client. Cheap to clone; clones share the connection and the subscriptions.
+#[derive(Clone)]
+pub struct RedisClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisClient").field("url", &self.inner.url_for_messages).finish()
+    }
+}
+
+/// Counters of a client's pub/sub side.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PubSubStats {
+    /// True while the subscriber connection is up.
+    pub connected: bool,
+    /// How often the subscriber connection was re-established; messages published while it
+    /// was down were not delivered.
+    pub reconnects: u64,
+    /// Messages received since the client was created.
+    pub received: u64,
+    /// Registered subscriptions.
+    pub subscriptions: usize,
+}
+
+impl RedisClient {
+    /// Creates a client for `config.redis_url`. The connection opens lazily and reopens after
+    /// failures; the pub/sub connection opens in the background.
+    pub fn new(config: &Config) -> Result<Self> {
+        let url = config.require_redis_url()?;
+        Self::open(url, config.redis_timeout)
+    }
+
+    /// Creates a client for one URL with a connect/response timeout.
+    pub fn open(url: &str, timeout: Duration) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::Config(format!("redis_url {}: {e}", redact_url(url))))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        // The connection manager spawns its reconnect tasks on the current runtime.
+        let conn = {
+            let _g = crate::runtime::runtime().enter();
+            client.get_connection_manager_lazy(cfg).map_err(Error::from)?
+        };
+        let pubsub = PubSubWorker::start(client, timeout);
+        Ok(RedisClient { inner: Arc::new(Inner { conn, timeout, url_for_messages: redact_url(url), pubsub }) })
+    }
+
+    /// Creates a client and checks that the server answers PING.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let c = Self::new(config)?;
+        c.ping().await?;
+        Ok(c)
+    }
+
+    async fn run<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempts = if idempotent { 2 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let r = tokio::time::timeout(self.inner.timeout, f(self.inner.conn.clone())).await;
+            match r {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let retry = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+                    last = Some(self.describe(Error::from(e)));
+                    if !retry {
+                        break;
+                    }
+                    // Give the manager a moment to reconnect before the single retry.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => {
+                    last = Some(Error::Timeout(format!("redis at {} did not answer within {:?}", self.inner.url_for_messages, self.inner.timeout)));
+                    break;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Internal("redis command was not attempted".into())))
+    }
+
+    fn describe(&self, e: Error) -> Error {
+        match e {
+            Error::Connection(m) => Error::Connection(format!("{} ({})", m, self.inner.url_for_messages)),
+            other => other,
+        }
+    }
+
+    /// Round trip time of a PING.
+    pub async fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        self.run(true, |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await?;
+        Ok(started.elapsed())
+    }
+
+    /// SET, with an expiry when `ttl` is given (millisecond precision).
+    pub async fn set(&self, key: &str, value: impl AsRef<[u8]>, ttl: Option<Duration>) -> Result<()> {
+        let value = value.as_ref();
+        self.run(true, |mut c| async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value);
+            if let Some(t) = ttl {
+                cmd.arg("PX").arg(t.as_millis().max(1) as u64);
+            }
+            cmd.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    /// GET as UTF-8 text; `None` when the key does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<String>> {
+        let bytes = self.get_bytes(key).await?;
+        bytes
+            .map(|b| String::from_utf8(b).map_err(|_| Error::InvalidUtf8("the stored value")))
+            .transpose()
+    }
+
+    /// GET as raw bytes; `None` when the key does not exist.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.run(true, |mut c| async move { c.get::<_, Option<Vec<u8>>>(key).await }).await
+    }
+
+    /// DEL; true when the key existed.
+    pub async fn del(&self, key: &str) -> Result<bool> {
+        self.run(true, |mut c| async move { c.del::<_, i64>(key).await }).await.map(|n| n > 0)
+    }
+
+    /// EXISTS.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        self.run(true, |mut c| async move { c.exists::<_, bool>(key).await }).await
+    }
+
+    /// PEXPIRE; true when the key exists and now expires after `ttl`.
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+        let ms = ttl.as_millis().max(1) as i64;
+        self.run(true, |mut c| async move { c.pexpire::<_, bool>(key, ms).await }).await
+    }
+
+    /// PTTL: `Some(remaining)` for a key with an expiry, `None` for a key without one,
+    /// and a `NotFound` error for a missing key.
+    pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
+        let ms: i64 = self.run(true, |mut c| async move { c.pttl::<_, i64>(key).await }).await?;
+        match ms {
+            -2 => Err(Error::NotFound(format!("redis key {key:?}"))),
+            -1 => Ok(None),
+            n => Ok(Some(Duration::from_millis(n.max(0) as u64))),
+        }
+    }
+
+    /// INCRBY; returns the new value.
+    pub async fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        self.run(false, |mut c| async move { c.incr::<_, _, i64>(key, by).await }).await
+    }
+
+    /// HSET of one field; true when the field is new.
+    pub async fn hset(&self, key: &str, field: &str, value: impl AsRef<[u8]>) -> Result<bool> {
+        let value = value.as_ref();
+        self.run(true, |mut c| async move { c.hset::<_, _, _, i64>(key, field, value).await }).await.map(|n| n > 0)
+    }
+
+    /// HGET; `None` when the key or field does not exist.
+    pub async fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {
+        self.run(true, |mut c| async move { c.hget::<_, _, Option<String>>(key, field).await }).await
+    }
+
+    /// HGETALL.
+    pub async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>> {
+        self.run(true, |mut c| async move { c.hgetall::<_, HashMap<String, String>>(key).await }).await
+    }
+
+    /// HDEL; true when the field existed.
+    pub async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
+        self.run(true, |mut c| async move { c.hdel::<_, _, i64>(key, field).await }).await.map(|n| n > 0)
+    }
+
+    /// LPUSH; returns the new length.
+    pub async fn lpush(&self, key: &str, value: impl AsRef<[u8]>) -> Result<i64> {
+        let value = value.as_ref();
+        self.run(false, |mut c| async move { c.lpush::<_, _, i64>(key, value).await }).await
+    }
+
+    /// RPUSH; returns the new length.
+    pub async fn rpush(&self, key: &str, value: impl AsRef<[u8]>) -> Result<i64> {
+        let value = value.as_ref();
+        self.run(false, |mut c| async move { c.rpush::<_, _, i64>(key, value).await }).await
+    }
+
+    /// LPOP; `None` when the list is empty.
+    pub async fn lpop(&self, key: &str) -> Result<Option<String>> {
+        self.run(false, |mut c| async move { c.lpop::<_, Option<String>>(key, None).await }).await
+    }
+
+    /// RPOP; `None` when the list is empty.
+    pub async fn rpop(&self, key: &str) -> Result<Option<String>> {
+        self.run(false, |mut c| async move { c.rpop::<_, Option<String>>(key, None).await }).await
+    }
+
+    /// LRANGE with Redis's inclusive, negative-from-the-end indices.
+    pub async fn lrange(&self, key: &str, start: isize, stop: isize) -> Result<Vec<String>> {
+        self.run(true, |mut c| async move { c.lrange::<_, Vec<String>>(key, start, stop).await }).await
+    }
+
+    /// LLEN.
+    pub async fn llen(&self, key: &str) -> Result<i64> {
+        self.run(true, |mut c| async move { c.llen::<_, i64>(key).await }).await
+    }
+
+    /// PUBLISH; returns how many subscribers received it.
+    pub async fn publish(&self, channel: &str, payload: impl AsRef<[u8]>) -> Result<i64> {
+        let payload = payload.as_ref();
+        self.run(false, |mut c| async move { c.publish::<_, _, i64>(channel, payload).await }).await
+    }
+
+    /// Subscribes `callback` to channels matching the glob `pattern` (`stream.*`). Returns once
+    /// Redis has confirmed the subscription; it is renewed after every reconnect.
+    pub async fn subscribe<F>(&self, pattern: &str, callback: F) -> Result<SubscriptionId>
+    where
+        F: Fn(&Message) + Send + Sync + 'static,
+    {
+        if pattern.is_empty() {
+            return Err(Error::invalid("the subscription pattern must not be empty"));
+        }
+        let cb: Callback = Arc::new(callback);
+        self.inner.pubsub.subscribe(pattern, cb).await
+    }
+
+    /// Ends a subscription; see [`PubSubStats`] for what a reconnect means for delivery.
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<()> {
+        self.inner.pubsub.unsubscribe(id).await
+    }
+
+    /// Pub/sub counters.
+    pub fn pubsub_stats(&self) -> PubSubStats {
+        let p = &self.inner.pubsub;
+        PubSubStats { connected: p.is_connected(), reconnects: p.reconnects(), received: p.received(), subscriptions: p.subscription_count() }
+    }
+
+    /// Runs commands atomically with MULTI/EXEC; returns each command's reply as JSON.
+    /// Each command is a list of arguments, e.g. `[["SET","k","v"],["INCR","n"]]`.
+    pub async fn exec_atomic(&self, commands: &[Vec<String>]) -> Result<Vec<Json>> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for args in commands {
+            pipe.add_command(build_cmd(args)?);
+        }
+        let replies: Vec<redis::Value> = self.run(false, |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<Vec<redis::Value>>(&mut c).await }
+        })
+        .await?;
+        Ok(replies.iter().map(reply_to_json).collect())
+    }
+
+    /// Runs one arbitrary command (`["ZADD","board","1","alice"]`) and returns its reply as JSON.
+    pub async fn command(&self, args: &[String]) -> Result<Json> {
+        let cmd = build_cmd(args)?;
+        let v: redis::Value = self.run(false, |mut c| {
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<redis::Value>(&mut c).await }
+        })
+        .await?;
+        if let redis::Value::ServerError(e) = &v {
+            return Err(Error::Redis(format!("{e:?}")));
+        }
+        Ok(reply_to_json(&v))
+    }
+
+    /// Runs a typed command for callers inside the crate (models, sessions, sync).
+    pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd, idempotent: bool) -> Result<T> {
+        self.run(idempotent, |mut c| {
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<T>(&mut c).await }
+        })
+        .await
+    }
+
+    /// The connection manager, for pipelines built by other modules of the crate.
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// The configured connect/response timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+}
+
+fn build_cmd(args: &[String]) -> Result<Cmd> {
+    let (name, rest) = args.split_first().ok_or_else(|| Error::invalid("a redis command needs at least its name"))?;
+    if name.trim().is_empty() {
+        return Err(Error::invalid("a redis command name must not be empty"));
+    }
+    let upper = name.to_ascii_uppercase();
+    // These would turn the shared multiplexed connection into something else.
+    if matches!(upper.as_str(), "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "MONITOR" | "MULTI" | "EXEC" | "QUIT" | "RESET" | "SELECT") {
+        return Err(Error::invalid(format!("{upper} is not allowed here; use the dedicated API")));
+    }
+    let mut cmd = redis::cmd(name);
+    for a in rest {
+        cmd.arg(a.as_str());
+    }
+    Ok(cmd)
+}
+
+/// Parses the command list of [`RedisClient::exec_atomic`] from JSON.
+pub fn parse_commands(json: &str) -> Result<Vec<Vec<String>>> {
+    let v: Json = serde_json::from_str(json)?;
+    let outer = v.as_array().ok_or_else(|| Error::Json("commands must be a JSON array of arrays of strings".into()))?;
+    outer.iter().map(parse_args_value).collect()
+}
+
+/// Parses one command's argument list from JSON (`["SET","k","v"]`; numbers are accepted).
+pub fn parse_args(json: &str) -> Result<Vec<String>> {
+    let v: Json = serde_json::from_str(json)?;
+    parse_args_value(&v)
+}
+
+fn parse_args_value(v: &Json) -> Result<Vec<String>> {
+    let items = v.as_array().ok_or_else(|| Error::Json("a command must be a JSON array of strings".into()))?;
+    items
+        .iter()
+        .map(|i| match i {
+            Json::String(s) => Ok(s.clone()),
+            Json::Number(n) => Ok(n.to_string()),
+            other => Err(Error::Json(format!("command arguments must be strings or numbers, got {other}"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_from_json() {
+        let c = parse_commands(r#"[["SET","a","1"],["INCRBY","n",5]]"#).unwrap();
+        assert_eq!(c, vec![vec!["SET", "a", "1"], vec!["INCRBY", "n", "5"]]);
+        assert!(parse_commands(r#"{"a":1}"#).is_err());
+        assert!(parse_commands(r#"[["SET",{"x":1}]]"#).is_err());
+    }
+
+    #[test]
+    fn connection_changing_commands_are_refused() {
+        assert!(build_cmd(&["subscribe".into(), "x".into()]).is_err());
+        assert!(build_cmd(&["SELECT".into(), "2".into()]).is_err());
+        assert!(build_cmd(&[]).is_err());
+        assert!(build_cmd(&["GET".into(), "k".into()]).is_ok());
+    }
+}

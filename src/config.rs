@@ -1,0 +1,299 @@
+//! Library configuration: one struct, settable field by field from Rust, from C/C++ through
+//! string keys (`Config::set`), and from `ROOTSTREAM_*` environment variables.
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every configuration key, its environment variable is `ROOTSTREAM_` + the key in upper case.
+pub const KEYS: &[&str] = &[
+    "database_url",
+    "pool_size",
+    "acquire_timeout_ms",
+    "connect_timeout_ms",
+    "query_timeout_ms",
+    "redis_url",
+    "redis_sentinels",
+    "redis_master_name",
+    "redis_timeout_ms",
+    "influx_url",
+    "influx_database",
+    "influx_org",
+    "influx_bucket",
+    "influx_token",
+    "master_key",
+    "master_key_id",
+    "backup_dir",
+    "instance_id",
+];
+
+/// Configuration for every part of the library. Unset optional parts stay `None`, and the
+/// component that needs them reports a [`Error::Config`] naming the missing key.
+#[derive(Clone)]
+pub struct Config {
+    /// PostgreSQL URL (`postgresql://user@host1:5432,host2:5433/db?target_session_attrs=read-write`).
+    pub database_url: Option<String>,
+    /// Maximum pooled connections (default 20).
+    pub pool_size: usize,
+    /// How long an acquire waits for a free pooled connection (default 5 s).
+    pub acquire_timeout: Duration,
+    /// How long opening one server connection may take (default 5 s).
+    pub connect_timeout: Duration,
+    /// Upper bound on one statement round trip seen from the client (default 30 s).
+    pub query_timeout: Duration,
+    /// Redis URL (`redis://127.0.0.1:6379/0`).
+    pub redis_url: Option<String>,
+    /// Redis Sentinel addresses (`host:port`), used with `redis_master_name`.
+    pub redis_sentinels: Vec<String>,
+    /// The master name the sentinels monitor.
+    pub redis_master_name: Option<String>,
+    /// Redis connect and response timeout (default 2 s).
+    pub redis_timeout: Duration,
+    /// InfluxDB base URL (`http://127.0.0.1:8086`).
+    pub influx_url: Option<String>,
+    /// InfluxDB 1.x database name.
+    pub influx_database: Option<String>,
+    /// InfluxDB 2.x organisation.
+    pub influx_org: Option<String>,
+    /// InfluxDB 2.x bucket.
+    pub influx_bucket: Option<String>,
+    /// InfluxDB token (never printed).
+    pub influx_token: Option<String>,
+    /// Master key for encryption at rest, 32 bytes as 64 hex digits (never printed).
+    pub master_key: Option<String>,
+    /// Identifier of the master key, stored beside everything it encrypts.
+    pub master_key_id: Option<String>,
+    /// Directory for local backups.
+    pub backup_dir: Option<PathBuf>,
+    /// Identifier of this process among cooperating instances (default: host name + pid).
+    pub instance_id: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            pool_size: 20,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(30),
+            redis_url: None,
+            redis_sentinels: Vec::new(),
+            redis_master_name: None,
+            redis_timeout: Duration::from_secs(2),
+            influx_url: None,
+            influx_database: None,
+            influx_org: None,
+            influx_bucket: None,
+            influx_token: None,
+            master_key: None,
+            master_key_id: None,
+            backup_dir: None,
+            instance_id: default_instance_id(),
+        }
+    }
+}
+
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+fn parse_ms(key: &str, value: &str) -> Result<Duration> {
+    let ms: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| Error::Config(format!("{key} must be a whole number of milliseconds, got {value:?}")))?;
+    Ok(Duration::from_millis(ms))
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        None
+    } else {
+        Some(v.to_string())
+    }
+}
+
+impl Config {
+    /// Defaults overridden by every `ROOTSTREAM_*` variable that is set.
+    pub fn from_env() -> Result<Self> {
+        let mut cfg = Config::default();
+        cfg.apply_env()?;
+        Ok(cfg)
+    }
+
+    /// Overrides fields with the `ROOTSTREAM_*` variables that are set.
+    pub fn apply_env(&mut self) -> Result<()> {
+        for key in KEYS {
+            let var = format!("ROOTSTREAM_{}", key.to_ascii_uppercase());
+            if let Ok(value) = std::env::var(&var) {
+                self.set(key, &value).map_err(|e| Error::Config(format!("{var}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets one field by its key (see [`KEYS`]); an empty value clears an optional field.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            "database_url" => self.database_url = non_empty(value),
+            "pool_size" => {
+                let n: usize = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Config(format!("pool_size must be a positive integer, got {value:?}")))?;
+                if n == 0 || n > 10_000 {
+                    return Err(Error::Config(format!("pool_size must be between 1 and 10000, got {n}")));
+                }
+                self.pool_size = n;
+            }
+            "acquire_timeout_ms" => self.acquire_timeout = parse_ms(key, value)?,
+            "connect_timeout_ms" => self.connect_timeout = parse_ms(key, value)?,
+            "query_timeout_ms" => self.query_timeout = parse_ms(key, value)?,
+            "redis_url" => self.redis_url = non_empty(value),
+            "redis_sentinels" => {
+                self.redis_sentinels = value.split(',').filter_map(non_empty).collect();
+            }
+            "redis_master_name" => self.redis_master_name = non_empty(value),
+            "redis_timeout_ms" => self.redis_timeout = parse_ms(key, value)?,
+            "influx_url" => self.influx_url = non_empty(value),
+            "influx_database" => self.influx_database = non_empty(value),
+            "influx_org" => self.influx_org = non_empty(value),
+            "influx_bucket" => self.influx_bucket = non_empty(value),
+            "influx_token" => self.influx_token = non_empty(value),
+            "master_key" => {
+                let v = non_empty(value);
+                if let Some(k) = &v {
+                    let ok = k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit());
+                    if !ok {
+                        return Err(Error::Config("master_key must be 64 hex digits (32 bytes)".into()));
+                    }
+                }
+                self.master_key = v;
+            }
+            "master_key_id" => self.master_key_id = non_empty(value),
+            "backup_dir" => self.backup_dir = non_empty(value).map(PathBuf::from),
+            "instance_id" => {
+                self.instance_id = non_empty(value).ok_or_else(|| Error::Config("instance_id must not be empty".into()))?
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown configuration key {other:?}; known keys: {}",
+                    KEYS.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, or a configuration error naming the key and variable.
+    pub fn require_database_url(&self) -> Result<&str> {
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| Error::Config("database_url is not set (ROOTSTREAM_DATABASE_URL)".into()))
+    }
+
+    /// The Redis URL, or a configuration error naming the key and variable.
+    pub fn require_redis_url(&self) -> Result<&str> {
+        self.redis_url
+            .as_deref()
+            .ok_or_else(|| Error::Config("redis_url is not set (ROOTSTREAM_REDIS_URL)".into()))
+    }
+}
+
+/// Replaces the password part of a URL's authority with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{}://{}@{}", &url[..scheme_end], masked, &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |v: &Option<String>| if v.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_sentinels", &self.redis_sentinels)
+            .field("redis_master_name", &self.redis_master_name)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("influx_url", &self.influx_url)
+            .field("influx_database", &self.influx_database)
+            .field("influx_org", &self.influx_org)
+            .field("influx_bucket", &self.influx_bucket)
+            .field("influx_token", &secret(&self.influx_token))
+            .field("master_key", &secret(&self.master_key))
+            .field("master_key_id", &self.master_key_id)
+            .field("backup_dir", &self.backup_dir)
+            .field("instance_id", &self.instance_id)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_rejects_unknown_keys_and_bad_numbers() {
+        let mut c = Config::default();
+        assert!(matches!(c.set("nope", "1"), Err(Error::Config(_))));
+        assert!(matches!(c.set("pool_size", "0"), Err(Error::Config(_))));
+        assert!(matches!(c.set("pool_size", "abc"), Err(Error::Config(_))));
+        c.set("pool_size", "7").unwrap();
+        assert_eq!(c.pool_size, 7);
+        c.set("acquire_timeout_ms", "250").unwrap();
+        assert_eq!(c.acquire_timeout, Duration::from_millis(250));
+        c.set("redis_sentinels", "a:1, b:2,,").unwrap();
+        assert_eq!(c.redis_sentinels, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_passwords() {
+        let mut c = Config::default();
+        c.set("database_url", "postgresql://app:hunter2@db:5432/x").unwrap();
+        c.set("master_key", &"ab".repeat(32)).unwrap();
+        c.set("influx_token", "tok-secret").unwrap();
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(!s.contains(&"ab".repeat(32)), "{s}");
+        assert!(!s.contains("tok-secret"), "{s}");
+        assert!(s.contains("app:***@db:5432"), "{s}");
+    }
+
+    #[test]
+    fn master_key_must_be_32_bytes_of_hex() {
+        let mut c = Config::default();
+        assert!(c.set("master_key", "short").is_err());
+        assert!(c.set("master_key", &"zz".repeat(32)).is_err());
+        c.set("master_key", &"0f".repeat(32)).unwrap();
+    }
+
+    #[test]
+    fn redact_leaves_urls_without_password_alone() {
+        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact_url("postgresql://u@h/db"), "postgresql://u@h/db");
+        assert_eq!(redact_url("redis://:pw@h:1/"), "redis://:***@h:1/");
+    }
+}

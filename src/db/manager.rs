@@ -1,0 +1,256 @@
+//! `DatabaseManager`: a bounded pool of PostgreSQL connections with time limits on every step.
+
+use super::transaction::Transaction;
+use super::value::{param_refs, parse_params, rows_to_json, JsonParam};
+use crate::config::{redact_url, Config};
+use crate::error::{Error, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use serde::Serialize;
+use serde_json::Value;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// A pooled connection. Returned to the pool when dropped.
+pub type PooledClient = deadpool_postgres::Object;
+
+/// Pool counters at one moment.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The configured maximum number of connections.
+    pub max_size: usize,
+    /// Connections currently open (idle + in use).
+    pub size: usize,
+    /// Idle connections ready to be handed out.
+    pub available: usize,
+    /// Connections handed out right now.
+    pub in_use: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
+/// The result of [`DatabaseManager::health_check`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// The round trip of `SELECT` on a pooled connection, in milliseconds.
+    pub latency_ms: f64,
+    /// `server_version` as the server reports it.
+    pub server_version: String,
+    /// True when the server is a standby (in recovery) and refuses writes.
+    pub in_recovery: bool,
+    /// The database the pool is connected to.
+    pub database: String,
+    /// Pool counters at the time of the check.
+    pub pool: PoolStats,
+}
+
+struct Inner {
+    pool: Pool,
+    query_timeout: Duration,
+    acquire_timeout: Duration,
+    url_for_messages: String,
+}
+
+/// A pool of PostgreSQL connections. Cheap to clone; all clones share the pool.
+#[derive(Clone)]
+pub struct DatabaseManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DatabaseManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseManager").field("url", &self.inner.url_for_messages).field("stats", &self.stats()).finish()
+    }
+}
+
+impl DatabaseManager {
+    /// Builds the pool from `config.database_url`. Connections open lazily, so this succeeds
+    /// while the server is down; use [`connect`](Self::connect) to also check one round trip.
+    pub fn new(config: &Config) -> Result<Self> {
+        let url = config.require_database_url()?;
+        let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| Error::Config(format!("database_url {}: {e}", redact_url(url))))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(config.connect_timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("rootstream-db");
+        }
+        // Keepalives make a silently vanished server (power loss, partition) show up as an error.
+        pg.keepalives(true);
+        pg.keepalives_idle(Duration::from_secs(30));
+        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.acquire_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(DatabaseManager {
+            inner: Arc::new(Inner {
+                pool,
+                query_timeout: config.query_timeout,
+                acquire_timeout: config.acquire_timeout,
+                url_for_messages: redact_url(url),
+            }),
+        })
+    }
+
+    /// Builds the pool and checks that the server answers.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let db = Self::new(config)?;
+        db.execute("SELECT 1", &[]).await?;
+        Ok(db)
+    }
+
+    /// Takes a connection from the pool, waiting at most the acquire timeout.
+    pub async fn acquire(&self) -> Result<PooledClient> {
+        let started = Instant::now();
+        // The outer limit also covers the rare case where the pool's own timers cannot fire.
+        let limit = self.inner.acquire_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(limit, self.inner.pool.get()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(self.map_pool_error(e, started.elapsed())),
+            Err(_) => Err(Error::Timeout(format!("no database connection became available within {:?}", self.inner.acquire_timeout))),
+        }
+    }
+
+    fn map_pool_error(&self, e: PoolError, waited: Duration) -> Error {
+        match e {
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => Error::Timeout(format!(
+                "pool exhausted: all {} connections stayed in use for {:?} (acquire timeout)",
+                self.inner.pool.status().max_size,
+                waited
+            )),
+            PoolError::Timeout(kind) => Error::Timeout(format!(
+                "connecting to {} timed out ({kind:?})",
+                self.inner.url_for_messages
+            )),
+            PoolError::Backend(e) => {
+                let mapped = Error::from(e);
+                match mapped {
+                    Error::Connection(m) => Error::Connection(format!("{}: {m}", self.inner.url_for_messages)),
+                    other => other,
+                }
+            }
+            PoolError::Closed => Error::State("the database pool is closed".into()),
+            other => Error::Connection(format!("{}: {other}", self.inner.url_for_messages)),
+        }
+    }
+
+    /// Runs a future with the query time limit.
+    pub(crate) async fn timed<T>(&self, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.inner.query_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(format!("{what} did not finish within {:?}", self.inner.query_timeout))),
+        }
+    }
+
+    /// The query time limit.
+    pub fn query_timeout(&self) -> Duration {
+        self.inner.query_timeout
+    }
+
+    /// Executes one statement with typed parameters; returns the number of rows affected.
+    pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let client = self.acquire().await?;
+        self.timed("statement", async { Ok(client.execute(sql, params).await?) }).await
+    }
+
+    /// Runs a query with typed parameters and returns typed rows.
+    pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let client = self.acquire().await?;
+        self.timed("query", async { Ok(client.query(sql, params).await?) }).await
+    }
+
+    /// Runs a query expected to return at most one row.
+    pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let client = self.acquire().await?;
+        self.timed("query", async { Ok(client.query_opt(sql, params).await?) }).await
+    }
+
+    /// Executes a statement whose parameters are a JSON array (`[1, "text", null]`).
+    pub async fn execute_json(&self, sql: &str, params_json: Option<&str>) -> Result<u64> {
+        let params: Vec<JsonParam> = parse_params(params_json)?;
+        self.execute(sql, &param_refs(&params)).await
+    }
+
+    /// Runs a query whose parameters are a JSON array; returns an array of row objects.
+    pub async fn query_json(&self, sql: &str, params_json: Option<&str>) -> Result<Value> {
+        let params: Vec<JsonParam> = parse_params(params_json)?;
+        let rows = self.query(sql, &param_refs(&params)).await?;
+        rows_to_json(&rows)
+    }
+
+    /// Runs several statements separated by semicolons, without parameters (DDL, scripts).
+    pub async fn batch_execute(&self, sql: &str) -> Result<()> {
+        let client = self.acquire().await?;
+        self.timed("batch", async { Ok(client.batch_execute(sql).await?) }).await
+    }
+
+    /// Starts a transaction on a connection of its own. It rolls back unless committed.
+    pub async fn begin(&self) -> Result<Transaction> {
+        let client = self.acquire().await?;
+        Transaction::begin(self.clone(), client).await
+    }
+
+    /// Runs `f` inside a transaction: commits when it returns `Ok`, rolls back otherwise.
+    pub async fn with_transaction<T, F>(&self, f: F) -> Result<T>
+    where
+        F: for<'t> FnOnce(&'t mut Transaction) -> std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>,
+    {
+        let mut tx = self.begin().await?;
+        match f(&mut tx).await {
+            Ok(v) => {
+                tx.commit().await?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The original error matters more than a failed rollback.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Current pool counters.
+    pub fn stats(&self) -> PoolStats {
+        let s = self.inner.pool.status();
+        PoolStats {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+        }
+    }
+
+    /// Checks one round trip and reports latency, version and whether the server is a standby.
+    pub async fn health_check(&self) -> Result<Health> {
+        let started = Instant::now();
+        let client = self.acquire().await?;
+        let row = self
+            .timed("health check", async {
+                Ok(client
+                    .query_one("SELECT current_setting('server_version'), pg_is_in_recovery(), current_database()::text", &[])
+                    .await?)
+            })
+            .await?;
+        Ok(Health {
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            server_version: row.get(0),
+            in_recovery: row.get(1),
+            database: row.get(2),
+            pool: self.stats(),
+        })
+    }
+
+    /// Closes the pool: idle connections close now, and connections in use close when returned.
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+}

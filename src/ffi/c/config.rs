@@ -1,0 +1,56 @@
+//! C functions for `Config`.
+
+use super::{arg_str, guard, guard_void, out_ptr};
+use crate::config::Config;
+use std::ffi::{c_char, c_int};
+
+/// Library configuration. Create with `rsdb_config_new` or `rsdb_config_from_env`.
+pub struct rsdb_config(pub(crate) Config);
+
+/// Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).
+/// `*out` receives a handle to release with `rsdb_config_free`.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_config_new(out: *mut *mut rsdb_config) -> c_int {
+    guard(|| {
+        let slot = out_ptr(out, "out")?;
+        *slot = Box::into_raw(Box::new(rsdb_config(Config::default())));
+        Ok(())
+    })
+}
+
+/// Creates a configuration from defaults and the `ROOTSTREAM_*` environment variables
+/// (`ROOTSTREAM_DATABASE_URL`, `ROOTSTREAM_REDIS_URL`, `ROOTSTREAM_POOL_SIZE`, ...).
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_config_from_env(out: *mut *mut rsdb_config) -> c_int {
+    guard(|| {
+        let slot = out_ptr(out, "out")?;
+        let cfg = Config::from_env()?;
+        *slot = Box::into_raw(Box::new(rsdb_config(cfg)));
+        Ok(())
+    })
+}
+
+/// Sets one key: `database_url`, `pool_size`, `acquire_timeout_ms`, `connect_timeout_ms`,
+/// `query_timeout_ms`, `redis_url`, `redis_sentinels` (comma-separated host:port),
+/// `redis_master_name`, `redis_timeout_ms`, `influx_url`, `influx_database`, `influx_org`,
+/// `influx_bucket`, `influx_token`, `master_key` (64 hex digits), `master_key_id`,
+/// `backup_dir`, `instance_id`. An empty value clears an optional key.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_config_set(cfg: *mut rsdb_config, key: *const c_char, value: *const c_char) -> c_int {
+    guard(|| {
+        let cfg = out_ptr(cfg, "cfg")?;
+        let key = arg_str(key, "key")?;
+        let value = arg_str(value, "value")?;
+        cfg.0.set(key, value)
+    })
+}
+
+/// Releases a configuration. NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_config_free(cfg: *mut rsdb_config) {
+    guard_void(|| {
+        if !cfg.is_null() {
+            drop(Box::from_raw(cfg));
+        }
+    })
+}

@@ -1,0 +1,275 @@
+//! The cxx bridge behind the C++ API in `cpp/`. Opaque Rust types behind `rust::Box`; errors
+//! cross as exceptions whose message starts with `rsdb:<code>:` so the C++ wrappers can
+//! rethrow them as `rootstream::Error` with the same numeric code as the C API.
+
+use crate::cache::RedisClient;
+use crate::config::Config;
+use crate::db::{migrations, DatabaseManager, Transaction};
+use crate::error::Error;
+use crate::runtime::block_on;
+use std::fmt;
+use std::time::Duration;
+
+/// An error on its way to C++: displays as `rsdb:<code>:<message>`.
+pub struct BridgeError(pub Error);
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rsdb:{}:{}", self.0.code().as_i32(), self.0)
+    }
+}
+
+impl From<Error> for BridgeError {
+    fn from(e: Error) -> Self {
+        BridgeError(e)
+    }
+}
+
+impl From<serde_json::Error> for BridgeError {
+    fn from(e: serde_json::Error) -> Self {
+        BridgeError(e.into())
+    }
+}
+
+type R<T> = std::result::Result<T, BridgeError>;
+
+#[cxx::bridge(namespace = "rootstream::ffi")]
+mod bridge {
+    unsafe extern "C++" {
+        include!("rootstream/cache/message_observer.h");
+        /// Receives pub/sub messages; implemented in C++ around a std::function.
+        type MessageObserver;
+        fn on_message(self: &MessageObserver, channel: &str, payload: &[u8]);
+    }
+
+    extern "Rust" {
+        type ConfigBox;
+        fn config_new() -> Box<ConfigBox>;
+        fn config_from_env() -> Result<Box<ConfigBox>>;
+        fn set(self: &mut ConfigBox, key: &str, value: &str) -> Result<()>;
+        fn debug_string(self: &ConfigBox) -> String;
+
+        type DbBox;
+        fn db_open(cfg: &ConfigBox) -> Result<Box<DbBox>>;
+        fn migrate(self: &DbBox) -> Result<i32>;
+        fn execute(self: &DbBox, sql: &str, params_json: &str) -> Result<u64>;
+        fn query(self: &DbBox, sql: &str, params_json: &str) -> Result<String>;
+        fn begin(self: &DbBox) -> Result<Box<TxBox>>;
+        fn pool_stats_json(self: &DbBox) -> String;
+        fn health_json(self: &DbBox) -> Result<String>;
+        fn close(self: &DbBox);
+
+        type TxBox;
+        fn execute(self: &TxBox, sql: &str, params_json: &str) -> Result<u64>;
+        fn query(self: &TxBox, sql: &str, params_json: &str) -> Result<String>;
+        fn commit(self: &mut TxBox) -> Result<()>;
+        fn rollback(self: &mut TxBox) -> Result<()>;
+        fn is_open(self: &TxBox) -> bool;
+
+        type RedisBox;
+        fn redis_open(cfg: &ConfigBox) -> Result<Box<RedisBox>>;
+        fn ping_ms(self: &RedisBox) -> Result<f64>;
+        fn set(self: &RedisBox, key: &str, value: &str, ttl_ms: u64) -> Result<()>;
+        fn get(self: &RedisBox, key: &str, found: &mut bool) -> Result<String>;
+        fn del(self: &RedisBox, key: &str) -> Result<bool>;
+        fn exists(self: &RedisBox, key: &str) -> Result<bool>;
+        fn expire(self: &RedisBox, key: &str, ttl_ms: u64) -> Result<bool>;
+        fn ttl_ms(self: &RedisBox, key: &str) -> Result<i64>;
+        fn incr(self: &RedisBox, key: &str, by: i64) -> Result<i64>;
+        fn hset(self: &RedisBox, key: &str, field: &str, value: &str) -> Result<bool>;
+        fn hget(self: &RedisBox, key: &str, field: &str, found: &mut bool) -> Result<String>;
+        fn hgetall_json(self: &RedisBox, key: &str) -> Result<String>;
+        fn hdel(self: &RedisBox, key: &str, field: &str) -> Result<bool>;
+        fn push(self: &RedisBox, key: &str, value: &str, left: bool) -> Result<i64>;
+        fn pop(self: &RedisBox, key: &str, left: bool, found: &mut bool) -> Result<String>;
+        fn lrange_json(self: &RedisBox, key: &str, start: i64, stop: i64) -> Result<String>;
+        fn publish(self: &RedisBox, channel: &str, message: &str) -> Result<i64>;
+        fn subscribe(self: &RedisBox, pattern: &str, observer: UniquePtr<MessageObserver>) -> Result<u64>;
+        fn unsubscribe(self: &RedisBox, id: u64) -> Result<()>;
+        fn exec_atomic(self: &RedisBox, commands_json: &str) -> Result<String>;
+        fn command(self: &RedisBox, args_json: &str) -> Result<String>;
+        fn pubsub_stats_json(self: &RedisBox) -> String;
+    }
+}
+
+fn params(p: &str) -> Option<&str> {
+    Some(p)
+}
+
+/// Configuration behind `rootstream::Config`.
+pub struct ConfigBox(Config);
+
+fn config_new() -> Box<ConfigBox> {
+    Box::new(ConfigBox(Config::default()))
+}
+
+fn config_from_env() -> R<Box<ConfigBox>> {
+    Ok(Box::new(ConfigBox(Config::from_env()?)))
+}
+
+impl ConfigBox {
+    fn set(&mut self, key: &str, value: &str) -> R<()> {
+        Ok(self.0.set(key, value)?)
+    }
+    fn debug_string(&self) -> String {
+        format!("{:?}", self.0)
+    }
+}
+
+/// The pool behind `rootstream::database::DatabaseManager`.
+pub struct DbBox(DatabaseManager);
+
+fn db_open(cfg: &ConfigBox) -> R<Box<DbBox>> {
+    Ok(Box::new(DbBox(block_on(DatabaseManager::connect(&cfg.0))?)))
+}
+
+impl DbBox {
+    fn migrate(&self) -> R<i32> {
+        Ok(block_on(migrations::migrate(&self.0))?.current_version)
+    }
+    fn execute(&self, sql: &str, params_json: &str) -> R<u64> {
+        Ok(block_on(self.0.execute_json(sql, params(params_json)))?)
+    }
+    fn query(&self, sql: &str, params_json: &str) -> R<String> {
+        Ok(block_on(self.0.query_json(sql, params(params_json)))?.to_string())
+    }
+    fn begin(&self) -> R<Box<TxBox>> {
+        Ok(Box::new(TxBox(block_on(self.0.begin())?)))
+    }
+    fn pool_stats_json(&self) -> String {
+        serde_json::to_string(&self.0.stats()).unwrap_or_default()
+    }
+    fn health_json(&self) -> R<String> {
+        Ok(serde_json::to_string(&block_on(self.0.health_check())?)?)
+    }
+    fn close(&self) {
+        self.0.close()
+    }
+}
+
+/// The transaction behind `rootstream::database::Transaction`.
+pub struct TxBox(Transaction);
+
+impl TxBox {
+    fn execute(&self, sql: &str, params_json: &str) -> R<u64> {
+        Ok(block_on(self.0.execute_json(sql, params(params_json)))?)
+    }
+    fn query(&self, sql: &str, params_json: &str) -> R<String> {
+        Ok(block_on(self.0.query_json(sql, params(params_json)))?.to_string())
+    }
+    fn commit(&mut self) -> R<()> {
+        Ok(block_on(self.0.commit())?)
+    }
+    fn rollback(&mut self) -> R<()> {
+        Ok(block_on(self.0.rollback())?)
+    }
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}
+
+/// The client behind `rootstream::cache::RedisClient`.
+pub struct RedisBox(RedisClient);
+
+struct Observer(cxx::UniquePtr<bridge::MessageObserver>);
+// SAFETY: the C++ observer is immutable after construction (const on_message) and documented
+// to run on the library's dispatcher thread, where it is also destroyed.
+unsafe impl Send for Observer {}
+unsafe impl Sync for Observer {}
+
+fn redis_open(cfg: &ConfigBox) -> R<Box<RedisBox>> {
+    Ok(Box::new(RedisBox(block_on(RedisClient::connect(&cfg.0))?)))
+}
+
+fn ms(ttl_ms: u64) -> Option<Duration> {
+    (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms))
+}
+
+impl RedisBox {
+    fn ping_ms(&self) -> R<f64> {
+        Ok(block_on(self.0.ping())?.as_secs_f64() * 1000.0)
+    }
+    fn set(&self, key: &str, value: &str, ttl_ms: u64) -> R<()> {
+        Ok(block_on(self.0.set(key, value, ms(ttl_ms)))?)
+    }
+    fn get(&self, key: &str, found: &mut bool) -> R<String> {
+        let v = block_on(self.0.get(key))?;
+        *found = v.is_some();
+        Ok(v.unwrap_or_default())
+    }
+    fn del(&self, key: &str) -> R<bool> {
+        Ok(block_on(self.0.del(key))?)
+    }
+    fn exists(&self, key: &str) -> R<bool> {
+        Ok(block_on(self.0.exists(key))?)
+    }
+    fn expire(&self, key: &str, ttl_ms: u64) -> R<bool> {
+        let d = ms(ttl_ms).ok_or_else(|| Error::invalid("ttl_ms must be greater than 0"))?;
+        Ok(block_on(self.0.expire(key, d))?)
+    }
+    fn ttl_ms(&self, key: &str) -> R<i64> {
+        match block_on(self.0.ttl(key)) {
+            Ok(Some(d)) => Ok(d.as_millis() as i64),
+            Ok(None) => Ok(-1),
+            Err(Error::NotFound(_)) => Ok(-2),
+            Err(e) => Err(e.into()),
+        }
+    }
+    fn incr(&self, key: &str, by: i64) -> R<i64> {
+        Ok(block_on(self.0.incr(key, by))?)
+    }
+    fn hset(&self, key: &str, field: &str, value: &str) -> R<bool> {
+        Ok(block_on(self.0.hset(key, field, value))?)
+    }
+    fn hget(&self, key: &str, field: &str, found: &mut bool) -> R<String> {
+        let v = block_on(self.0.hget(key, field))?;
+        *found = v.is_some();
+        Ok(v.unwrap_or_default())
+    }
+    fn hgetall_json(&self, key: &str) -> R<String> {
+        Ok(serde_json::to_string(&block_on(self.0.hgetall(key))?)?)
+    }
+    fn hdel(&self, key: &str, field: &str) -> R<bool> {
+        Ok(block_on(self.0.hdel(key, field))?)
+    }
+    fn push(&self, key: &str, value: &str, left: bool) -> R<i64> {
+        Ok(if left { block_on(self.0.lpush(key, value))? } else { block_on(self.0.rpush(key, value))? })
+    }
+    fn pop(&self, key: &str, left: bool, found: &mut bool) -> R<String> {
+        let v = if left { block_on(self.0.lpop(key))? } else { block_on(self.0.rpop(key))? };
+        *found = v.is_some();
+        Ok(v.unwrap_or_default())
+    }
+    fn lrange_json(&self, key: &str, start: i64, stop: i64) -> R<String> {
+        Ok(serde_json::to_string(&block_on(self.0.lrange(key, start as isize, stop as isize))?)?)
+    }
+    fn publish(&self, channel: &str, message: &str) -> R<i64> {
+        Ok(block_on(self.0.publish(channel, message))?)
+    }
+    fn subscribe(&self, pattern: &str, observer: cxx::UniquePtr<bridge::MessageObserver>) -> R<u64> {
+        if observer.is_null() {
+            return Err(Error::Null("observer").into());
+        }
+        let obs = Observer(observer);
+        Ok(block_on(self.0.subscribe(pattern, move |m| {
+            let obs = &obs;
+            if let Some(o) = obs.0.as_ref() {
+                o.on_message(&m.channel, &m.payload);
+            }
+        }))?)
+    }
+    fn unsubscribe(&self, id: u64) -> R<()> {
+        Ok(block_on(self.0.unsubscribe(id))?)
+    }
+    fn exec_atomic(&self, commands_json: &str) -> R<String> {
+        let cmds = crate::cache::client::parse_commands(commands_json)?;
+        Ok(serde_json::to_string(&block_on(self.0.exec_atomic(&cmds))?)?)
+    }
+    fn command(&self, args_json: &str) -> R<String> {
+        let args = crate::cache::client::parse_args(args_json)?;
+        Ok(block_on(self.0.command(&args))?.to_string())
+    }
+    fn pubsub_stats_json(&self) -> String {
+        serde_json::to_string(&self.0.pubsub_stats()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,19 @@
+//! rootstream-db: the data layer of RootStream.
+//!
+//! One Rust core (async, on tokio) with three faces: this Rust API, a C ABI (`rsdb_*`, header
+//! `include/rootstream_db.h`) and a C++ API (`rootstream::…` classes in `cpp/`).
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ffi;
+pub mod runtime;
+
+pub use cache::RedisClient;
+pub use config::Config;
+pub use db::{DatabaseManager, Transaction};
+pub use error::{Error, ErrorCode, Result};
+
+/// The library version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
