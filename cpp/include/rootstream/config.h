@@ -1,0 +1,35 @@
+// Library configuration for the C++ API.
+#pragma once
+
+#include "rootstream/error.h"
+#include "rust/cxx.h"
+#include "rootstream-db/src/ffi/cxx/mod.rs.h"
+
+#include <string>
+
+namespace rootstream {
+
+/// Configuration shared by every component. Keys and environment variables are listed in
+/// the README; ROOTSTREAM_<KEY> in the environment overrides the default of <key>.
+class Config {
+public:
+    /// Defaults only.
+    Config();
+    /// Defaults overridden by the ROOTSTREAM_* environment variables.
+    static Config from_env();
+
+    /// Sets one key (e.g. "database_url", "pool_size"); throws rootstream::Error for an
+    /// unknown key or a bad value.
+    Config& set(const std::string& key, const std::string& value);
+
+    /// A description with secrets and passwords masked.
+    std::string describe() const;
+
+    const ffi::ConfigBox& raw() const { return *box_; }
+
+private:
+    explicit Config(rust::Box<ffi::ConfigBox> box) : box_(std::move(box)) {}
+    rust::Box<ffi::ConfigBox> box_;
+};
+
+}  // namespace rootstream

@@ -1,0 +1,96 @@
+// rootstream::database::DatabaseManager — pooled PostgreSQL access — and its RAII Transaction.
+#pragma once
+
+#include "rootstream/config.h"
+#include "rootstream/error.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace rootstream {
+namespace database {
+
+/// Pool counters at one moment.
+struct PoolStats {
+    std::size_t max_size = 0;
+    std::size_t size = 0;
+    std::size_t available = 0;
+    std::size_t in_use = 0;
+    std::size_t waiting = 0;
+};
+
+/// A transaction on a pooled connection of its own. Rolls back in the destructor unless
+/// commit() succeeded, so an exception leaving the scope undoes the work. Movable, not
+/// copyable; use it from one thread at a time.
+class Transaction {
+public:
+    Transaction(Transaction&&) noexcept = default;
+    Transaction& operator=(Transaction&& other) noexcept;
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    ~Transaction();
+
+    /// Executes a statement; params bind to $1, $2, ... Returns rows affected.
+    std::uint64_t execute(const std::string& sql, const nlohmann::json& params = nlohmann::json::array());
+    /// Runs a query; returns an array of row objects keyed by column name.
+    nlohmann::json query(const std::string& sql, const nlohmann::json& params = nlohmann::json::array());
+    /// Commits; throws (code RSDB_ERR_STATE) when an earlier statement failed.
+    void commit();
+    /// Rolls back; a no-op once finished.
+    void rollback();
+    /// True until commit or rollback.
+    bool is_open() const;
+
+private:
+    friend class DatabaseManager;
+    explicit Transaction(rust::Box<ffi::TxBox> box) : box_(std::move(box)) {}
+    std::optional<rust::Box<ffi::TxBox>> box_;
+};
+
+/// A pool of PostgreSQL connections (default 20), shared safely by all threads.
+class DatabaseManager {
+public:
+    /// Opens the pool for config's database_url and checks one round trip.
+    explicit DatabaseManager(const Config& config);
+
+    /// Applies the embedded migrations; returns the schema version.
+    int migrate();
+    /// Executes a statement; params bind to $1, $2, ... Returns rows affected.
+    std::uint64_t execute(const std::string& sql, const nlohmann::json& params = nlohmann::json::array());
+    /// Runs a query; returns an array of row objects keyed by column name.
+    nlohmann::json query(const std::string& sql, const nlohmann::json& params = nlohmann::json::array());
+    /// Begins a transaction (waits at most the acquire timeout for a connection).
+    Transaction begin();
+
+    /// Runs fn(Transaction&) and commits when it returns; rolls back when it throws.
+    template <class F>
+    auto transaction(F&& fn) -> decltype(fn(std::declval<Transaction&>())) {
+        Transaction tx = begin();
+        if constexpr (std::is_void_v<decltype(fn(tx))>) {
+            fn(tx);
+            tx.commit();
+        } else {
+            auto result = fn(tx);
+            tx.commit();
+            return result;
+        }
+    }
+
+    /// Current pool counters.
+    PoolStats pool_stats() const;
+    /// Latency, server version, standby flag, database and pool counters.
+    nlohmann::json health_check() const;
+    /// Closes idle connections and refuses new acquires.
+    void close();
+
+private:
+    rust::Box<ffi::DbBox> box_;
+};
+
+}  // namespace database
+}  // namespace rootstream

@@ -1,0 +1,715 @@
+#!/usr/bin/env bash
+# Private, throw-away PostgreSQL 15 + Redis 7 + InfluxDB 1.6 stack for tests.
+#
+# Every stack lives in its own directory, listens on 127.0.0.1 only and uses
+# random free ports, so any number of stacks (one per test binary) can run at
+# the same time without interfering with each other or with the machine's own
+# services on the standard ports, which this script never touches.
+#
+# Usage:
+#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx]
+#       Start a stack in DIR (must not exist, or be empty). On success prints
+#       `export NAME=value` lines on stdout (also written to DIR/env); all
+#       progress goes to stderr. With --owner-pid, a detached watchdog stops
+#       the stack once PID has exited (even after SIGKILL).
+#   scripts/stack.sh stop DIR
+#       Stop everything started for DIR and remove DIR. Idempotent.
+#   scripts/stack.sh run [--no-influx] -- CMD [ARGS...]
+#       Start a stack in a fresh temporary directory, run CMD with the
+#       variables exported, stop the stack, exit with CMD's status.
+#   scripts/stack.sh env DIR
+#       Print DIR/env.
+#
+# Variables: ROOTSTREAM_STACK_DIR, ROOTSTREAM_PG_HOST, ROOTSTREAM_PG_PORT,
+# ROOTSTREAM_PG_USER, ROOTSTREAM_DATABASE_URL, ROOTSTREAM_PG_BIN,
+# ROOTSTREAM_REDIS_PORT, ROOTSTREAM_REDIS_URL, ROOTSTREAM_INFLUX_PORT,
+# ROOTSTREAM_INFLUX_URL (the last two are omitted with --no-influx).
+set -euo pipefail
+
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
+
+PG_BIN=/usr/lib/postgresql/15/bin
+REDIS_SERVER=/usr/bin/redis-server
+INFLUXD=/usr/bin/influxd
+HOST=127.0.0.1
+PORT_MIN=20000
+PORT_MAX=59999
+BIND_ATTEMPTS=5
+# Marks a directory as created by this script: `stop` refuses to delete a
+# directory without it, so a mistyped path can never be wiped.
+MARKER=.rootstream-stack
+INSTALL_HINT="run scripts/install-deps.sh (or: apt-get install -y postgresql-15 postgresql-client-15 redis-server redis-tools influxdb)"
+
+log() { printf 'stack: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+    sed -n '/^# Usage:/,/^# Variables:/p' "$SELF" | sed -e 's/^# \{0,1\}//' -e '/^Variables:/d' >&2
+    exit 2
+}
+
+now() { printf '%s' "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+# ---------------------------------------------------------------- processes
+
+# Fields of /proc/PID/stat after the command name (which may contain spaces):
+# index 0 is the state, 2 the process group, 19 the start time.
+proc_stat_field() {
+    local stat rest fields
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    rest=${stat##*) }
+    read -r -a fields <<<"$rest"
+    printf '%s' "${fields[$2]}"
+}
+
+# A zombie counts as dead: a killed process whose parent has not reaped it yet
+# must not keep the watchdog (or stop) waiting.
+proc_alive() {
+    local pid=$1 state
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    if [[ -d /proc/$pid ]]; then
+        state=$(proc_stat_field "$pid" 0) || return 1
+        [[ $state != Z && $state != X ]]
+    else
+        kill -0 "$pid" 2>/dev/null
+    fi
+}
+
+# Guards every kill: the pid must still be the process we started (its command
+# line contains NEEDLE), so a recycled pid is never signalled.
+proc_matches() {
+    local pid=$1 needle=$2 cmdline
+    proc_alive "$pid" || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *"$needle"* ]]
+}
+
+wait_gone() { # PID SECONDS
+    local pid=$1 i
+    for ((i = 0; i < $2 * 10; i++)); do
+        proc_alive "$pid" || return 0
+        sleep 0.1
+    done
+    ! proc_alive "$pid"
+}
+
+# TERM (or the given signal), wait, then KILL. Only touches PID if its command
+# line still contains NEEDLE.
+terminate() { # PID NEEDLE NAME [SIGNAL]
+    local pid=$1 needle=$2 name=$3 sig=${4:-TERM}
+    proc_matches "$pid" "$needle" || return 0
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    wait_gone "$pid" 15 && return 0
+    log "$name (pid $pid) did not exit after SIG$sig; sending SIGKILL"
+    kill -s KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 5 || { log "$name (pid $pid) is still running"; return 1; }
+}
+
+read_pid() { [[ -f $1 ]] && head -n 1 "$1" | tr -dc '0-9'; }
+
+# Run CMD fully detached: own session, stdin from /dev/null, stdout/stderr to
+# LOG, and without fd 9 (the stack lock, see lock_dir), so `$(stack.sh start)`
+# returns immediately and the lock dies with this script. The pid is written
+# by the process itself before it execs CMD, so it is the pid of CMD.
+spawn_detached() { # PIDFILE LOG CMD...
+    local pidfile=$1 logfile=$2 i
+    shift 2
+    rm -f "$pidfile"
+    # shellcheck disable=SC2016  # $$ and $0 expand in the inner sh.
+    (cd / && exec setsid nohup sh -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
+        "$pidfile" "$@") </dev/null >>"$logfile" 2>&1 9>&- &
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $pidfile ]] && { read_pid "$pidfile"; return 0; }
+        sleep 0.05
+    done
+    return 1
+}
+
+# Close every fd above 2 inherited from the caller (for example a CI
+# runner's or a make jobserver's pipe), so that none of the long-lived
+# daemons keeps such a pipe open and makes the caller wait for EOF. Bash's
+# own descriptor for this script (normally 255) stays open.
+close_inherited_fds() {
+    local fd target self_real
+    [[ -d /proc/$$/fd ]] || return 0
+    self_real=$(readlink -f "$SELF")
+    for fd in "/proc/$$/fd"/*; do
+        fd=${fd##*/}
+        [[ $fd =~ ^[0-9]+$ ]] || continue
+        ((fd > 2 && fd != 255)) || continue
+        target=$(readlink "/proc/$$/fd/$fd" 2>/dev/null) || continue
+        [[ $target == "$self_real" ]] && continue
+        eval "exec $fd>&-"
+    done
+}
+
+# ---------------------------------------------------------------- ports
+
+port_in_use() {
+    local port=$1
+    if command -v ss >/dev/null 2>&1; then
+        # Any TCP socket using the port counts, not only listeners: the range
+        # overlaps the kernel's ephemeral ports used by outgoing connections.
+        [[ -n $(ss -Htan "sport = :$port" 2>/dev/null) ]]
+    else
+        (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null
+    fi
+}
+
+USED_PORTS=" "
+# Picks a random unused port. A race with another process grabbing it before
+# our server binds is still possible; callers retry on "address in use".
+random_port() {
+    local port i
+    for ((i = 0; i < 200; i++)); do
+        port=$(((RANDOM << 15 | RANDOM) % (PORT_MAX - PORT_MIN + 1) + PORT_MIN))
+        [[ $USED_PORTS == *" $port "* ]] && continue
+        port_in_use "$port" && continue
+        printf '%s' "$port"
+        return 0
+    done
+    die "could not find a free port in $PORT_MIN-$PORT_MAX"
+}
+
+# True if the part of LOG after byte OFFSET reports a port conflict.
+bind_failed() { # LOG OFFSET
+    tail -c "+$(($2 + 1))" "$1" 2>/dev/null | grep -qi 'address already in use'
+}
+
+file_size() { if [[ -f $1 ]]; then stat -c %s "$1"; else echo 0; fi; }
+
+# ---------------------------------------------------------------- probes
+
+# HTTP status code of GET http://127.0.0.1:PORT/PATH, or 000.
+http_status() { # PORT PATH
+    local port=$1 path=$2 line
+    if command -v curl >/dev/null 2>&1; then
+        # --noproxy: an http_proxy in the environment must not catch 127.0.0.1.
+        curl --noproxy '*' -s -o /dev/null -w '%{http_code}' --max-time 2 \
+            "http://$HOST:$port$path" 2>/dev/null || true
+    elif (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
+        line=$( (exec 3<>"/dev/tcp/$HOST/$port" &&
+            printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$HOST" >&3 &&
+            IFS= read -r -t 2 l <&3 && printf '%s' "$l") 2>/dev/null) || true
+        line=${line#HTTP/* }
+        printf '%s' "${line:0:3}"
+    else
+        python3 - "$port" "$path" <<'EOF' 2>/dev/null || printf '000'
+import sys, http.client
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=2)
+c.request("GET", sys.argv[2])
+print(c.getresponse().status, end="")
+EOF
+    fi
+}
+
+http_body() { # PORT PATH (curl or python3; only used for an extra check)
+    if command -v curl >/dev/null 2>&1; then
+        curl --noproxy '*' -s --max-time 2 "http://$HOST:$1$2" 2>/dev/null || true
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import sys,urllib.request as u
+print(u.build_opener(u.ProxyHandler({})).open("http://127.0.0.1:%s%s" % (sys.argv[1], sys.argv[2]), timeout=2).read().decode())' \
+            "$1" "$2" 2>/dev/null || true
+    fi
+}
+
+redis_cmd() { # PORT ARGS...
+    local port=$1
+    shift
+    if command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -h "$HOST" -p "$port" "$@" 2>/dev/null
+    else
+        # Inline command over /dev/tcp; enough for PING (one-line reply).
+        (exec 3<>"/dev/tcp/$HOST/$port" && printf '%s\r\n' "$*" >&3 &&
+            IFS= read -r -t 2 l <&3 && printf '%s\n' "${l#+}" | tr -d '\r') 2>/dev/null
+    fi
+}
+
+pg_query() { # PORT SQL
+    PGCONNECT_TIMEOUT=2 "$PG_BIN/psql" -X -q -A -t -w \
+        "host=$HOST port=$1 user=postgres dbname=postgres sslmode=disable" \
+        -c "$2" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- locking
+
+# Serialises start/stop/watchdog on one DIR. The lock file lives inside DIR;
+# a stopper that waited for the lock re-checks the marker afterwards, because
+# the holder may have removed DIR in the meantime. Daemons are started with
+# fd 9 closed so they never inherit (and hold) the lock.
+lock_dir() {
+    exec 9>>"$1/.lock" || return 1
+    flock 9
+}
+
+# ---------------------------------------------------------------- start
+
+STACK_DIR=
+START_OK=0
+FAIL_LOGS=()
+PG_RUN=()      # prefix that runs a command as the PostgreSQL OS user
+PG_PORT='' REDIS_PORT='' INFLUX_PORT=''
+
+show_logs() {
+    local f
+    for f in "$@"; do
+        [[ -s $f ]] || continue
+        log "---- last lines of $f ----"
+        tail -n 25 "$f" >&2
+    done
+}
+
+on_start_exit() {
+    local rc=$?
+    ((START_OK)) && return 0
+    ((rc == 0)) && rc=1
+    trap - INT TERM
+    log "start failed; stopping whatever was started in $STACK_DIR"
+    show_logs "${FAIL_LOGS[@]}"
+    stop_locked "$STACK_DIR" || true
+    exit "$rc"
+}
+
+# runuser lives in /usr/sbin, which is not always on PATH (e.g. `su` without -l).
+find_runuser() {
+    local c
+    for c in "$(command -v runuser 2>/dev/null || true)" /usr/sbin/runuser /sbin/runuser; do
+        [[ -n $c && -x $c ]] && { printf '%s' "$c"; return 0; }
+    done
+    die "runuser not found (package util-linux); it is needed to run PostgreSQL as 'postgres' when root"
+}
+
+need_bin() {
+    [[ -x $1 ]] || die "$1 not found; $INSTALL_HINT"
+}
+
+start_postgres() {
+    local dir=$1 port attempt off t0 i sockdir conf blocker=''
+    t0=$(now)
+    FAIL_LOGS=("$dir/initdb.log" "$dir/pg_ctl.log" "$dir/pg.log")
+    mkdir -m 700 "$dir/pg"
+    mkdir -m 700 "$dir/sock"
+    : >"$dir/pg.log"
+    if ((EUID == 0)); then
+        # PostgreSQL refuses to run as root: its files belong to `postgres`,
+        # and that user must be able to reach them through DIR's parents.
+        chown postgres: "$dir/pg" "$dir/sock" "$dir/pg.log"
+        if ! "${PG_RUN[@]}" test -w "$dir/pg"; then
+            local p=$dir
+            while [[ $p != / ]] && ! "${PG_RUN[@]}" test -x "$p"; do
+                blocker=$p
+                p=$(dirname "$p")
+            done
+            die "user 'postgres' cannot reach $dir/pg (${blocker:-$dir} is not traversable by it); use a directory under /tmp or chmod o+x the parents"
+        fi
+        printf 'postgres\n' >"$dir/pg.user"
+    else
+        id -un >"$dir/pg.user"
+    fi
+
+    # --no-sync only skips initdb's final flush of the fresh cluster (a
+    # throw-away directory); the server itself runs with fsync on.
+    if ! (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/initdb" -D "$dir/pg" -U postgres --auth=trust \
+        -E UTF8 --locale=C.UTF-8 --no-sync) >"$dir/initdb.log" 2>&1 9>&-; then
+        log "initdb with locale C.UTF-8 failed; retrying with locale C"
+        (cd "$dir" && "${PG_RUN[@]}" find "$dir/pg" -mindepth 1 -delete) 9>&-
+        (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/initdb" -D "$dir/pg" -U postgres --auth=trust \
+            -E UTF8 --locale=C --no-sync) >>"$dir/initdb.log" 2>&1 9>&- ||
+            die "initdb failed"
+    fi
+
+    # Unix socket paths are limited to 107 bytes; with a very long DIR use TCP
+    # only (nothing here needs the socket) instead of failing.
+    sockdir="$dir/sock"
+    if ((${#sockdir} + 18 > 107)); then
+        log "DIR path too long for a Unix socket; PostgreSQL will listen on TCP only"
+        sockdir=
+    fi
+    conf="$dir/pg/rootstream.conf"
+    echo "include 'rootstream.conf'" >>"$dir/pg/postgresql.conf"
+
+    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
+        port=$(random_port)
+        USED_PORTS+="$port "
+        # Settings live in an included file rather than `pg_ctl -o` so paths
+        # need no extra quoting layer. fsync stays on (the default) on purpose:
+        # durability tests need real behaviour. WAL settings allow
+        # replication/backup tests.
+        cat >"$conf" <<EOF
+listen_addresses = '$HOST'
+port = $port
+unix_socket_directories = '${sockdir//\'/\'\'}'
+max_connections = 200
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+fsync = on
+EOF
+        ((EUID == 0)) && chown postgres: "$conf"
+        off=$(file_size "$dir/pg.log")
+        if (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start) \
+            </dev/null >>"$dir/pg_ctl.log" 2>&1 9>&-; then
+            printf '%s\n' "$(read_pid "$dir/pg/postmaster.pid")" >"$dir/pg.pid"
+            # Ready means a real query over TCP answered by *our* server
+            # (data_directory check), not just a started process.
+            for ((i = 0; i < 300; i++)); do
+                if [[ $(pg_query "$port" 'SHOW data_directory') == "$dir/pg" ]]; then
+                    PG_PORT=$port
+                    [[ $(pg_query "$port" 'SELECT 1') == 1 ]] || die "PostgreSQL: SELECT 1 failed"
+                    log "postgres ready on $HOST:$port ($(elapsed "$t0"))"
+                    return 0
+                fi
+                sleep 0.1
+            done
+            die "PostgreSQL started but does not answer SELECT 1 on $HOST:$port"
+        fi
+        if bind_failed "$dir/pg.log" "$off"; then
+            log "postgres: port $port taken, retrying with another"
+            continue
+        fi
+        die "PostgreSQL failed to start"
+    done
+    die "PostgreSQL: no usable port after $BIND_ATTEMPTS attempts"
+}
+
+start_redis() {
+    local dir=$1 port attempt off t0 i pid
+    t0=$(now)
+    FAIL_LOGS=("$dir/redis.log")
+    mkdir "$dir/redis"
+    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
+        port=$(random_port)
+        USED_PORTS+="$port "
+        rm -f "$dir/redis.pid"
+        off=$(file_size "$dir/redis.log")
+        # The redirect only catches output from before --logfile takes effect.
+        # shellcheck disable=SC2094
+        (cd / && "$REDIS_SERVER" --bind "$HOST" --port "$port" --dir "$dir/redis" \
+            --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+            --save '' --appendonly no) </dev/null >>"$dir/redis.log" 2>&1 9>&- ||
+            die "redis-server failed to start"
+        # The daemonized server writes its pidfile only after it has bound the
+        # port; on a bind failure it exits without one.
+        for ((i = 0; i < 150; i++)); do
+            pid=$(read_pid "$dir/redis.pid" || true)
+            if [[ -n $pid ]] && proc_alive "$pid" &&
+                [[ $(redis_cmd "$port" PING) == PONG ]]; then
+                # Make sure the answer came from our server.
+                if command -v redis-cli >/dev/null 2>&1 &&
+                    ! redis_cmd "$port" INFO server | tr -d '\r' | grep -qx "process_id:$pid"; then
+                    die "Redis on port $port is not the server we started"
+                fi
+                REDIS_PORT=$port
+                log "redis ready on $HOST:$port ($(elapsed "$t0"))"
+                return 0
+            fi
+            bind_failed "$dir/redis.log" "$off" && break
+            sleep 0.1
+        done
+        if bind_failed "$dir/redis.log" "$off"; then
+            log "redis: port $port taken, retrying with another"
+            continue
+        fi
+        die "Redis did not become ready on $HOST:$port"
+    done
+    die "Redis: no usable port after $BIND_ATTEMPTS attempts"
+}
+
+start_influx() {
+    local dir=$1 port rpc attempt off t0 i pid body conf=$1/influxdb.conf
+    t0=$(now)
+    FAIL_LOGS=("$dir/influx.log")
+    mkdir -p "$dir/influx/meta" "$dir/influx/data" "$dir/influx/wal"
+    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
+        port=$(random_port)
+        USED_PORTS+="$port "
+        rpc=$(random_port) # backup/restore RPC; default 8088 would collide
+        USED_PORTS+="$rpc "
+        # Everything not listed keeps its default; graphite, collectd,
+        # opentsdb and udp listeners are disabled by default.
+        cat >"$conf" <<EOF
+reporting-disabled = true
+bind-address = "$HOST:$rpc"
+
+[meta]
+  dir = "$dir/influx/meta"
+  logging-enabled = false
+
+[data]
+  dir = "$dir/influx/data"
+  wal-dir = "$dir/influx/wal"
+  query-log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "$HOST:$port"
+  auth-enabled = false
+  log-enabled = false
+  pprof-enabled = false
+EOF
+        off=$(file_size "$dir/influx.log")
+        pid=$(spawn_detached "$dir/influx.pid" "$dir/influx.log" "$INFLUXD" run -config "$conf") ||
+            die "could not start influxd"
+        for ((i = 0; i < 600; i++)); do
+            proc_alive "$pid" || break
+            if [[ $(http_status "$port" /ping) == 204 ]]; then
+                # /debug/vars shows the server's command line: make sure the
+                # 204 came from our influxd, not one of a parallel stack.
+                # (Without curl or python3 the body is empty; trust the ping.)
+                body=$(http_body "$port" /debug/vars)
+                if [[ -z $body || $body == *"$conf"* ]]; then
+                    INFLUX_PORT=$port
+                    log "influxdb ready on $HOST:$port ($(elapsed "$t0"))"
+                    return 0
+                fi
+            fi
+            sleep 0.1
+        done
+        if ! proc_alive "$pid"; then
+            if bind_failed "$dir/influx.log" "$off"; then
+                log "influxdb: port $port or $rpc taken, retrying with others"
+                continue
+            fi
+            die "influxd exited during startup"
+        fi
+        die "InfluxDB did not answer /ping with 204 on $HOST:$port within 60s"
+    done
+    die "InfluxDB: no usable ports after $BIND_ATTEMPTS attempts"
+}
+
+write_env() {
+    local dir=$1 tmp=$1/env.tmp
+    {
+        printf 'export ROOTSTREAM_STACK_DIR=%q\n' "$dir"
+        printf 'export ROOTSTREAM_PG_PORT=%q\n' "$PG_PORT"
+        printf 'export ROOTSTREAM_PG_HOST=%q\n' "$HOST"
+        printf 'export ROOTSTREAM_PG_USER=%q\n' postgres
+        printf 'export ROOTSTREAM_DATABASE_URL=%q\n' "postgresql://postgres@$HOST:$PG_PORT/postgres"
+        printf 'export ROOTSTREAM_PG_BIN=%q\n' "$PG_BIN"
+        printf 'export ROOTSTREAM_REDIS_PORT=%q\n' "$REDIS_PORT"
+        printf 'export ROOTSTREAM_REDIS_URL=%q\n' "redis://$HOST:$REDIS_PORT/"
+        if [[ -n $INFLUX_PORT ]]; then
+            printf 'export ROOTSTREAM_INFLUX_PORT=%q\n' "$INFLUX_PORT"
+            printf 'export ROOTSTREAM_INFLUX_URL=%q\n' "http://$HOST:$INFLUX_PORT"
+        fi
+    } >"$tmp"
+    mv "$tmp" "$dir/env"
+}
+
+cmd_start() {
+    local dir='' owner='' influx=1 owner_start t0 wpid b runuser_bin
+    while (($#)); do
+        case $1 in
+        --owner-pid) owner=${2:-}; shift 2 || usage ;;
+        --no-influx) influx=0; shift ;;
+        -*) usage ;;
+        *) [[ -z $dir ]] || usage; dir=$1; shift ;;
+        esac
+    done
+    [[ -n $dir ]] || usage
+    t0=$(now)
+
+    for b in initdb pg_ctl postgres psql; do need_bin "$PG_BIN/$b"; done
+    need_bin "$REDIS_SERVER"
+    ((influx)) && need_bin "$INFLUXD"
+    for b in flock setsid nohup; do
+        command -v "$b" >/dev/null 2>&1 || die "$b not found (package util-linux/coreutils)"
+    done
+    if ((EUID == 0)); then
+        getent passwd postgres >/dev/null || die "user 'postgres' does not exist; $INSTALL_HINT"
+        runuser_bin=$(find_runuser)
+        PG_RUN=("$runuser_bin" -u postgres --)
+    fi
+    if [[ -n $owner ]]; then
+        if ! [[ $owner =~ ^[0-9]+$ ]] || ! proc_alive "$owner"; then
+            die "--owner-pid $owner: no such process"
+        fi
+        owner_start=$(proc_stat_field "$owner" 19 2>/dev/null || echo unknown)
+    fi
+
+    close_inherited_fds
+    mkdir -p "$dir"
+    [[ -z $(ls -A "$dir") ]] || die "$dir is not empty"
+    dir=$(cd "$dir" && pwd -P)
+    STACK_DIR=$dir
+    chmod 755 "$dir" # postgres (when we are root) must traverse it
+    : >"$dir/$MARKER"
+    lock_dir "$dir" || die "cannot lock $dir"
+    trap on_start_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    log "starting stack in $dir"
+
+    start_postgres "$dir"
+    start_redis "$dir"
+    ((influx)) && start_influx "$dir"
+    FAIL_LOGS=()
+    write_env "$dir"
+
+    if [[ -n $owner ]]; then
+        wpid=$(spawn_detached "$dir/watchdog.pid" "$dir/watchdog.log" \
+            bash "$SELF" _watchdog "$dir" "$owner" "$owner_start") ||
+            die "could not start the watchdog"
+        log "watchdog (pid $wpid) will stop the stack when pid $owner exits"
+    fi
+
+    START_OK=1
+    log "stack ready in $(elapsed "$t0")"
+    cat "$dir/env"
+}
+
+# ---------------------------------------------------------------- watchdog
+
+cmd_watchdog() { # DIR OWNER OWNER_START
+    local dir=$1 owner=$2 owner_start=$3
+    log "watching pid $owner for $dir"
+    while :; do
+        [[ -f $dir/$MARKER ]] || exit 0 # stopped by someone else
+        # Owner gone (or its pid reused by a different process).
+        if ! proc_alive "$owner" ||
+            [[ $owner_start != unknown && $(proc_stat_field "$owner" 19 2>/dev/null) != "$owner_start" ]]; then
+            log "owner pid $owner is gone; stopping $dir"
+            exec bash "$SELF" stop "$dir"
+        fi
+        sleep 1
+    done
+}
+
+# ---------------------------------------------------------------- stop
+
+stop_postgres() {
+    local dir=$1 pid pg_user run=() runuser_bin
+    [[ -d $dir/pg ]] || return 0
+    pid=$(read_pid "$dir/pg.pid" || read_pid "$dir/pg/postmaster.pid" || true)
+    pg_user=$(cat "$dir/pg.user" 2>/dev/null || true)
+    if ((EUID == 0)) && [[ $pg_user == postgres ]]; then
+        runuser_bin=$(find_runuser)
+        run=("$runuser_bin" -u postgres --)
+    fi
+    if [[ -f $dir/pg/postmaster.pid ]]; then
+        (cd "$dir" && "${run[@]}" "$PG_BIN/pg_ctl" -D "$dir/pg" -m fast -w -t 30 stop) \
+            </dev/null >>"$dir/pg_ctl.log" 2>&1 9>&- || log "pg_ctl stop failed; falling back to signals"
+    fi
+    # SIGINT is PostgreSQL's "fast shutdown"; terminate escalates to SIGKILL.
+    [[ -n $pid ]] && terminate "$pid" "$dir/pg" postgres INT
+    return 0
+}
+
+stop_locked() { # DIR (lock held)
+    local dir=$1 pid ok=1 pgid
+    pid=$(read_pid "$dir/watchdog.pid" || true)
+    if [[ -n $pid && $pid != "$$" && $pid != "$PPID" ]] && proc_matches "$pid" _watchdog; then
+        # The watchdog leads its own process group; kill the group so its
+        # `sleep 1` goes too.
+        pgid=$(proc_stat_field "$pid" 2 || true)
+        if [[ $pgid == "$pid" ]]; then kill -TERM -- "-$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi
+        wait_gone "$pid" 5 || ok=0
+    fi
+    pid=$(read_pid "$dir/influx.pid" || true)
+    [[ -n $pid ]] && { terminate "$pid" "$dir/influxdb.conf" influxd || ok=0; }
+    pid=$(read_pid "$dir/redis.pid" || true)
+    [[ -n $pid ]] && { terminate "$pid" redis-server redis-server || ok=0; }
+    stop_postgres "$dir" || ok=0
+    pid=$(read_pid "$dir/pg.pid" || true)
+    [[ -n $pid ]] && proc_matches "$pid" "$dir/pg" && ok=0
+    if ((!ok)); then
+        log "some processes of $dir are still running; leaving $dir in place"
+        return 1
+    fi
+    rm -rf "$dir"
+    log "stopped and removed $dir"
+}
+
+cmd_stop() {
+    local dir=${1:-}
+    [[ -n $dir && $# -eq 1 ]] || usage
+    if [[ ! -e $dir ]]; then
+        log "$dir does not exist; nothing to stop"
+        return 0
+    fi
+    dir=$(cd "$dir" 2>/dev/null && pwd -P) || return 0
+    [[ -f $dir/$MARKER ]] || die "$dir is not a stack directory (no $MARKER); refusing to touch it"
+    lock_dir "$dir" 2>/dev/null || return 0
+    # Whoever held the lock before us may have stopped and removed it.
+    if [[ ! -f $dir/$MARKER ]]; then
+        log "$dir already stopped"
+        return 0
+    fi
+    stop_locked "$dir"
+}
+
+# ---------------------------------------------------------------- run
+
+RUN_DIR=
+RUN_CHILD=
+
+on_run_exit() {
+    local rc=$?
+    if [[ -n $RUN_DIR && -e $RUN_DIR ]]; then
+        if [[ -f $RUN_DIR/$MARKER ]]; then
+            bash "$SELF" stop "$RUN_DIR" || rc=1
+        else
+            rmdir "$RUN_DIR" 2>/dev/null || true
+        fi
+    fi
+    exit "$rc"
+}
+
+on_run_signal() { # SIGNAL NUMBER
+    trap - INT TERM
+    if [[ -n $RUN_CHILD ]]; then
+        kill -s "$1" "$RUN_CHILD" 2>/dev/null || true
+        wait "$RUN_CHILD" 2>/dev/null || true
+    fi
+    exit $((128 + $2))
+}
+
+cmd_run() {
+    local opts=() rc=0
+    while (($#)); do
+        case $1 in
+        --no-influx) opts+=(--no-influx); shift ;;
+        --) shift; break ;;
+        *) usage ;;
+        esac
+    done
+    (($#)) || usage
+    RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rootstream-stack.XXXXXX")
+    trap on_run_exit EXIT
+    trap 'on_run_signal INT 2' INT
+    trap 'on_run_signal TERM 15' TERM
+    # --owner-pid $$: if this script is SIGKILLed, the watchdog cleans up.
+    bash "$SELF" start "$RUN_DIR" --owner-pid "$$" "${opts[@]}" >/dev/null
+    # shellcheck source=/dev/null
+    source "$RUN_DIR/env"
+    # CMD runs in the background so that a TERM to this script is handled
+    # (forwarded, then the stack stopped) at once rather than after CMD
+    # exits. `<&0` keeps stdin, which bash would otherwise replace with
+    # /dev/null for a background job.
+    "$@" <&0 &
+    RUN_CHILD=$!
+    wait "$RUN_CHILD" || rc=$?
+    RUN_CHILD=
+    exit "$rc"
+}
+
+# ---------------------------------------------------------------- main
+
+cmd=${1:-}
+(($#)) && shift
+case $cmd in
+start) cmd_start "$@" ;;
+stop) cmd_stop "$@" ;;
+run) cmd_run "$@" ;;
+env)
+    [[ $# -eq 1 ]] || usage
+    [[ -f $1/env ]] || die "$1/env not found (is a stack running in $1?)"
+    cat "$1/env"
+    ;;
+_watchdog) cmd_watchdog "$@" ;;
+*) usage ;;
+esac
