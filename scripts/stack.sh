@@ -19,6 +19,8 @@
 #       variables exported, stop the stack, exit with CMD's status.
 #   scripts/stack.sh env DIR
 #       Print DIR/env.
+#   scripts/stack.sh redis-stop DIR | redis-start DIR
+#       Stop the stack's Redis / start it again on the same port (failure tests).
 #
 # Variables: ROOTSTREAM_STACK_DIR, ROOTSTREAM_PG_HOST, ROOTSTREAM_PG_PORT,
 # ROOTSTREAM_PG_USER, ROOTSTREAM_DATABASE_URL, ROOTSTREAM_PG_BIN,
@@ -642,6 +644,40 @@ cmd_stop() {
     stop_locked "$dir"
 }
 
+# ---------------------------------------------------------------- failure tests
+
+# Tests that check reconnects stop the stack's Redis and start it again on the
+# same port, with the same arguments as start_redis.
+cmd_redis_stop() { # DIR
+    local dir=${1:-} pid
+    [[ -n $dir && -f $dir/$MARKER ]] || die "$dir is not a stack directory"
+    pid=$(read_pid "$dir/redis.pid" || true)
+    [[ -n $pid ]] && terminate "$pid" redis-server redis-server
+    rm -f "$dir/redis.pid"
+    log "redis stopped"
+}
+
+cmd_redis_start() { # DIR
+    local dir=${1:-} port i pid
+    [[ -n $dir && -f $dir/$MARKER ]] || die "$dir is not a stack directory"
+    port=$(sed -n 's/^export ROOTSTREAM_REDIS_PORT=//p' "$dir/env")
+    [[ -n $port ]] || die "no Redis port recorded in $dir/env"
+    close_inherited_fds
+    (cd / && "$REDIS_SERVER" --bind "$HOST" --port "$port" --dir "$dir/redis" \
+        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+        --save '' --appendonly no) </dev/null >>"$dir/redis.log" 2>&1 ||
+        die "redis-server failed to start"
+    for ((i = 0; i < 150; i++)); do
+        pid=$(read_pid "$dir/redis.pid" || true)
+        if [[ -n $pid ]] && proc_alive "$pid" && [[ $(redis_cmd "$port" PING) == PONG ]]; then
+            log "redis ready again on $HOST:$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "Redis did not come back on $HOST:$port"
+}
+
 # ---------------------------------------------------------------- run
 
 RUN_DIR=
@@ -710,6 +746,8 @@ env)
     [[ -f $1/env ]] || die "$1/env not found (is a stack running in $1?)"
     cat "$1/env"
     ;;
+redis-stop) cmd_redis_stop "$@" ;;
+redis-start) cmd_redis_start "$@" ;;
 _watchdog) cmd_watchdog "$@" ;;
 *) usage ;;
 esac

@@ -1,1 +1,108 @@
-fn main(){}
+//! `rsdb`: the operator CLI. Reads its configuration from the `ROOTSTREAM_*` environment
+//! variables (and `--database-url` / `--redis-url`).
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use rootstream_db::db::migrations;
+use rootstream_db::runtime::block_on;
+use rootstream_db::{Config, DatabaseManager, Error, RedisClient};
+use std::process::ExitCode;
+
+fn cli() -> Command {
+    Command::new("rsdb")
+        .version(rootstream_db::VERSION)
+        .about("rootstream-db operator tool")
+        .long_about(
+            "rootstream-db operator tool.\n\nConfiguration comes from the ROOTSTREAM_* environment variables \
+             (ROOTSTREAM_DATABASE_URL, ROOTSTREAM_REDIS_URL, ...); the options below override them.",
+        )
+        .arg(Arg::new("database-url").long("database-url").global(true).help("PostgreSQL URL (overrides ROOTSTREAM_DATABASE_URL)"))
+        .arg(Arg::new("redis-url").long("redis-url").global(true).help("Redis URL (overrides ROOTSTREAM_REDIS_URL)"))
+        .subcommand_required(true)
+        .subcommand(Command::new("migrate").about("Apply the embedded schema migrations"))
+        .subcommand(
+            Command::new("health")
+                .about("Check PostgreSQL (and Redis when configured); exit 0 when healthy")
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
+        )
+        .subcommand(Command::new("config").about("Print the effective configuration, secrets masked"))
+}
+
+fn config(m: &ArgMatches) -> Result<Config, Error> {
+    let mut cfg = Config::from_env()?;
+    if let Some(url) = m.get_one::<String>("database-url") {
+        cfg.set("database_url", url)?;
+    }
+    if let Some(url) = m.get_one::<String>("redis-url") {
+        cfg.set("redis_url", url)?;
+    }
+    Ok(cfg)
+}
+
+fn migrate(cfg: &Config) -> Result<(), Error> {
+    let db = DatabaseManager::new(cfg)?;
+    let report = block_on(migrations::migrate(&db))?;
+    if report.applied.is_empty() {
+        println!("schema is up to date at version {}", report.current_version);
+    } else {
+        let list: Vec<String> = report.applied.iter().map(|v| format!("{v:03}")).collect();
+        println!("applied {}; schema is at version {}", list.join(", "), report.current_version);
+    }
+    Ok(())
+}
+
+fn health(cfg: &Config, json: bool) -> Result<(), Error> {
+    let db = DatabaseManager::new(cfg)?;
+    let pg = block_on(db.health_check())?;
+    let redis = match &cfg.redis_url {
+        Some(_) => {
+            let r = RedisClient::new(cfg)?;
+            Some(block_on(r.ping())?)
+        }
+        None => None,
+    };
+    if json {
+        let v = serde_json::json!({
+            "postgres": pg,
+            "redis": redis.map(|d| serde_json::json!({"latency_ms": d.as_secs_f64() * 1000.0})),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "postgres: ok ({}, {}, {:.2} ms, pool {}/{})",
+            pg.server_version,
+            if pg.in_recovery { "standby" } else { "primary" },
+            pg.latency_ms,
+            pg.pool.in_use,
+            pg.pool.max_size
+        );
+        if let Some(d) = redis {
+            println!("redis: ok ({:.2} ms)", d.as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let m = cli().get_matches();
+    let result = config(&m).and_then(|cfg| match m.subcommand() {
+        Some(("migrate", _)) => migrate(&cfg),
+        Some(("health", sub)) => health(&cfg, sub.get_flag("json")),
+        Some(("config", _)) => {
+            println!("{cfg:#?}");
+            Ok(())
+        }
+        _ => Err(Error::invalid("unknown command")),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rsdb: {e}");
+            // Exit codes: 2 usage/config, 3 connection or timeout, 1 anything else.
+            ExitCode::from(match e {
+                Error::Config(_) | Error::InvalidArgument(_) => 2,
+                Error::Connection(_) | Error::Timeout(_) => 3,
+                _ => 1,
+            })
+        }
+    }
+}

@@ -142,11 +142,20 @@ impl DatabaseManager {
         }
     }
 
-    /// Runs a future with the query time limit.
-    pub(crate) async fn timed<T>(&self, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    /// Runs a future with the query time limit. When it expires and `client` is given, the
+    /// statement still running on the server is cancelled, so the connection can be reused.
+    pub(crate) async fn timed<T>(&self, client: Option<&PooledClient>, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let token = client.map(|c| c.cancel_token());
         match tokio::time::timeout(self.inner.query_timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout(format!("{what} did not finish within {:?}", self.inner.query_timeout))),
+            Err(_) => {
+                if let Some(token) = token {
+                    tokio::spawn(async move {
+                        let _ = token.cancel_query(NoTls).await;
+                    });
+                }
+                Err(Error::Timeout(format!("{what} did not finish within {:?}", self.inner.query_timeout)))
+            }
         }
     }
 
@@ -158,19 +167,19 @@ impl DatabaseManager {
     /// Executes one statement with typed parameters; returns the number of rows affected.
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let client = self.acquire().await?;
-        self.timed("statement", async { Ok(client.execute(sql, params).await?) }).await
+        self.timed(Some(&client), "statement", async { Ok(client.execute(sql, params).await?) }).await
     }
 
     /// Runs a query with typed parameters and returns typed rows.
     pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let client = self.acquire().await?;
-        self.timed("query", async { Ok(client.query(sql, params).await?) }).await
+        self.timed(Some(&client), "query", async { Ok(client.query(sql, params).await?) }).await
     }
 
     /// Runs a query expected to return at most one row.
     pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         let client = self.acquire().await?;
-        self.timed("query", async { Ok(client.query_opt(sql, params).await?) }).await
+        self.timed(Some(&client), "query", async { Ok(client.query_opt(sql, params).await?) }).await
     }
 
     /// Executes a statement whose parameters are a JSON array (`[1, "text", null]`).
@@ -189,7 +198,7 @@ impl DatabaseManager {
     /// Runs several statements separated by semicolons, without parameters (DDL, scripts).
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
         let client = self.acquire().await?;
-        self.timed("batch", async { Ok(client.batch_execute(sql).await?) }).await
+        self.timed(Some(&client), "batch", async { Ok(client.batch_execute(sql).await?) }).await
     }
 
     /// Starts a transaction on a connection of its own. It rolls back unless committed.
@@ -234,7 +243,7 @@ impl DatabaseManager {
         let started = Instant::now();
         let client = self.acquire().await?;
         let row = self
-            .timed("health check", async {
+            .timed(Some(&client), "health check", async {
                 Ok(client
                     .query_one("SELECT current_setting('server_version'), pg_is_in_recovery(), current_database()::text", &[])
                     .await?)

@@ -57,7 +57,7 @@ pub async fn migrate_with(db: &DatabaseManager, migrations: &[Migration]) -> Res
     let mut client = db.acquire().await?;
     // A session-level lock, held on this connection for the whole run: a second process
     // waits here until the first one has finished, then finds nothing left to do.
-    db.timed("migration lock", async { Ok(client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?) })
+    db.timed(Some(&client), "migration lock", async { Ok(client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?) })
         .await
         .map_err(|e| Error::Migration(format!("could not take the migration lock: {e}")))?;
     let result = run_locked(db, &mut client, migrations).await;
@@ -107,7 +107,7 @@ async fn run_locked(
         }
         let tx = client.transaction().await.map_err(|e| mig_err(e.into()))?;
         let applied = db
-            .timed("migration", async {
+            .timed(None, "migration", async {
                 tx.batch_execute(m.sql).await?;
                 tx.execute(
                     "INSERT INTO rsdb_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",

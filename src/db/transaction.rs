@@ -24,7 +24,7 @@ impl std::fmt::Debug for Transaction {
 
 impl Transaction {
     pub(crate) async fn begin(db: DatabaseManager, client: PooledClient) -> Result<Self> {
-        db.timed("BEGIN", async { Ok(client.batch_execute("BEGIN").await?) }).await?;
+        db.timed(Some(&client), "BEGIN", async { Ok(client.batch_execute("BEGIN").await?) }).await?;
         Ok(Transaction { db, client: Some(client), failed: AtomicBool::new(false) })
     }
 
@@ -47,19 +47,19 @@ impl Transaction {
     /// Executes a statement inside the transaction.
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let c = self.client()?;
-        self.track(self.db.timed("statement", async { Ok(c.execute(sql, params).await?) }).await)
+        self.track(self.db.timed(Some(c), "statement", async { Ok(c.execute(sql, params).await?) }).await)
     }
 
     /// Runs a query inside the transaction.
     pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let c = self.client()?;
-        self.track(self.db.timed("query", async { Ok(c.query(sql, params).await?) }).await)
+        self.track(self.db.timed(Some(c), "query", async { Ok(c.query(sql, params).await?) }).await)
     }
 
     /// Runs a query expected to return at most one row.
     pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         let c = self.client()?;
-        self.track(self.db.timed("query", async { Ok(c.query_opt(sql, params).await?) }).await)
+        self.track(self.db.timed(Some(c), "query", async { Ok(c.query_opt(sql, params).await?) }).await)
     }
 
     /// Executes a statement with JSON parameters.
@@ -78,7 +78,7 @@ impl Transaction {
     /// Runs semicolon-separated statements without parameters.
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
         let c = self.client()?;
-        self.track(self.db.timed("batch", async { Ok(c.batch_execute(sql).await?) }).await)
+        self.track(self.db.timed(Some(c), "batch", async { Ok(c.batch_execute(sql).await?) }).await)
     }
 
     /// Commits. PostgreSQL turns COMMIT into ROLLBACK after a failed statement; that case is
@@ -89,13 +89,13 @@ impl Transaction {
             return Err(Error::State("the transaction was aborted by an earlier failed statement and has been rolled back".into()));
         }
         let client = self.client.take().ok_or_else(|| Error::State("the transaction has already been committed or rolled back".into()))?;
-        self.db.timed("COMMIT", async { Ok(client.batch_execute("COMMIT").await?) }).await
+        self.db.timed(Some(&client), "COMMIT", async { Ok(client.batch_execute("COMMIT").await?) }).await
     }
 
     /// Rolls back. Calling it on a finished transaction is a no-op.
     pub async fn rollback(&mut self) -> Result<()> {
         if let Some(client) = self.client.take() {
-            self.db.timed("ROLLBACK", async { Ok(client.batch_execute("ROLLBACK").await?) }).await?;
+            self.db.timed(Some(&client), "ROLLBACK", async { Ok(client.batch_execute("ROLLBACK").await?) }).await?;
         }
         Ok(())
     }

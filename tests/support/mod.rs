@@ -1,0 +1,138 @@
+//! Test support: the private stack of real servers (started by `scripts/stack.sh`, the same
+//! logic the shell uses) and a fresh database per test.
+//!
+//! Under `scripts/stack.sh run -- cargo test` the stack of the run is used. Otherwise each test
+//! binary starts its own stack, owned by the test process: the script's watchdog stops it when
+//! the process exits, also when it crashes or is killed.
+
+#![allow(dead_code)]
+
+use once_cell::sync::Lazy;
+use rootstream_db::Config;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub vars: HashMap<String, String>,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/stack.sh")
+}
+
+static STACK: Lazy<Stack> = Lazy::new(|| {
+    if let (Ok(dir), Ok(_)) = (std::env::var("ROOTSTREAM_STACK_DIR"), std::env::var("ROOTSTREAM_DATABASE_URL")) {
+        let vars = std::env::vars().filter(|(k, _)| k.starts_with("ROOTSTREAM_")).collect();
+        return Stack { dir: PathBuf::from(dir), vars };
+    }
+    let dir = std::env::temp_dir().join(format!("rsdb-test-{}-{}", std::process::id(), rand::random::<u32>()));
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(&dir)
+        .arg("--owner-pid")
+        .arg(std::process::id().to_string())
+        .output()
+        .expect("could not run scripts/stack.sh");
+    if !out.status.success() {
+        panic!(
+            "the private test stack did not start (install the servers with scripts/install-deps.sh):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut vars = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((k, v)) = line.trim().strip_prefix("export ").and_then(|l| l.split_once('=')) {
+            vars.insert(k.to_string(), v.trim_matches('\'').to_string());
+        }
+    }
+    Stack { dir, vars }
+});
+
+pub fn stack() -> &'static Stack {
+    &STACK
+}
+
+impl Stack {
+    pub fn var(&self, name: &str) -> &str {
+        self.vars.get(name).unwrap_or_else(|| panic!("{name} is not set by the stack"))
+    }
+
+    /// The superuser URL of the `postgres` database.
+    pub fn admin_url(&self) -> &str {
+        self.var("ROOTSTREAM_DATABASE_URL")
+    }
+
+    pub fn redis_url(&self) -> &str {
+        self.var("ROOTSTREAM_REDIS_URL")
+    }
+
+    pub fn pg_port(&self) -> u16 {
+        self.var("ROOTSTREAM_PG_PORT").parse().unwrap()
+    }
+
+    /// URL of database `name` on the stack's server.
+    pub fn url_for(&self, name: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{}", self.pg_port(), name)
+    }
+
+    pub fn redis_stop(&self) {
+        self.script_cmd("redis-stop");
+    }
+
+    pub fn redis_start(&self) {
+        self.script_cmd("redis-start");
+    }
+
+    fn script_cmd(&self, cmd: &str) {
+        let st = Command::new("bash").arg(script()).arg(cmd).arg(&self.dir).status().unwrap();
+        assert!(st.success(), "stack.sh {cmd} failed");
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Creates an empty database for one test and returns its name.
+pub async fn create_database() -> String {
+    let name = format!("t_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand::random::<u16>());
+    let (client, conn) = tokio_postgres::connect(stack().admin_url(), tokio_postgres::NoTls).await.expect("admin connection");
+    let task = tokio::spawn(conn);
+    // The name is generated here, never taken from input, so formatting it is safe.
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
+    drop(client);
+    let _ = task.await;
+    name
+}
+
+/// A configuration for a fresh, empty database on the stack, plus the stack's Redis.
+pub async fn fresh_config() -> Config {
+    let name = create_database().await;
+    let mut cfg = Config::default();
+    cfg.set("database_url", &stack().url_for(&name)).unwrap();
+    cfg.set("redis_url", stack().redis_url()).unwrap();
+    if let Some(influx) = stack().vars.get("ROOTSTREAM_INFLUX_URL") {
+        cfg.set("influx_url", influx).unwrap();
+    }
+    cfg
+}
+
+/// A configuration with only the stack's Redis.
+pub fn redis_config() -> Config {
+    let mut cfg = Config::default();
+    cfg.set("redis_url", stack().redis_url()).unwrap();
+    cfg
+}
+
+/// A TCP port on 127.0.0.1 with nothing listening.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A key prefix unique to one test.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}:{}:{}", std::process::id(), rand::random::<u64>())
+}
