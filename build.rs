@@ -1,6 +1,7 @@
 // Builds the cxx bridge glue into the library and, with the `c-header` feature, writes the C
-// header to the path in RSDB_C_HEADER_OUT (CMake and CI use it; the checked-in copy lives in
-// include/).
+// header to <cargo target dir>/<profile>/generated/rootstream_db.h (CMake compares it with the
+// checked-in include/rootstream_db.h). The path depends only on the target dir and profile, so
+// build trees sharing a target dir never invalidate each other's build.
 
 fn main() {
     cxx_build::bridge("src/ffi/cxx/mod.rs")
@@ -18,12 +19,12 @@ fn main() {
 
 #[cfg(feature = "c-header")]
 fn generate_c_header() {
-    println!("cargo:rerun-if-env-changed=RSDB_C_HEADER_OUT");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=src/ffi/c");
-    let Ok(out) = std::env::var("RSDB_C_HEADER_OUT") else {
-        return;
-    };
+    // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let profile_dir = out_dir.ancestors().nth(3).expect("OUT_DIR has the usual layout").to_path_buf();
+    let out = profile_dir.join("generated").join("rootstream_db.h");
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
     let config = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).expect("cbindgen.toml");
     cbindgen::Builder::new()

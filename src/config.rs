@@ -179,7 +179,8 @@ impl Config {
             "master_key_id" => self.master_key_id = non_empty(value),
             "backup_dir" => self.backup_dir = non_empty(value).map(PathBuf::from),
             "instance_id" => {
-                self.instance_id = non_empty(value).ok_or_else(|| Error::Config("instance_id must not be empty".into()))?
+                self.instance_id =
+                    non_empty(value).ok_or_else(|| Error::Config("instance_id must not be empty".into()))?
             }
             other => {
                 return Err(Error::Config(format!(
@@ -200,9 +201,7 @@ impl Config {
 
     /// The Redis URL, or a configuration error naming the key and variable.
     pub fn require_redis_url(&self) -> Result<&str> {
-        self.redis_url
-            .as_deref()
-            .ok_or_else(|| Error::Config("redis_url is not set (ROOTSTREAM_REDIS_URL)".into()))
+        self.redis_url.as_deref().ok_or_else(|| Error::Config("redis_url is not set (ROOTSTREAM_REDIS_URL)".into()))
     }
 }
 

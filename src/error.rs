@@ -162,7 +162,8 @@ impl From<tokio_postgres::Error> for Error {
         let text = describe_pg(&e);
         // Errors without a server response are transport failures, except client-side
         // conversion errors (wrong parameter count or type), which are the caller's.
-        if text.contains("error serializing") || text.contains("error deserializing") || text.contains("parameters but") {
+        if text.contains("error serializing") || text.contains("error deserializing") || text.contains("parameters but")
+        {
             Error::Query(text)
         } else {
             Error::Connection(text)
@@ -174,7 +175,11 @@ impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         if e.is_timeout() {
             Error::Timeout(format!("redis: {e}"))
-        } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() {
+        } else if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+        {
             Error::Connection(format!("redis: {e}"))
         } else {
             Error::Redis(e.to_string())

@@ -153,9 +153,11 @@ async fn a_failed_statement_makes_commit_fail_and_keeps_nothing() {
 async fn with_transaction_commits_on_ok_and_rolls_back_on_error() {
     let db = pool("2", "2000").await;
     db.batch_execute("CREATE TABLE w (v INT)").await.unwrap();
-    db.with_transaction(|tx| Box::pin(async move { tx.execute_json("INSERT INTO w VALUES (1)", None).await.map(|_| ()) }))
-        .await
-        .unwrap();
+    db.with_transaction(|tx| {
+        Box::pin(async move { tx.execute_json("INSERT INTO w VALUES (1)", None).await.map(|_| ()) })
+    })
+    .await
+    .unwrap();
     let r: Result<(), Error> = db
         .with_transaction(|tx| {
             Box::pin(async move {
@@ -190,7 +192,10 @@ async fn hostile_strings_are_stored_verbatim() {
         )
         .await
         .unwrap();
-        let rows = db.query_json("SELECT display_name FROM users WHERE email = $1", Some(&json!([email]).to_string())).await.unwrap();
+        let rows = db
+            .query_json("SELECT display_name FROM users WHERE email = $1", Some(&json!([email]).to_string()))
+            .await
+            .unwrap();
         assert_eq!(rows[0]["display_name"], json!(s));
     }
     let rows = db.query_json("SELECT count(*)::int AS n FROM users", None).await.unwrap();
@@ -249,4 +254,14 @@ async fn a_multi_host_url_finds_the_read_write_server() {
     cfg.set("connect_timeout_ms", "1000").unwrap();
     let db = DatabaseManager::connect(&cfg).await.unwrap();
     assert!(!db.health_check().await.unwrap().in_recovery);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_statement_survives_the_table_changing_under_it() {
+    let db = pool("1", "2000").await;
+    db.batch_execute("CREATE TABLE evolving (a INT); INSERT INTO evolving VALUES (1)").await.unwrap();
+    assert_eq!(db.query_json("SELECT * FROM evolving", None).await.unwrap(), json!([{"a": 1}]));
+    db.batch_execute("ALTER TABLE evolving ADD COLUMN b TEXT DEFAULT 'x'").await.unwrap();
+    // Same SQL text, same pooled connection: the stale cached plan is replaced transparently.
+    assert_eq!(db.query_json("SELECT * FROM evolving", None).await.unwrap(), json!([{"a": 1, "b": "x"}]));
 }

@@ -20,7 +20,8 @@ const FOUNDATION_TABLES: &[&str] = &[
 ];
 
 async fn tables(db: &DatabaseManager) -> Vec<String> {
-    let rows = db.query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[]).await.unwrap();
+    let rows =
+        db.query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[]).await.unwrap();
     rows.iter().map(|r| r.get(0)).collect()
 }
 
@@ -43,8 +44,12 @@ async fn migrating_twice_applies_each_migration_once() {
 async fn the_updated_at_trigger_moves_on_update() {
     let db = DatabaseManager::connect(&fresh_config().await).await.unwrap();
     migrations::migrate(&db).await.unwrap();
-    db.execute_json("INSERT INTO users (username, email, password_hash) VALUES ('a','a@x.io','h')", None).await.unwrap();
-    db.execute_json("UPDATE users SET updated_at = now() - interval '1 day', display_name = 'old'", None).await.unwrap();
+    db.execute_json("INSERT INTO users (username, email, password_hash) VALUES ('a','a@x.io','h')", None)
+        .await
+        .unwrap();
+    db.execute_json("UPDATE users SET updated_at = now() - interval '1 day', display_name = 'old'", None)
+        .await
+        .unwrap();
     db.execute_json("UPDATE users SET display_name = 'new'", None).await.unwrap();
     let r = db.query_json("SELECT updated_at > now() - interval '1 minute' AS fresh FROM users", None).await.unwrap();
     assert_eq!(r, json!([{"fresh": true}]));
@@ -66,7 +71,13 @@ async fn two_processes_migrating_one_empty_database_at_once_end_with_one_schema(
         assert!(out.status.success(), "rsdb migrate failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let db = DatabaseManager::connect(&cfg).await.unwrap();
-    let rows = db.query_json("SELECT version, count(*)::int AS n FROM rsdb_schema_migrations GROUP BY version ORDER BY version", None).await.unwrap();
+    let rows = db
+        .query_json(
+            "SELECT version, count(*)::int AS n FROM rsdb_schema_migrations GROUP BY version ORDER BY version",
+            None,
+        )
+        .await
+        .unwrap();
     let want: Vec<_> = (1..=MIGRATIONS.len() as i32).map(|v| json!({"version": v, "n": 1})).collect();
     assert_eq!(rows, json!(want));
     assert!(tables(&db).await.iter().any(|t| t == "event_log"));

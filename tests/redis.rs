@@ -81,7 +81,11 @@ async fn multi_exec_applies_all_commands_atomically() {
     let a = unique("a");
     let n = unique("n");
     let replies = r
-        .exec_atomic(&[vec!["SET".into(), a.clone(), "1".into()], vec!["INCRBY".into(), n.clone(), "3".into()], vec!["GET".into(), a.clone()]])
+        .exec_atomic(&[
+            vec!["SET".into(), a.clone(), "1".into()],
+            vec!["INCRBY".into(), n.clone(), "3".into()],
+            vec!["GET".into(), a.clone()],
+        ])
         .await
         .unwrap();
     assert_eq!(json!(replies), json!(["OK", 3, "1"]));
@@ -100,7 +104,9 @@ async fn a_pattern_subscription_receives_matching_channels_only() {
     let got = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let sink = got.clone();
     let id = r
-        .subscribe(&format!("{ns}.stream.*"), move |m| sink.lock().unwrap().push((m.channel.clone(), m.payload_str().into_owned())))
+        .subscribe(&format!("{ns}.stream.*"), move |m| {
+            sink.lock().unwrap().push((m.channel.clone(), m.payload_str().into_owned()))
+        })
         .await
         .unwrap();
     let receivers = r.publish(&format!("{ns}.stream.started"), r#"{"id":1}"#).await.unwrap();
@@ -112,7 +118,10 @@ async fn a_pattern_subscription_receives_matching_channels_only() {
     let got_now = got.lock().unwrap().clone();
     assert_eq!(
         got_now,
-        vec![(format!("{ns}.stream.started"), r#"{"id":1}"#.to_string()), (format!("{ns}.stream.stopped"), r#"{"id":1}"#.to_string())]
+        vec![
+            (format!("{ns}.stream.started"), r#"{"id":1}"#.to_string()),
+            (format!("{ns}.stream.stopped"), r#"{"id":1}"#.to_string())
+        ]
     );
 
     r.unsubscribe(id).await.unwrap();

@@ -15,7 +15,12 @@ fn cli() -> Command {
             "rootstream-db operator tool.\n\nConfiguration comes from the ROOTSTREAM_* environment variables \
              (ROOTSTREAM_DATABASE_URL, ROOTSTREAM_REDIS_URL, ...); the options below override them.",
         )
-        .arg(Arg::new("database-url").long("database-url").global(true).help("PostgreSQL URL (overrides ROOTSTREAM_DATABASE_URL)"))
+        .arg(
+            Arg::new("database-url")
+                .long("database-url")
+                .global(true)
+                .help("PostgreSQL URL (overrides ROOTSTREAM_DATABASE_URL)"),
+        )
         .arg(Arg::new("redis-url").long("redis-url").global(true).help("Redis URL (overrides ROOTSTREAM_REDIS_URL)"))
         .subcommand_required(true)
         .subcommand(Command::new("migrate").about("Apply the embedded schema migrations"))

@@ -56,7 +56,8 @@ impl RedisClient {
 
     /// Creates a client for one URL with a connect/response timeout.
     pub fn open(url: &str, timeout: Duration) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::Config(format!("redis_url {}: {e}", redact_url(url))))?;
+        let client =
+            redis::Client::open(url).map_err(|e| Error::Config(format!("redis_url {}: {e}", redact_url(url))))?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -99,7 +100,10 @@ impl RedisClient {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(_) => {
-                    last = Some(Error::Timeout(format!("redis at {} did not answer within {:?}", self.inner.url_for_messages, self.inner.timeout)));
+                    last = Some(Error::Timeout(format!(
+                        "redis at {} did not answer within {:?}",
+                        self.inner.url_for_messages, self.inner.timeout
+                    )));
                     break;
                 }
             }
@@ -138,9 +142,7 @@ impl RedisClient {
     /// GET as UTF-8 text; `None` when the key does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
         let bytes = self.get_bytes(key).await?;
-        bytes
-            .map(|b| String::from_utf8(b).map_err(|_| Error::InvalidUtf8("the stored value")))
-            .transpose()
+        bytes.map(|b| String::from_utf8(b).map_err(|_| Error::InvalidUtf8("the stored value"))).transpose()
     }
 
     /// GET as raw bytes; `None` when the key does not exist.
@@ -260,7 +262,12 @@ impl RedisClient {
     /// Pub/sub counters.
     pub fn pubsub_stats(&self) -> PubSubStats {
         let p = &self.inner.pubsub;
-        PubSubStats { connected: p.is_connected(), reconnects: p.reconnects(), received: p.received(), subscriptions: p.subscription_count() }
+        PubSubStats {
+            connected: p.is_connected(),
+            reconnects: p.reconnects(),
+            received: p.received(),
+            subscriptions: p.subscription_count(),
+        }
     }
 
     /// Runs commands atomically with MULTI/EXEC; returns each command's reply as JSON.
@@ -274,22 +281,24 @@ impl RedisClient {
         for args in commands {
             pipe.add_command(build_cmd(args)?);
         }
-        let replies: Vec<redis::Value> = self.run(false, |mut c| {
-            let pipe = pipe.clone();
-            async move { pipe.query_async::<Vec<redis::Value>>(&mut c).await }
-        })
-        .await?;
+        let replies: Vec<redis::Value> = self
+            .run(false, |mut c| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async::<Vec<redis::Value>>(&mut c).await }
+            })
+            .await?;
         Ok(replies.iter().map(reply_to_json).collect())
     }
 
     /// Runs one arbitrary command (`["ZADD","board","1","alice"]`) and returns its reply as JSON.
     pub async fn command(&self, args: &[String]) -> Result<Json> {
         let cmd = build_cmd(args)?;
-        let v: redis::Value = self.run(false, |mut c| {
-            let cmd = cmd.clone();
-            async move { cmd.query_async::<redis::Value>(&mut c).await }
-        })
-        .await?;
+        let v: redis::Value = self
+            .run(false, |mut c| {
+                let cmd = cmd.clone();
+                async move { cmd.query_async::<redis::Value>(&mut c).await }
+            })
+            .await?;
         if let redis::Value::ServerError(e) = &v {
             return Err(Error::Redis(format!("{e:?}")));
         }
@@ -323,7 +332,10 @@ fn build_cmd(args: &[String]) -> Result<Cmd> {
     }
     let upper = name.to_ascii_uppercase();
     // These would turn the shared multiplexed connection into something else.
-    if matches!(upper.as_str(), "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "MONITOR" | "MULTI" | "EXEC" | "QUIT" | "RESET" | "SELECT") {
+    if matches!(
+        upper.as_str(),
+        "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "MONITOR" | "MULTI" | "EXEC" | "QUIT" | "RESET" | "SELECT"
+    ) {
         return Err(Error::invalid(format!("{upper} is not allowed here; use the dedicated API")));
     }
     let mut cmd = redis::cmd(name);

@@ -109,7 +109,10 @@ impl PubSubWorker {
         };
         let result = match tokio::time::timeout(self.timeout, confirm).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout(format!("redis did not confirm the subscription to {pattern:?} within {:?}", self.timeout))),
+            Err(_) => Err(Error::Timeout(format!(
+                "redis did not confirm the subscription to {pattern:?} within {:?}",
+                self.timeout
+            ))),
         };
         if let Err(e) = result {
             self.shared.subs.lock().unwrap().remove(&id);
@@ -170,7 +173,12 @@ impl PubSubWorker {
     }
 }
 
-async fn connection_loop(client: redis::Client, shared: Arc<Shared>, tx: std::sync::mpsc::Sender<Message>, timeout: Duration) {
+async fn connection_loop(
+    client: redis::Client,
+    shared: Arc<Shared>,
+    tx: std::sync::mpsc::Sender<Message>,
+    timeout: Duration,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
     loop {
@@ -213,7 +221,11 @@ async fn connection_loop(client: redis::Client, shared: Arc<Shared>, tx: std::sy
         while let Some(msg) = stream.next().await {
             shared.received.fetch_add(1, Ordering::Relaxed);
             let pattern: String = msg.get_pattern().unwrap_or_default();
-            let m = Message { channel: msg.get_channel_name().to_string(), pattern, payload: msg.get_payload_bytes().to_vec() };
+            let m = Message {
+                channel: msg.get_channel_name().to_string(),
+                pattern,
+                payload: msg.get_payload_bytes().to_vec(),
+            };
             if tx.send(m).is_err() {
                 return;
             }

@@ -24,7 +24,9 @@ pub fn reply_to_json(v: &redis::Value) -> Json {
                 }
                 Json::Object(m)
             } else {
-                Json::Array(pairs.iter().map(|(k, val)| Json::Array(vec![reply_to_json(k), reply_to_json(val)])).collect())
+                Json::Array(
+                    pairs.iter().map(|(k, val)| Json::Array(vec![reply_to_json(k), reply_to_json(val)])).collect(),
+                )
             }
         }
         V::Double(d) => serde_json::Number::from_f64(*d).map(Json::Number).unwrap_or(Json::Null),

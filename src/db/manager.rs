@@ -47,6 +47,35 @@ pub struct Health {
     pub pool: PoolStats,
 }
 
+/// Prepared statements kept per connection; past this many the cache starts over, so code that
+/// builds many distinct SQL strings cannot grow it without bound.
+const STATEMENT_CACHE_LIMIT: usize = 512;
+
+/// Runs `op` with a prepared statement from the connection's cache. When the server reports
+/// that a cached plan went stale (the table changed under it, SQLSTATE 0A000), the cache is
+/// cleared and, where `retry` allows (not inside a transaction), the statement runs once more.
+pub(crate) async fn with_statement<T, F, Fut>(client: &PooledClient, sql: &str, retry: bool, op: F) -> Result<T>
+where
+    F: Fn(tokio_postgres::Statement) -> Fut,
+    Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+{
+    if client.statement_cache.size() >= STATEMENT_CACHE_LIMIT {
+        client.statement_cache.clear();
+    }
+    let stmt = client.prepare_cached(sql).await?;
+    match op(stmt).await {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED) => {
+            client.statement_cache.clear();
+            if !retry {
+                return Err(e.into());
+            }
+            let stmt = client.prepare_cached(sql).await?;
+            Ok(op(stmt).await?)
+        }
+        r => Ok(r?),
+    }
+}
+
 struct Inner {
     pool: Pool,
     query_timeout: Duration,
@@ -62,7 +91,10 @@ pub struct DatabaseManager {
 
 impl std::fmt::Debug for DatabaseManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseManager").field("url", &self.inner.url_for_messages).field("stats", &self.stats()).finish()
+        f.debug_struct("DatabaseManager")
+            .field("url", &self.inner.url_for_messages)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -71,7 +103,8 @@ impl DatabaseManager {
     /// while the server is down; use [`connect`](Self::connect) to also check one round trip.
     pub fn new(config: &Config) -> Result<Self> {
         let url = config.require_database_url()?;
-        let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| Error::Config(format!("database_url {}: {e}", redact_url(url))))?;
+        let mut pg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::Config(format!("database_url {}: {e}", redact_url(url))))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(config.connect_timeout);
         }
@@ -115,7 +148,10 @@ impl DatabaseManager {
         match tokio::time::timeout(limit, self.inner.pool.get()).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(self.map_pool_error(e, started.elapsed())),
-            Err(_) => Err(Error::Timeout(format!("no database connection became available within {:?}", self.inner.acquire_timeout))),
+            Err(_) => Err(Error::Timeout(format!(
+                "no database connection became available within {:?}",
+                self.inner.acquire_timeout
+            ))),
         }
     }
 
@@ -126,10 +162,9 @@ impl DatabaseManager {
                 self.inner.pool.status().max_size,
                 waited
             )),
-            PoolError::Timeout(kind) => Error::Timeout(format!(
-                "connecting to {} timed out ({kind:?})",
-                self.inner.url_for_messages
-            )),
+            PoolError::Timeout(kind) => {
+                Error::Timeout(format!("connecting to {} timed out ({kind:?})", self.inner.url_for_messages))
+            }
             PoolError::Backend(e) => {
                 let mapped = Error::from(e);
                 match mapped {
@@ -144,7 +179,12 @@ impl DatabaseManager {
 
     /// Runs a future with the query time limit. When it expires and `client` is given, the
     /// statement still running on the server is cancelled, so the connection can be reused.
-    pub(crate) async fn timed<T>(&self, client: Option<&PooledClient>, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn timed<T>(
+        &self,
+        client: Option<&PooledClient>,
+        what: &str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let token = client.map(|c| c.cancel_token());
         match tokio::time::timeout(self.inner.query_timeout, fut).await {
             Ok(r) => r,
@@ -167,19 +207,37 @@ impl DatabaseManager {
     /// Executes one statement with typed parameters; returns the number of rows affected.
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let client = self.acquire().await?;
-        self.timed(Some(&client), "statement", async { Ok(client.execute(sql, params).await?) }).await
+        let c = &client;
+        self.timed(
+            Some(c),
+            "statement",
+            with_statement(&client, sql, true, move |st| async move { c.execute(&st, params).await }),
+        )
+        .await
     }
 
     /// Runs a query with typed parameters and returns typed rows.
     pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let client = self.acquire().await?;
-        self.timed(Some(&client), "query", async { Ok(client.query(sql, params).await?) }).await
+        let c = &client;
+        self.timed(
+            Some(c),
+            "query",
+            with_statement(&client, sql, true, move |st| async move { c.query(&st, params).await }),
+        )
+        .await
     }
 
     /// Runs a query expected to return at most one row.
     pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         let client = self.acquire().await?;
-        self.timed(Some(&client), "query", async { Ok(client.query_opt(sql, params).await?) }).await
+        let c = &client;
+        self.timed(
+            Some(c),
+            "query",
+            with_statement(&client, sql, true, move |st| async move { c.query_opt(&st, params).await }),
+        )
+        .await
     }
 
     /// Executes a statement whose parameters are a JSON array (`[1, "text", null]`).
@@ -245,7 +303,10 @@ impl DatabaseManager {
         let row = self
             .timed(Some(&client), "health check", async {
                 Ok(client
-                    .query_one("SELECT current_setting('server_version'), pg_is_in_recovery(), current_database()::text", &[])
+                    .query_one(
+                        "SELECT current_setting('server_version'), pg_is_in_recovery(), current_database()::text",
+                        &[],
+                    )
                     .await?)
             })
             .await?;

@@ -16,11 +16,8 @@ pub struct Migration {
 }
 
 /// The migrations this library ships, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sql: include_str!("../../migrations/001_foundation.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "foundation", sql: include_str!("../../migrations/001_foundation.sql") }];
 
 /// Key of the advisory lock that serializes migrations (the ASCII of "rsdbmigr").
 const LOCK_KEY: i64 = 0x7273_6462_6d69_6772;
@@ -57,9 +54,11 @@ pub async fn migrate_with(db: &DatabaseManager, migrations: &[Migration]) -> Res
     let mut client = db.acquire().await?;
     // A session-level lock, held on this connection for the whole run: a second process
     // waits here until the first one has finished, then finds nothing left to do.
-    db.timed(Some(&client), "migration lock", async { Ok(client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?) })
-        .await
-        .map_err(|e| Error::Migration(format!("could not take the migration lock: {e}")))?;
+    db.timed(Some(&client), "migration lock", async {
+        Ok(client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?)
+    })
+    .await
+    .map_err(|e| Error::Migration(format!("could not take the migration lock: {e}")))?;
     let result = run_locked(db, &mut client, migrations).await;
     let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
     if unlock.is_err() {
@@ -100,7 +99,8 @@ async fn run_locked(
             }
         }
     }
-    let mut report = MigrationReport { applied: Vec::new(), current_version: applied_versions.iter().copied().max().unwrap_or(0) };
+    let mut report =
+        MigrationReport { applied: Vec::new(), current_version: applied_versions.iter().copied().max().unwrap_or(0) };
     for m in migrations {
         if applied_versions.contains(&m.version) {
             continue;
@@ -118,7 +118,9 @@ async fn run_locked(
                 Ok(())
             })
             .await;
-        applied.map_err(|e| Error::Migration(format!("migration {:03} ({}) failed and was rolled back: {e}", m.version, m.name)))?;
+        applied.map_err(|e| {
+            Error::Migration(format!("migration {:03} ({}) failed and was rolled back: {e}", m.version, m.name))
+        })?;
         report.applied.push(m.version);
         report.current_version = m.version;
     }

@@ -1,7 +1,7 @@
 //! An owned transaction: it holds its pooled connection, so it can cross the C and C++ APIs
 //! as a handle, and it rolls back when dropped without a commit.
 
-use super::manager::{DatabaseManager, PooledClient};
+use super::manager::{with_statement, DatabaseManager, PooledClient};
 use super::value::{param_refs, parse_params, rows_to_json, JsonParam};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -29,7 +29,9 @@ impl Transaction {
     }
 
     fn client(&self) -> Result<&PooledClient> {
-        self.client.as_ref().ok_or_else(|| Error::State("the transaction has already been committed or rolled back".into()))
+        self.client
+            .as_ref()
+            .ok_or_else(|| Error::State("the transaction has already been committed or rolled back".into()))
     }
 
     fn track<T>(&self, r: Result<T>) -> Result<T> {
@@ -47,19 +49,43 @@ impl Transaction {
     /// Executes a statement inside the transaction.
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let c = self.client()?;
-        self.track(self.db.timed(Some(c), "statement", async { Ok(c.execute(sql, params).await?) }).await)
+        self.track(
+            self.db
+                .timed(
+                    Some(c),
+                    "statement",
+                    with_statement(c, sql, false, move |st| async move { c.execute(&st, params).await }),
+                )
+                .await,
+        )
     }
 
     /// Runs a query inside the transaction.
     pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let c = self.client()?;
-        self.track(self.db.timed(Some(c), "query", async { Ok(c.query(sql, params).await?) }).await)
+        self.track(
+            self.db
+                .timed(
+                    Some(c),
+                    "query",
+                    with_statement(c, sql, false, move |st| async move { c.query(&st, params).await }),
+                )
+                .await,
+        )
     }
 
     /// Runs a query expected to return at most one row.
     pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         let c = self.client()?;
-        self.track(self.db.timed(Some(c), "query", async { Ok(c.query_opt(sql, params).await?) }).await)
+        self.track(
+            self.db
+                .timed(
+                    Some(c),
+                    "query",
+                    with_statement(c, sql, false, move |st| async move { c.query_opt(&st, params).await }),
+                )
+                .await,
+        )
     }
 
     /// Executes a statement with JSON parameters.
@@ -86,9 +112,14 @@ impl Transaction {
     pub async fn commit(&mut self) -> Result<()> {
         if self.failed.load(Ordering::Relaxed) {
             self.rollback().await?;
-            return Err(Error::State("the transaction was aborted by an earlier failed statement and has been rolled back".into()));
+            return Err(Error::State(
+                "the transaction was aborted by an earlier failed statement and has been rolled back".into(),
+            ));
         }
-        let client = self.client.take().ok_or_else(|| Error::State("the transaction has already been committed or rolled back".into()))?;
+        let client = self
+            .client
+            .take()
+            .ok_or_else(|| Error::State("the transaction has already been committed or rolled back".into()))?;
         self.db.timed(Some(&client), "COMMIT", async { Ok(client.batch_execute("COMMIT").await?) }).await
     }
 

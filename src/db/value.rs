@@ -7,7 +7,6 @@ use serde_json::{Map, Number, Value};
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, Kind, ToSql, Type};
 use tokio_postgres::Row;
 
-
 /// A JSON value bound to a statement parameter; it is encoded according to the type the
 /// server inferred for that parameter (`$1::int`, a column type, ...).
 #[derive(Debug)]
@@ -27,7 +26,11 @@ fn as_text(v: &Value) -> Option<String> {
 }
 
 impl ToSql for JsonParam {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         let v = &self.0;
         if v.is_null() {
             return Ok(IsNull::Yes);
@@ -77,7 +80,8 @@ impl ToSql for JsonParam {
             }
             Type::DATE => {
                 let s = v.as_str().ok_or_else(|| bad(ty, v))?;
-                let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("date parameters look like 2024-01-31: {e}"))?;
+                let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .map_err(|e| format!("date parameters look like 2024-01-31: {e}"))?;
                 d.to_sql(ty, out)
             }
             Type::UUID => {
@@ -102,7 +106,10 @@ impl ToSql for JsonParam {
                 } else if let Kind::Array(elem) = ty.kind() {
                     encode_array(elem, v, out)
                 } else {
-                    Err(format!("parameters of type {ty} are not supported; cast the parameter to text in SQL ($1::text::{ty})").into())
+                    Err(format!(
+                        "parameters of type {ty} are not supported; cast the parameter to text in SQL ($1::text::{ty})"
+                    )
+                    .into())
                 }
             }
         }
@@ -123,7 +130,9 @@ fn is_texty(ty: &Type) -> bool {
 
 fn int_of(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64)),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
+        }
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -137,7 +146,11 @@ fn float_of(v: &Value) -> Option<f64> {
     }
 }
 
-fn encode_array(elem: &Type, v: &Value, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+fn encode_array(
+    elem: &Type,
+    v: &Value,
+    out: &mut BytesMut,
+) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
     let items = v.as_array().ok_or_else(|| bad(elem, v))?;
     // One-dimensional array: ndim, has-null flag, element oid, then (length, lower bound).
     out.put_slice(&1i32.to_be_bytes());
@@ -170,7 +183,9 @@ fn encode_numeric(s: &str, out: &mut BytesMut) -> std::result::Result<IsNull, St
         Some((i, f)) => (i, f),
         None => (body, ""),
     };
-    if (int_part.is_empty() && frac_part.is_empty()) || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+    {
         return Err(format!("{s:?} is not a decimal number"));
     }
     let int_part = int_part.trim_start_matches('0');
@@ -179,7 +194,8 @@ fn encode_numeric(s: &str, out: &mut BytesMut) -> std::result::Result<IsNull, St
     let int_pad = (4 - int_part.len() % 4) % 4;
     let frac_pad = (4 - frac_part.len() % 4) % 4;
     let digits_str = format!("{}{}{}{}", "0".repeat(int_pad), int_part, frac_part, "0".repeat(frac_pad));
-    let mut groups: Vec<i16> = digits_str.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap().parse::<i16>().unwrap()).collect();
+    let mut groups: Vec<i16> =
+        digits_str.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap().parse::<i16>().unwrap()).collect();
     let mut weight = ((int_part.len() + int_pad) / 4) as i16 - 1;
     while groups.first() == Some(&0) {
         groups.remove(0);
@@ -216,7 +232,9 @@ impl<'a> FromSql<'a> for Raw<'a> {
 
 fn decode_numeric(raw: &[u8]) -> Result<String> {
     let rd = |i: usize| -> Result<i16> {
-        raw.get(i..i + 2).map(|b| i16::from_be_bytes([b[0], b[1]])).ok_or_else(|| Error::Query("truncated numeric".into()))
+        raw.get(i..i + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| Error::Query("truncated numeric".into()))
     };
     let ndigits = rd(0)? as usize;
     let weight = rd(2)? as i32;
@@ -299,7 +317,9 @@ pub fn column_to_json(row: &Row, idx: usize) -> Result<Value> {
                 .map_err(get_err)?
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         ),
-        Type::TIMESTAMP => Value::String(row.try_get::<_, chrono::NaiveDateTime>(idx).map_err(get_err)?.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
+        Type::TIMESTAMP => Value::String(
+            row.try_get::<_, chrono::NaiveDateTime>(idx).map_err(get_err)?.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+        ),
         Type::DATE => Value::String(row.try_get::<_, chrono::NaiveDate>(idx).map_err(get_err)?.to_string()),
         Type::BYTEA => Value::String(format!("\\x{}", hex::encode(bytes))),
         Type::UUID => Value::String(fmt_uuid(bytes)),
@@ -309,15 +329,21 @@ pub fn column_to_json(row: &Row, idx: usize) -> Result<Value> {
             if let Kind::Array(elem) = ty.kind() {
                 if matches!(*elem, Type::TEXT | Type::VARCHAR) {
                     let v: Vec<Option<String>> = row.try_get(idx).map_err(get_err)?;
-                    return Ok(Value::from(v.into_iter().map(|s| s.map(Value::String).unwrap_or(Value::Null)).collect::<Vec<_>>()));
+                    return Ok(Value::from(
+                        v.into_iter().map(|s| s.map(Value::String).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+                    ));
                 }
                 if *elem == Type::INT8 {
                     let v: Vec<Option<i64>> = row.try_get(idx).map_err(get_err)?;
-                    return Ok(Value::from(v.into_iter().map(|s| s.map(Value::from).unwrap_or(Value::Null)).collect::<Vec<_>>()));
+                    return Ok(Value::from(
+                        v.into_iter().map(|s| s.map(Value::from).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+                    ));
                 }
                 if *elem == Type::INT4 {
                     let v: Vec<Option<i32>> = row.try_get(idx).map_err(get_err)?;
-                    return Ok(Value::from(v.into_iter().map(|s| s.map(Value::from).unwrap_or(Value::Null)).collect::<Vec<_>>()));
+                    return Ok(Value::from(
+                        v.into_iter().map(|s| s.map(Value::from).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+                    ));
                 }
             }
             return Err(Error::Query(format!(
@@ -375,7 +401,8 @@ mod tests {
 
     #[test]
     fn numeric_round_trips_through_the_binary_format() {
-        for s in ["0", "1", "-1", "12345.678", "0.0001", "-0.5", "10000", "123456789012345678901234567890.5", "3.14159"] {
+        for s in ["0", "1", "-1", "12345.678", "0.0001", "-0.5", "10000", "123456789012345678901234567890.5", "3.14159"]
+        {
             let got = decode_numeric(&enc(s)).unwrap();
             let want = s.trim_start_matches('+');
             assert_eq!(got, want, "{s}");

@@ -97,8 +97,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Creates an empty database for one test and returns its name.
 pub async fn create_database() -> String {
-    let name = format!("t_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand::random::<u16>());
-    let (client, conn) = tokio_postgres::connect(stack().admin_url(), tokio_postgres::NoTls).await.expect("admin connection");
+    let name =
+        format!("t_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand::random::<u16>());
+    let (client, conn) =
+        tokio_postgres::connect(stack().admin_url(), tokio_postgres::NoTls).await.expect("admin connection");
     let task = tokio::spawn(conn);
     // The name is generated here, never taken from input, so formatting it is safe.
     client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");

@@ -73,7 +73,12 @@ pub unsafe extern "C" fn rsdb_db_migrate(db: *const rsdb_db, current_version: *m
 /// for none); values are never spliced into the SQL text. `affected` (may be NULL) receives
 /// the number of rows affected.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_db_execute(db: *const rsdb_db, sql: *const c_char, params_json: *const c_char, affected: *mut u64) -> c_int {
+pub unsafe extern "C" fn rsdb_db_execute(
+    db: *const rsdb_db,
+    sql: *const c_char,
+    params_json: *const c_char,
+    affected: *mut u64,
+) -> c_int {
     guard(|| {
         let db = arg_ref(db, "db")?;
         let sql = arg_str(sql, "sql")?;
@@ -89,7 +94,12 @@ pub unsafe extern "C" fn rsdb_db_execute(db: *const rsdb_db, sql: *const c_char,
 /// Runs a query. `*rows_json` receives a JSON array of row objects keyed by column name;
 /// release it with `rsdb_string_free`.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_db_query(db: *const rsdb_db, sql: *const c_char, params_json: *const c_char, rows_json: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_db_query(
+    db: *const rsdb_db,
+    sql: *const c_char,
+    params_json: *const c_char,
+    rows_json: *mut *mut c_char,
+) -> c_int {
     guard(|| {
         let db = arg_ref(db, "db")?;
         let sql = arg_str(sql, "sql")?;
@@ -107,7 +117,13 @@ pub unsafe extern "C" fn rsdb_db_pool_stats(db: *const rsdb_db, stats: *mut rsdb
         let db = arg_ref(db, "db")?;
         let out = out_ptr(stats, "stats")?;
         let s = db.0.stats();
-        *out = rsdb_pool_stats { max_size: s.max_size, size: s.size, available: s.available, in_use: s.in_use, waiting: s.waiting };
+        *out = rsdb_pool_stats {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            in_use: s.in_use,
+            waiting: s.waiting,
+        };
         Ok(())
     })
 }
@@ -143,7 +159,12 @@ fn lock(tx: &rsdb_tx) -> crate::Result<std::sync::MutexGuard<'_, Transaction>> {
 
 /// Executes a statement inside the transaction (see `rsdb_db_execute`).
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_tx_execute(tx: *const rsdb_tx, sql: *const c_char, params_json: *const c_char, affected: *mut u64) -> c_int {
+pub unsafe extern "C" fn rsdb_tx_execute(
+    tx: *const rsdb_tx,
+    sql: *const c_char,
+    params_json: *const c_char,
+    affected: *mut u64,
+) -> c_int {
     guard(|| {
         let tx = arg_ref(tx, "tx")?;
         let sql = arg_str(sql, "sql")?;
@@ -159,7 +180,12 @@ pub unsafe extern "C" fn rsdb_tx_execute(tx: *const rsdb_tx, sql: *const c_char,
 
 /// Runs a query inside the transaction (see `rsdb_db_query`).
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_tx_query(tx: *const rsdb_tx, sql: *const c_char, params_json: *const c_char, rows_json: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_tx_query(
+    tx: *const rsdb_tx,
+    sql: *const c_char,
+    params_json: *const c_char,
+    rows_json: *mut *mut c_char,
+) -> c_int {
     guard(|| {
         let tx = arg_ref(tx, "tx")?;
         let sql = arg_str(sql, "sql")?;

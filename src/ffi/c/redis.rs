@@ -15,7 +15,9 @@ pub struct rsdb_redis(pub(crate) RedisClient);
 /// Called for each message on a subscribed pattern, on the client's dispatcher thread, one
 /// call at a time. `channel` and `payload` are valid only during the call; `payload` is
 /// NUL-terminated and `payload_len` bytes long (it may contain NUL bytes).
-pub type rsdb_message_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, channel: *const c_char, payload: *const c_char, payload_len: usize)>;
+pub type rsdb_message_cb = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, channel: *const c_char, payload: *const c_char, payload_len: usize),
+>;
 
 struct UserData(*mut c_void);
 // SAFETY: the caller of rsdb_redis_subscribe promises user_data may be used from the
@@ -62,7 +64,12 @@ pub unsafe extern "C" fn rsdb_redis_ping(r: *const rsdb_redis, latency_ms: *mut 
 
 /// SET `key` to `value`; with `ttl_ms` > 0 the key expires after that many milliseconds.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_set(r: *const rsdb_redis, key: *const c_char, value: *const c_char, ttl_ms: u64) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_set(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    value: *const c_char,
+    ttl_ms: u64,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -100,7 +107,12 @@ pub unsafe extern "C" fn rsdb_redis_del(r: *const rsdb_redis, key: *const c_char
 
 /// Sets a key's expiry; `applied` (may be NULL) receives 1 when the key exists.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_expire(r: *const rsdb_redis, key: *const c_char, ttl_ms: u64, applied: *mut c_int) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_expire(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    ttl_ms: u64,
+    applied: *mut c_int,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -149,7 +161,12 @@ pub unsafe extern "C" fn rsdb_redis_incr(r: *const rsdb_redis, key: *const c_cha
 
 /// HSET of one field.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_hset(r: *const rsdb_redis, key: *const c_char, field: *const c_char, value: *const c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_hset(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    field: *const c_char,
+    value: *const c_char,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -161,7 +178,12 @@ pub unsafe extern "C" fn rsdb_redis_hset(r: *const rsdb_redis, key: *const c_cha
 
 /// HGET: `*value` receives the value, or NULL when the key or field does not exist.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_hget(r: *const rsdb_redis, key: *const c_char, field: *const c_char, value: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_hget(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    field: *const c_char,
+    value: *mut *mut c_char,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -186,7 +208,12 @@ pub unsafe extern "C" fn rsdb_redis_hgetall(r: *const rsdb_redis, key: *const c_
 
 /// HDEL of one field; `existed` (may be NULL) receives 1 when it existed.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_hdel(r: *const rsdb_redis, key: *const c_char, field: *const c_char, existed: *mut c_int) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_hdel(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    field: *const c_char,
+    existed: *mut c_int,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -201,7 +228,13 @@ pub unsafe extern "C" fn rsdb_redis_hdel(r: *const rsdb_redis, key: *const c_cha
 
 /// LPUSH (`left` != 0) or RPUSH; `length` (may be NULL) receives the new list length.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_push(r: *const rsdb_redis, key: *const c_char, value: *const c_char, left: c_int, length: *mut i64) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_push(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    value: *const c_char,
+    left: c_int,
+    length: *mut i64,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -216,7 +249,12 @@ pub unsafe extern "C" fn rsdb_redis_push(r: *const rsdb_redis, key: *const c_cha
 
 /// LPOP (`left` != 0) or RPOP: `*value` receives the element, or NULL for an empty list.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_pop(r: *const rsdb_redis, key: *const c_char, left: c_int, value: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_pop(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    left: c_int,
+    value: *mut *mut c_char,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -228,7 +266,13 @@ pub unsafe extern "C" fn rsdb_redis_pop(r: *const rsdb_redis, key: *const c_char
 
 /// LRANGE with inclusive indices (negative counts from the end): `*json` receives a JSON array.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_lrange(r: *const rsdb_redis, key: *const c_char, start: i64, stop: i64, json: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_lrange(
+    r: *const rsdb_redis,
+    key: *const c_char,
+    start: i64,
+    stop: i64,
+    json: *mut *mut c_char,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
@@ -240,7 +284,12 @@ pub unsafe extern "C" fn rsdb_redis_lrange(r: *const rsdb_redis, key: *const c_c
 
 /// PUBLISH; `receivers` (may be NULL) receives how many subscribers got the message.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_publish(r: *const rsdb_redis, channel: *const c_char, message: *const c_char, receivers: *mut i64) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_publish(
+    r: *const rsdb_redis,
+    channel: *const c_char,
+    message: *const c_char,
+    receivers: *mut i64,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let channel = arg_str(channel, "channel")?;
@@ -298,7 +347,11 @@ pub unsafe extern "C" fn rsdb_redis_unsubscribe(r: *const rsdb_redis, subscripti
 /// an array of arguments (`[["SET","k","v"],["INCR","n"]]`); `*replies_json` receives an
 /// array with each command's reply.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_exec_atomic(r: *const rsdb_redis, commands_json: *const c_char, replies_json: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_exec_atomic(
+    r: *const rsdb_redis,
+    commands_json: *const c_char,
+    replies_json: *mut *mut c_char,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let cmds = parse_commands(arg_str(commands_json, "commands_json")?)?;
@@ -311,7 +364,11 @@ pub unsafe extern "C" fn rsdb_redis_exec_atomic(r: *const rsdb_redis, commands_j
 /// Runs one command given as a JSON array of arguments (`["ZADD","board","1","alice"]`);
 /// `*reply_json` receives its reply as JSON.
 #[no_mangle]
-pub unsafe extern "C" fn rsdb_redis_command(r: *const rsdb_redis, args_json: *const c_char, reply_json: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn rsdb_redis_command(
+    r: *const rsdb_redis,
+    args_json: *const c_char,
+    reply_json: *mut *mut c_char,
+) -> c_int {
     guard(|| {
         let r = arg_ref(r, "redis")?;
         let args = parse_args(arg_str(args_json, "args_json")?)?;

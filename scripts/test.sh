@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Runs every check and every test of rootstream-db on this machine:
+#   format + lint, the CMake build (crate, C header, cxx glue, C++ wrappers, gtest, examples)
+#   with -Wall -Wextra -Werror, cargo tests, Google Test suites, the examples, and two consumer
+#   projects (C11 and C++17) built against the installed package and against the source tree.
+# Integration tests talk to real servers in a private stack (scripts/stack.sh) that this script
+# starts on free loopback ports and stops afterwards. Missing Debian packages are installed.
+#
+# Environment: RSDB_BUILD_DIR (default: build), RSDB_SKIP_LINT=1 to skip fmt/clippy.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+BUILD=${RSDB_BUILD_DIR:-$ROOT/build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+LOG=$BUILD/test-log.txt
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export CARGO_TARGET_DIR=$BUILD/cargo
+
+say() { printf '\n==> %s\n' "$*"; }
+
+if [[ -z ${RSDB_TEST_INNER:-} ]]; then
+    bash "$ROOT/scripts/install-deps.sh"
+    mkdir -p "$BUILD"
+    cd "$ROOT"
+    if [[ -z ${RSDB_SKIP_LINT:-} ]]; then
+        say "cargo fmt --check"
+        cargo fmt --check
+        say "cargo clippy --all-targets -- -D warnings"
+        cargo clippy --all-targets --features c-header -- -D warnings
+    fi
+    say "CMake configure + build (warnings are errors)"
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+        -DRSDB_BUILD_TESTS=ON -DRSDB_BUILD_EXAMPLES=ON -DRSDB_WARNINGS_AS_ERRORS=ON >/dev/null
+    cmake --build "$BUILD" -j2
+    say "building the cargo tests"
+    cargo test --features c-header --no-run
+    # Everything that needs servers runs inside one private stack.
+    RSDB_TEST_INNER=1 exec bash "$ROOT/scripts/stack.sh" run -- bash "$ROOT/scripts/test.sh"
+fi
+
+# ---- inside the stack -----------------------------------------------------------------------
+cd "$ROOT"
+: >"$LOG"
+status=0
+
+say "cargo test"
+cargo test --features c-header 2>&1 | tee -a "$LOG" || status=1
+
+say "ctest (C header check, Google Test suites, examples)"
+ctest --test-dir "$BUILD" --output-on-failure 2>&1 | tee -a "$LOG" || status=1
+
+say "consumer projects: installed package and source tree"
+PREFIX=$BUILD/install
+rm -rf "$PREFIX"
+cmake --install "$BUILD" --prefix "$PREFIX" >/dev/null
+consumers=0 consumers_failed=0
+for lang in c cpp; do
+    for mode in installed subdirectory; do
+        dir=$BUILD/consumer-$lang-$mode
+        if [[ $mode == installed ]]; then
+            args=(-DCMAKE_PREFIX_PATH="$PREFIX")
+        else
+            args=(-DRSDB_SOURCE_DIR="$ROOT" -DRSDB_CARGO_TARGET_DIR="$CARGO_TARGET_DIR")
+        fi
+        consumers=$((consumers + 1))
+        if cmake -S "$ROOT/tests/consumers/$lang" -B "$dir" -G Ninja "${args[@]}" >"$dir.log" 2>&1 &&
+            cmake --build "$dir" -j2 >>"$dir.log" 2>&1 &&
+            "$dir/${lang}_consumer" >>"$dir.log" 2>&1; then
+            echo "consumer $lang ($mode): ok — $(tail -n 1 "$dir.log")"
+        else
+            echo "consumer $lang ($mode): FAILED"
+            cat "$dir.log"
+            consumers_failed=$((consumers_failed + 1))
+            status=1
+        fi
+    done
+done
+
+# One closing line over every runner: cargo's per-binary results, ctest's and the consumers'.
+cargo_passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s += $4} END {print s + 0}')
+cargo_failed=$(grep -Eo '; [0-9]+ failed' "$LOG" | awk '{s += $2} END {print s + 0}')
+ctest_line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$LOG" | tail -n 1 || true)
+ctest_total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"${ctest_line:-out of 0}")
+ctest_failed=$(sed -E 's/.*tests passed, ([0-9]+) tests failed.*/\1/' <<<"${ctest_line:-tests passed, 0 tests failed}")
+[[ -n $ctest_line ]] || { echo "ctest printed no summary"; status=1; }
+passed=$((cargo_passed + ctest_total - ctest_failed + consumers - consumers_failed))
+failed=$((cargo_failed + ctest_failed + consumers_failed))
+if ((status != 0 && failed == 0)); then failed=1; fi
+echo
+echo "summary: $passed passed, $failed failed"
+exit "$status"
