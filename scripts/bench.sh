@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Benchmarks in release mode against a private stack. Every figure is printed beside a raw
+# baseline from the same run (ours / raw), never judged against a fixed time.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+bash "$ROOT/scripts/install-deps.sh"
+cd "$ROOT"
+cargo bench --no-run "$@"
+exec bash "$ROOT/scripts/stack.sh" run --no-influx -- cargo bench "$@"
