@@ -20,6 +20,31 @@
 #include <stdint.h>
 
 /*
+ Memory cost in KiB.
+ */
+#define MEMORY_KIB (19 * 1024)
+
+/*
+ Iterations.
+ */
+#define ITERATIONS 2
+
+/*
+ Lanes.
+ */
+#define PARALLELISM 1
+
+/*
+ Longest accepted password in bytes; longer input is refused rather than hashed.
+ */
+#define MAX_PASSWORD_BYTES 1024
+
+/*
+ Shortest accepted password in characters.
+ */
+#define MIN_PASSWORD_CHARS 8
+
+/*
  Success.
  */
 #define RSDB_OK 0
@@ -98,6 +123,11 @@
  A file or process operation failed.
  */
 #define RSDB_ERR_IO -15
+
+/*
+ Authentication failed (wrong password, unknown or inactive user).
+ */
+#define RSDB_ERR_AUTH -16
 
 /*
  Any other failure.

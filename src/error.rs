@@ -36,6 +36,8 @@ pub enum ErrorCode {
     Panic = -14,
     /// An I/O error (files, processes).
     Io = -15,
+    /// Authentication failed: wrong password, unknown user, inactive account.
+    Auth = -16,
     /// Anything else.
     Internal = -99,
 }
@@ -79,6 +81,8 @@ pub enum Error {
     Panic(String),
     #[error("i/o error: {0}")]
     Io(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -103,6 +107,7 @@ impl Error {
             Error::State(_) => ErrorCode::State,
             Error::Panic(_) => ErrorCode::Panic,
             Error::Io(_) => ErrorCode::Io,
+            Error::Auth(_) => ErrorCode::Auth,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -117,6 +122,10 @@ fn describe_pg(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(c) = db.constraint() {
+                s.push_str("; constraint: ");
+                s.push_str(c);
+            }
             if let Some(d) = db.detail() {
                 s.push_str("; detail: ");
                 s.push_str(d);

@@ -3,11 +3,14 @@
 //! One Rust core (async, on tokio) with three faces: this Rust API, a C ABI (`rsdb_*`, header
 //! `include/rootstream_db.h`) and a C++ API (`rootstream::…` classes in `cpp/`).
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod ffi;
+pub mod models;
 pub mod runtime;
 
 pub use cache::RedisClient;

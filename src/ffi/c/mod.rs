@@ -51,6 +51,8 @@ pub const RSDB_ERR_STATE: c_int = -13;
 pub const RSDB_ERR_PANIC: c_int = -14;
 /// A file or process operation failed.
 pub const RSDB_ERR_IO: c_int = -15;
+/// Authentication failed (wrong password, unknown or inactive user).
+pub const RSDB_ERR_AUTH: c_int = -16;
 /// Any other failure.
 pub const RSDB_ERR_INTERNAL: c_int = -99;
 
@@ -184,6 +186,7 @@ pub extern "C" fn rsdb_status_name(status: c_int) -> *const c_char {
         RSDB_ERR_STATE => b"invalid state\0",
         RSDB_ERR_PANIC => b"internal panic\0",
         RSDB_ERR_IO => b"i/o error\0",
+        RSDB_ERR_AUTH => b"authentication failed\0",
         _ => b"internal error\0",
     };
     s.as_ptr() as *const c_char
@@ -220,6 +223,7 @@ mod tests {
             (RSDB_ERR_STATE, ErrorCode::State),
             (RSDB_ERR_PANIC, ErrorCode::Panic),
             (RSDB_ERR_IO, ErrorCode::Io),
+            (RSDB_ERR_AUTH, ErrorCode::Auth),
             (RSDB_ERR_INTERNAL, ErrorCode::Internal),
         ];
         for (c, e) in pairs {

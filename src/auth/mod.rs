@@ -1,0 +1,4 @@
+//! Authentication building blocks: password hashing and secure random values.
+
+pub mod password;
+pub mod random;
