@@ -27,8 +27,9 @@ fn generate_c_header() {
     let out = profile_dir.join("generated").join("rootstream_db.h");
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
     let config = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).expect("cbindgen.toml");
+    // Only the C ABI module: public constants elsewhere in the crate are not part of it.
     cbindgen::Builder::new()
-        .with_crate(&dir)
+        .with_src(format!("{dir}/src/ffi/c/mod.rs"))
         .with_config(config)
         .generate()
         .expect("the C header could not be generated")

@@ -20,31 +20,6 @@
 #include <stdint.h>
 
 /*
- Memory cost in KiB.
- */
-#define MEMORY_KIB (19 * 1024)
-
-/*
- Iterations.
- */
-#define ITERATIONS 2
-
-/*
- Lanes.
- */
-#define PARALLELISM 1
-
-/*
- Longest accepted password in bytes; longer input is refused rather than hashed.
- */
-#define MAX_PASSWORD_BYTES 1024
-
-/*
- Shortest accepted password in characters.
- */
-#define MIN_PASSWORD_CHARS 8
-
-/*
  Success.
  */
 #define RSDB_OK 0
@@ -145,14 +120,34 @@ typedef struct rsdb_config rsdb_config;
 typedef struct rsdb_db rsdb_db;
 
 /*
+ The event store. Thread-safe.
+ */
+typedef struct rsdb_events rsdb_events;
+
+/*
  A Redis client. Thread-safe: one handle may be shared by all threads.
  */
 typedef struct rsdb_redis rsdb_redis;
 
 /*
+ Stream-session operations. Thread-safe.
+ */
+typedef struct rsdb_stream_sessions rsdb_stream_sessions;
+
+/*
+ Stream operations (database + Redis). Thread-safe.
+ */
+typedef struct rsdb_streams rsdb_streams;
+
+/*
  A transaction holding one pooled connection. Use it from one thread at a time.
  */
 typedef struct rsdb_tx rsdb_tx;
+
+/*
+ User operations. Thread-safe.
+ */
+typedef struct rsdb_users rsdb_users;
 
 /*
  Pool counters, filled by `rsdb_db_pool_stats`.
@@ -325,6 +320,274 @@ int rsdb_tx_rollback(const rsdb_tx *tx);
  Releases a transaction, rolling it back if it is still open. NULL is accepted.
  */
 void rsdb_tx_free(rsdb_tx *tx);
+
+/*
+ Creates an event-store handle on `db` (which it keeps alive).
+ */
+int rsdb_events_new(const rsdb_db *db, rsdb_events **out);
+
+/*
+ Releases an event-store handle. NULL is accepted.
+ */
+void rsdb_events_free(rsdb_events *h);
+
+/*
+ Appends events to an aggregate expected to be at `expected_version` (0 for a new one).
+ `events_json` is an array of `{"event_type": "...", "payload": {...}, "metadata": {...},
+ "user_id": 1}` (payload, metadata and user_id optional). When the aggregate is at another
+ version — a concurrent writer won — nothing is written and `RSDB_ERR_CONFLICT` is returned.
+ `new_version` (may be NULL) receives the aggregate's version after the append.
+ */
+int rsdb_events_append(const rsdb_events *events,
+                       const char *aggregate_type,
+                       const char *aggregate_id,
+                       int64_t expected_version,
+                       const char *events_json,
+                       int64_t *new_version);
+
+/*
+ The aggregate's events with a version above `after_version`, in order, as a JSON array.
+ */
+int rsdb_events_load(const rsdb_events *events,
+                     const char *aggregate_type,
+                     const char *aggregate_id,
+                     int64_t after_version,
+                     char **events_json);
+
+/*
+ The aggregate's current version (0 without events).
+ */
+int rsdb_events_version(const rsdb_events *events,
+                        const char *aggregate_type,
+                        const char *aggregate_id,
+                        int64_t *version);
+
+/*
+ A user's events (audit trail), newest first, at most `limit`, as a JSON array.
+ */
+int rsdb_events_by_user(const rsdb_events *events,
+                        int64_t user_id,
+                        int64_t limit,
+                        char **events_json);
+
+/*
+ Stores the aggregate's state (`state_json`, any JSON) at `version`.
+ */
+int rsdb_events_save_snapshot(const rsdb_events *events,
+                              const char *aggregate_type,
+                              const char *aggregate_id,
+                              int64_t version,
+                              const char *state_json);
+
+/*
+ `*json` receives `{"snapshot": {...} or null, "events": [...]}`: the latest snapshot and
+ every event after it.
+ */
+int rsdb_events_load_from_snapshot(const rsdb_events *events,
+                                   const char *aggregate_type,
+                                   const char *aggregate_id,
+                                   char **json);
+
+/*
+ Creates a user-model handle on `db` (which it keeps alive). Release with `rsdb_users_free`.
+ */
+int rsdb_users_new(const rsdb_db *db, rsdb_users **out);
+
+/*
+ Registers a user: the password is hashed with Argon2id (never stored), username and email
+ must be unique (`RSDB_ERR_CONFLICT`, message "username already exists" or "email already
+ exists"), the email must be valid and the password at least 8 characters
+ (`RSDB_ERR_INVALID_ARGUMENT`). `display_name` may be NULL. `*user_json` receives the user.
+ */
+int rsdb_users_create(const rsdb_users *users,
+                      const char *username,
+                      const char *email,
+                      const char *password,
+                      const char *display_name,
+                      char **user_json);
+
+/*
+ Logs in with a username or email and a password. Wrong password, unknown user and inactive
+ account all return `RSDB_ERR_AUTH`. On success records the login and fills `*user_json`.
+ */
+int rsdb_users_authenticate(const rsdb_users *users,
+                            const char *login,
+                            const char *password,
+                            char **user_json);
+
+/*
+ Checks a user's password: `*matches` is 1 or 0.
+ */
+int rsdb_users_verify_password(const rsdb_users *users,
+                               int64_t user_id,
+                               const char *password,
+                               int *matches);
+
+/*
+ Loads a user by id (`RSDB_ERR_NOT_FOUND` when there is none).
+ */
+int rsdb_users_get(const rsdb_users *users, int64_t user_id, char **user_json);
+
+/*
+ Loads a user by username, ignoring case.
+ */
+int rsdb_users_get_by_username(const rsdb_users *users, const char *username, char **user_json);
+
+/*
+ Loads a user by email, ignoring case.
+ */
+int rsdb_users_get_by_email(const rsdb_users *users, const char *email, char **user_json);
+
+/*
+ Updates the profile; a NULL field stays as it is. `*user_json` receives the updated user.
+ */
+int rsdb_users_update_profile(const rsdb_users *users,
+                              int64_t user_id,
+                              const char *display_name,
+                              const char *avatar_url,
+                              char **user_json);
+
+/*
+ Marks the user's email as verified.
+ */
+int rsdb_users_mark_verified(const rsdb_users *users, int64_t user_id);
+
+/*
+ Activates (`active` != 0) or deactivates the account.
+ */
+int rsdb_users_set_active(const rsdb_users *users, int64_t user_id, int active);
+
+/*
+ Records a login now.
+ */
+int rsdb_users_record_login(const rsdb_users *users, int64_t user_id);
+
+/*
+ Replaces the password (at least 8 characters).
+ */
+int rsdb_users_change_password(const rsdb_users *users, int64_t user_id, const char *new_password);
+
+/*
+ Creates a stream-model handle on `db` and `redis` (which it keeps alive).
+ */
+int rsdb_streams_new(const rsdb_db *db, const rsdb_redis *redis, rsdb_streams **out);
+
+/*
+ Creates a stream for a user with a fresh 256-bit stream key; `description` may be NULL.
+ `*stream_json` receives the stream, including `stream_key`.
+ */
+int rsdb_streams_create(const rsdb_streams *streams,
+                        int64_t user_id,
+                        const char *name,
+                        const char *description,
+                        char **stream_json);
+
+/*
+ Loads a stream by id.
+ */
+int rsdb_streams_get(const rsdb_streams *streams, int64_t stream_id, char **stream_json);
+
+/*
+ Loads a stream by its stream key.
+ */
+int rsdb_streams_get_by_key(const rsdb_streams *streams,
+                            const char *stream_key,
+                            char **stream_json);
+
+/*
+ Replaces the stream key; `*stream_json` receives the stream with the new key.
+ */
+int rsdb_streams_regenerate_key(const rsdb_streams *streams, int64_t stream_id, char **stream_json);
+
+/*
+ Goes live (database row, session, event log, Redis live cache, `stream.started` on
+ pub/sub). `RSDB_ERR_STATE` when already live. `*session_json` receives the new session.
+ */
+int rsdb_streams_start(const rsdb_streams *streams, int64_t stream_id, char **session_json);
+
+/*
+ Goes offline; `*session_json` receives the ended session with its duration and viewer
+ statistics. `RSDB_ERR_STATE` when not live.
+ */
+int rsdb_streams_stop(const rsdb_streams *streams, int64_t stream_id, char **session_json);
+
+/*
+ A viewer joined a live stream; `viewers` (may be NULL) receives the current count.
+ */
+int rsdb_streams_viewer_joined(const rsdb_streams *streams, int64_t stream_id, int64_t *viewers);
+
+/*
+ A viewer left; `viewers` (may be NULL) receives the current count (never below zero).
+ */
+int rsdb_streams_viewer_left(const rsdb_streams *streams, int64_t stream_id, int64_t *viewers);
+
+/*
+ The current viewer count from Redis.
+ */
+int rsdb_streams_viewer_count(const rsdb_streams *streams, int64_t stream_id, int64_t *viewers);
+
+/*
+ Records encoder statistics. A negative `bitrate_kbps` or `fps`, or a NULL string, leaves
+ that value as it is.
+ */
+int rsdb_streams_update_stats(const rsdb_streams *streams,
+                              int64_t stream_id,
+                              int32_t bitrate_kbps,
+                              int32_t fps,
+                              const char *resolution,
+                              const char *codec);
+
+/*
+ The live streams, as a JSON array.
+ */
+int rsdb_streams_list_live(const rsdb_streams *streams, char **streams_json);
+
+/*
+ Creates a stream-session handle on `db`.
+ */
+int rsdb_stream_sessions_new(const rsdb_db *db, rsdb_stream_sessions **out);
+
+/*
+ Opens a session for a stream.
+ */
+int rsdb_stream_sessions_create(const rsdb_stream_sessions *sessions,
+                                int64_t stream_id,
+                                char **session_json);
+
+/*
+ Loads a session.
+ */
+int rsdb_stream_sessions_get(const rsdb_stream_sessions *sessions,
+                             int64_t session_id,
+                             char **session_json);
+
+/*
+ Counts one viewer joining while `current_viewers` are watching (updates total and peak).
+ */
+int rsdb_stream_sessions_record_viewer(const rsdb_stream_sessions *sessions,
+                                       int64_t session_id,
+                                       int32_t current_viewers);
+
+/*
+ Adds transferred bytes.
+ */
+int rsdb_stream_sessions_add_bytes(const rsdb_stream_sessions *sessions,
+                                   int64_t session_id,
+                                   int64_t bytes);
+
+/*
+ Ends a session and computes its duration; `RSDB_ERR_STATE` when already ended.
+ */
+int rsdb_stream_sessions_end(const rsdb_stream_sessions *sessions,
+                             int64_t session_id,
+                             char **session_json);
+
+/*
+ A stream's sessions, newest first, as a JSON array.
+ */
+int rsdb_stream_sessions_list(const rsdb_stream_sessions *sessions,
+                              int64_t stream_id,
+                              char **sessions_json);
 
 /*
  Creates a client for `cfg`'s `redis_url` and checks that the server answers. `*out`

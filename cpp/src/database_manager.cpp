@@ -11,9 +11,14 @@ std::string params_text(const nlohmann::json& params) {
     if (!params.is_array()) {
         throw Error(RSDB_ERR_JSON, "parameters must be a JSON array");
     }
-    return params.dump();
+    return detail::dump_json(params);
 }
 }  // namespace
+
+// A moved-from optional stays engaged with an empty Box; reset it so the source is closed.
+Transaction::Transaction(Transaction&& other) noexcept : box_(std::move(other.box_)) {
+    other.box_.reset();
+}
 
 Transaction& Transaction::operator=(Transaction&& other) noexcept {
     if (this != &other) {

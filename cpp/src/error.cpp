@@ -18,4 +18,15 @@ Error Error::from_bridge(const char* what) {
     return Error(RSDB_ERR_INTERNAL, what != nullptr ? what : "unknown error");
 }
 
+namespace detail {
+
+std::string dump_json(const nlohmann::json& value) {
+    try {
+        return value.dump();
+    } catch (const nlohmann::json::type_error& e) {
+        throw Error(RSDB_ERR_INVALID_UTF8, std::string("a JSON argument holds a string that is not UTF-8: ") + e.what());
+    }
+}
+
+}  // namespace detail
 }  // namespace rootstream

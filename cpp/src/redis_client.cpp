@@ -112,12 +112,12 @@ void RedisClient::unsubscribe(std::uint64_t id) {
 }
 
 nlohmann::json RedisClient::exec_atomic(const nlohmann::json& commands) {
-    auto text = detail::call([&] { return box_->exec_atomic(commands.dump()); });
+    auto text = detail::call([&] { return box_->exec_atomic(detail::dump_json(commands)); });
     return nlohmann::json::parse(std::string(text));
 }
 
 nlohmann::json RedisClient::command(const nlohmann::json& args) {
-    auto text = detail::call([&] { return box_->command(args.dump()); });
+    auto text = detail::call([&] { return box_->command(detail::dump_json(args)); });
     return nlohmann::json::parse(std::string(text));
 }
 

@@ -259,6 +259,13 @@ impl RedisClient {
         self.inner.pubsub.unsubscribe(id).await
     }
 
+    /// Ends every subscription of this client (and of its clones) for good: no callback starts
+    /// after this returns and none is still running, unless called from inside a callback.
+    /// Commands keep working; new subscriptions are refused.
+    pub fn close_subscriptions(&self) {
+        self.inner.pubsub.shutdown();
+    }
+
     /// Pub/sub counters.
     pub fn pubsub_stats(&self) -> PubSubStats {
         let p = &self.inner.pubsub;

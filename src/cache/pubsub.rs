@@ -54,6 +54,7 @@ pub(crate) struct Shared {
     // Held while a callback runs, so unsubscribe can wait for an in-flight callback.
     dispatch_lock: Mutex<()>,
     dispatcher_thread: Mutex<Option<std::thread::ThreadId>>,
+    closed: AtomicBool,
 }
 
 /// The pub/sub half of a `RedisClient`.
@@ -65,7 +66,25 @@ pub(crate) struct PubSubWorker {
 
 impl Drop for PubSubWorker {
     fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl PubSubWorker {
+    /// Ends every subscription: no callback starts after this, and (unless called on the
+    /// dispatcher thread itself) none is still running when it returns. Idempotent.
+    pub(crate) fn shutdown(&self) {
         self.task.abort();
+        self.shared.closed.store(true, Ordering::Release);
+        let callbacks: Vec<Sub> =
+            self.shared.subs.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, s)| s).collect();
+        let on_dispatcher = *self.shared.dispatcher_thread.lock().unwrap_or_else(|p| p.into_inner())
+            == Some(std::thread::current().id());
+        if !on_dispatcher {
+            drop(self.shared.dispatch_lock.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        // Callbacks (and what they captured) are released here, after the last call ended.
+        drop(callbacks);
     }
 }
 
@@ -81,6 +100,7 @@ impl PubSubWorker {
             received: AtomicU64::new(0),
             dispatch_lock: Mutex::new(()),
             dispatcher_thread: Mutex::new(None),
+            closed: AtomicBool::new(false),
         });
         let (tx, rx) = std::sync::mpsc::channel::<Message>();
         let dispatch_shared = shared.clone();
@@ -96,6 +116,9 @@ impl PubSubWorker {
     /// Registers `callback` for channels matching the glob `pattern` and waits until the
     /// server has confirmed the subscription.
     pub(crate) async fn subscribe(&self, pattern: &str, callback: Callback) -> Result<SubscriptionId> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::State("the client's subscriptions were closed".into()));
+        }
         self.wait_connected().await?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.shared.subs.lock().unwrap().insert(id, Sub { pattern: pattern.to_string(), callback });
@@ -237,6 +260,9 @@ async fn connection_loop(
 
 fn dispatch_loop(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Message>) {
     while let Ok(msg) = rx.recv() {
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
         let callbacks: Vec<(SubscriptionId, Callback)> = {
             let subs = shared.subs.lock().unwrap();
             subs.iter().filter(|(_, s)| s.pattern == msg.pattern).map(|(id, s)| (*id, s.callback.clone())).collect()

@@ -3,6 +3,8 @@
 
 #include "rootstream_db.h"
 
+#include <nlohmann/json.hpp>
+
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -39,6 +41,10 @@ auto call(F&& f) -> decltype(f()) {
         throw Error::from_bridge(e.what());
     }
 }
+
+/// Serializes a JSON argument; strings that are not UTF-8 are the caller's error, reported
+/// with the same code the C API uses.
+std::string dump_json(const nlohmann::json& value);
 
 }  // namespace detail
 }  // namespace rootstream

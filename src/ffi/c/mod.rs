@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod db;
+pub mod events;
+pub mod models;
 pub mod redis;
 
 use crate::error::Error;

@@ -44,7 +44,9 @@ pub unsafe extern "C" fn rsdb_redis_open(cfg: *const rsdb_config, out: *mut *mut
 pub unsafe extern "C" fn rsdb_redis_close(r: *mut rsdb_redis) {
     guard_void(|| {
         if !r.is_null() {
-            drop(Box::from_raw(r));
+            let r = Box::from_raw(r);
+            // Model handles may share this client; its callbacks still end here.
+            r.0.close_subscriptions();
         }
     })
 }

@@ -171,6 +171,13 @@ impl TxBox {
 /// The client behind `rootstream::cache::RedisClient`.
 pub struct RedisBox(RedisClient);
 
+impl Drop for RedisBox {
+    fn drop(&mut self) {
+        // Other objects may share the client; the C++ object's handlers still end with it.
+        self.0.close_subscriptions();
+    }
+}
+
 struct Observer(cxx::UniquePtr<bridge::MessageObserver>);
 // SAFETY: the C++ observer is immutable after construction (const on_message) and documented
 // to run on the library's dispatcher thread, where it is also destroyed.

@@ -29,7 +29,7 @@ struct PoolStats {
 /// copyable; use it from one thread at a time.
 class Transaction {
 public:
-    Transaction(Transaction&&) noexcept = default;
+    Transaction(Transaction&& other) noexcept;
     Transaction& operator=(Transaction&& other) noexcept;
     Transaction(const Transaction&) = delete;
     Transaction& operator=(const Transaction&) = delete;

@@ -1,0 +1,94 @@
+// Test support shared by the C and C++ suites: access to the private server stack started by
+// scripts/stack.sh, a fresh PostgreSQL database per test, unique Redis key prefixes and a
+// helper that restarts the stack's Redis server.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace rsdb_test {
+
+/// The variables exported by `scripts/stack.sh run`.
+struct Stack {
+    std::string database_url;  // superuser URL of the `postgres` database
+    std::string redis_url;
+    std::string stack_dir;
+    std::string host = "127.0.0.1";
+    int pg_port = 0;
+    int redis_port = 0;
+};
+
+/// Reads the stack variables. Returns nullopt and sets `*why` when the tests do not run inside
+/// a stack; `*why` then says how to run them.
+std::optional<Stack> read_stack(std::string* why);
+
+/// `<pid>_<counter>_<random hex>`: unique within the stack, safe inside identifiers.
+std::string unique_suffix();
+
+/// `url` with its path replaced by `/<database>` (query string kept).
+std::string with_database(const std::string& url, const std::string& database);
+
+/// A TCP port on 127.0.0.1 that nothing listens on (bound to port 0, then released).
+int unused_tcp_port();
+
+/// Polls `condition` until it holds or `timeout` passes; returns its last value.
+bool wait_for(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
+              std::chrono::milliseconds poll = std::chrono::milliseconds(20));
+
+/// True when a server on host:port answers PING with PONG within `timeout`.
+bool redis_answers_ping(const std::string& host, int port,
+                        std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
+
+/// Shuts the stack's Redis server down (`redis-cli shutdown nosave`), waits until its process
+/// is gone, and starts it again with the arguments scripts/stack.sh uses, on the same port and
+/// with the same pidfile, so the stack still stops it at the end.
+::testing::AssertionResult restart_redis(const Stack& stack);
+
+/// rsdb_last_error() as a string ("<no error>" when it is NULL), for failure messages.
+std::string last_error();
+
+/// Sets an environment variable for the lifetime of the object, then restores it.
+class ScopedEnv {
+public:
+    ScopedEnv(std::string name, const std::string& value);
+    ~ScopedEnv();
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+private:
+    std::string name_;
+    std::optional<std::string> previous_;
+};
+
+/// Base fixture: every test gets its own empty database (created through the C API on the
+/// admin connection, dropped WITH (FORCE) in TearDown) and its own Redis key prefix. Missing
+/// stack variables make SetUp fail, so a run outside the stack can never pass by skipping.
+class StackTest : public ::testing::Test {
+protected:
+    void SetUp() override;
+    void TearDown() override;
+
+    const Stack& stack() const { return stack_; }
+    /// Name of this test's database.
+    const std::string& db_name() const { return db_name_; }
+    /// URL of this test's database.
+    const std::string& db_url() const { return db_url_; }
+    const std::string& redis_url() const { return stack_.redis_url; }
+    /// Prefix unique to this test, for Redis keys and channels.
+    const std::string& prefix() const { return prefix_; }
+    /// `name` under this test's prefix.
+    std::string key(const std::string& name) const { return prefix_ + name; }
+
+private:
+    Stack stack_;
+    std::string db_name_;
+    std::string db_url_;
+    std::string prefix_;
+    bool created_ = false;
+};
+
+}  // namespace rsdb_test
