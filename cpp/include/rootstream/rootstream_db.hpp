@@ -4,4 +4,7 @@
 #include "rootstream/cache/redis_client.h"
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
+#include "rootstream/database/models/stream_model.h"
+#include "rootstream/database/models/user.h"
+#include "rootstream/events/event_store.h"
 #include "rootstream/error.h"

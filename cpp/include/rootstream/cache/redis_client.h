@@ -80,6 +80,9 @@ public:
     /// {"connected":..,"reconnects":..,"received":..,"subscriptions":..}
     nlohmann::json pubsub_stats() const;
 
+    /// The bridge object, for the model classes.
+    const ffi::RedisBox& raw() const { return *box_; }
+
 private:
     rust::Box<ffi::RedisBox> box_;
 };

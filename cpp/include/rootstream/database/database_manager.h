@@ -88,6 +88,9 @@ public:
     /// Closes idle connections and refuses new acquires.
     void close();
 
+    /// The bridge object, for the model classes.
+    const ffi::DbBox& raw() const { return *box_; }
+
 private:
     rust::Box<ffi::DbBox> box_;
 };
