@@ -1,6 +1,8 @@
 /*
- * The complete workflow through the C API: configure from the environment, migrate, write
- * and read with parameters, use a transaction, cache with a TTL, publish and subscribe.
+ * The complete workflow through the C API: configure from the environment, migrate, register
+ * and log in a user, create a stream and run it (start, viewers, stop) while a subscriber
+ * watches its events, read its event history, write and read with parameters, use a
+ * transaction, cache with a TTL.
  *
  * Needs ROOTSTREAM_DATABASE_URL and ROOTSTREAM_REDIS_URL (scripts/demo.sh sets them).
  */
@@ -54,18 +56,72 @@ static int run(rsdb_config *cfg) {
     CHECK(rsdb_db_migrate(db, &version), "migrating");
     printf("schema version %d\n", version);
 
-    /* Parameters travel as a JSON array and are bound as $1, $2: never spliced into SQL. */
-    CHECK(rsdb_db_execute(db,
-                          "INSERT INTO users (username, email, password_hash, display_name) "
-                          "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                          "[\"c_player\", \"c_player@example.com\", \"(set by the user model)\", \"C Player\"]",
-                          NULL),
-          "inserting a user");
-    CHECK(rsdb_db_query(db, "SELECT id, username, display_name FROM users WHERE username = $1",
-                        "[\"c_player\"]", &json),
-          "querying the user");
-    printf("user row: %s\n", json);
+    /* Register (Argon2id hash, never the password) and log in. */
+    rsdb_users *users = NULL;
+    CHECK(rsdb_users_new(db, &users), "opening the user model");
+    int rc = rsdb_users_create(users, "c_player", "c_player@example.com", "correct horse battery", "C Player", &json);
+    if (rc == RSDB_ERR_CONFLICT) {
+        printf("user c_player already exists\n");
+    } else if (rc != RSDB_OK) {
+        return fail("registering a user");
+    } else {
+        printf("registered: %s\n", json);
+        rsdb_string_free(json);
+    }
+    if (rsdb_users_authenticate(users, "c_player", "wrong password", &json) == RSDB_ERR_AUTH)
+        printf("a wrong password is refused: %s\n", rsdb_last_error());
+    CHECK(rsdb_users_authenticate(users, "C_PLAYER", "correct horse battery", &json), "logging in");
+    printf("logged in: %s\n", json);
+    /* The user's id, read back with a parameterized query instead of a JSON parser. */
     rsdb_string_free(json);
+    CHECK(rsdb_db_query(db, "SELECT id FROM users WHERE username = $1", "[\"c_player\"]", &json), "reading the id");
+    long long user_id = 0;
+    const char *idp = strstr(json, "\"id\":");
+    if (idp) user_id = atoll(idp + 5);
+    rsdb_string_free(json);
+
+    /* A subscriber sees the stream's life as it happens. */
+    CHECK(rsdb_redis_open(cfg, &redis), "connecting to redis");
+    CHECK(rsdb_redis_subscribe(redis, "stream.*", on_event, &in, &sub), "subscribing");
+
+    rsdb_streams *streams = NULL;
+    CHECK(rsdb_streams_new(db, redis, &streams), "opening the stream model");
+    CHECK(rsdb_streams_create(streams, user_id, "C speedrun", "any% practice", &json), "creating a stream");
+    long long stream_id = 0;
+    idp = strstr(json, "\"id\":");
+    if (idp) stream_id = atoll(idp + 5);
+    printf("stream %lld created (its key stays with its owner)\n", stream_id);
+    rsdb_string_free(json);
+    CHECK(rsdb_streams_start(streams, stream_id, &json), "starting the stream");
+    printf("live, session: %s\n", json);
+    rsdb_string_free(json);
+    int64_t viewers = 0;
+    CHECK(rsdb_streams_viewer_joined(streams, stream_id, &viewers), "a viewer joins");
+    CHECK(rsdb_streams_viewer_joined(streams, stream_id, &viewers), "a viewer joins");
+    CHECK(rsdb_streams_viewer_left(streams, stream_id, &viewers), "a viewer leaves");
+    printf("viewers now: %lld\n", (long long)viewers);
+    CHECK(rsdb_streams_update_stats(streams, stream_id, 6000, 60, "1920x1080", "h264"), "recording stats");
+    CHECK(rsdb_streams_stop(streams, stream_id, &json), "stopping the stream");
+    printf("ended session: %s\n", json);
+    rsdb_string_free(json);
+    for (int i = 0; i < 200 && in.received < 2; i++) sleep_ms(10);
+    CHECK(rsdb_redis_unsubscribe(redis, sub), "unsubscribing");
+    if (in.received < 2) {
+        fprintf(stderr, "complete_workflow_c: the stream events never arrived\n");
+        return 1;
+    }
+
+    /* The same history, durable, from the event store. */
+    rsdb_events *events = NULL;
+    char aggregate_id[32];
+    snprintf(aggregate_id, sizeof aggregate_id, "%lld", stream_id);
+    CHECK(rsdb_events_new(db, &events), "opening the event store");
+    CHECK(rsdb_events_load(events, "stream", aggregate_id, 0, &json), "loading the stream's events");
+    printf("event history: %s\n", json);
+    rsdb_string_free(json);
+    rsdb_events_free(events);
+    rsdb_streams_free(streams);
+    rsdb_users_free(users);
 
     CHECK(rsdb_db_begin(db, &tx), "beginning a transaction");
     CHECK(rsdb_tx_execute(tx, "UPDATE users SET display_name = $1 WHERE username = $2",
@@ -78,22 +134,12 @@ static int run(rsdb_config *cfg) {
     CHECK(rsdb_db_pool_stats(db, &stats), "reading pool stats");
     printf("pool: %zu open, %zu idle, max %zu\n", stats.size, stats.available, stats.max_size);
 
-    CHECK(rsdb_redis_open(cfg, &redis), "connecting to redis");
     CHECK(rsdb_redis_set(redis, "demo:c:greeting", "hello from C", 60000), "caching a value");
     CHECK(rsdb_redis_get(redis, "demo:c:greeting", &json), "reading the cache");
     int64_t ttl = 0;
     CHECK(rsdb_redis_ttl(redis, "demo:c:greeting", &ttl), "reading the ttl");
     printf("cached: %s (expires in %lld ms)\n", json ? json : "(missing)", (long long)ttl);
     rsdb_string_free(json);
-
-    CHECK(rsdb_redis_subscribe(redis, "demo.stream.*", on_event, &in, &sub), "subscribing");
-    CHECK(rsdb_redis_publish(redis, "demo.stream.started", "{\"stream_id\":1,\"by\":\"c\"}", NULL), "publishing");
-    for (int i = 0; i < 200 && in.received == 0; i++) sleep_ms(10);
-    CHECK(rsdb_redis_unsubscribe(redis, sub), "unsubscribing");
-    if (in.received == 0) {
-        fprintf(stderr, "complete_workflow_c: the published event never arrived\n");
-        return 1;
-    }
 
     CHECK(rsdb_db_health(db, &json), "health check");
     printf("health: %s\n", json);

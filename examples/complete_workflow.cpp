@@ -1,5 +1,7 @@
-// The complete workflow through the C++ API: configure from the environment, migrate, write
-// and read with parameters, an RAII transaction, cache with a TTL, publish and subscribe.
+// The complete workflow through the C++ API: configure from the environment, migrate, register
+// and log in a user, run a stream (start, viewers, stop) while a subscriber watches, read its
+// event history, append to the event store with optimistic concurrency, an RAII transaction,
+// cache with a TTL.
 //
 // Needs ROOTSTREAM_DATABASE_URL and ROOTSTREAM_REDIS_URL (scripts/demo.sh sets them).
 #include "rootstream/rootstream_db.hpp"
@@ -9,6 +11,8 @@
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
+#include <optional>
+#include <vector>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -20,12 +24,67 @@ int main() {
         rootstream::database::DatabaseManager db(config);
         std::cout << "schema version " << db.migrate() << "\n";
 
-        db.execute(
-            "INSERT INTO users (username, email, password_hash, display_name) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT DO NOTHING",
-            {"cpp_player", "cpp_player@example.com", "(set by the user model)", "C++ Player"});
-        std::cout << "user row: " << db.query("SELECT id, username FROM users WHERE username = $1", {"cpp_player"}).dump()
-                  << "\n";
+        namespace models = rootstream::database::models;
+        std::optional<models::User> user;
+        try {
+            user = models::User::create(db, "cpp_player", "cpp_player@example.com", "correct horse battery", "C++ Player");
+            std::cout << "registered: " << user->to_json().dump() << "\n";
+        } catch (const rootstream::Error& e) {
+            if (e.code() != RSDB_ERR_CONFLICT) throw;
+            std::cout << "user cpp_player already exists\n";
+        }
+        try {
+            models::User::authenticate(db, "cpp_player", "wrong password");
+        } catch (const rootstream::Error& e) {
+            std::cout << "a wrong password is refused (code " << e.code() << ")\n";
+        }
+        user = models::User::authenticate(db, "cpp_player@example.com", "correct horse battery");
+        user->update_profile(db, "C++ Player", "https://cdn.example.com/avatars/cpp.png");
+        std::cout << "logged in as " << user->username() << ", last login " << user->last_login_at().value_or("-") << "\n";
+
+        rootstream::cache::RedisClient redis(config);
+        std::mutex m;
+        std::condition_variable cv;
+        std::vector<std::string> seen;
+        auto sub = redis.subscribe("stream.*", [&](const std::string& channel, const std::string& payload) {
+            std::cout << "  event on " << channel << ": " << payload << "\n";
+            std::lock_guard<std::mutex> lock(m);
+            seen.push_back(channel);
+            cv.notify_all();
+        });
+
+        models::StreamModel streams(db, redis);
+        auto stream = streams.create(user->id(), "C++ speedrun", std::string("glitchless"));
+        std::int64_t stream_id = stream.at("id").get<std::int64_t>();
+        auto session = streams.start(stream_id);
+        streams.viewer_joined(stream_id);
+        streams.viewer_joined(stream_id);
+        streams.viewer_joined(stream_id);
+        std::cout << "viewers now: " << streams.viewer_left(stream_id) << "\n";
+        streams.update_stats(stream_id, models::StreamStats{8000, 60, std::string("2560x1440"), std::string("av1")});
+        auto ended = streams.stop(stream_id);
+        std::cout << "ended session " << session.at("id") << ": peak " << ended.at("peak_viewers") << ", "
+                  << ended.at("duration_seconds") << " s\n";
+        {
+            std::unique_lock<std::mutex> lock(m);
+            if (!cv.wait_for(lock, 2s, [&] { return seen.size() >= 2; })) {
+                std::cerr << "complete_workflow_cpp: the stream events never arrived\n";
+                return 1;
+            }
+        }
+        redis.unsubscribe(sub);
+
+        rootstream::events::EventStore events(db);
+        std::cout << "event history: " << events.load("stream", std::to_string(stream_id)).dump() << "\n";
+        // Optimistic concurrency: a writer that read version 0 after someone else appended loses.
+        std::string wallet = "wallet-" + std::to_string(user->id());
+        auto v = events.version("wallet", wallet);
+        events.append("wallet", wallet, v, json::array({{{"event_type", "deposited"}, {"payload", {{"amount", 10}}}}}));
+        try {
+            events.append("wallet", wallet, v, json::array({{{"event_type", "withdrew"}, {"payload", {{"amount", 10}}}}}));
+        } catch (const rootstream::Error& e) {
+            std::cout << "stale append refused: " << e.what() << "\n";
+        }
 
         // The transaction commits only if the lambda returns; an exception rolls it back.
         db.transaction([](rootstream::database::Transaction& tx) {
@@ -44,29 +103,9 @@ int main() {
         auto stats = db.pool_stats();
         std::cout << "pool: " << stats.size << " open, " << stats.available << " idle, max " << stats.max_size << "\n";
 
-        rootstream::cache::RedisClient redis(config);
         redis.set("demo:cpp:greeting", "hello from C++", 60s);
         std::cout << "cached: " << redis.get("demo:cpp:greeting").value_or("(missing)") << " (expires in "
                   << redis.ttl_ms("demo:cpp:greeting") << " ms)\n";
-
-        std::mutex m;
-        std::condition_variable cv;
-        bool received = false;
-        auto id = redis.subscribe("demo.stream.*", [&](const std::string& channel, const std::string& payload) {
-            std::cout << "  event on " << channel << ": " << payload << "\n";
-            std::lock_guard<std::mutex> lock(m);
-            received = true;
-            cv.notify_all();
-        });
-        redis.publish("demo.stream.started", json{{"stream_id", 1}, {"by", "c++"}}.dump());
-        {
-            std::unique_lock<std::mutex> lock(m);
-            if (!cv.wait_for(lock, 2s, [&] { return received; })) {
-                std::cerr << "complete_workflow_cpp: the published event never arrived\n";
-                return 1;
-            }
-        }
-        redis.unsubscribe(id);
 
         auto replies = redis.exec_atomic(json::array({json::array({"INCR", "demo:cpp:counter"}),
                                                       json::array({"EXPIRE", "demo:cpp:counter", "60"})}));

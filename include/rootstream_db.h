@@ -394,6 +394,11 @@ int rsdb_events_load_from_snapshot(const rsdb_events *events,
 int rsdb_users_new(const rsdb_db *db, rsdb_users **out);
 
 /*
+ Releases a user-model handle. NULL is accepted.
+ */
+void rsdb_users_free(rsdb_users *h);
+
+/*
  Registers a user: the password is hashed with Argon2id (never stored), username and email
  must be unique (`RSDB_ERR_CONFLICT`, message "username already exists" or "email already
  exists"), the email must be valid and the password at least 8 characters
@@ -473,6 +478,11 @@ int rsdb_users_change_password(const rsdb_users *users, int64_t user_id, const c
 int rsdb_streams_new(const rsdb_db *db, const rsdb_redis *redis, rsdb_streams **out);
 
 /*
+ Releases a stream-model handle. NULL is accepted.
+ */
+void rsdb_streams_free(rsdb_streams *h);
+
+/*
  Creates a stream for a user with a fresh 256-bit stream key; `description` may be NULL.
  `*stream_json` receives the stream, including `stream_key`.
  */
@@ -546,6 +556,11 @@ int rsdb_streams_list_live(const rsdb_streams *streams, char **streams_json);
  Creates a stream-session handle on `db`.
  */
 int rsdb_stream_sessions_new(const rsdb_db *db, rsdb_stream_sessions **out);
+
+/*
+ Releases a stream-session handle. NULL is accepted.
+ */
+void rsdb_stream_sessions_free(rsdb_stream_sessions *h);
 
 /*
  Opens a session for a stream.

@@ -19,20 +19,6 @@ fn json_out<T: Serialize>(out: *mut *mut c_char, v: &T) -> crate::Result<()> {
     set_out_string(out, Some(&serde_json::to_string(v)?))
 }
 
-macro_rules! free_fn {
-    ($(#[$m:meta])* $name:ident, $ty:ty) => {
-        $(#[$m])*
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(h: *mut $ty) {
-            guard_void(|| {
-                if !h.is_null() {
-                    drop(Box::from_raw(h));
-                }
-            })
-        }
-    };
-}
-
 /// Creates a user-model handle on `db` (which it keeps alive). Release with `rsdb_users_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_users_new(db: *const rsdb_db, out: *mut *mut rsdb_users) -> c_int {
@@ -43,11 +29,15 @@ pub unsafe extern "C" fn rsdb_users_new(db: *const rsdb_db, out: *mut *mut rsdb_
     })
 }
 
-free_fn!(
-    /// Releases a user-model handle. NULL is accepted.
-    rsdb_users_free,
-    rsdb_users
-);
+/// Releases a user-model handle. NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_users_free(h: *mut rsdb_users) {
+    guard_void(|| {
+        if !h.is_null() {
+            drop(Box::from_raw(h));
+        }
+    })
+}
 
 /// Registers a user: the password is hashed with Argon2id (never stored), username and email
 /// must be unique (`RSDB_ERR_CONFLICT`, message "username already exists" or "email already
@@ -226,11 +216,15 @@ pub unsafe extern "C" fn rsdb_streams_new(
     })
 }
 
-free_fn!(
-    /// Releases a stream-model handle. NULL is accepted.
-    rsdb_streams_free,
-    rsdb_streams
-);
+/// Releases a stream-model handle. NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_streams_free(h: *mut rsdb_streams) {
+    guard_void(|| {
+        if !h.is_null() {
+            drop(Box::from_raw(h));
+        }
+    })
+}
 
 /// Creates a stream for a user with a fresh 256-bit stream key; `description` may be NULL.
 /// `*stream_json` receives the stream, including `stream_key`.
@@ -416,11 +410,15 @@ pub unsafe extern "C" fn rsdb_stream_sessions_new(db: *const rsdb_db, out: *mut 
     })
 }
 
-free_fn!(
-    /// Releases a stream-session handle. NULL is accepted.
-    rsdb_stream_sessions_free,
-    rsdb_stream_sessions
-);
+/// Releases a stream-session handle. NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_stream_sessions_free(h: *mut rsdb_stream_sessions) {
+    guard_void(|| {
+        if !h.is_null() {
+            drop(Box::from_raw(h));
+        }
+    })
+}
 
 /// Opens a session for a stream.
 #[no_mangle]
