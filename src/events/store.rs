@@ -100,6 +100,19 @@ fn check_key(aggregate_type: &str, aggregate_id: &str) -> Result<()> {
     Ok(())
 }
 
+fn validate(aggregate_type: &str, aggregate_id: &str, events: &[NewEvent]) -> Result<()> {
+    check_key(aggregate_type, aggregate_id)?;
+    if events.is_empty() {
+        return Err(Error::invalid("append needs at least one event"));
+    }
+    for e in events {
+        if e.event_type.is_empty() || e.event_type.len() > 128 {
+            return Err(Error::invalid("event_type must have 1 to 128 bytes"));
+        }
+    }
+    Ok(())
+}
+
 /// The event store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct EventStore {
@@ -121,23 +134,40 @@ impl EventStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<i64> {
-        let mut tx = self.db.begin().await?;
-        let result = Self::append_in(&tx, aggregate_type, aggregate_id, Some(expected_version), events).await;
-        match result {
-            Ok(v) => {
-                tx.commit().await.map_err(|e| match e {
-                    Error::State(_) => Error::Conflict(format!(
-                        "{aggregate_type}/{aggregate_id} changed concurrently; expected version {expected_version}"
-                    )),
-                    other => other,
-                })?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
-            }
+        validate(aggregate_type, aggregate_id, events)?;
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+        let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
+        let users: Vec<Option<i64>> = events.iter().map(|e| e.user_id).collect();
+        // One statement, so one round trip and atomic by itself: the rows go in only if the
+        // aggregate is at the expected version. Two writers that both pass that check collide
+        // on the unique (type, id, version) key, and the loser gets a conflict.
+        let rows = self
+            .db
+            .query(
+                "INSERT INTO event_log (aggregate_type, aggregate_id, version, event_type, payload, metadata, user_id)
+                 SELECT $1::varchar, $2::varchar, $3::bigint + e.ord, e.event_type, e.payload, e.metadata, e.user_id
+                 FROM unnest($4::text[], $5::jsonb[], $6::jsonb[], $7::bigint[])
+                      WITH ORDINALITY AS e(event_type, payload, metadata, user_id, ord)
+                 WHERE (SELECT COALESCE(MAX(version), 0) FROM event_log
+                        WHERE aggregate_type = $1::varchar AND aggregate_id = $2::varchar) = $3::bigint
+                 RETURNING version",
+                &[&aggregate_type, &aggregate_id, &expected_version, &types, &payloads, &metadata, &users],
+            )
+            .await
+            .map_err(|err| match err {
+                Error::Conflict(_) => Error::Conflict(format!(
+                    "{aggregate_type}/{aggregate_id} was appended to concurrently after version {expected_version}"
+                )),
+                other => other,
+            })?;
+        if rows.is_empty() {
+            let current = self.current_version(aggregate_type, aggregate_id).await?;
+            return Err(Error::Conflict(format!(
+                "{aggregate_type}/{aggregate_id} is at version {current}, not the expected {expected_version}"
+            )));
         }
+        Ok(expected_version + events.len() as i64)
     }
 
     /// Appends inside a caller's transaction. With `expected_version: None` the events go after
@@ -150,15 +180,7 @@ impl EventStore {
         expected_version: Option<i64>,
         events: &[NewEvent],
     ) -> Result<i64> {
-        check_key(aggregate_type, aggregate_id)?;
-        if events.is_empty() {
-            return Err(Error::invalid("append needs at least one event"));
-        }
-        for e in events {
-            if e.event_type.is_empty() || e.event_type.len() > 128 {
-                return Err(Error::invalid("event_type must have 1 to 128 bytes"));
-            }
-        }
+        validate(aggregate_type, aggregate_id, events)?;
         let current: i64 = tx
             .query(
                 "SELECT COALESCE(MAX(version), 0) FROM event_log WHERE aggregate_type = $1 AND aggregate_id = $2",
