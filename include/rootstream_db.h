@@ -105,6 +105,16 @@
 #define RSDB_ERR_AUTH -16
 
 /*
+ The session is valid but its second factor (MFA) has not been passed yet.
+ */
+#define RSDB_ERR_MFA_REQUIRED -17
+
+/*
+ Too many failed attempts; locked out until the lockout window has passed.
+ */
+#define RSDB_ERR_LOCKED -18
+
+/*
  Any other failure.
  */
 #define RSDB_ERR_INTERNAL -99

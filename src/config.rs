@@ -24,8 +24,17 @@ pub const KEYS: &[&str] = &[
     "influx_token",
     "master_key",
     "master_key_id",
+    "master_keys_old",
     "backup_dir",
     "instance_id",
+    "session_ttl_s",
+    "session_remember_ttl_s",
+    "session_idle_timeout_s",
+    "session_max_per_user",
+    "session_limit_policy",
+    "mfa_issuer",
+    "mfa_max_failures",
+    "mfa_lockout_window_s",
 ];
 
 /// Configuration for every part of the library. Unset optional parts stay `None`, and the
@@ -62,12 +71,30 @@ pub struct Config {
     pub influx_token: Option<String>,
     /// Master key for encryption at rest, 32 bytes as 64 hex digits (never printed).
     pub master_key: Option<String>,
-    /// Identifier of the master key, stored beside everything it encrypts.
+    /// Identifier of the master key, stored beside everything it encrypts (default `k1`).
     pub master_key_id: Option<String>,
+    /// Older master keys that still decrypt (`id:64-hex,id:64-hex`), for key rotation (never printed).
+    pub master_keys_old: Vec<String>,
     /// Directory for local backups.
     pub backup_dir: Option<PathBuf>,
     /// Identifier of this process among cooperating instances (default: host name + pid).
     pub instance_id: String,
+    /// Absolute session lifetime (default 24 h).
+    pub session_ttl: Duration,
+    /// Absolute lifetime of a remember-me session (default 30 days).
+    pub session_remember_ttl: Duration,
+    /// A session unused this long expires (default 30 min).
+    pub session_idle_timeout: Duration,
+    /// Active sessions allowed per user (default 10; 0 = no limit).
+    pub session_max_per_user: u32,
+    /// What a login over the limit does: `evict_oldest` (default) or `refuse`.
+    pub session_limit_policy: String,
+    /// Issuer shown in authenticator apps (default `RootStream`).
+    pub mfa_issuer: String,
+    /// Failed MFA attempts that lock a user out (default 5) ...
+    pub mfa_max_failures: u32,
+    /// ... within this window (default 15 min); the lock lifts when the window has passed.
+    pub mfa_lockout_window: Duration,
 }
 
 impl Default for Config {
@@ -89,8 +116,17 @@ impl Default for Config {
             influx_token: None,
             master_key: None,
             master_key_id: None,
+            master_keys_old: Vec::new(),
             backup_dir: None,
             instance_id: default_instance_id(),
+            session_ttl: Duration::from_secs(24 * 3600),
+            session_remember_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            session_max_per_user: 10,
+            session_limit_policy: "evict_oldest".into(),
+            mfa_issuer: "RootStream".into(),
+            mfa_max_failures: 5,
+            mfa_lockout_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -108,6 +144,16 @@ fn parse_ms(key: &str, value: &str) -> Result<Duration> {
         .parse()
         .map_err(|_| Error::Config(format!("{key} must be a whole number of milliseconds, got {value:?}")))?;
     Ok(Duration::from_millis(ms))
+}
+
+fn parse_secs(key: &str, value: &str) -> Result<Duration> {
+    let s: u64 = value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| Error::Config(format!("{key} must be a positive number of seconds, got {value:?}")))?;
+    Ok(Duration::from_secs(s))
 }
 
 fn non_empty(value: &str) -> Option<String> {
@@ -177,6 +223,36 @@ impl Config {
                 self.master_key = v;
             }
             "master_key_id" => self.master_key_id = non_empty(value),
+            "master_keys_old" => {
+                self.master_keys_old = value.split(',').filter_map(non_empty).collect();
+            }
+            "session_ttl_s" => self.session_ttl = parse_secs(key, value)?,
+            "session_remember_ttl_s" => self.session_remember_ttl = parse_secs(key, value)?,
+            "session_idle_timeout_s" => self.session_idle_timeout = parse_secs(key, value)?,
+            "session_max_per_user" => {
+                self.session_max_per_user = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Config(format!("session_max_per_user must be a whole number, got {value:?}")))?
+            }
+            "session_limit_policy" => match value.trim() {
+                "evict_oldest" | "refuse" => self.session_limit_policy = value.trim().to_string(),
+                other => {
+                    return Err(Error::Config(format!(
+                        "session_limit_policy must be evict_oldest or refuse, got {other:?}"
+                    )))
+                }
+            },
+            "mfa_issuer" => {
+                self.mfa_issuer =
+                    non_empty(value).ok_or_else(|| Error::Config("mfa_issuer must not be empty".into()))?
+            }
+            "mfa_max_failures" => {
+                self.mfa_max_failures = value.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Error::Config(format!("mfa_max_failures must be a positive number, got {value:?}"))
+                })?
+            }
+            "mfa_lockout_window_s" => self.mfa_lockout_window = parse_secs(key, value)?,
             "backup_dir" => self.backup_dir = non_empty(value).map(PathBuf::from),
             "instance_id" => {
                 self.instance_id =
@@ -244,8 +320,17 @@ impl fmt::Debug for Config {
             .field("influx_token", &secret(&self.influx_token))
             .field("master_key", &secret(&self.master_key))
             .field("master_key_id", &self.master_key_id)
+            .field("master_keys_old", &format!("<{} keys>", self.master_keys_old.len()))
             .field("backup_dir", &self.backup_dir)
             .field("instance_id", &self.instance_id)
+            .field("session_ttl", &self.session_ttl)
+            .field("session_remember_ttl", &self.session_remember_ttl)
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("session_max_per_user", &self.session_max_per_user)
+            .field("session_limit_policy", &self.session_limit_policy)
+            .field("mfa_issuer", &self.mfa_issuer)
+            .field("mfa_max_failures", &self.mfa_max_failures)
+            .field("mfa_lockout_window", &self.mfa_lockout_window)
             .finish()
     }
 }

@@ -36,8 +36,12 @@ pub enum ErrorCode {
     Panic = -14,
     /// An I/O error (files, processes).
     Io = -15,
-    /// Authentication failed: wrong password, unknown user, inactive account.
+    /// Authentication failed: wrong password, unknown user, inactive account, bad session.
     Auth = -16,
+    /// The session is valid but its second factor has not been passed yet.
+    MfaRequired = -17,
+    /// Too many failed attempts: locked out for a while.
+    Locked = -18,
     /// Anything else.
     Internal = -99,
 }
@@ -83,6 +87,10 @@ pub enum Error {
     Io(String),
     #[error("authentication failed: {0}")]
     Auth(String),
+    #[error("second factor required: {0}")]
+    MfaRequired(String),
+    #[error("locked: {0}")]
+    Locked(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -108,6 +116,8 @@ impl Error {
             Error::Panic(_) => ErrorCode::Panic,
             Error::Io(_) => ErrorCode::Io,
             Error::Auth(_) => ErrorCode::Auth,
+            Error::MfaRequired(_) => ErrorCode::MfaRequired,
+            Error::Locked(_) => ErrorCode::Locked,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

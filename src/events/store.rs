@@ -216,6 +216,22 @@ impl EventStore {
         Ok(version)
     }
 
+    /// Appends one event after whatever the aggregate's current version is, for facts that do
+    /// not depend on earlier events (a session was revoked, a login failed). Retries a few
+    /// times when a concurrent writer takes the same version.
+    pub async fn record(&self, aggregate_type: &str, aggregate_id: &str, event: NewEvent) -> Result<i64> {
+        let mut last = None;
+        for _ in 0..5 {
+            let v = self.current_version(aggregate_type, aggregate_id).await?;
+            match self.append(aggregate_type, aggregate_id, v, std::slice::from_ref(&event)).await {
+                Ok(nv) => return Ok(nv),
+                Err(Error::Conflict(m)) => last = Some(Error::Conflict(m)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Internal("record did not run".into())))
+    }
+
     /// The aggregate's current version (0 when it has no events).
     pub async fn current_version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<i64> {
         let rows = self

@@ -1,5 +1,6 @@
 //! The 24.2 models: users, streams and stream sessions.
 
+pub mod session;
 pub mod stream;
 pub mod stream_session;
 pub mod user;

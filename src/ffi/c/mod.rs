@@ -55,6 +55,10 @@ pub const RSDB_ERR_PANIC: c_int = -14;
 pub const RSDB_ERR_IO: c_int = -15;
 /// Authentication failed (wrong password, unknown or inactive user).
 pub const RSDB_ERR_AUTH: c_int = -16;
+/// The session is valid but its second factor (MFA) has not been passed yet.
+pub const RSDB_ERR_MFA_REQUIRED: c_int = -17;
+/// Too many failed attempts; locked out until the lockout window has passed.
+pub const RSDB_ERR_LOCKED: c_int = -18;
 /// Any other failure.
 pub const RSDB_ERR_INTERNAL: c_int = -99;
 
@@ -189,6 +193,8 @@ pub extern "C" fn rsdb_status_name(status: c_int) -> *const c_char {
         RSDB_ERR_PANIC => b"internal panic\0",
         RSDB_ERR_IO => b"i/o error\0",
         RSDB_ERR_AUTH => b"authentication failed\0",
+        RSDB_ERR_MFA_REQUIRED => b"second factor required\0",
+        RSDB_ERR_LOCKED => b"locked\0",
         _ => b"internal error\0",
     };
     s.as_ptr() as *const c_char
@@ -226,6 +232,8 @@ mod tests {
             (RSDB_ERR_PANIC, ErrorCode::Panic),
             (RSDB_ERR_IO, ErrorCode::Io),
             (RSDB_ERR_AUTH, ErrorCode::Auth),
+            (RSDB_ERR_MFA_REQUIRED, ErrorCode::MfaRequired),
+            (RSDB_ERR_LOCKED, ErrorCode::Locked),
             (RSDB_ERR_INTERNAL, ErrorCode::Internal),
         ];
         for (c, e) in pairs {

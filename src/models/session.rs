@@ -1,0 +1,633 @@
+//! Login sessions bound to a device.
+//!
+//! A session's token is 256 bits from the OS random source, returned once at creation; only
+//! its SHA-256 is stored (PostgreSQL) and used as the cache key (Redis, with the session's
+//! remaining lifetime as TTL). Validation reads the cache first and falls back to PostgreSQL
+//! when Redis misses or is down. A token presented from another device fingerprint revokes the
+//! session and records `session.hijack_suspected`. Activity timestamps are written at most once
+//! per throttle interval, not on every validation.
+
+use crate::auth::random;
+use crate::cache::RedisClient;
+use crate::config::Config;
+use crate::db::DatabaseManager;
+use crate::error::{Error, Result};
+use crate::events::{EventStore, NewEvent};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Row;
+
+/// A session token. Shown once; never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    fn generate() -> Result<Self> {
+        use base64::Engine;
+        Ok(SessionToken(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::bytes(32)?)))
+    }
+
+    /// Wraps a token received from a client.
+    pub fn from_client(token: &str) -> Self {
+        SessionToken(token.to_string())
+    }
+
+    /// The token text, to hand to the client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// SHA-256 of the token, hex: what is stored and used as the cache key.
+    pub fn hash(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
+    }
+}
+
+/// Where a login comes from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// A stable identifier of the client device, computed by the client. Required.
+    pub fingerprint: String,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub geo_location: Option<String>,
+}
+
+/// A session as stored (without its token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: i64,
+    pub user_id: i64,
+    pub device_fingerprint: String,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub geo_location: Option<String>,
+    pub remember_me: bool,
+    /// The login needs a second factor before the session grants access.
+    pub mfa_required: bool,
+    pub mfa_verified_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    pub idle_timeout_seconds: i32,
+    pub is_active: bool,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoke_reason: Option<String>,
+}
+
+impl Session {
+    /// True when no second factor is pending.
+    pub fn mfa_satisfied(&self) -> bool {
+        !self.mfa_required || self.mfa_verified_at.is_some()
+    }
+
+    fn from_row(r: &Row) -> Self {
+        Session {
+            id: r.get("id"),
+            user_id: r.get("user_id"),
+            device_fingerprint: r.get::<_, Option<String>>("device_fingerprint").unwrap_or_default(),
+            ip_address: r.get("ip_address"),
+            user_agent: r.get("user_agent"),
+            geo_location: r.get("geo_location"),
+            remember_me: r.get("remember_me"),
+            mfa_required: r.get("mfa_required"),
+            mfa_verified_at: r.get("mfa_verified_at"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            last_activity_at: r.get("last_activity_at"),
+            idle_timeout_seconds: r.get("idle_timeout_seconds"),
+            is_active: r.get("is_active"),
+            revoked_at: r.get("revoked_at"),
+            revoke_reason: r.get("revoke_reason"),
+        }
+    }
+}
+
+/// A new session and its token (which is not stored anywhere and cannot be shown again).
+#[derive(Debug, Clone)]
+pub struct CreatedSession {
+    pub token: SessionToken,
+    pub session: Session,
+}
+
+const COLUMNS: &str = "id, user_id, device_fingerprint, ip_address, user_agent, geo_location, remember_me, mfa_required, mfa_verified_at, created_at, expires_at, last_activity_at, idle_timeout_seconds, is_active, revoked_at, revoke_reason";
+
+/// What to do when a user already has the maximum number of sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    /// Revoke the oldest sessions to make room.
+    EvictOldest,
+    /// Refuse the new login.
+    Refuse,
+}
+
+/// Session lifetimes and limits (from [`Config`]).
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub ttl: Duration,
+    pub remember_ttl: Duration,
+    pub idle_timeout: Duration,
+    pub max_per_user: u32,
+    pub policy: LimitPolicy,
+}
+
+impl SessionSettings {
+    pub fn from_config(cfg: &Config) -> Self {
+        SessionSettings {
+            ttl: cfg.session_ttl,
+            remember_ttl: cfg.session_remember_ttl,
+            idle_timeout: cfg.session_idle_timeout,
+            max_per_user: cfg.session_max_per_user,
+            policy: if cfg.session_limit_policy == "refuse" { LimitPolicy::Refuse } else { LimitPolicy::EvictOldest },
+        }
+    }
+
+    /// How stale the recorded activity may get before a validation writes it again: a tenth
+    /// of the idle timeout, at most a minute, at least a second.
+    pub fn activity_interval(&self) -> Duration {
+        (self.idle_timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+/// Counters of the session layer.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SessionStats {
+    /// Validations answered from Redis.
+    pub cache_hits: u64,
+    /// Validations answered from PostgreSQL (cache miss or Redis down).
+    pub cache_misses: u64,
+    /// Redis operations that failed (the database answered instead).
+    pub cache_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Redis key of a cached session.
+pub fn cache_key(token_hash: &str) -> String {
+    format!("rsdb:session:{token_hash}")
+}
+
+/// Sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionModel {
+    db: DatabaseManager,
+    redis: RedisClient,
+    events: EventStore,
+    settings: SessionSettings,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for SessionModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionModel").field("settings", &self.settings).finish()
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl SessionModel {
+    pub fn new(db: DatabaseManager, redis: RedisClient, settings: SessionSettings) -> Self {
+        let events = EventStore::new(db.clone());
+        SessionModel { db, redis, events, settings, counters: Arc::new(Counters::default()) }
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            cache_hits: self.counters.hits.load(Ordering::Relaxed),
+            cache_misses: self.counters.misses.load(Ordering::Relaxed),
+            cache_errors: self.counters.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Creates a session. `mfa_required` makes it grant access only after `mark_mfa_verified`.
+    /// Enforces the per-user limit under a lock on the user, so concurrent logins cannot exceed it.
+    pub async fn create(
+        &self,
+        user_id: i64,
+        device: &DeviceInfo,
+        remember_me: bool,
+        mfa_required: bool,
+    ) -> Result<CreatedSession> {
+        if device.fingerprint.is_empty() || device.fingerprint.len() > 512 {
+            return Err(Error::invalid("device fingerprint must have 1 to 512 bytes"));
+        }
+        for (name, v, max) in [
+            ("ip_address", &device.ip_address, 64),
+            ("user_agent", &device.user_agent, 1024),
+            ("geo_location", &device.geo_location, 256),
+        ] {
+            if let Some(v) = v {
+                crate::models::check_text(name, v, max, false)?;
+            }
+        }
+        let token = SessionToken::generate()?;
+        let hash = token.hash();
+        let ttl = if remember_me { self.settings.remember_ttl } else { self.settings.ttl };
+        let idle = self.settings.idle_timeout.as_secs().min(i32::MAX as u64) as i32;
+
+        let mut tx = self.db.begin().await?;
+        let locked = tx.query_opt("SELECT id FROM users WHERE id = $1 AND is_active FOR UPDATE", &[&user_id]).await?;
+        if locked.is_none() {
+            drop(tx);
+            return Err(Error::NotFound(format!("active user {user_id}")));
+        }
+        let mut evicted: Vec<(i64, String)> = Vec::new();
+        if self.settings.max_per_user > 0 {
+            let active = tx
+                .query(
+                    "SELECT id, token_hash FROM sessions WHERE user_id = $1 AND is_active AND expires_at > now() ORDER BY created_at, id",
+                    &[&user_id],
+                )
+                .await?;
+            let limit = self.settings.max_per_user as usize;
+            if active.len() >= limit {
+                if self.settings.policy == LimitPolicy::Refuse {
+                    drop(tx);
+                    return Err(Error::Conflict(format!(
+                        "user {user_id} already has {limit} active sessions (the limit)"
+                    )));
+                }
+                for r in active.iter().take(active.len() + 1 - limit) {
+                    let id: i64 = r.get(0);
+                    tx.execute(
+                        "UPDATE sessions SET is_active = FALSE, revoked_at = now(), revoke_reason = 'evicted' WHERE id = $1",
+                        &[&id],
+                    )
+                    .await?;
+                    evicted.push((id, r.get::<_, Option<String>>(1).unwrap_or_default()));
+                }
+            }
+        }
+        let sql = format!(
+            "INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint, ip_address, user_agent, geo_location,
+                                   remember_me, mfa_required, idle_timeout_seconds)
+             VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+        );
+        let row = tx
+            .query(
+                &sql,
+                &[
+                    &user_id,
+                    &hash,
+                    &secs(ttl),
+                    &device.fingerprint,
+                    &device.ip_address,
+                    &device.user_agent,
+                    &device.geo_location,
+                    &remember_me,
+                    &mfa_required,
+                    &idle,
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        let session = Session::from_row(&row[0]);
+
+        for (id, h) in &evicted {
+            self.invalidate_cache(h).await;
+            self.announce("session.revoked", *id, user_id, json!({"reason": "evicted"})).await;
+        }
+        self.cache(&hash, &session).await;
+        self.announce(
+            "session.created",
+            session.id,
+            user_id,
+            json!({"remember_me": remember_me, "mfa_required": mfa_required, "ip_address": device.ip_address}),
+        )
+        .await;
+        Ok(CreatedSession { token, session })
+    }
+
+    /// Checks a token presented with a device fingerprint. Fails with `Auth` for an unknown,
+    /// revoked or expired session; revokes the session (and records `session.hijack_suspected`)
+    /// when the fingerprint differs; with `require_mfa`, fails with `MfaRequired` while the second
+    /// factor is pending. Answers from Redis when it can, from PostgreSQL otherwise.
+    pub async fn validate(&self, token: &str, fingerprint: &str, require_mfa: bool) -> Result<Session> {
+        let hash = SessionToken::from_client(token).hash();
+        let session = match self.cached(&hash).await {
+            Some(s) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+            None => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                let s = self.load_by_hash(&hash).await?.ok_or_else(|| Error::Auth("invalid session token".into()))?;
+                if s.is_active {
+                    self.cache(&hash, &s).await;
+                }
+                s
+            }
+        };
+        let now = Utc::now();
+        if !session.is_active {
+            return Err(Error::Auth("the session has been revoked".into()));
+        }
+        if now >= session.expires_at {
+            self.end(&session, &hash, "expired").await;
+            return Err(Error::Auth("the session has expired".into()));
+        }
+        if now - session.last_activity_at > chrono::Duration::seconds(session.idle_timeout_seconds as i64) {
+            self.end(&session, &hash, "idle").await;
+            return Err(Error::Auth("the session expired after inactivity".into()));
+        }
+        if !crate::auth::crypto::constant_time_eq(session.device_fingerprint.as_bytes(), fingerprint.as_bytes()) {
+            self.revoke_hashed(&session, &hash, "hijack_suspected").await?;
+            let payload = json!({
+                "user_id": session.user_id,
+                "expected_fingerprint_sha256": hex::encode(Sha256::digest(session.device_fingerprint.as_bytes())),
+                "presented_fingerprint_sha256": hex::encode(Sha256::digest(fingerprint.as_bytes())),
+            });
+            self.announce("session.hijack_suspected", session.id, session.user_id, payload).await;
+            return Err(Error::Auth("the session was presented from another device and has been revoked".into()));
+        }
+        if require_mfa && !session.mfa_satisfied() {
+            return Err(Error::MfaRequired(format!("session {} needs its second factor", session.id)));
+        }
+        let stale = (now - session.last_activity_at).to_std().unwrap_or_default() >= self.settings.activity_interval();
+        if stale {
+            self.touch(&session, &hash, now).await?;
+        }
+        Ok(session)
+    }
+
+    async fn touch(&self, session: &Session, hash: &str, now: DateTime<Utc>) -> Result<()> {
+        self.db.execute("UPDATE sessions SET last_activity_at = $2 WHERE id = $1", &[&session.id, &now]).await?;
+        let mut s = session.clone();
+        s.last_activity_at = now;
+        self.cache(hash, &s).await;
+        Ok(())
+    }
+
+    async fn cached(&self, hash: &str) -> Option<Session> {
+        match self.redis.get(&cache_key(hash)).await {
+            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            Ok(None) => None,
+            Err(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    async fn cache(&self, hash: &str, s: &Session) {
+        let remaining = (s.expires_at - Utc::now()).to_std().unwrap_or_default();
+        if remaining.is_zero() {
+            return;
+        }
+        let Ok(text) = serde_json::to_string(s) else { return };
+        if self.redis.set(&cache_key(hash), text, Some(remaining)).await.is_err() {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes a cached session. If Redis cannot be reached, keeps retrying in the background
+    /// (for up to an hour) so a revoked session does not come back from a stale cache.
+    async fn invalidate_cache(&self, hash: &str) {
+        if hash.is_empty() {
+            return;
+        }
+        let key = cache_key(hash);
+        if self.redis.del(&key).await.is_ok() {
+            return;
+        }
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let redis = self.redis.clone();
+        crate::runtime::runtime().spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(wait).await;
+                if redis.del(&key).await.is_ok() {
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+
+    async fn announce(&self, event: &str, session_id: i64, user_id: i64, extra: serde_json::Value) {
+        let mut payload =
+            json!({"type": event, "session_id": session_id, "user_id": user_id, "at": crate::models::ts(&Utc::now())});
+        if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        // The durable record first; the live notification is best effort (Redis may be down).
+        let _ = self
+            .events
+            .record("session", &session_id.to_string(), NewEvent::new(event, payload.clone()).by_user(user_id))
+            .await;
+        if self.redis.publish(event, payload.to_string()).await.is_err() {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn load_by_hash(&self, hash: &str) -> Result<Option<Session>> {
+        let sql = format!("SELECT {COLUMNS} FROM sessions WHERE token_hash = $1");
+        Ok(self.db.query_opt(&sql, &[&hash]).await?.as_ref().map(Session::from_row))
+    }
+
+    /// Loads a session by id.
+    pub async fn get(&self, id: i64) -> Result<Session> {
+        let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id = $1");
+        self.db
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(Session::from_row)
+            .ok_or_else(|| Error::NotFound(format!("session {id}")))
+    }
+
+    async fn end(&self, s: &Session, hash: &str, reason: &str) {
+        let _ = self
+            .db
+            .execute(
+                "UPDATE sessions SET is_active = FALSE, revoked_at = COALESCE(revoked_at, now()), revoke_reason = COALESCE(revoke_reason, $2) WHERE id = $1",
+                &[&s.id, &reason],
+            )
+            .await;
+        self.invalidate_cache(hash).await;
+    }
+
+    async fn revoke_hashed(&self, s: &Session, hash: &str, reason: &str) -> Result<()> {
+        self.db
+            .execute(
+                "UPDATE sessions SET is_active = FALSE, revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND is_active",
+                &[&s.id, &reason],
+            )
+            .await?;
+        self.invalidate_cache(hash).await;
+        self.announce("session.revoked", s.id, s.user_id, json!({"reason": reason})).await;
+        Ok(())
+    }
+
+    /// Revokes one session by id.
+    pub async fn revoke(&self, id: i64, reason: &str) -> Result<()> {
+        let row = self
+            .db
+            .query_opt(
+                "UPDATE sessions SET is_active = FALSE, revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND is_active RETURNING user_id, token_hash",
+                &[&id, &reason],
+            )
+            .await?;
+        match row {
+            Some(r) => {
+                self.invalidate_cache(&r.get::<_, Option<String>>(1).unwrap_or_default()).await;
+                self.announce("session.revoked", id, r.get(0), json!({"reason": reason})).await;
+                Ok(())
+            }
+            None => {
+                self.get(id).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Revokes the session of a token (logout).
+    pub async fn revoke_token(&self, token: &str) -> Result<()> {
+        let hash = SessionToken::from_client(token).hash();
+        let s = self.load_by_hash(&hash).await?.ok_or_else(|| Error::NotFound("session for that token".into()))?;
+        self.revoke(s.id, "logout").await
+    }
+
+    /// Revokes every active session of a user, except `keep` if given; returns how many.
+    pub async fn revoke_all(&self, user_id: i64, keep: Option<i64>, reason: &str) -> Result<u64> {
+        let rows = self
+            .db
+            .query(
+                "UPDATE sessions SET is_active = FALSE, revoked_at = now(), revoke_reason = $3
+                 WHERE user_id = $1 AND is_active AND id IS DISTINCT FROM $2 RETURNING id, token_hash",
+                &[&user_id, &keep, &reason],
+            )
+            .await?;
+        for r in &rows {
+            self.invalidate_cache(&r.get::<_, Option<String>>(1).unwrap_or_default()).await;
+            self.announce("session.revoked", r.get(0), user_id, json!({"reason": reason})).await;
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// A user's active sessions, newest first (the "your devices" page).
+    pub async fn list(&self, user_id: i64) -> Result<Vec<Session>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND is_active AND expires_at > now() ORDER BY created_at DESC, id DESC"
+        );
+        Ok(self.db.query(&sql, &[&user_id]).await?.iter().map(Session::from_row).collect())
+    }
+
+    /// Extends a valid session by its full lifetime from now. With `rotate`, the old token stops
+    /// working and a new one is returned.
+    pub async fn refresh(
+        &self,
+        token: &str,
+        fingerprint: &str,
+        rotate: bool,
+    ) -> Result<(Option<SessionToken>, Session)> {
+        let current = self.validate(token, fingerprint, false).await?;
+        let old_hash = SessionToken::from_client(token).hash();
+        let ttl = if current.remember_me { self.settings.remember_ttl } else { self.settings.ttl };
+        let new_token = if rotate { Some(SessionToken::generate()?) } else { None };
+        let new_hash = new_token.as_ref().map(|t| t.hash()).unwrap_or_else(|| old_hash.clone());
+        let sql = format!(
+            "UPDATE sessions SET expires_at = now() + make_interval(secs => $2), last_activity_at = now(), token_hash = $3
+             WHERE id = $1 AND is_active RETURNING {COLUMNS}"
+        );
+        let row = self
+            .db
+            .query_opt(&sql, &[&current.id, &secs(ttl), &new_hash])
+            .await?
+            .ok_or_else(|| Error::Auth("the session has been revoked".into()))?;
+        let session = Session::from_row(&row);
+        if rotate {
+            self.invalidate_cache(&old_hash).await;
+        }
+        self.cache(&new_hash, &session).await;
+        self.announce("session.refreshed", session.id, session.user_id, json!({"rotated": rotate})).await;
+        Ok((new_token, session))
+    }
+
+    /// Marks the session's second factor as passed.
+    pub async fn mark_mfa_verified(&self, token: &str) -> Result<Session> {
+        let hash = SessionToken::from_client(token).hash();
+        let sql = format!(
+            "UPDATE sessions SET mfa_verified_at = now() WHERE token_hash = $1 AND is_active RETURNING {COLUMNS}"
+        );
+        let row =
+            self.db.query_opt(&sql, &[&hash]).await?.ok_or_else(|| Error::Auth("invalid session token".into()))?;
+        let s = Session::from_row(&row);
+        self.cache(&hash, &s).await;
+        Ok(s)
+    }
+
+    /// Ends sessions past their absolute or idle lifetime and deletes ended sessions older than
+    /// `keep_ended`. Returns (ended now, deleted).
+    pub async fn cleanup_expired(&self, keep_ended: Duration) -> Result<(u64, u64)> {
+        let ended = self
+            .db
+            .query(
+                "UPDATE sessions SET is_active = FALSE, revoked_at = now(),
+                        revoke_reason = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'idle' END
+                 WHERE is_active AND (expires_at <= now() OR last_activity_at + make_interval(secs => idle_timeout_seconds) <= now())
+                 RETURNING token_hash",
+                &[],
+            )
+            .await?;
+        for r in &ended {
+            self.invalidate_cache(&r.get::<_, Option<String>>(0).unwrap_or_default()).await;
+        }
+        let deleted = self
+            .db
+            .execute(
+                "DELETE FROM sessions WHERE NOT is_active AND COALESCE(revoked_at, expires_at) < now() - make_interval(secs => $1)",
+                &[&secs(keep_ended)],
+            )
+            .await?;
+        Ok((ended.len() as u64, deleted))
+    }
+
+    /// Runs `cleanup_expired` every `interval` on the library runtime until the handle is dropped.
+    pub fn start_cleanup(&self, interval: Duration, keep_ended: Duration) -> CleanupTask {
+        let me = self.clone();
+        let handle = crate::runtime::runtime().spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let _ = me.cleanup_expired(keep_ended).await;
+            }
+        });
+        CleanupTask(handle)
+    }
+}
+
+/// The background cleanup; stops when dropped.
+pub struct CleanupTask(tokio::task::JoinHandle<()>);
+
+impl Drop for CleanupTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
