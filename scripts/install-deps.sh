@@ -12,6 +12,7 @@ PACKAGES=(
     influxdb
     cmake ninja-build g++
     googletest libgtest-dev nlohmann-json3-dev lcov
+    libssl-dev pkg-config oathtool
     python3
 )
 

@@ -16,8 +16,10 @@ pub struct Migration {
 }
 
 /// The migrations this library ships, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "foundation", sql: include_str!("../../migrations/001_foundation.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "foundation", sql: include_str!("../../migrations/001_foundation.sql") },
+    Migration { version: 2, name: "sessions_mfa", sql: include_str!("../../migrations/002_sessions_mfa.sql") },
+];
 
 /// Key of the advisory lock that serializes migrations (the ASCII of "rsdbmigr").
 const LOCK_KEY: i64 = 0x7273_6462_6d69_6772;

@@ -138,3 +138,39 @@ pub fn closed_port() -> u16 {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}:{}:{}", std::process::id(), rand::random::<u64>())
 }
+
+/// A fresh configuration with a random master key (for encryption at rest).
+pub async fn secure_config() -> Config {
+    let mut cfg = fresh_config().await;
+    let key: [u8; 32] = rand::random();
+    cfg.set("master_key", &hex_string(&key)).unwrap();
+    cfg.set("master_key_id", "test-k1").unwrap();
+    cfg
+}
+
+pub fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A TOTP code from oathtool (liboath), an implementation independent of the library's, for
+/// the base32 secret at Unix time `t`.
+pub fn oathtool_code(secret_base32: &str, t: u64) -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", "--now", &format!("@{t}"), secret_base32])
+        .output()
+        .expect("oathtool is needed for the MFA tests (scripts/install-deps.sh installs it)");
+    assert!(out.status.success(), "oathtool failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Unix time now, after waiting out the last seconds of a 30-second step, so a test has
+/// the whole step to work in.
+pub fn fresh_totp_time() -> u64 {
+    loop {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        if t % 30 < 24 {
+            return t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
