@@ -135,9 +135,19 @@ typedef struct rsdb_db rsdb_db;
 typedef struct rsdb_events rsdb_events;
 
 /*
+ The MFA manager. Thread-safe.
+ */
+typedef struct rsdb_mfa rsdb_mfa;
+
+/*
  A Redis client. Thread-safe: one handle may be shared by all threads.
  */
 typedef struct rsdb_redis rsdb_redis;
+
+/*
+ Sessions. Thread-safe.
+ */
+typedef struct rsdb_sessions rsdb_sessions;
 
 /*
  Stream-session operations. Thread-safe.
@@ -224,6 +234,191 @@ const char *rsdb_status_name(int status);
  Releases a string returned by this library. NULL is accepted.
  */
 void rsdb_string_free(char *s);
+
+/*
+ Creates a session handle with the lifetimes and limits of `cfg` (`session_*` keys) on `db`
+ and `redis` (which it keeps alive). Release with `rsdb_sessions_free`.
+ */
+int rsdb_sessions_new(const rsdb_config *cfg,
+                      const rsdb_db *db,
+                      const rsdb_redis *redis,
+                      rsdb_sessions **out);
+
+/*
+ Releases a session handle (and stops its background cleanup). NULL is accepted.
+ */
+void rsdb_sessions_free(rsdb_sessions *h);
+
+/*
+ Creates a session for a user logging in from a device. `fingerprint` is required;
+ `ip_address`, `user_agent` and `geo_location` may be NULL. With `mfa_required` != 0 the
+ session grants access only after `rsdb_mfa_complete_login`. `*token` receives the session
+ token — shown this once, never stored — and `*session_json` (may be NULL) the session.
+ Over the per-user limit with policy `refuse`: `RSDB_ERR_CONFLICT`.
+ */
+int rsdb_sessions_create(const rsdb_sessions *sessions,
+                         int64_t user_id,
+                         const char *fingerprint,
+                         const char *ip_address,
+                         const char *user_agent,
+                         const char *geo_location,
+                         int remember_me,
+                         int mfa_required,
+                         char **token,
+                         char **session_json);
+
+/*
+ Validates a token presented from a device. `RSDB_ERR_AUTH` for an unknown, revoked or
+ expired session — and for a different fingerprint, which also revokes the session and
+ records `session.hijack_suspected`. With `require_mfa` != 0, `RSDB_ERR_MFA_REQUIRED` while
+ the second factor is pending. `*session_json` (may be NULL) receives the session.
+ */
+int rsdb_sessions_validate(const rsdb_sessions *sessions,
+                           const char *token,
+                           const char *fingerprint,
+                           int require_mfa,
+                           char **session_json);
+
+/*
+ Extends a valid session by its full lifetime. With `rotate` != 0 the old token stops
+ working and `*new_token` receives the new one (else NULL). `*session_json` may be NULL.
+ */
+int rsdb_sessions_refresh(const rsdb_sessions *sessions,
+                          const char *token,
+                          const char *fingerprint,
+                          int rotate,
+                          char **new_token,
+                          char **session_json);
+
+/*
+ Revokes one session; `reason` may be NULL.
+ */
+int rsdb_sessions_revoke(const rsdb_sessions *sessions, int64_t session_id, const char *reason);
+
+/*
+ Revokes the session of a token (logout).
+ */
+int rsdb_sessions_revoke_token(const rsdb_sessions *sessions, const char *token);
+
+/*
+ Revokes all of a user's sessions except `keep_session_id` (0 keeps none); `revoked` (may be
+ NULL) receives how many.
+ */
+int rsdb_sessions_revoke_all(const rsdb_sessions *sessions,
+                             int64_t user_id,
+                             int64_t keep_session_id,
+                             const char *reason,
+                             uint64_t *revoked);
+
+/*
+ A user's active sessions, newest first, as a JSON array (the "your devices" page).
+ */
+int rsdb_sessions_list(const rsdb_sessions *sessions, int64_t user_id, char **sessions_json);
+
+/*
+ Ends expired and idle sessions and deletes sessions ended more than 30 days ago.
+ `ended` and `deleted` may be NULL.
+ */
+int rsdb_sessions_cleanup(const rsdb_sessions *sessions, uint64_t *ended, uint64_t *deleted);
+
+/*
+ Runs the cleanup every `interval_ms` in the background (0 stops it).
+ */
+int rsdb_sessions_schedule_cleanup(const rsdb_sessions *sessions, uint64_t interval_ms);
+
+/*
+ Cache counters: `{"cache_hits":..,"cache_misses":..,"cache_errors":..}`.
+ */
+int rsdb_sessions_stats(const rsdb_sessions *sessions, char **stats_json);
+
+/*
+ Creates an MFA handle. Needs `master_key` in `cfg` (`RSDB_ERR_CONFIG` otherwise); `redis`
+ may be NULL (then no `mfa.*` events are published). Release with `rsdb_mfa_free`.
+ */
+int rsdb_mfa_new(const rsdb_config *cfg,
+                 const rsdb_db *db,
+                 const rsdb_redis *redis,
+                 rsdb_mfa **out);
+
+/*
+ Releases an MFA handle. NULL is accepted.
+ */
+void rsdb_mfa_free(rsdb_mfa *h);
+
+/*
+ Starts enrollment: `*enrollment_json` receives `{"secret_base32","otpauth_uri","qr_svg",
+ "qr_png"}` (PNG in base64) — show it once. Not active until confirmed with a first code.
+ */
+int rsdb_mfa_begin_enrollment(const rsdb_mfa *mfa,
+                              int64_t user_id,
+                              const char *account_name,
+                              char **enrollment_json);
+
+/*
+ Confirms enrollment with a first valid code (`RSDB_ERR_AUTH` if it is not); `*backup_codes_json`
+ receives the 10 backup codes as a JSON array — show them once. `ip_address` may be NULL.
+ */
+int rsdb_mfa_confirm_enrollment(const rsdb_mfa *mfa,
+                                int64_t user_id,
+                                const char *code,
+                                const char *ip_address,
+                                char **backup_codes_json);
+
+/*
+ Checks a TOTP code: `*accepted` is 1, or 0 for a wrong or already used code.
+ `RSDB_ERR_LOCKED` while the user is locked out. Every attempt is logged.
+ */
+int rsdb_mfa_verify(const rsdb_mfa *mfa,
+                    int64_t user_id,
+                    const char *code,
+                    const char *ip_address,
+                    int *accepted);
+
+/*
+ Checks a backup code (each works once): `*accepted` is 1 or 0.
+ */
+int rsdb_mfa_verify_backup_code(const rsdb_mfa *mfa,
+                                int64_t user_id,
+                                const char *code,
+                                const char *ip_address,
+                                int *accepted);
+
+/*
+ The second step of a login: checks a TOTP code (or a backup code) for the session's user
+ and marks the session MFA-verified. `RSDB_ERR_AUTH` when the code is not accepted.
+ `*session_json` may be NULL.
+ */
+int rsdb_mfa_complete_login(const rsdb_mfa *mfa,
+                            const rsdb_sessions *sessions,
+                            const char *token,
+                            const char *fingerprint,
+                            const char *code,
+                            const char *ip_address,
+                            char **session_json);
+
+/*
+ Replaces the backup codes; `*backup_codes_json` receives the new set.
+ */
+int rsdb_mfa_regenerate_backup_codes(const rsdb_mfa *mfa,
+                                     int64_t user_id,
+                                     char **backup_codes_json);
+
+/*
+ Removes MFA from a user (also the administrator's reset for a lost device).
+ */
+int rsdb_mfa_unenroll(const rsdb_mfa *mfa, int64_t user_id);
+
+/*
+ `*status_json` receives `{"enrolled","enabled","confirmed_at","backup_codes_remaining",
+ "locked_until","key_id"}`.
+ */
+int rsdb_mfa_status(const rsdb_mfa *mfa, int64_t user_id, char **status_json);
+
+/*
+ Re-encrypts every MFA secret not under the current master key; `rotated` (may be NULL)
+ receives how many.
+ */
+int rsdb_mfa_rotate_keys(const rsdb_mfa *mfa, uint64_t *rotated);
 
 /*
  Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).

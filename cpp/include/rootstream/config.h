@@ -25,6 +25,7 @@ public:
     /// A description with secrets and passwords masked.
     std::string describe() const;
 
+    /// The bridge object, for the other classes.
     const ffi::ConfigBox& raw() const { return *box_; }
 
 private:

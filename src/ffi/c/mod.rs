@@ -10,6 +10,7 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod events;

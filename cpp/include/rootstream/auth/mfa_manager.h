@@ -1,0 +1,59 @@
+// rootstream::auth::MFAManager — TOTP second factor with backup codes.
+#pragma once
+
+#include "rootstream/cache/redis_client.h"
+#include "rootstream/config.h"
+#include "rootstream/database/database_manager.h"
+#include "rootstream/database/models/session_model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rootstream {
+namespace auth {
+
+/// What the user needs to add the account to an authenticator app. Show once.
+struct Enrollment {
+    std::string secret_base32;
+    std::string otpauth_uri;
+    std::string qr_svg;
+    std::vector<std::uint8_t> qr_png;
+};
+
+/// TOTP (RFC 6238: SHA-1, 6 digits, 30 s, ±1 step), each code accepted once, lockout after
+/// repeated failures, every attempt logged, 10 single-use backup codes, secrets encrypted with
+/// AES-256-GCM under the configured master key. Thread-safe.
+class MFAManager {
+public:
+    /// Needs master_key in config. With redis, mfa.* events are published.
+    MFAManager(const Config& config, database::DatabaseManager& db, cache::RedisClient* redis = nullptr);
+
+    Enrollment begin_enrollment(std::int64_t user_id, const std::string& account_name);
+    /// Confirms with a first code; returns the backup codes. Throws RSDB_ERR_AUTH for a bad code.
+    std::vector<std::string> confirm_enrollment(std::int64_t user_id, const std::string& code,
+                                                const std::string& ip_address = "");
+    /// True when the code is accepted; false for a wrong or reused code. Throws RSDB_ERR_LOCKED
+    /// while the user is locked out.
+    bool verify(std::int64_t user_id, const std::string& code, const std::string& ip_address = "");
+    bool verify_backup_code(std::int64_t user_id, const std::string& code, const std::string& ip_address = "");
+    /// The second step of a login: the session becomes MFA-verified. Throws RSDB_ERR_AUTH.
+    nlohmann::json complete_login(database::models::SessionModel& sessions, const std::string& token,
+                                  const std::string& fingerprint, const std::string& code,
+                                  const std::string& ip_address = "");
+    std::vector<std::string> regenerate_backup_codes(std::int64_t user_id);
+    /// Removes MFA (also the administrator's reset for a lost device).
+    void unenroll(std::int64_t user_id);
+    /// {"enrolled","enabled","confirmed_at","backup_codes_remaining","locked_until","key_id"}
+    nlohmann::json status(std::int64_t user_id);
+    /// Re-encrypts secrets under the current master key; returns how many.
+    std::uint64_t rotate_keys();
+
+private:
+    rust::Box<ffi::MfaBox> box_;
+};
+
+}  // namespace auth
+}  // namespace rootstream

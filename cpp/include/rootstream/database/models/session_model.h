@@ -1,0 +1,70 @@
+// rootstream::database::models::SessionModel — login sessions bound to a device.
+#pragma once
+
+#include "rootstream/cache/redis_client.h"
+#include "rootstream/config.h"
+#include "rootstream/database/database_manager.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace rootstream {
+namespace database {
+namespace models {
+
+/// Where a login comes from. fingerprint is required.
+struct DeviceInfo {
+    std::string fingerprint;
+    std::optional<std::string> ip_address;
+    std::optional<std::string> user_agent;
+    std::optional<std::string> geo_location;
+};
+
+/// A new session: its token (shown once, never stored) and the session record.
+struct CreatedSession {
+    std::string token;
+    nlohmann::json session;
+};
+
+/// Sessions: 256-bit tokens stored only as SHA-256, cached in Redis, validated against the
+/// device fingerprint (a mismatch revokes the session), absolute and idle timeouts, per-user
+/// limits, refresh with optional rotation, revocation, cleanup. Thread-safe.
+class SessionModel {
+public:
+    /// Lifetimes and limits come from config (session_* keys).
+    SessionModel(const Config& config, DatabaseManager& db, cache::RedisClient& redis);
+
+    /// Creates a session; with mfa_required it grants access only after the second factor.
+    CreatedSession create(std::int64_t user_id, const DeviceInfo& device, bool remember_me = false,
+                          bool mfa_required = false);
+    /// Returns the session, or throws Error: RSDB_ERR_AUTH (unknown, revoked, expired, other
+    /// device — which revokes it), RSDB_ERR_MFA_REQUIRED (require_mfa and the factor is pending).
+    nlohmann::json validate(const std::string& token, const std::string& fingerprint, bool require_mfa = true);
+    /// True when validate would succeed (never throws for an invalid session).
+    bool is_valid(const std::string& token, const std::string& fingerprint, bool require_mfa = true);
+    /// Extends the session; with rotate the returned token replaces the old one.
+    CreatedSession refresh(const std::string& token, const std::string& fingerprint, bool rotate = false);
+    void revoke(std::int64_t session_id, const std::string& reason = "revoked");
+    void revoke_token(const std::string& token);
+    /// Revokes all of a user's sessions except keep_session_id (0 keeps none); returns how many.
+    std::uint64_t revoke_all(std::int64_t user_id, std::int64_t keep_session_id = 0,
+                             const std::string& reason = "revoked");
+    /// Active sessions, newest first.
+    nlohmann::json list(std::int64_t user_id);
+    /// {"ended": n, "deleted": m}
+    nlohmann::json cleanup_expired();
+    /// {"cache_hits":..,"cache_misses":..,"cache_errors":..}
+    nlohmann::json stats() const;
+
+    const ffi::SessionsBox& raw() const { return *box_; }
+
+private:
+    rust::Box<ffi::SessionsBox> box_;
+};
+
+}  // namespace models
+}  // namespace database
+}  // namespace rootstream
