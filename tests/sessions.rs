@@ -23,6 +23,11 @@ async fn env_with(tune: impl FnOnce(&mut Config)) -> Env {
     let db = DatabaseManager::connect(&cfg).await.unwrap();
     migrations::migrate(&db).await.unwrap();
     let redis = RedisClient::connect(&cfg).await.unwrap();
+    // Test databases all number from 1, but they share one Redis: ids that differ per test keep
+    // one test's events out of another's observer.
+    let start: i64 = rand::random::<u32>() as i64 + 1000;
+    db.execute("SELECT setval('users_id_seq', $1)", &[&start]).await.unwrap();
+    db.execute("SELECT setval('sessions_id_seq', $1)", &[&start]).await.unwrap();
     let user_id: i64 = db
         .query(
             "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",

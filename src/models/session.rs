@@ -123,6 +123,52 @@ pub struct CreatedSession {
 
 const COLUMNS: &str = "id, user_id, device_fingerprint, ip_address, user_agent, geo_location, remember_me, mfa_required, mfa_verified_at, created_at, expires_at, last_activity_at, idle_timeout_seconds, is_active, revoked_at, revoke_reason";
 
+/// Creates a session in one statement: evicts the oldest sessions over the limit (or inserts
+/// nothing under the refuse policy), inserts the new one, and records `session.created` and
+/// `session.revoked` events. $1 user, $2 limit (0 = none), $3 refuse, $4 token hash, $5 lifetime
+/// in seconds, $6..$9 device, $10 remember me, $11 MFA required, $12 idle timeout.
+const CREATE_SQL: &str = "
+WITH active AS (
+    SELECT id, token_hash FROM sessions
+    WHERE user_id = $1 AND is_active AND expires_at > now()
+    ORDER BY created_at DESC, id DESC
+    OFFSET GREATEST($2::bigint - 1, 0)
+), evicted AS (
+    UPDATE sessions s SET is_active = FALSE, revoked_at = now(), revoke_reason = 'evicted'
+    FROM active a
+    WHERE s.id = a.id AND $2::bigint > 0 AND NOT $3::boolean
+    RETURNING s.id, s.token_hash
+), ins AS (
+    INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint, ip_address, user_agent, geo_location,
+                          remember_me, mfa_required, idle_timeout_seconds)
+    SELECT u.id, $4::text, now() + make_interval(secs => $5::float8), $6::text, $7::text, $8::text, $9::text,
+           $10::boolean, $11::boolean, $12::int
+    FROM users u
+    WHERE u.id = $1::bigint AND u.is_active AND ($2::bigint = 0 OR NOT $3::boolean OR NOT EXISTS (SELECT 1 FROM active))
+    RETURNING *
+), created_event AS (
+    INSERT INTO event_log (aggregate_type, aggregate_id, version, event_type, payload, user_id)
+    SELECT 'session', ins.id::text, 1, 'session.created',
+           jsonb_build_object('type', 'session.created', 'session_id', ins.id, 'user_id', ins.user_id,
+                              'remember_me', ins.remember_me, 'mfa_required', ins.mfa_required,
+                              'ip_address', ins.ip_address, 'at', now()),
+           ins.user_id
+    FROM ins
+), evicted_events AS (
+    INSERT INTO event_log (aggregate_type, aggregate_id, version, event_type, payload, user_id)
+    SELECT 'session', e.id::text,
+           (SELECT COALESCE(MAX(version), 0) + 1 FROM event_log WHERE aggregate_type = 'session' AND aggregate_id = e.id::text),
+           'session.revoked',
+           jsonb_build_object('type', 'session.revoked', 'session_id', e.id, 'user_id', $1, 'reason', 'evicted', 'at', now()),
+           $1
+    FROM evicted e
+)
+SELECT ins.id, ins.user_id, ins.device_fingerprint, ins.ip_address, ins.user_agent, ins.geo_location, ins.remember_me,
+       ins.mfa_required, ins.mfa_verified_at, ins.created_at, ins.expires_at, ins.last_activity_at,
+       ins.idle_timeout_seconds, ins.is_active, ins.revoked_at, ins.revoke_reason,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id, 'token_hash', token_hash)) FROM evicted), '[]'::jsonb) AS evicted
+FROM ins";
+
 /// What to do when a user already has the maximum number of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitPolicy {
@@ -246,50 +292,37 @@ impl SessionModel {
         let hash = token.hash();
         let ttl = if remember_me { self.settings.remember_ttl } else { self.settings.ttl };
         let idle = self.settings.idle_timeout.as_secs().min(i32::MAX as u64) as i32;
+        let limit = self.settings.max_per_user as i64;
+        let refuse = self.settings.policy == LimitPolicy::Refuse;
 
-        let mut tx = self.db.begin().await?;
-        let locked = tx.query_opt("SELECT id FROM users WHERE id = $1 AND is_active FOR UPDATE", &[&user_id]).await?;
-        if locked.is_none() {
-            drop(tx);
-            return Err(Error::NotFound(format!("active user {user_id}")));
-        }
-        let mut evicted: Vec<(i64, String)> = Vec::new();
-        if self.settings.max_per_user > 0 {
-            let active = tx
-                .query(
-                    "SELECT id, token_hash FROM sessions WHERE user_id = $1 AND is_active AND expires_at > now() ORDER BY created_at, id",
-                    &[&user_id],
-                )
-                .await?;
-            let limit = self.settings.max_per_user as usize;
-            if active.len() >= limit {
-                if self.settings.policy == LimitPolicy::Refuse {
-                    drop(tx);
-                    return Err(Error::Conflict(format!(
-                        "user {user_id} already has {limit} active sessions (the limit)"
-                    )));
+        let client = self.db.acquire().await?;
+        let c = &client;
+        let created = self
+            .db
+            .timed(Some(c), "session creation", async {
+                if limit > 0 {
+                    // Logins of one user queue on the user's row, so the count below sees every
+                    // session the others created. BEGIN and the lock travel in one round trip.
+                    let lock = c.prepare_cached("SELECT 1 FROM users WHERE id = $1 AND is_active FOR UPDATE").await?;
+                    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user_id];
+                    let (_, locked) = tokio::join!(c.batch_execute("BEGIN"), c.query_opt(&lock, &lock_params));
+                    match locked {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            c.batch_execute("ROLLBACK").await?;
+                            return Ok(None);
+                        }
+                        Err(e) => {
+                            let _ = c.batch_execute("ROLLBACK").await;
+                            return Err(e.into());
+                        }
+                    }
                 }
-                for r in active.iter().take(active.len() + 1 - limit) {
-                    let id: i64 = r.get(0);
-                    tx.execute(
-                        "UPDATE sessions SET is_active = FALSE, revoked_at = now(), revoke_reason = 'evicted' WHERE id = $1",
-                        &[&id],
-                    )
-                    .await?;
-                    evicted.push((id, r.get::<_, Option<String>>(1).unwrap_or_default()));
-                }
-            }
-        }
-        let sql = format!(
-            "INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint, ip_address, user_agent, geo_location,
-                                   remember_me, mfa_required, idle_timeout_seconds)
-             VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
-        );
-        let row = tx
-            .query(
-                &sql,
-                &[
+                let stmt = c.prepare_cached(CREATE_SQL).await?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
                     &user_id,
+                    &limit,
+                    &refuse,
                     &hash,
                     &secs(ttl),
                     &device.fingerprint,
@@ -299,18 +332,44 @@ impl SessionModel {
                     &remember_me,
                     &mfa_required,
                     &idle,
-                ],
-            )
-            .await?;
-        tx.commit().await?;
-        let session = Session::from_row(&row[0]);
-
-        for (id, h) in &evicted {
-            self.invalidate_cache(h).await;
-            self.announce("session.revoked", *id, user_id, json!({"reason": "evicted"})).await;
+                ];
+                if limit > 0 {
+                    // The statement and COMMIT travel together; after a failed statement
+                    // PostgreSQL turns the COMMIT into a rollback.
+                    let (rows, commit) = tokio::join!(c.query(&stmt, &params), c.batch_execute("COMMIT"));
+                    let rows = rows?;
+                    commit?;
+                    Ok(Some(rows))
+                } else {
+                    Ok(Some(c.query(&stmt, &params).await?))
+                }
+            })
+            .await;
+        let rows = match created {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return Err(Error::NotFound(format!("active user {user_id}"))),
+            Err(e) => {
+                // The connection's transaction state is unknown: do not reuse it.
+                let _ = deadpool_postgres::Object::take(client);
+                return Err(e);
+            }
+        };
+        drop(client);
+        let Some(row) = rows.first() else {
+            if limit > 0 && refuse {
+                return Err(Error::Conflict(format!("user {user_id} already has {limit} active sessions (the limit)")));
+            }
+            return Err(Error::NotFound(format!("active user {user_id}")));
+        };
+        let session = Session::from_row(row);
+        let evicted: serde_json::Value = row.get("evicted");
+        for e in evicted.as_array().into_iter().flatten() {
+            let id = e["id"].as_i64().unwrap_or_default();
+            self.invalidate_cache(e["token_hash"].as_str().unwrap_or_default()).await;
+            self.publish("session.revoked", id, user_id, json!({"reason": "evicted"})).await;
         }
         self.cache(&hash, &session).await;
-        self.announce(
+        self.publish(
             "session.created",
             session.id,
             user_id,
@@ -427,7 +486,7 @@ impl SessionModel {
         });
     }
 
-    async fn announce(&self, event: &str, session_id: i64, user_id: i64, extra: serde_json::Value) {
+    fn payload(event: &str, session_id: i64, user_id: i64, extra: serde_json::Value) -> serde_json::Value {
         let mut payload =
             json!({"type": event, "session_id": session_id, "user_id": user_id, "at": crate::models::ts(&Utc::now())});
         if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
@@ -435,11 +494,27 @@ impl SessionModel {
                 p.insert(k.clone(), v.clone());
             }
         }
-        // The durable record first; the live notification is best effort (Redis may be down).
+        payload
+    }
+
+    /// Records the event in the event store, then publishes it. The durable record comes first;
+    /// the live notification is best effort (Redis may be down).
+    async fn announce(&self, event: &str, session_id: i64, user_id: i64, extra: serde_json::Value) {
+        let payload = Self::payload(event, session_id, user_id, extra);
         let _ = self
             .events
             .record("session", &session_id.to_string(), NewEvent::new(event, payload.clone()).by_user(user_id))
             .await;
+        self.publish_payload(event, &payload).await;
+    }
+
+    /// Publishes an event that is already recorded (creation records its events in its statement).
+    async fn publish(&self, event: &str, session_id: i64, user_id: i64, extra: serde_json::Value) {
+        let payload = Self::payload(event, session_id, user_id, extra);
+        self.publish_payload(event, &payload).await;
+    }
+
+    async fn publish_payload(&self, event: &str, payload: &serde_json::Value) {
         if self.redis.publish(event, payload.to_string()).await.is_err() {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,0 +1,221 @@
+//! Session and MFA benchmarks beside raw baselines from the same run: session validation vs a
+//! raw Redis GET at the same concurrency, session creation vs a raw INSERT, MFA verification
+//! latency.
+//!
+//! Run with `scripts/bench.sh --bench auth`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use rootstream_db::auth::mfa::MfaManager;
+use rootstream_db::auth::totp::{self, TotpParams};
+use rootstream_db::db::migrations;
+use rootstream_db::models::session::{DeviceInfo, SessionModel, SessionSettings};
+use rootstream_db::{DatabaseManager, RedisClient};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Fig {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn drive<F, Fut>(workers: usize, per: usize, op: F) -> Fig
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut hs = Vec::new();
+    for _ in 0..workers {
+        let (op, next) = (op.clone(), next.clone());
+        hs.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                op(i).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in hs {
+        lat.extend(h.await.unwrap());
+    }
+    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    let q = |x: f64| lat[((lat.len() as f64 * x) as usize).min(lat.len() - 1)];
+    Fig { rate, p50: q(0.5), p99: q(0.99) }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn report(name: &str, ours: &Fig, raw_name: &str, raw: &Fig) {
+    println!(
+        "{name:<36} ours {:>8.0}/s p50 {:>6.0}µs p99 {:>6.0}µs | {raw_name} {:>8.0}/s p50 {:>6.0}µs p99 {:>6.0}µs | ratio {:.2}",
+        ours.rate,
+        us(ours.p50),
+        us(ours.p99),
+        raw.rate,
+        us(raw.p50),
+        us(raw.p99),
+        ours.rate / raw.rate
+    );
+}
+
+fn main() {
+    rootstream_db::runtime::runtime().block_on(async {
+        let mut cfg = secure_config().await;
+        cfg.set("pool_size", "8").unwrap();
+        cfg.set("session_max_per_user", "0").unwrap();
+        let db = DatabaseManager::connect(&cfg).await.unwrap();
+        migrations::migrate(&db).await.unwrap();
+        let redis = RedisClient::connect(&cfg).await.unwrap();
+        let uid: i64 = db
+            .query("INSERT INTO users (username, email, password_hash) VALUES ('bench', 'b@x.io', 'x') RETURNING id", &[])
+            .await
+            .unwrap()[0]
+            .get(0);
+        let sessions = SessionModel::new(db.clone(), redis.clone(), SessionSettings::from_config(&cfg));
+        let device = DeviceInfo { fingerprint: "fp-bench".into(), ..Default::default() };
+        println!("rootstream-db session and MFA benchmarks (library runtime, servers on loopback)");
+
+        // Validation: 1,000 live sessions, 50 concurrent validators; raw: GET of a cached
+        // session's key with the redis crate at the same concurrency.
+        let mut tokens = Vec::new();
+        for _ in 0..1000 {
+            tokens.push(sessions.create(uid, &device, false, false).await.unwrap().token.expose().to_string());
+        }
+        let tokens = Arc::new(tokens);
+        let raw_client = redis::Client::open(cfg.redis_url.clone().unwrap().as_str()).unwrap();
+        let raw_conn = raw_client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Arc<Vec<String>> = Arc::new(
+            tokens
+                .iter()
+                .map(|t| rootstream_db::models::session::cache_key(&rootstream_db::models::session::SessionToken::from_client(t).hash()))
+                .collect(),
+        );
+        for &workers in &[1usize, 50] {
+            let per = if workers == 1 { 5000 } else { 1000 };
+            let raw = drive(workers, per, {
+                let (c, keys) = (raw_conn.clone(), keys.clone());
+                move |i| {
+                    let (mut c, keys) = (c.clone(), keys.clone());
+                    async move {
+                        let v: Option<String> = redis::cmd("GET").arg(&keys[i % keys.len()]).query_async(&mut c).await.unwrap();
+                        assert!(v.is_some());
+                    }
+                }
+            })
+            .await;
+            let ours = drive(workers, per, {
+                let (s, tokens) = (sessions.clone(), tokens.clone());
+                move |i| {
+                    let (s, tokens) = (s.clone(), tokens.clone());
+                    async move {
+                        s.validate(&tokens[i % tokens.len()], "fp-bench", true).await.unwrap();
+                    }
+                }
+            })
+            .await;
+            report(&format!("session validation, {workers} concurrent"), &ours, "raw GET", &raw);
+        }
+
+        // Creation: 8 clients; raw: a prepared INSERT of a session row on 8 connections.
+        let url = cfg.database_url.clone().unwrap();
+        let mut raws = Vec::new();
+        for _ in 0..8 {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let st = c
+                .prepare("INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint) VALUES ($1, $2, now() + interval '1 day', 'fp')")
+                .await
+                .unwrap();
+            raws.push(Arc::new((c, st)));
+        }
+        let raws = Arc::new(raws);
+        let raw = drive(8, 500, move |i| {
+            let raws = raws.clone();
+            async move {
+                let (c, st) = &*raws[i % 8];
+                c.execute(st, &[&uid, &format!("raw-{i}")]).await.unwrap();
+            }
+        })
+        .await;
+        let ours = drive(8, 500, {
+            let s = sessions.clone();
+            move |_| {
+                let s = s.clone();
+                async move {
+                    let d = DeviceInfo { fingerprint: "fp-bench".into(), ..Default::default() };
+                    s.create(uid, &d, false, false).await.unwrap();
+                }
+            }
+        })
+        .await;
+        report("session creation, 8 concurrent", &ours, "raw INSERT", &raw);
+
+        // MFA verification: one user per verification, each with its own fresh code.
+        let mfa = MfaManager::new(db.clone(), None, &cfg).unwrap();
+        let n = 200;
+        let mut users = Vec::new();
+        for i in 0..n {
+            let id: i64 = db
+                .query(
+                    "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
+                    &[&format!("m{i}"), &format!("m{i}@x.io")],
+                )
+                .await
+                .unwrap()[0]
+                .get(0);
+            let en = mfa.begin_enrollment(id, "bench").await.unwrap();
+            let secret = base32_to_bytes(&en.secret_base32);
+            let t = fresh_totp_time();
+            mfa.confirm_enrollment(id, &totp::code_at(&secret, &TotpParams::default(), t - 30).unwrap(), None).await.unwrap();
+            users.push((id, secret));
+        }
+        let t = fresh_totp_time();
+        let mut lat = Vec::new();
+        for (id, secret) in &users {
+            let code = totp::code_at(secret, &TotpParams::default(), t).unwrap();
+            let s = Instant::now();
+            assert!(mfa.verify(*id, &code, Some("127.0.0.1"), None).await.unwrap());
+            lat.push(s.elapsed());
+        }
+        lat.sort();
+        println!(
+            "{:<36} p50 {:.2} ms  p99 {:.2} ms  (decrypt secret, 3 HMACs, replay check, attempt log)",
+            "MFA verification, sequential",
+            lat[lat.len() / 2].as_secs_f64() * 1e3,
+            lat[(lat.len() * 99) / 100].as_secs_f64() * 1e3
+        );
+    });
+}
+
+fn base32_to_bytes(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => continue,
+        } as u32;
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            out.push((buf >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
