@@ -151,18 +151,39 @@ fn main() {
             }
         })
         .await;
-        let ours = drive(8, 500, {
-            let s = sessions.clone();
-            move |_| {
-                let s = s.clone();
-                async move {
-                    let d = DeviceInfo { fingerprint: "fp-bench".into(), ..Default::default() };
-                    s.create(uid, &d, false, false).await.unwrap();
+        // Eight users logging in concurrently, without and with the per-user limit (10,
+        // evicting the oldest: once a user has 10 sessions every login also evicts one).
+        let mut uids = Vec::new();
+        for i in 0..8 {
+            let id: i64 = db
+                .query(
+                    "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
+                    &[&format!("login{i}"), &format!("login{i}@x.io")],
+                )
+                .await
+                .unwrap()[0]
+                .get(0);
+            uids.push(id);
+        }
+        let uids = Arc::new(uids);
+        for limit in ["0", "10"] {
+            let mut c = cfg.clone();
+            c.set("session_max_per_user", limit).unwrap();
+            let model = SessionModel::new(db.clone(), redis.clone(), SessionSettings::from_config(&c));
+            let ours = drive(8, 500, {
+                let uids = uids.clone();
+                move |i| {
+                    let (s, uids) = (model.clone(), uids.clone());
+                    async move {
+                        let d = DeviceInfo { fingerprint: "fp-bench".into(), ..Default::default() };
+                        s.create(uids[i % 8], &d, false, false).await.unwrap();
+                    }
                 }
-            }
-        })
-        .await;
-        report("session creation, 8 concurrent", &ours, "raw INSERT", &raw);
+            })
+            .await;
+            let label = if limit == "0" { "session creation, 8 users, no limit" } else { "session creation, 8 users, limit 10" };
+            report(label, &ours, "raw INSERT", &raw);
+        }
 
         // MFA verification: one user per verification, each with its own fresh code.
         let mfa = MfaManager::new(db.clone(), None, &cfg).unwrap();

@@ -124,8 +124,9 @@ pub struct CreatedSession {
 const COLUMNS: &str = "id, user_id, device_fingerprint, ip_address, user_agent, geo_location, remember_me, mfa_required, mfa_verified_at, created_at, expires_at, last_activity_at, idle_timeout_seconds, is_active, revoked_at, revoke_reason";
 
 /// Creates a session in one statement: evicts the oldest sessions over the limit (or inserts
-/// nothing under the refuse policy), inserts the new one, and records `session.created` and
-/// `session.revoked` events. $1 user, $2 limit (0 = none), $3 refuse, $4 token hash, $5 lifetime
+/// nothing under the refuse policy), inserts the new one, and records a `session.revoked` event
+/// for each eviction. (Creation itself is published, and is the session row; the event log
+/// keeps what ends sessions.) $1 user, $2 limit (0 = none), $3 refuse, $4 token hash, $5 lifetime
 /// in seconds, $6..$9 device, $10 remember me, $11 MFA required, $12 idle timeout.
 const CREATE_SQL: &str = "
 WITH active AS (
@@ -146,14 +147,6 @@ WITH active AS (
     FROM users u
     WHERE u.id = $1::bigint AND u.is_active AND ($2::bigint = 0 OR NOT $3::boolean OR NOT EXISTS (SELECT 1 FROM active))
     RETURNING *
-), created_event AS (
-    INSERT INTO event_log (aggregate_type, aggregate_id, version, event_type, payload, user_id)
-    SELECT 'session', ins.id::text, 1, 'session.created',
-           jsonb_build_object('type', 'session.created', 'session_id', ins.id, 'user_id', ins.user_id,
-                              'remember_me', ins.remember_me, 'mfa_required', ins.mfa_required,
-                              'ip_address', ins.ip_address, 'at', now()),
-           ins.user_id
-    FROM ins
 ), evicted_events AS (
     INSERT INTO event_log (aggregate_type, aggregate_id, version, event_type, payload, user_id)
     SELECT 'session', e.id::text,
@@ -368,14 +361,22 @@ impl SessionModel {
             self.invalidate_cache(e["token_hash"].as_str().unwrap_or_default()).await;
             self.publish("session.revoked", id, user_id, json!({"reason": "evicted"})).await;
         }
-        self.cache(&hash, &session).await;
-        self.publish(
+        let created = Self::payload(
             "session.created",
             session.id,
             user_id,
             json!({"remember_me": remember_me, "mfa_required": mfa_required, "ip_address": device.ip_address}),
-        )
-        .await;
+        );
+        // Cache and announcement in one round trip.
+        let remaining = (session.expires_at - Utc::now()).to_std().unwrap_or_default().as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(cache_key(&hash)).arg(serde_json::to_string(&session)?).arg("PX").arg(remaining).ignore();
+        pipe.cmd("PUBLISH").arg("session.created").arg(created.to_string()).ignore();
+        let mut conn = self.redis.connection();
+        let sent = tokio::time::timeout(self.redis.timeout(), pipe.query_async::<()>(&mut conn)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(CreatedSession { token, session })
     }
 
