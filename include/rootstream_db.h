@@ -421,6 +421,12 @@ int rsdb_mfa_status(const rsdb_mfa *mfa, int64_t user_id, char **status_json);
 int rsdb_mfa_rotate_keys(const rsdb_mfa *mfa, uint64_t *rotated);
 
 /*
+ The TOTP code (SHA-1, 6 digits, 30 s) of a base32 secret at `unix_time` (0 = now) — what an
+ authenticator app shows. For tests, tools and demos; `*code` receives it.
+ */
+int rsdb_totp_code(const char *secret_base32, uint64_t unix_time, char **code);
+
+/*
  Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).
  `*out` receives a handle to release with `rsdb_config_free`.
  */

@@ -157,7 +157,7 @@ async fn the_secret_is_encrypted_at_rest_and_a_wrong_key_is_a_clear_error() {
     let row =
         e.db.query("SELECT secret_encrypted, key_id FROM user_mfa WHERE user_id = $1", &[&e.user_id]).await.unwrap();
     let sealed: Vec<u8> = row[0].get(0);
-    let raw = base32_decode(&secret);
+    let raw = rootstream_db::auth::totp::base32_decode(&secret).unwrap();
     assert!(!sealed.windows(raw.len()).any(|w| w == raw.as_slice()), "no raw secret in the row");
     assert!(!String::from_utf8_lossy(&sealed).contains(&secret[..16]), "no base32 secret in the row");
     let dump: String = e.db.query("SELECT row_to_json(m)::text FROM user_mfa m", &[]).await.unwrap()[0].get(0);
@@ -182,25 +182,6 @@ async fn the_secret_is_encrypted_at_rest_and_a_wrong_key_is_a_clear_error() {
     only_new.set("master_keys_old", "").unwrap();
     let m3 = MfaManager::new(e.db.clone(), None, &only_new).unwrap();
     assert!(m3.verify(e.user_id, &oathtool_code(&secret, t), None, None).await.unwrap());
-}
-
-fn base32_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut buf, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => continue,
-        } as u32;
-        buf = (buf << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            out.push((buf >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

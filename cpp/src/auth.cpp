@@ -135,5 +135,9 @@ std::uint64_t MFAManager::rotate_keys() {
     return detail::call([&] { return box_->rotate_keys(); });
 }
 
+std::string totp_code(const std::string& secret_base32, std::uint64_t unix_time) {
+    return std::string(detail::call([&] { return ffi::totp_code(secret_base32, unix_time); }));
+}
+
 }  // namespace auth
 }  // namespace rootstream

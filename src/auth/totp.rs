@@ -84,6 +84,38 @@ pub fn matching_step(secret: &[u8], p: &TotpParams, code: &str, t: u64) -> Resul
     Ok(found)
 }
 
+/// The default-parameter code of a base32 secret at `unix_time` (0 = now).
+pub fn code_for_base32(secret_base32: &str, unix_time: u64) -> Result<String> {
+    let secret = base32_decode(secret_base32).ok_or_else(|| Error::invalid("the secret is not valid base32"))?;
+    let t = if unix_time == 0 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    } else {
+        unix_time
+    };
+    code_at(&secret, &TotpParams::default(), t)
+}
+
+/// Decodes RFC 4648 base32 (padding, spaces and case ignored).
+pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = match c.to_ascii_uppercase() {
+            c @ b'A'..=b'Z' => c - b'A',
+            c @ b'2'..=b'7' => c - b'2' + 26,
+            b'=' | b' ' | b'-' => continue,
+            _ => return None,
+        } as u32;
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            out.push((buf >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// The otpauth:// URI that authenticator apps read (from the QR code).
 pub fn otpauth_uri(secret: &[u8], p: &TotpParams, issuer: &str, account: &str) -> Result<String> {
     build(secret, p, issuer, account, true)?.to_url().map_err(|e| Error::Internal(format!("otpauth URI: {e:?}")))
@@ -168,5 +200,7 @@ mod tests {
     fn base32_matches_rfc_4648() {
         assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
         assert_eq!(base32(b"f"), "MY");
+        assert_eq!(base32_decode("mzxw6ytboi").unwrap(), b"foobar");
+        assert!(base32_decode("not base32!").is_none());
     }
 }

@@ -420,3 +420,15 @@ pub unsafe extern "C" fn rsdb_mfa_rotate_keys(mfa: *const rsdb_mfa, rotated: *mu
         Ok(())
     })
 }
+
+/// The TOTP code (SHA-1, 6 digits, 30 s) of a base32 secret at `unix_time` (0 = now) — what an
+/// authenticator app shows. For tests, tools and demos; `*code` receives it.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_totp_code(secret_base32: *const c_char, unix_time: u64, code: *mut *mut c_char) -> c_int {
+    guard(|| {
+        let secret = arg_str(secret_base32, "secret_base32")?;
+        out_ptr(code, "code")?;
+        let c = crate::auth::totp::code_for_base32(secret, unix_time)?;
+        set_out_string(code, Some(&c))
+    })
+}

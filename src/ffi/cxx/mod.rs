@@ -182,6 +182,7 @@ mod bridge {
         fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Result<Box<MfaBox>>;
         fn mfa_new_without_redis(cfg: &ConfigBox, db: &DbBox) -> Result<Box<MfaBox>>;
         fn base64_decode(text: &str) -> Result<Vec<u8>>;
+        fn totp_code(secret_base32: &str, unix_time: u64) -> Result<String>;
         fn begin_enrollment(self: &MfaBox, user_id: i64, account_name: &str) -> Result<String>;
         fn confirm_enrollment(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<String>;
         fn verify(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<bool>;
@@ -257,6 +258,10 @@ fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> R<Box<MfaBox>> {
 
 fn mfa_new_without_redis(cfg: &ConfigBox, db: &DbBox) -> R<Box<MfaBox>> {
     Ok(Box::new(MfaBox(MfaManager::new(db.0.clone(), None, &cfg.0)?)))
+}
+
+fn totp_code(secret_base32: &str, unix_time: u64) -> R<String> {
+    Ok(crate::auth::totp::code_for_base32(secret_base32, unix_time)?)
 }
 
 fn base64_decode(text: &str) -> R<Vec<u8>> {

@@ -55,5 +55,9 @@ private:
     rust::Box<ffi::MfaBox> box_;
 };
 
+/// The TOTP code (SHA-1, 6 digits, 30 s) of a base32 secret at unix_time (0 = now) — what an
+/// authenticator app shows. For tests, tools and demos.
+std::string totp_code(const std::string& secret_base32, std::uint64_t unix_time = 0);
+
 }  // namespace auth
 }  // namespace rootstream
