@@ -1,6 +1,7 @@
 /*
  * The complete workflow through the C API: configure from the environment, migrate, register
- * and log in a user, create a stream and run it (start, viewers, stop) while a subscriber
+ * and log in a user, protect the account with TOTP MFA (enroll, confirm, log in with password ->
+ * session -> second factor -> access, catch a stolen token used from another device), create a stream and run it (start, viewers, stop) while a subscriber
  * watches its events, read its event history, write and read with parameters, use a
  * transaction, cache with a TTL.
  *
@@ -80,8 +81,51 @@ static int run(rsdb_config *cfg) {
     if (idp) user_id = atoll(idp + 5);
     rsdb_string_free(json);
 
-    /* A subscriber sees the stream's life as it happens. */
+    /* Second factor: enroll (the secret is encrypted at rest under the master key). */
     CHECK(rsdb_redis_open(cfg, &redis), "connecting to redis");
+    rsdb_mfa *mfa = NULL;
+    rsdb_sessions *sessions = NULL;
+    CHECK(rsdb_mfa_new(cfg, db, redis, &mfa), "opening the MFA manager (needs ROOTSTREAM_MASTER_KEY)");
+    CHECK(rsdb_sessions_new(cfg, db, redis, &sessions), "opening the session model");
+    char *status = NULL;
+    CHECK(rsdb_mfa_status(mfa, user_id, &status), "reading the MFA status");
+    if (strstr(status, "\"enabled\":true")) CHECK(rsdb_mfa_unenroll(mfa, user_id), "resetting MFA from an earlier run");
+    rsdb_string_free(status);
+    CHECK(rsdb_mfa_begin_enrollment(mfa, user_id, "c_player@example.com", &json), "starting MFA enrollment");
+    /* A real client shows the QR code; here the secret is taken from the JSON to play the app. */
+    char secret[64] = "";
+    const char *sp = strstr(json, "\"secret_base32\":\"");
+    if (sp) sscanf(sp + 17, "%63[A-Z2-7]", secret);
+    rsdb_string_free(json);
+    char *code = NULL;
+    CHECK(rsdb_totp_code(secret, (uint64_t)time(NULL) - 30, &code), "computing a code");
+    CHECK(rsdb_mfa_confirm_enrollment(mfa, user_id, code, "203.0.113.5", &json), "confirming MFA with a first code");
+    printf("MFA enabled; backup codes (shown once): %s\n", json);
+    rsdb_string_free(json);
+    rsdb_string_free(code);
+
+    /* Login: password -> session that still needs the second factor -> code -> access. */
+    char *token = NULL;
+    CHECK(rsdb_users_authenticate(users, "c_player", "correct horse battery", &json), "password");
+    rsdb_string_free(json);
+    CHECK(rsdb_sessions_create(sessions, user_id, "laptop-7f3a", "203.0.113.5", "RootStream/1.0 (Linux)", "Berlin, DE", 0, 1,
+                               &token, NULL),
+          "creating the session");
+    if (rsdb_sessions_validate(sessions, token, "laptop-7f3a", 1, NULL) == RSDB_ERR_MFA_REQUIRED)
+        printf("session created; access waits for the second factor\n");
+    CHECK(rsdb_totp_code(secret, 0, &code), "computing the current code");
+    CHECK(rsdb_mfa_complete_login(mfa, sessions, token, "laptop-7f3a", code, "203.0.113.5", NULL), "second factor");
+    rsdb_string_free(code);
+    CHECK(rsdb_sessions_validate(sessions, token, "laptop-7f3a", 1, &json), "validating the session");
+    printf("access granted: %s\n", json);
+    rsdb_string_free(json);
+    if (rsdb_sessions_validate(sessions, token, "unknown-device", 1, NULL) == RSDB_ERR_AUTH)
+        printf("the token used from another device was refused and the session revoked: %s\n", rsdb_last_error());
+    rsdb_string_free(token);
+    rsdb_sessions_free(sessions);
+    rsdb_mfa_free(mfa);
+
+    /* A subscriber sees the stream's life as it happens. */
     CHECK(rsdb_redis_subscribe(redis, "stream.*", on_event, &in, &sub), "subscribing");
 
     rsdb_streams *streams = NULL;

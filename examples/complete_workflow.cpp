@@ -1,5 +1,5 @@
 // The complete workflow through the C++ API: configure from the environment, migrate, register
-// and log in a user, run a stream (start, viewers, stop) while a subscriber watches, read its
+// and log in a user, protect the account with TOTP MFA and log in through it, run a stream (start, viewers, stop) while a subscriber watches, read its
 // event history, append to the event store with optimistic concurrency, an RAII transaction,
 // cache with a TTL.
 //
@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <ctime>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -43,6 +45,26 @@ int main() {
         std::cout << "logged in as " << user->username() << ", last login " << user->last_login_at().value_or("-") << "\n";
 
         rootstream::cache::RedisClient redis(config);
+
+        // Second factor: enroll, confirm with a first code, then log in through it.
+        rootstream::auth::MFAManager mfa(config, db, &redis);
+        models::SessionModel sessions(config, db, redis);
+        if (mfa.status(user->id()).at("enabled").get<bool>()) mfa.unenroll(user->id());
+        auto enrollment = mfa.begin_enrollment(user->id(), user->email());
+        std::cout << "scan this with an authenticator app: " << enrollment.qr_png.size() << "-byte PNG / "
+                  << enrollment.qr_svg.size() << "-byte SVG QR code\n";
+        auto now = static_cast<std::uint64_t>(std::time(nullptr));
+        auto backup_codes =
+            mfa.confirm_enrollment(user->id(), rootstream::auth::totp_code(enrollment.secret_base32, now - 30), "203.0.113.9");
+        std::cout << "MFA on; " << backup_codes.size() << " backup codes issued\n";
+        auto login = sessions.create(user->id(), {"desktop-91c2", "203.0.113.9", "RootStream/1.0 (Windows)", "Lyon, FR"},
+                                     /*remember_me=*/true, /*mfa_required=*/true);
+        std::cout << "password accepted; session usable now? " << std::boolalpha
+                  << sessions.is_valid(login.token, "desktop-91c2") << "\n";
+        mfa.complete_login(sessions, login.token, "desktop-91c2", rootstream::auth::totp_code(enrollment.secret_base32));
+        std::cout << "after the second factor? " << sessions.is_valid(login.token, "desktop-91c2") << "\n";
+        std::cout << "your devices: " << sessions.list(user->id()).size() << " active session(s)\n";
+
         std::mutex m;
         std::condition_variable cv;
         std::vector<std::string> seen;

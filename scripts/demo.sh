@@ -16,6 +16,8 @@ if [[ -z ${RSDB_DEMO_INNER:-} ]]; then
     RSDB_DEMO_INNER=1 exec bash "$ROOT/scripts/stack.sh" run -- bash "$ROOT/scripts/demo.sh"
 fi
 
+# MFA secrets are encrypted at rest: the examples need a master key; a throw-away one will do.
+export ROOTSTREAM_MASTER_KEY=${ROOTSTREAM_MASTER_KEY:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
 rsdb=$BUILD/cargo/debug/rsdb
 printf '\n== rsdb migrate\n'
 "$rsdb" migrate

@@ -41,6 +41,9 @@ fi
 # ---- inside the stack -----------------------------------------------------------------------
 cd "$ROOT"
 : >"$LOG"
+# MFA secrets are encrypted at rest: the examples need a master key; a throw-away one will do.
+export ROOTSTREAM_MASTER_KEY=${ROOTSTREAM_MASTER_KEY:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
+
 status=0
 
 say "cargo test"
