@@ -264,22 +264,66 @@ bool redis_answers_ping(const std::string& host, int port, std::chrono::millisec
     return reply.rfind("+PONG\r\n", 0) == 0;
 }
 
-::testing::AssertionResult restart_redis(const Stack& stack) {
+namespace {
+
+::testing::AssertionResult run_stack_step(const Stack& stack, const char* step) {
     if (stack.stack_dir.empty() || stack.redis_port <= 0) {
         return ::testing::AssertionFailure()
-               << "ROOTSTREAM_STACK_DIR and ROOTSTREAM_REDIS_PORT are needed to restart Redis; " << kHowToRun;
+               << "ROOTSTREAM_STACK_DIR and ROOTSTREAM_REDIS_PORT are needed to stop or start Redis; " << kHowToRun;
     }
     // The stack script owns how its Redis is started; it restarts it on the same port.
     const std::string script = std::string(RSDB_SOURCE_DIR) + "/scripts/stack.sh";
-    for (const char* step : {"redis-stop", "redis-start"}) {
-        int rc = run_program({find_program("bash"), script, step, stack.stack_dir});
-        if (rc != 0) return ::testing::AssertionFailure() << "stack.sh " << step << " exited with status " << rc;
-    }
-    if (!redis_answers_ping(stack.host, stack.redis_port)) {
-        return ::testing::AssertionFailure() << "redis-server did not answer PING on port " << stack.redis_port
-                                             << " after the restart (see " << stack.stack_dir << "/redis.log)";
+    int rc = run_program({find_program("bash"), script, step, stack.stack_dir});
+    if (rc != 0) return ::testing::AssertionFailure() << "stack.sh " << step << " exited with status " << rc;
+    return ::testing::AssertionSuccess();
+}
+
+}  // namespace
+
+::testing::AssertionResult stop_redis(const Stack& stack) {
+    auto stopped = run_stack_step(stack, "redis-stop");
+    if (!stopped) return stopped;
+    if (redis_answers_ping(stack.host, stack.redis_port, std::chrono::milliseconds(200))) {
+        return ::testing::AssertionFailure() << "something still answers PING on port " << stack.redis_port
+                                             << " after stack.sh redis-stop";
     }
     return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult start_redis(const Stack& stack) {
+    auto started = run_stack_step(stack, "redis-start");
+    if (!started) return started;
+    if (!redis_answers_ping(stack.host, stack.redis_port)) {
+        return ::testing::AssertionFailure() << "redis-server did not answer PING on port " << stack.redis_port
+                                             << " after the start (see " << stack.stack_dir << "/redis.log)";
+    }
+    return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult restart_redis(const Stack& stack) {
+    auto stopped = run_stack_step(stack, "redis-stop");
+    if (!stopped) return stopped;
+    return start_redis(stack);
+}
+
+ScopedRedisOutage::ScopedRedisOutage(const Stack& stack) : stack_(stack), stopped_(stop_redis(stack)) {
+    // Even a failed stop may have taken the server down half-way: the destructor starts it then too.
+    down_ = true;
+}
+
+ScopedRedisOutage::~ScopedRedisOutage() {
+    if (down_) {
+        EXPECT_TRUE(restart()) << "the stack's Redis could not be started again";
+    }
+}
+
+::testing::AssertionResult ScopedRedisOutage::restart() {
+    if (!down_) return ::testing::AssertionSuccess();
+    down_ = false;
+    if (redis_answers_ping(stack_.host, stack_.redis_port, std::chrono::milliseconds(200))) {
+        return ::testing::AssertionSuccess();  // the stop never happened
+    }
+    return start_redis(stack_);
 }
 
 std::string last_error() {

@@ -48,6 +48,32 @@ bool redis_answers_ping(const std::string& host, int port,
 /// with the same pidfile, so the stack still stops it at the end.
 ::testing::AssertionResult restart_redis(const Stack& stack);
 
+/// The two halves of restart_redis: `stop_redis` shuts the stack's Redis server down
+/// (`scripts/stack.sh redis-stop`) and checks that nothing answers on its port any more;
+/// `start_redis` starts it again on the same port and waits until it answers PING.
+::testing::AssertionResult stop_redis(const Stack& stack);
+::testing::AssertionResult start_redis(const Stack& stack);
+
+/// Stops the stack's Redis for the lifetime of the object; the destructor starts it again (if
+/// `restart()` has not already done so), so a failing test never leaves the stack without Redis.
+class ScopedRedisOutage {
+public:
+    explicit ScopedRedisOutage(const Stack& stack);
+    ~ScopedRedisOutage();
+    ScopedRedisOutage(const ScopedRedisOutage&) = delete;
+    ScopedRedisOutage& operator=(const ScopedRedisOutage&) = delete;
+
+    /// Whether the server was stopped (and why not, when it was not).
+    const ::testing::AssertionResult& stopped() const { return stopped_; }
+    /// Starts the server again now.
+    ::testing::AssertionResult restart();
+
+private:
+    Stack stack_;
+    ::testing::AssertionResult stopped_;
+    bool down_ = false;
+};
+
 /// rsdb_last_error() as a string ("<no error>" when it is NULL), for failure messages.
 std::string last_error();
 

@@ -16,6 +16,9 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The reason logged for an attempt refused during a lockout.
+const LOCKED_REASON: &str = "locked out";
+
 /// Backup codes per user.
 pub const BACKUP_CODES: usize = 10;
 /// Crockford's base32 alphabet: no I, L, O or U, so codes survive being read aloud or written
@@ -134,6 +137,14 @@ impl MfaManager {
             return Err(Error::State(format!("user {user_id} already has MFA enabled; unenroll first")));
         }
         let secret = random::bytes(20)?;
+        // Everything that can refuse the request runs before anything is written.
+        let uri = totp::otpauth_uri(&secret, &self.params, &self.issuer, account_name)?;
+        let enrollment = Enrollment {
+            secret_base32: totp::base32(&secret),
+            qr_svg: qr::svg(&uri)?,
+            qr_png: qr::png(&uri, 6)?,
+            otpauth_uri: uri,
+        };
         let (key_id, sealed) = self.keyring.seal(&context(user_id), &secret)?;
         let n = self
             .db
@@ -156,13 +167,7 @@ impl MfaManager {
         if n == 0 {
             return Err(Error::NotFound(format!("user {user_id}")));
         }
-        let uri = totp::otpauth_uri(&secret, &self.params, &self.issuer, account_name)?;
-        Ok(Enrollment {
-            secret_base32: totp::base32(&secret),
-            qr_svg: qr::svg(&uri)?,
-            qr_png: qr::png(&uri, 6)?,
-            otpauth_uri: uri,
-        })
+        Ok(enrollment)
     }
 
     /// Confirms enrollment with a first valid code; returns the backup codes (shown once).
@@ -203,7 +208,7 @@ impl MfaManager {
         session_id: Option<i64>,
         method: &str,
     ) -> Result<bool> {
-        self.ensure_not_locked(user_id).await?;
+        self.ensure_not_locked(user_id, method, ip, session_id).await?;
         let row = self
             .db
             .query_opt(
@@ -258,7 +263,7 @@ impl MfaManager {
         ip: Option<&str>,
         session_id: Option<i64>,
     ) -> Result<bool> {
-        self.ensure_not_locked(user_id).await?;
+        self.ensure_not_locked(user_id, "backup_code", ip, session_id).await?;
         let normalized = normalize_backup(code);
         let hashes: Vec<String> = self
             .keyring
@@ -369,19 +374,28 @@ impl MfaManager {
             .query_opt(
                 "WITH recent AS (
                      SELECT created_at FROM mfa_attempts
-                     WHERE user_id = $1 AND NOT success
+                     WHERE user_id = $1 AND NOT success AND reason <> $4
                        AND created_at > now() - make_interval(secs => $2)
                        AND created_at > COALESCE((SELECT max(created_at) FROM mfa_attempts WHERE user_id = $1 AND success), '-infinity')
                      ORDER BY created_at DESC LIMIT $3)
                  SELECT CASE WHEN count(*) >= $3 THEN min(created_at) + make_interval(secs => $2) END FROM recent",
-                &[&user_id, &self.window.as_secs_f64(), &self.max_failures],
+                &[&user_id, &self.window.as_secs_f64(), &self.max_failures, &LOCKED_REASON],
             )
             .await?;
         Ok(row.and_then(|r| r.get(0)))
     }
 
-    async fn ensure_not_locked(&self, user_id: i64) -> Result<()> {
+    /// Refuses (and logs) an attempt while the user is locked out. Refused attempts do not count
+    /// toward the lockout, so hammering a locked account does not extend the lock.
+    async fn ensure_not_locked(
+        &self,
+        user_id: i64,
+        method: &str,
+        ip: Option<&str>,
+        session_id: Option<i64>,
+    ) -> Result<()> {
         if let Some(until) = self.locked_until(user_id).await? {
+            self.log_attempt(user_id, session_id, method, false, LOCKED_REASON, ip).await?;
             return Err(Error::Locked(format!(
                 "too many failed MFA attempts; try again after {}",
                 crate::models::ts(&until)

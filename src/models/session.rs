@@ -272,6 +272,7 @@ impl SessionModel {
         if device.fingerprint.is_empty() || device.fingerprint.len() > 512 {
             return Err(Error::invalid("device fingerprint must have 1 to 512 bytes"));
         }
+        crate::models::check_text("fingerprint", &device.fingerprint, 512, false)?;
         for (name, v, max) in [
             ("ip_address", &device.ip_address, 64),
             ("user_agent", &device.user_agent, 1024),
