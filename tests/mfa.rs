@@ -122,12 +122,11 @@ async fn five_failures_lock_the_user_out_until_the_window_passes() {
     assert!(matches!(locked, Error::Locked(_)), "even the right code is refused while locked: {locked}");
     assert!(matches!(e.mfa.verify_backup_code(e.user_id, "AAAAA-AAAAA", None, None).await, Err(Error::Locked(_))));
     assert!(e.mfa.status(e.user_id).await.unwrap().locked_until.is_some());
-    let refused: i64 = e
-        .db
-        .query("SELECT count(*) FROM mfa_attempts WHERE user_id = $1 AND reason = 'locked out'", &[&e.user_id])
-        .await
-        .unwrap()[0]
-        .get(0);
+    let refused: i64 =
+        e.db.query("SELECT count(*) FROM mfa_attempts WHERE user_id = $1 AND reason = 'locked out'", &[&e.user_id])
+            .await
+            .unwrap()[0]
+            .get(0);
     assert_eq!(refused, 2, "attempts refused by the lock are logged too");
     tokio::time::sleep(Duration::from_millis(3300)).await;
     let t2 = fresh_totp_time();

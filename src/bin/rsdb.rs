@@ -2,7 +2,9 @@
 //! variables (and `--database-url` / `--redis-url`).
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::db::migrations;
+use rootstream_db::models::session::{SessionModel, SessionSettings};
 use rootstream_db::runtime::block_on;
 use rootstream_db::{Config, DatabaseManager, Error, RedisClient};
 use std::process::ExitCode;
@@ -30,6 +32,82 @@ fn cli() -> Command {
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
         )
         .subcommand(Command::new("config").about("Print the effective configuration, secrets masked"))
+        .subcommand(
+            Command::new("sessions")
+                .about("Session maintenance")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("cleanup").about("End expired and idle sessions; delete those ended over 30 days ago"),
+                )
+                .subcommand(
+                    Command::new("revoke-all")
+                        .about("Revoke every session of a user")
+                        .arg(Arg::new("user").long("user").required(true).value_parser(clap::value_parser!(i64))),
+                ),
+        )
+        .subcommand(
+            Command::new("mfa")
+                .about("MFA administration (needs ROOTSTREAM_MASTER_KEY)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("status")
+                        .about("Show a user's MFA state")
+                        .arg(Arg::new("user").long("user").required(true).value_parser(clap::value_parser!(i64))),
+                )
+                .subcommand(
+                    Command::new("reset")
+                        .about("Lost device without backup codes: remove MFA and revoke the user's sessions")
+                        .arg(Arg::new("user").long("user").required(true).value_parser(clap::value_parser!(i64))),
+                )
+                .subcommand(Command::new("rotate-keys").about("Re-encrypt MFA secrets under the current master key")),
+        )
+}
+
+fn sessions_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+    let db = DatabaseManager::new(cfg)?;
+    let redis = RedisClient::new(cfg)?;
+    let sessions = SessionModel::new(db, redis, SessionSettings::from_config(cfg));
+    match m.subcommand() {
+        Some(("cleanup", _)) => {
+            let (ended, deleted) = block_on(sessions.cleanup_expired(std::time::Duration::from_secs(30 * 86400)))?;
+            println!("ended {ended} expired or idle sessions, deleted {deleted} old ones");
+        }
+        Some(("revoke-all", sub)) => {
+            let user = *sub.get_one::<i64>("user").expect("required");
+            let n = block_on(sessions.revoke_all(user, None, "revoked by an operator"))?;
+            println!("revoked {n} sessions of user {user}");
+        }
+        _ => return Err(Error::invalid("unknown sessions command")),
+    }
+    Ok(())
+}
+
+fn mfa_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+    let db = DatabaseManager::new(cfg)?;
+    let redis = cfg.redis_url.as_ref().map(|_| RedisClient::new(cfg)).transpose()?;
+    let mfa = MfaManager::new(db.clone(), redis.clone(), cfg)?;
+    match m.subcommand() {
+        Some(("status", sub)) => {
+            let user = *sub.get_one::<i64>("user").expect("required");
+            println!("{}", serde_json::to_string_pretty(&block_on(mfa.status(user))?)?);
+        }
+        Some(("reset", sub)) => {
+            let user = *sub.get_one::<i64>("user").expect("required");
+            block_on(mfa.unenroll(user))?;
+            println!("MFA removed for user {user}");
+            if let Some(redis) = redis {
+                let sessions = SessionModel::new(db, redis, SessionSettings::from_config(cfg));
+                let n = block_on(sessions.revoke_all(user, None, "mfa reset"))?;
+                println!("revoked {n} sessions; the user logs in with the password and enrolls again");
+            }
+        }
+        Some(("rotate-keys", _)) => {
+            let n = block_on(mfa.rotate_keys())?;
+            println!("re-encrypted {n} MFA secrets under the current master key");
+        }
+        _ => return Err(Error::invalid("unknown mfa command")),
+    }
+    Ok(())
 }
 
 fn config(m: &ArgMatches) -> Result<Config, Error> {
@@ -92,6 +170,8 @@ fn main() -> ExitCode {
     let result = config(&m).and_then(|cfg| match m.subcommand() {
         Some(("migrate", _)) => migrate(&cfg),
         Some(("health", sub)) => health(&cfg, sub.get_flag("json")),
+        Some(("sessions", sub)) => sessions_cmd(&cfg, sub),
+        Some(("mfa", sub)) => mfa_cmd(&cfg, sub),
         Some(("config", _)) => {
             println!("{cfg:#?}");
             Ok(())
@@ -102,10 +182,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rsdb: {e}");
-            // Exit codes: 2 usage/config, 3 connection or timeout, 1 anything else.
+            // Exit codes: 2 usage/config, 3 connection or timeout, 4 not found, 1 anything else.
             ExitCode::from(match e {
                 Error::Config(_) | Error::InvalidArgument(_) => 2,
                 Error::Connection(_) | Error::Timeout(_) => 3,
+                Error::NotFound(_) => 4,
                 _ => 1,
             })
         }
