@@ -59,8 +59,9 @@ else
     grep -E '^ *[0-9]+/[0-9]+ Test|tests passed|\[  FAILED  \]|Failure|error' "$CTEST_LOG" | tail -n 200 | tee -a "$LOG"
     echo "full ctest output: $CTEST_LOG"
 fi
-gtest_passed=$(grep -Eo '\[  PASSED  \] [0-9]+ test' "$CTEST_LOG" | awk '{s += $4} END {print s + 0}')
-gtest_failed=$(grep -Eo '\[  FAILED  \] [0-9]+ test' "$CTEST_LOG" | awk '{s += $4} END {print s + 0}')
+# (grep finds nothing when nothing failed: `|| true` keeps errexit and pipefail from stopping here.)
+gtest_passed=$({ grep -Eo '\[  PASSED  \] [0-9]+ test' "$CTEST_LOG" || true; } | awk '{s += $4} END {print s + 0}')
+gtest_failed=$({ grep -Eo '\[  FAILED  \] [0-9]+ test' "$CTEST_LOG" || true; } | awk '{s += $4} END {print s + 0}')
 echo "Google Test cases: $gtest_passed passed, $gtest_failed failed"
 
 say "consumer projects: installed package and source tree"
@@ -91,8 +92,8 @@ for lang in c cpp; do
 done
 
 # One closing line over every runner: cargo's per-binary results, ctest's and the consumers'.
-cargo_passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s += $4} END {print s + 0}')
-cargo_failed=$(grep -Eo '; [0-9]+ failed' "$LOG" | awk '{s += $2} END {print s + 0}')
+cargo_passed=$({ grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" || true; } | awk '{s += $4} END {print s + 0}')
+cargo_failed=$({ grep -Eo '; [0-9]+ failed' "$LOG" || true; } | awk '{s += $2} END {print s + 0}')
 ctest_line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$LOG" | tail -n 1 || true)
 [[ -n $ctest_line ]] || { echo "ctest printed no summary"; status=1; }
 # Each gtest binary is one ctest test: count its cases instead; other ctest tests count as one.
