@@ -115,6 +115,11 @@
 #define RSDB_ERR_LOCKED -18
 
 /*
+ Stored data failed its integrity check (a changed byte, a missing or truncated file).
+ */
+#define RSDB_ERR_INTEGRITY -19
+
+/*
  Any other failure.
  */
 #define RSDB_ERR_INTERNAL -99

@@ -26,6 +26,7 @@ pub const KEYS: &[&str] = &[
     "master_key_id",
     "master_keys_old",
     "backup_dir",
+    "pg_bin_dir",
     "instance_id",
     "session_ttl_s",
     "session_remember_ttl_s",
@@ -77,6 +78,9 @@ pub struct Config {
     pub master_keys_old: Vec<String>,
     /// Directory for local backups.
     pub backup_dir: Option<PathBuf>,
+    /// Where pg_dump, pg_restore and friends live (default: PostgreSQL 15's Debian directory
+    /// when it exists, else the PATH).
+    pub pg_bin_dir: Option<PathBuf>,
     /// Identifier of this process among cooperating instances (default: host name + pid).
     pub instance_id: String,
     /// Absolute session lifetime (default 24 h).
@@ -118,6 +122,7 @@ impl Default for Config {
             master_key_id: None,
             master_keys_old: Vec::new(),
             backup_dir: None,
+            pg_bin_dir: None,
             instance_id: default_instance_id(),
             session_ttl: Duration::from_secs(24 * 3600),
             session_remember_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -254,6 +259,7 @@ impl Config {
             }
             "mfa_lockout_window_s" => self.mfa_lockout_window = parse_secs(key, value)?,
             "backup_dir" => self.backup_dir = non_empty(value).map(PathBuf::from),
+            "pg_bin_dir" => self.pg_bin_dir = non_empty(value).map(PathBuf::from),
             "instance_id" => {
                 self.instance_id =
                     non_empty(value).ok_or_else(|| Error::Config("instance_id must not be empty".into()))?
@@ -322,6 +328,7 @@ impl fmt::Debug for Config {
             .field("master_key_id", &self.master_key_id)
             .field("master_keys_old", &format!("<{} keys>", self.master_keys_old.len()))
             .field("backup_dir", &self.backup_dir)
+            .field("pg_bin_dir", &self.pg_bin_dir)
             .field("instance_id", &self.instance_id)
             .field("session_ttl", &self.session_ttl)
             .field("session_remember_ttl", &self.session_remember_ttl)

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     MfaRequired = -17,
     /// Too many failed attempts: locked out for a while.
     Locked = -18,
+    /// Stored data failed its integrity check (a changed byte, a missing or truncated file).
+    Integrity = -19,
     /// Anything else.
     Internal = -99,
 }
@@ -91,6 +93,8 @@ pub enum Error {
     MfaRequired(String),
     #[error("locked: {0}")]
     Locked(String),
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -118,6 +122,7 @@ impl Error {
             Error::Auth(_) => ErrorCode::Auth,
             Error::MfaRequired(_) => ErrorCode::MfaRequired,
             Error::Locked(_) => ErrorCode::Locked,
+            Error::Integrity(_) => ErrorCode::Integrity,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -4,6 +4,7 @@
 //! `include/rootstream_db.h`) and a C++ API (`rootstream::…` classes in `cpp/`).
 
 pub mod auth;
+pub mod backup;
 pub mod cache;
 pub mod config;
 pub mod db;

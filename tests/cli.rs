@@ -39,7 +39,7 @@ async fn migrate_health_and_the_mfa_reset_of_a_lost_device() {
     let cfg = secure_config().await;
     let out = rsdb(&cfg, &["migrate"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("applied 001, 002"), "{}", text(&out));
+    assert!(text(&out).contains("applied 001, 002, 003"), "{}", text(&out));
     let out = rsdb(&cfg, &["health"]);
     assert!(
         out.status.success() && text(&out).contains("postgres: ok") && text(&out).contains("redis: ok"),

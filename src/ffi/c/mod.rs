@@ -60,6 +60,8 @@ pub const RSDB_ERR_AUTH: c_int = -16;
 pub const RSDB_ERR_MFA_REQUIRED: c_int = -17;
 /// Too many failed attempts; locked out until the lockout window has passed.
 pub const RSDB_ERR_LOCKED: c_int = -18;
+/// Stored data failed its integrity check (a changed byte, a missing or truncated file).
+pub const RSDB_ERR_INTEGRITY: c_int = -19;
 /// Any other failure.
 pub const RSDB_ERR_INTERNAL: c_int = -99;
 
@@ -196,6 +198,7 @@ pub extern "C" fn rsdb_status_name(status: c_int) -> *const c_char {
         RSDB_ERR_AUTH => b"authentication failed\0",
         RSDB_ERR_MFA_REQUIRED => b"second factor required\0",
         RSDB_ERR_LOCKED => b"locked\0",
+        RSDB_ERR_INTEGRITY => b"integrity check failed\0",
         _ => b"internal error\0",
     };
     s.as_ptr() as *const c_char
@@ -235,6 +238,7 @@ mod tests {
             (RSDB_ERR_AUTH, ErrorCode::Auth),
             (RSDB_ERR_MFA_REQUIRED, ErrorCode::MfaRequired),
             (RSDB_ERR_LOCKED, ErrorCode::Locked),
+            (RSDB_ERR_INTEGRITY, ErrorCode::Integrity),
             (RSDB_ERR_INTERNAL, ErrorCode::Internal),
         ];
         for (c, e) in pairs {

@@ -1,0 +1,6 @@
+//! Backups: encrypted, compressed, verifiable archives of PostgreSQL databases.
+
+pub mod archive;
+pub mod logical;
+
+pub use logical::{BackupInfo, BackupManager, Manifest, RestoreReport};
