@@ -125,6 +125,11 @@
 #define RSDB_ERR_INTERNAL -99
 
 /*
+ Backups of `cfg`'s database into its `backup_dir`. Thread-safe.
+ */
+typedef struct rsdb_backup rsdb_backup;
+
+/*
  Library configuration. Create with `rsdb_config_new` or `rsdb_config_from_env`.
  */
 typedef struct rsdb_config rsdb_config;
@@ -430,6 +435,44 @@ int rsdb_mfa_rotate_keys(const rsdb_mfa *mfa, uint64_t *rotated);
  authenticator app shows. For tests, tools and demos; `*code` receives it.
  */
 int rsdb_totp_code(const char *secret_base32, uint64_t unix_time, char **code);
+
+/*
+ Creates a backup handle. Needs `database_url`, `backup_dir` and `master_key` in `cfg`
+ (`RSDB_ERR_CONFIG` otherwise). Release with `rsdb_backup_free`.
+ */
+int rsdb_backup_new(const rsdb_config *cfg, const rsdb_db *db, rsdb_backup **out);
+
+/*
+ Releases a backup handle. NULL is accepted.
+ */
+void rsdb_backup_free(rsdb_backup *h);
+
+/*
+ Takes a full logical backup; `*manifest_json` (may be NULL) receives its manifest
+ (`backup_id`, sizes, checksum, row counts, ...). On failure the history row is `failed`.
+ */
+int rsdb_backup_create_full(const rsdb_backup *backup, char **manifest_json);
+
+/*
+ Reads a backup back completely. `RSDB_ERR_INTEGRITY` names the file and chunk at fault;
+ `RSDB_ERR_NOT_FOUND` for an unknown backup. `*manifest_json` may be NULL.
+ */
+int rsdb_backup_verify(const rsdb_backup *backup, const char *backup_id, char **manifest_json);
+
+/*
+ Verifies a backup, restores it into the existing (empty) database at `target_url`, and checks
+ every table's row count. `*report_json` (may be NULL) receives
+ `{"backup_id","target","tables_checked","rows_restored"}`.
+ */
+int rsdb_backup_restore(const rsdb_backup *backup,
+                        const char *backup_id,
+                        const char *target_url,
+                        char **report_json);
+
+/*
+ The backup history, newest first, as a JSON array.
+ */
+int rsdb_backup_list(const rsdb_backup *backup, char **backups_json);
 
 /*
  Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).

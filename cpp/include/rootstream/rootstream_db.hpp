@@ -4,6 +4,7 @@
 #include "rootstream/auth/mfa_manager.h"
 #include "rootstream/cache/redis_client.h"
 #include "rootstream/config.h"
+#include "rootstream/database/backup_manager.h"
 #include "rootstream/database/database_manager.h"
 #include "rootstream/database/models/session_model.h"
 #include "rootstream/database/models/stream_model.h"

@@ -11,6 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -3,6 +3,7 @@
 //! rethrow them as `rootstream::Error` with the same numeric code as the C API.
 
 use crate::auth::mfa::MfaManager;
+use crate::backup::BackupManager;
 use crate::cache::RedisClient;
 use crate::config::Config;
 use crate::db::{migrations, DatabaseManager, Transaction};
@@ -178,6 +179,13 @@ mod bridge {
         fn cleanup(self: &SessionsBox) -> Result<String>;
         fn stats_json(self: &SessionsBox) -> String;
 
+        type BackupBox;
+        fn backup_new(cfg: &ConfigBox, db: &DbBox) -> Result<Box<BackupBox>>;
+        fn create_full(self: &BackupBox) -> Result<String>;
+        fn verify(self: &BackupBox, backup_id: &str) -> Result<String>;
+        fn restore(self: &BackupBox, backup_id: &str, target_url: &str) -> Result<String>;
+        fn list(self: &BackupBox) -> Result<String>;
+
         type MfaBox;
         fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Result<Box<MfaBox>>;
         fn mfa_new_without_redis(cfg: &ConfigBox, db: &DbBox) -> Result<Box<MfaBox>>;
@@ -246,6 +254,28 @@ impl SessionsBox {
     }
     fn stats_json(&self) -> String {
         serde_json::to_string(&self.0.stats()).unwrap_or_default()
+    }
+}
+
+/// Backups behind `rootstream::database::BackupManager` and `RecoveryManager`.
+pub struct BackupBox(BackupManager);
+
+fn backup_new(cfg: &ConfigBox, db: &DbBox) -> R<Box<BackupBox>> {
+    Ok(Box::new(BackupBox(BackupManager::new(db.0.clone(), &cfg.0)?)))
+}
+
+impl BackupBox {
+    fn create_full(&self) -> R<String> {
+        to_json(&block_on(self.0.create_full())?)
+    }
+    fn verify(&self, backup_id: &str) -> R<String> {
+        to_json(&self.0.verify(backup_id)?)
+    }
+    fn restore(&self, backup_id: &str, target_url: &str) -> R<String> {
+        to_json(&block_on(self.0.restore(backup_id, target_url))?)
+    }
+    fn list(&self) -> R<String> {
+        to_json(&block_on(self.0.list())?)
     }
 }
 
