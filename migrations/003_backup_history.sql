@@ -1,10 +1,10 @@
--- Every backup attempt, from start to completed or failed.
+-- Every backup attempt, from start to completed or failed, and deleted by retention.
 CREATE TABLE backup_history (
     id                      BIGSERIAL PRIMARY KEY,
     backup_id               TEXT        NOT NULL UNIQUE,
     backup_type             TEXT        NOT NULL CHECK (backup_type IN ('full', 'incremental', 'differential')),
     method                  TEXT        NOT NULL,
-    status                  TEXT        NOT NULL CHECK (status IN ('in_progress', 'completed', 'failed')),
+    status                  TEXT        NOT NULL CHECK (status IN ('in_progress', 'completed', 'failed', 'deleted')),
     storage                 TEXT        NOT NULL,
     path                    TEXT        NOT NULL,
     database_name           TEXT,
@@ -17,6 +17,7 @@ CREATE TABLE backup_history (
     stop_lsn                TEXT,
     started_at              TIMESTAMPTZ NOT NULL DEFAULT now(),
     finished_at             TIMESTAMPTZ,
+    deleted_at              TIMESTAMPTZ,
     error_message           TEXT,
     metadata                JSONB       NOT NULL DEFAULT '{}'::jsonb
 );

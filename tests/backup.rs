@@ -202,3 +202,31 @@ async fn the_cli_creates_lists_verifies_and_restores_with_clear_exit_codes() {
     let (code, _) = run(&["backup", "verify", "no-such-backup"]);
     assert_eq!(code, Some(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_backups_but_never_the_newest_full_one() {
+    let (_cfg, db, bm, dir) = setup().await;
+    let a = bm.create_full().await.unwrap().backup_id;
+    let b = bm.create_full().await.unwrap().backup_id;
+    let c = bm.create_full().await.unwrap().backup_id;
+    // All three are older than the 30-day full-backup period.
+    db.execute("UPDATE backup_history SET finished_at = now() - interval '40 days' + (id * interval '1 minute')", &[])
+        .await
+        .unwrap();
+    let report = bm.cleanup(&rootstream_db::backup::RetentionPolicy::default()).await.unwrap();
+    let mut deleted = report.deleted.clone();
+    deleted.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(deleted, want, "the newest full backup stays even when it is old");
+    assert!(report.bytes_freed > 0);
+    assert!(!std::path::Path::new(dir.path()).join(&a).exists());
+    assert!(std::path::Path::new(dir.path()).join(&c).exists());
+    bm.verify(&c).unwrap();
+    let statuses: Vec<(String, String)> =
+        bm.list().await.unwrap().into_iter().map(|i| (i.backup_id, i.status)).collect();
+    assert!(statuses.contains(&(a, "deleted".into())));
+    assert!(statuses.contains(&(c, "completed".into())));
+    // A second run finds nothing more to do.
+    assert!(bm.cleanup(&rootstream_db::backup::RetentionPolicy::default()).await.unwrap().deleted.is_empty());
+}

@@ -82,6 +82,31 @@ pub struct RestoreReport {
     pub rows_restored: i64,
 }
 
+/// How long backups are kept, per type, and how many are kept whatever their age.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetentionPolicy {
+    pub full: std::time::Duration,
+    pub incremental: std::time::Duration,
+    pub differential: std::time::Duration,
+    /// Completed backups of each type kept regardless of age (at least 1 full is always kept).
+    pub keep_last: usize,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        let day = std::time::Duration::from_secs(86400);
+        RetentionPolicy { full: day * 30, incremental: day * 7, differential: day * 3, keep_last: 1 }
+    }
+}
+
+/// What `cleanup` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    pub deleted: Vec<String>,
+    pub kept: usize,
+    pub bytes_freed: u64,
+}
+
 /// Backups of the configured database into `backup_dir`.
 #[derive(Clone)]
 pub struct BackupManager {
@@ -383,6 +408,61 @@ impl BackupManager {
         })
     }
 
+    /// Deletes completed backups older than the policy allows for their type, except the newest
+    /// `keep_last` of each type — so the newest full backup, the one every restore needs, is
+    /// never deleted. Failed attempts older than the full-backup period are dropped from the
+    /// history. Deleted backups stay in the history as `deleted`.
+    pub async fn cleanup(&self, policy: &RetentionPolicy) -> Result<CleanupReport> {
+        let rows = self
+            .db
+            .query(
+                "SELECT backup_id, backup_type, path, finished_at,
+                        row_number() OVER (PARTITION BY backup_type ORDER BY finished_at DESC, id DESC)
+                 FROM backup_history WHERE status = 'completed' ORDER BY finished_at",
+                &[],
+            )
+            .await?;
+        let now = Utc::now();
+        let mut report = CleanupReport::default();
+        for r in &rows {
+            let (id, kind, path): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            let finished: Option<DateTime<Utc>> = r.get(3);
+            let rank: i64 = r.get(4);
+            let keep_for = match kind.as_str() {
+                "full" => policy.full,
+                "incremental" => policy.incremental,
+                _ => policy.differential,
+            };
+            let age = finished.map(|f| (now - f).to_std().unwrap_or_default()).unwrap_or_default();
+            let protected = rank as usize <= policy.keep_last.max(if kind == "full" { 1 } else { 0 });
+            if protected || age <= keep_for {
+                report.kept += 1;
+                continue;
+            }
+            let dir = PathBuf::from(&path);
+            // Only a directory that is this backup's own is removed.
+            if dir.file_name().map(|n| n == id.as_str()).unwrap_or(false) && dir.exists() {
+                report.bytes_freed += dir_size(&dir);
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| Error::Io(format!("cannot delete {}: {e}", dir.display())))?;
+            }
+            self.db
+                .execute(
+                    "UPDATE backup_history SET status = 'deleted', deleted_at = now() WHERE backup_id = $1",
+                    &[&id],
+                )
+                .await?;
+            report.deleted.push(id);
+        }
+        self.db
+            .execute(
+                "DELETE FROM backup_history WHERE status = 'failed' AND started_at < now() - make_interval(secs => $1)",
+                &[&policy.full.as_secs_f64()],
+            )
+            .await?;
+        Ok(report)
+    }
+
     /// Backups recorded in `backup_history`, newest first.
     pub async fn list(&self) -> Result<Vec<BackupInfo>> {
         let rows = self
@@ -410,6 +490,12 @@ impl BackupManager {
             })
             .collect())
     }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|it| it.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> Result<()> {

@@ -3,4 +3,4 @@
 pub mod archive;
 pub mod logical;
 
-pub use logical::{BackupInfo, BackupManager, Manifest, RestoreReport};
+pub use logical::{BackupInfo, BackupManager, CleanupReport, Manifest, RestoreReport, RetentionPolicy};

@@ -3,7 +3,7 @@
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rootstream_db::auth::mfa::MfaManager;
-use rootstream_db::backup::BackupManager;
+use rootstream_db::backup::{BackupManager, RetentionPolicy};
 use rootstream_db::db::migrations;
 use rootstream_db::models::session::{SessionModel, SessionSettings};
 use rootstream_db::runtime::block_on;
@@ -54,6 +54,22 @@ fn cli() -> Command {
                 .subcommand_required(true)
                 .subcommand(Command::new("create").about("Take a full logical backup of the database"))
                 .subcommand(Command::new("list").about("List backups from the backup history"))
+                .subcommand(
+                    Command::new("cleanup")
+                        .about("Delete backups past their retention (the newest full backup is always kept)")
+                        .arg(
+                            Arg::new("full-days")
+                                .long("full-days")
+                                .default_value("30")
+                                .value_parser(clap::value_parser!(u64)),
+                        )
+                        .arg(
+                            Arg::new("keep-last")
+                                .long("keep-last")
+                                .default_value("1")
+                                .value_parser(clap::value_parser!(usize)),
+                        ),
+                )
                 .subcommand(
                     Command::new("verify")
                         .about("Read a backup back and check every byte; names the file and chunk at fault")
@@ -134,6 +150,18 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
                     b.compressed_size_bytes.unwrap_or(0),
                     b.error_message.unwrap_or_default()
                 );
+            }
+        }
+        Some(("cleanup", sub)) => {
+            let policy = RetentionPolicy {
+                full: std::time::Duration::from_secs(86400 * *sub.get_one::<u64>("full-days").expect("default")),
+                keep_last: *sub.get_one::<usize>("keep-last").expect("default"),
+                ..RetentionPolicy::default()
+            };
+            let r = block_on(bm.cleanup(&policy))?;
+            println!("deleted {} backups ({} bytes), kept {}", r.deleted.len(), r.bytes_freed, r.kept);
+            for id in r.deleted {
+                println!("  deleted {id}");
             }
         }
         Some(("verify", sub)) => {
