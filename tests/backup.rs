@@ -230,3 +230,49 @@ async fn retention_deletes_old_backups_but_never_the_newest_full_one() {
     // A second run finds nothing more to do.
     assert!(bm.cleanup(&rootstream_db::backup::RetentionPolicy::default()).await.unwrap().deleted.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_fires_every_minute_and_reports_a_missed_run() {
+    use rootstream_db::backup::{BackupScheduler, ScheduleEvent};
+    use std::sync::{Arc, Mutex};
+    let (_cfg, db, bm, _dir) = setup().await;
+    let events = Arc::new(Mutex::new(Vec::<ScheduleEvent>::new()));
+
+    // The process was down over a nightly run: the last full backup is two days old.
+    bm.create_full().await.unwrap();
+    db.execute("UPDATE backup_history SET finished_at = now() - interval '2 days'", &[]).await.unwrap();
+    let sink = events.clone();
+    let nightly =
+        BackupScheduler::start(bm.clone(), "0 3 * * *", Arc::new(move |e| sink.lock().unwrap().push(e.clone())))
+            .unwrap();
+    for _ in 0..100 {
+        if !events.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        matches!(events.lock().unwrap().first(), Some(ScheduleEvent::Missed { .. })),
+        "{:?}",
+        events.lock().unwrap()
+    );
+    drop(nightly);
+
+    events.lock().unwrap().clear();
+    let sink = events.clone();
+    let every =
+        BackupScheduler::start(bm.clone(), "* * * * *", Arc::new(move |e| sink.lock().unwrap().push(e.clone())))
+            .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let id = loop {
+        if let Some(ScheduleEvent::Completed { backup_id, .. }) =
+            events.lock().unwrap().iter().find(|e| matches!(e, ScheduleEvent::Completed { .. })).cloned()
+        {
+            break backup_id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled backup within 90 s: {:?}", events.lock().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    drop(every);
+    bm.verify(&id).unwrap();
+}

@@ -463,6 +463,18 @@ impl BackupManager {
         Ok(report)
     }
 
+    /// When the newest completed backup of a type finished.
+    pub async fn last_completed(&self, backup_type: &str) -> Result<Option<DateTime<Utc>>> {
+        let row = self
+            .db
+            .query_opt(
+                "SELECT max(finished_at) FROM backup_history WHERE status = 'completed' AND backup_type = $1",
+                &[&backup_type],
+            )
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
     /// Backups recorded in `backup_history`, newest first.
     pub async fn list(&self) -> Result<Vec<BackupInfo>> {
         let rows = self
