@@ -12,6 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cctype>
 #include <cstdint>
 #include <filesystem>
@@ -559,3 +562,62 @@ TEST_F(CBackupBase, AnIdThatIsNotUtf8IsRefusedWithErrInvalidUtf8) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- retention and schedule
+
+TEST_F(CBackupBase, RetentionDeletesOldBackupsButKeepsTheNewestFullOne) {
+    const std::string a = create_full().at("backup_id").get<std::string>();
+    const std::string b = create_full().at("backup_id").get<std::string>();
+    // Both are older than the 30-day period; b is the newer of the two.
+    ASSERT_RSDB_OK(rsdb_db_execute(db_.get(),
+                                   "UPDATE backup_history SET finished_at = now() - interval '40 days' + id * interval '1 minute'",
+                                   nullptr, nullptr));
+    OutString report;
+    ASSERT_RSDB_OK(rsdb_backup_cleanup(backup_.get(), 0, 0, 0, 1, report.out()));
+    const json r = report.parse();
+    ASSERT_EQ(r.at("deleted"), json::array({a})) << r.dump();
+    EXPECT_GT(r.at("bytes_freed").get<std::uint64_t>(), 0u);
+    EXPECT_FALSE(std::filesystem::exists(dir_->path() + "/" + a));
+    EXPECT_TRUE(std::filesystem::exists(dir_->path() + "/" + b));
+    ASSERT_RSDB_OK(rsdb_backup_verify(backup_.get(), b.c_str(), nullptr));
+    EXPECT_EQ(rsdb_backup_cleanup(nullptr, 0, 0, 0, 1, nullptr), RSDB_ERR_NULL);
+}
+
+namespace {
+struct ScheduleInbox {
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<json> events;
+};
+
+void on_schedule_event(void* user_data, const char* event_json) {
+    auto* in = static_cast<ScheduleInbox*>(user_data);
+    std::lock_guard<std::mutex> lock(in->m);
+    in->events.push_back(json::parse(event_json));
+    in->cv.notify_all();
+}
+}  // namespace
+
+TEST_F(CBackupBase, AScheduleReportsAMissedRunAndRefusesABadCronExpression) {
+    create_full();
+    ASSERT_RSDB_OK(rsdb_db_execute(db_.get(), "UPDATE backup_history SET finished_at = now() - interval '2 days'", nullptr,
+                                   nullptr));
+    ScheduleInbox inbox;
+    rsdb_backup_schedule* sched = nullptr;
+    ASSERT_RSDB_OK(rsdb_backup_schedule_start(backup_.get(), "0 3 * * *", on_schedule_event, &inbox, &sched));
+    {
+        std::unique_lock<std::mutex> lock(inbox.m);
+        ASSERT_TRUE(inbox.cv.wait_for(lock, std::chrono::seconds(5), [&] { return !inbox.events.empty(); }))
+            << "no missed-run report";
+        EXPECT_EQ(inbox.events[0].at("event"), "missed") << inbox.events[0].dump();
+        EXPECT_EQ(inbox.events[0].at("schedule"), "0 3 * * *");
+    }
+    rsdb_backup_schedule_stop(sched);
+    rsdb_backup_schedule_stop(nullptr);
+
+    rsdb_backup_schedule* bad = nullptr;
+    EXPECT_EQ(rsdb_backup_schedule_start(backup_.get(), "61 * * * *", on_schedule_event, &inbox, &bad),
+              RSDB_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(bad, nullptr);
+    EXPECT_EQ(rsdb_backup_schedule_start(backup_.get(), "* * * * *", nullptr, &inbox, &bad), RSDB_ERR_NULL);
+}

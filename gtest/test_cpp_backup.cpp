@@ -12,6 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cctype>
 #include <cstdint>
 #include <filesystem>
@@ -410,3 +413,35 @@ TEST_F(CppBackupBase, AMissingBackupDirOrMasterKeyIsAConfigError) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- retention and schedule
+
+TEST_F(CppBackupBase, RetentionDeletesOldBackupsButKeepsTheNewestFullOne) {
+    const std::string a = backups_->create_full().at("backup_id").get<std::string>();
+    const std::string b = backups_->create_full().at("backup_id").get<std::string>();
+    db_->execute("UPDATE backup_history SET finished_at = now() - interval '40 days' + id * interval '1 minute'");
+    const json r = backups_->cleanup();
+    ASSERT_EQ(r.at("deleted"), json::array({a})) << r.dump();
+    EXPECT_FALSE(std::filesystem::exists(dir_->path() + "/" + a));
+    EXPECT_NO_THROW(backups_->verify(b));
+}
+
+TEST_F(CppBackupBase, AScheduleReportsAMissedRunAndABadCronExpressionThrows) {
+    backups_->create_full();
+    db_->execute("UPDATE backup_history SET finished_at = now() - interval '2 days'");
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<json> events;
+    {
+        rootstream::database::BackupScheduler nightly(*backups_, "0 3 * * *", [&](const json& e) {
+            std::lock_guard<std::mutex> lock(m);
+            events.push_back(e);
+            cv.notify_all();
+        });
+        std::unique_lock<std::mutex> lock(m);
+        ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return !events.empty(); })) << "no missed-run report";
+        EXPECT_EQ(events[0].at("event"), "missed") << events[0].dump();
+    }
+    EXPECT_TRUE(ThrowsCode([&] { rootstream::database::BackupScheduler s(*backups_, "* * * *", [](const json&) {}); },
+                           RSDB_ERR_INVALID_ARGUMENT));
+}

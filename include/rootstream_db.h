@@ -130,6 +130,11 @@
 typedef struct rsdb_backup rsdb_backup;
 
 /*
+ A running backup schedule. Stop it with `rsdb_backup_schedule_stop`.
+ */
+typedef struct rsdb_backup_schedule rsdb_backup_schedule;
+
+/*
  Library configuration. Create with `rsdb_config_new` or `rsdb_config_from_env`.
  */
 typedef struct rsdb_config rsdb_config;
@@ -178,6 +183,12 @@ typedef struct rsdb_tx rsdb_tx;
  User operations. Thread-safe.
  */
 typedef struct rsdb_users rsdb_users;
+
+/*
+ Receives schedule events as JSON (`{"event":"completed"|"failed"|"missed", ...}`) on a
+ library thread; `event_json` is valid only during the call.
+ */
+typedef void (*rsdb_schedule_cb)(void *user_data, const char *event_json);
 
 /*
  Pool counters, filled by `rsdb_db_pool_stats`.
@@ -473,6 +484,35 @@ int rsdb_backup_restore(const rsdb_backup *backup,
  The backup history, newest first, as a JSON array.
  */
 int rsdb_backup_list(const rsdb_backup *backup, char **backups_json);
+
+/*
+ Deletes backups past their retention: `full_days`, `incremental_days` and
+ `differential_days` per type (0 = the defaults 30/7/3), keeping the newest `keep_last` of each
+ type whatever their age (the newest full backup is always kept). `*report_json` (may be
+ NULL) receives `{"deleted": [...], "kept": n, "bytes_freed": n}`.
+ */
+int rsdb_backup_cleanup(const rsdb_backup *backup,
+                        uint32_t full_days,
+                        uint32_t incremental_days,
+                        uint32_t differential_days,
+                        uint32_t keep_last,
+                        char **report_json);
+
+/*
+ Runs full backups on a 5-field cron schedule (UTC) in the background. Failures and runs
+ missed while nothing was running are reported to `callback`. `*out` receives the schedule.
+ */
+int rsdb_backup_schedule_start(const rsdb_backup *backup,
+                               const char *cron,
+                               rsdb_schedule_cb callback,
+                               void *user_data,
+                               rsdb_backup_schedule **out);
+
+/*
+ Stops a schedule and releases it. When this returns (outside the callback) the callback is
+ not running and will not run again. NULL is accepted.
+ */
+void rsdb_backup_schedule_stop(rsdb_backup_schedule *schedule);
 
 /*
  Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).

@@ -24,6 +24,21 @@ nlohmann::json BackupManager::list() {
     return parse(detail::call([&] { return box_->list(); }));
 }
 
+nlohmann::json BackupManager::cleanup(std::uint32_t full_days, std::uint32_t incremental_days,
+                                      std::uint32_t differential_days, std::uint32_t keep_last) {
+    return parse(detail::call([&] { return box_->cleanup(full_days, incremental_days, differential_days, keep_last); }));
+}
+
+BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron, Handler handler)
+    : box_(detail::call([&] {
+          if (!handler) throw Error(RSDB_ERR_NULL, "handler must not be empty");
+          auto observer = std::make_unique<ffi::MessageObserver>(
+              [h = std::move(handler)](const std::string&, const std::string& payload) {
+                  h(nlohmann::json::parse(payload));
+              });
+          return backups.raw().schedule(cron, std::move(observer));
+      })) {}
+
 nlohmann::json RecoveryManager::restore(const std::string& backup_id, const std::string& target_url) {
     return parse(detail::call([&] { return backups_.raw().restore(backup_id, target_url); }));
 }

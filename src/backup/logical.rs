@@ -99,6 +99,26 @@ impl Default for RetentionPolicy {
     }
 }
 
+impl RetentionPolicy {
+    /// A policy from days per type (0 keeps the default of that type).
+    pub fn from_days(full: u32, incremental: u32, differential: u32, keep_last: usize) -> Self {
+        let d = RetentionPolicy::default();
+        let days = |n: u32, default: std::time::Duration| {
+            if n == 0 {
+                default
+            } else {
+                std::time::Duration::from_secs(86400 * n as u64)
+            }
+        };
+        RetentionPolicy {
+            full: days(full, d.full),
+            incremental: days(incremental, d.incremental),
+            differential: days(differential, d.differential),
+            keep_last: keep_last.max(1),
+        }
+    }
+}
+
 /// What `cleanup` removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CleanupReport {

@@ -142,11 +142,21 @@ pub type ScheduleCallback = Arc<dyn Fn(&ScheduleEvent) + Send + Sync>;
 /// Runs full backups on a cron schedule until dropped.
 pub struct BackupScheduler {
     task: tokio::task::JoinHandle<()>,
+    // Held while the callback runs, so dropping the scheduler waits for a running callback;
+    // `caller` says which thread runs it, so a drop from inside the callback does not wait.
+    running: Arc<std::sync::Mutex<()>>,
+    caller: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
 }
 
 impl Drop for BackupScheduler {
+    /// Stops the schedule. When this returns (outside the callback) the callback is not running
+    /// and will not run again.
     fn drop(&mut self) {
         self.task.abort();
+        let inside = *self.caller.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id());
+        if !inside {
+            drop(self.running.lock().unwrap_or_else(|p| p.into_inner()));
+        }
     }
 }
 
@@ -155,6 +165,17 @@ impl BackupScheduler {
     /// older than the schedule's latest due time.
     pub fn start(manager: BackupManager, schedule: &str, callback: ScheduleCallback) -> Result<Self> {
         let cron: CronSchedule = schedule.parse()?;
+        let running = Arc::new(std::sync::Mutex::new(()));
+        let caller = Arc::new(std::sync::Mutex::new(None));
+        let (run_guard, caller_slot) = (running.clone(), caller.clone());
+        let user_callback = callback;
+        let callback = move |e: &ScheduleEvent| {
+            let _running = run_guard.lock().unwrap_or_else(|p| p.into_inner());
+            *caller_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
+            // A panicking callback must not end the schedule.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| user_callback(e)));
+            *caller_slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        };
         let task = crate::runtime::runtime().spawn(async move {
             let last = manager.last_completed("full").await.ok().flatten();
             if let Some(last) = last {
@@ -187,7 +208,7 @@ impl BackupScheduler {
                 callback(&event);
             }
         });
-        Ok(BackupScheduler { task })
+        Ok(BackupScheduler { task, running, caller })
     }
 }
 

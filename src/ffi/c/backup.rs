@@ -105,3 +105,90 @@ pub unsafe extern "C" fn rsdb_backup_list(backup: *const rsdb_backup, backups_js
         json_out(backups_json, &block_on(b.0.list())?)
     })
 }
+
+/// Deletes backups past their retention: `full_days`, `incremental_days` and
+/// `differential_days` per type (0 = the defaults 30/7/3), keeping the newest `keep_last` of each
+/// type whatever their age (the newest full backup is always kept). `*report_json` (may be
+/// NULL) receives `{"deleted": [...], "kept": n, "bytes_freed": n}`.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_cleanup(
+    backup: *const rsdb_backup,
+    full_days: u32,
+    incremental_days: u32,
+    differential_days: u32,
+    keep_last: u32,
+    report_json: *mut *mut c_char,
+) -> c_int {
+    guard(|| {
+        let b = arg_ref(backup, "backup")?;
+        let policy = crate::backup::RetentionPolicy::from_days(
+            full_days,
+            incremental_days,
+            differential_days,
+            keep_last as usize,
+        );
+        let r = block_on(b.0.cleanup(&policy))?;
+        if !report_json.is_null() {
+            json_out(report_json, &r)?;
+        }
+        Ok(())
+    })
+}
+
+/// A running backup schedule. Stop it with `rsdb_backup_schedule_stop`.
+pub struct rsdb_backup_schedule {
+    // Kept only to be dropped: dropping it stops the schedule.
+    _running: crate::backup::BackupScheduler,
+}
+
+/// Receives schedule events as JSON (`{"event":"completed"|"failed"|"missed", ...}`) on a
+/// library thread; `event_json` is valid only during the call.
+pub type rsdb_schedule_cb = Option<unsafe extern "C" fn(user_data: *mut std::ffi::c_void, event_json: *const c_char)>;
+
+struct CallbackData(*mut std::ffi::c_void);
+// SAFETY: the caller of rsdb_backup_schedule_start promises user_data may be used from a
+// library thread; the library only passes it back.
+unsafe impl Send for CallbackData {}
+unsafe impl Sync for CallbackData {}
+
+/// Runs full backups on a 5-field cron schedule (UTC) in the background. Failures and runs
+/// missed while nothing was running are reported to `callback`. `*out` receives the schedule.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_schedule_start(
+    backup: *const rsdb_backup,
+    cron: *const c_char,
+    callback: rsdb_schedule_cb,
+    user_data: *mut std::ffi::c_void,
+    out: *mut *mut rsdb_backup_schedule,
+) -> c_int {
+    guard(|| {
+        let b = arg_ref(backup, "backup")?;
+        let cron = arg_str(cron, "cron")?;
+        let cb = callback.ok_or(crate::Error::Null("callback"))?;
+        let slot = out_ptr(out, "out")?;
+        let data = CallbackData(user_data);
+        let sched = crate::backup::BackupScheduler::start(
+            b.0.clone(),
+            cron,
+            std::sync::Arc::new(move |e| {
+                let data = &data;
+                let text = std::ffi::CString::new(serde_json::to_string(e).unwrap_or_default()).unwrap_or_default();
+                // SAFETY: the caller registered a function with this signature.
+                unsafe { cb(data.0, text.as_ptr()) };
+            }),
+        )?;
+        *slot = Box::into_raw(Box::new(rsdb_backup_schedule { _running: sched }));
+        Ok(())
+    })
+}
+
+/// Stops a schedule and releases it. When this returns (outside the callback) the callback is
+/// not running and will not run again. NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_schedule_stop(schedule: *mut rsdb_backup_schedule) {
+    guard_void(|| {
+        if !schedule.is_null() {
+            drop(Box::from_raw(schedule));
+        }
+    })
+}

@@ -185,6 +185,16 @@ mod bridge {
         fn verify(self: &BackupBox, backup_id: &str) -> Result<String>;
         fn restore(self: &BackupBox, backup_id: &str, target_url: &str) -> Result<String>;
         fn list(self: &BackupBox) -> Result<String>;
+        fn cleanup(
+            self: &BackupBox,
+            full_days: u32,
+            incremental_days: u32,
+            differential_days: u32,
+            keep_last: u32,
+        ) -> Result<String>;
+        fn schedule(self: &BackupBox, cron: &str, observer: UniquePtr<MessageObserver>) -> Result<Box<ScheduleBox>>;
+
+        type ScheduleBox;
 
         type MfaBox;
         fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Result<Box<MfaBox>>;
@@ -277,6 +287,37 @@ impl BackupBox {
     fn list(&self) -> R<String> {
         to_json(&block_on(self.0.list())?)
     }
+    fn cleanup(&self, full_days: u32, incremental_days: u32, differential_days: u32, keep_last: u32) -> R<String> {
+        let policy = crate::backup::RetentionPolicy::from_days(
+            full_days,
+            incremental_days,
+            differential_days,
+            keep_last as usize,
+        );
+        to_json(&block_on(self.0.cleanup(&policy))?)
+    }
+    fn schedule(&self, cron: &str, observer: cxx::UniquePtr<bridge::MessageObserver>) -> R<Box<ScheduleBox>> {
+        if observer.is_null() {
+            return Err(Error::Null("observer").into());
+        }
+        let obs = Observer(observer);
+        let sched = crate::backup::BackupScheduler::start(
+            self.0.clone(),
+            cron,
+            std::sync::Arc::new(move |e| {
+                let obs = &obs;
+                if let Some(o) = obs.0.as_ref() {
+                    o.on_message("backup.schedule", serde_json::to_string(e).unwrap_or_default().as_bytes());
+                }
+            }),
+        )?;
+        Ok(Box::new(ScheduleBox { _running: sched }))
+    }
+}
+
+/// A running schedule behind `rootstream::database::BackupScheduler`; stops when dropped.
+pub struct ScheduleBox {
+    _running: crate::backup::BackupScheduler,
 }
 
 /// The manager behind `rootstream::auth::MFAManager`.

@@ -4,8 +4,12 @@
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
 
+#include "rootstream/cache/message_observer.h"
+
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 namespace rootstream {
@@ -25,11 +29,28 @@ public:
     nlohmann::json verify(const std::string& backup_id);
     /// The backup history, newest first.
     nlohmann::json list();
+    /// Deletes backups past their retention (days per type, 0 = defaults 30/7/3), keeping the
+    /// newest keep_last of each type; the newest full backup is always kept.
+    nlohmann::json cleanup(std::uint32_t full_days = 0, std::uint32_t incremental_days = 0,
+                           std::uint32_t differential_days = 0, std::uint32_t keep_last = 1);
 
     const ffi::BackupBox& raw() const { return *box_; }
 
 private:
     rust::Box<ffi::BackupBox> box_;
+};
+
+/// Full backups on a 5-field cron schedule (UTC) until destroyed. The handler receives
+/// {"event":"completed"|"failed"|"missed", ...} on a library thread; the destructor waits for a
+/// running handler.
+class BackupScheduler {
+public:
+    using Handler = std::function<void(const nlohmann::json& event)>;
+
+    BackupScheduler(BackupManager& backups, const std::string& cron, Handler handler);
+
+private:
+    rust::Box<ffi::ScheduleBox> box_;
 };
 
 /// Restores backups.
