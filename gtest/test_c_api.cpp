@@ -1,6 +1,7 @@
 // The C API (include/rootstream_db.h) against real PostgreSQL and Redis servers. Written with
 // Google Test in C++, but every library call goes through the C functions.
 #include "rootstream_db.h"
+#include "c_api_util.h"
 #include "stack_env.h"
 
 #include <gtest/gtest.h>
@@ -23,88 +24,13 @@
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using rsdb_test::last_error;
+using namespace rsdb_test::capi;
 
 namespace {
 
-// ---------------------------------------------------------------- RAII for C handles
-
-struct ConfigFree {
-    void operator()(rsdb_config* c) const { rsdb_config_free(c); }
-};
-struct DbClose {
-    void operator()(rsdb_db* d) const { rsdb_db_close(d); }
-};
-struct TxFree {
-    void operator()(rsdb_tx* t) const { rsdb_tx_free(t); }
-};
-struct RedisClose {
-    void operator()(rsdb_redis* r) const { rsdb_redis_close(r); }
-};
-using ConfigPtr = std::unique_ptr<rsdb_config, ConfigFree>;
-using DbPtr = std::unique_ptr<rsdb_db, DbClose>;
-using TxPtr = std::unique_ptr<rsdb_tx, TxFree>;
-using RedisPtr = std::unique_ptr<rsdb_redis, RedisClose>;
-
-/// A string returned through `char **`, released with rsdb_string_free.
-class OutString {
-public:
-    OutString() = default;
-    OutString(const OutString&) = delete;
-    OutString& operator=(const OutString&) = delete;
-    ~OutString() { reset(); }
-    char** out() {
-        reset();
-        return &p_;
-    }
-    bool is_null() const { return p_ == nullptr; }
-    std::string str() const { return p_ != nullptr ? std::string(p_) : std::string(); }
-    json parse() const { return json::parse(str()); }
-
-private:
-    void reset() {
-        rsdb_string_free(p_);
-        p_ = nullptr;
-    }
-    char* p_ = nullptr;
-};
 
 using Settings = std::vector<std::pair<std::string, std::string>>;
 
-#define ASSERT_RSDB_OK(expr)                                                              \
-    do {                                                                                  \
-        int rsdb_rc_ = (expr);                                                            \
-        ASSERT_EQ(rsdb_rc_, RSDB_OK) << #expr << " failed: " << rsdb_test::last_error();  \
-    } while (0)
-#define EXPECT_RSDB_OK(expr)                                                              \
-    do {                                                                                  \
-        int rsdb_rc_ = (expr);                                                            \
-        EXPECT_EQ(rsdb_rc_, RSDB_OK) << #expr << " failed: " << rsdb_test::last_error();  \
-    } while (0)
-
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-}
-
-/// Checks a status right after the call: the code, the same code from rsdb_last_error_code()
-/// and a non-empty rsdb_last_error() that mentions `needle` (case-insensitive).
-::testing::AssertionResult Fails(int rc, int code, const std::string& needle = std::string()) {
-    const char* raw = rsdb_last_error();
-    const std::string msg = raw != nullptr ? raw : "";
-    const int last_code = rsdb_last_error_code();
-    if (rc != code) {
-        return ::testing::AssertionFailure() << "status " << rc << " (" << rsdb_status_name(rc) << "), expected "
-                                             << code << " (" << rsdb_status_name(code) << "); message: " << msg;
-    }
-    if (raw == nullptr || msg.empty()) return ::testing::AssertionFailure() << "rsdb_last_error() gave no message";
-    if (last_code != code) {
-        return ::testing::AssertionFailure() << "rsdb_last_error_code() is " << last_code << ", expected " << code;
-    }
-    if (!needle.empty() && lower(msg).find(lower(needle)) == std::string::npos) {
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << needle << "\"";
-    }
-    return ::testing::AssertionSuccess() << msg;
-}
 
 struct Rows {
     int rc = RSDB_OK;

@@ -4,6 +4,7 @@
 // token hashes are checked with OpenSSL's SHA-256.
 #include "auth_util.h"
 #include "rootstream_db.h"
+#include "c_api_util.h"
 #include "stack_env.h"
 
 #include <gtest/gtest.h>
@@ -27,6 +28,7 @@
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using rsdb_test::last_error;
+using namespace rsdb_test::capi;
 using rsdb_test::auth::base32_decode;
 using rsdb_test::auth::base64_decode;
 using rsdb_test::auth::codes_around;
@@ -41,114 +43,6 @@ using rsdb_test::auth::wrong_code;
 
 namespace {
 
-// ---------------------------------------------------------------- RAII for C handles
-
-struct ConfigFree {
-    void operator()(rsdb_config* c) const { rsdb_config_free(c); }
-};
-struct DbClose {
-    void operator()(rsdb_db* d) const { rsdb_db_close(d); }
-};
-struct RedisClose {
-    void operator()(rsdb_redis* r) const { rsdb_redis_close(r); }
-};
-struct UsersFree {
-    void operator()(rsdb_users* u) const { rsdb_users_free(u); }
-};
-struct SessionsFree {
-    void operator()(rsdb_sessions* s) const { rsdb_sessions_free(s); }
-};
-struct MfaFree {
-    void operator()(rsdb_mfa* m) const { rsdb_mfa_free(m); }
-};
-using ConfigPtr = std::unique_ptr<rsdb_config, ConfigFree>;
-using DbPtr = std::unique_ptr<rsdb_db, DbClose>;
-using RedisPtr = std::unique_ptr<rsdb_redis, RedisClose>;
-using UsersPtr = std::unique_ptr<rsdb_users, UsersFree>;
-using SessionsPtr = std::unique_ptr<rsdb_sessions, SessionsFree>;
-using MfaPtr = std::unique_ptr<rsdb_mfa, MfaFree>;
-
-/// A string returned through `char **`, released with rsdb_string_free.
-class OutString {
-public:
-    OutString() = default;
-    OutString(const OutString&) = delete;
-    OutString& operator=(const OutString&) = delete;
-    ~OutString() { reset(); }
-    char** out() {
-        reset();
-        return &p_;
-    }
-    bool is_null() const { return p_ == nullptr; }
-    std::string str() const { return p_ != nullptr ? std::string(p_) : std::string(); }
-    json parse() const { return json::parse(str()); }
-
-private:
-    void reset() {
-        rsdb_string_free(p_);
-        p_ = nullptr;
-    }
-    char* p_ = nullptr;
-};
-
-// Both stream further context like any gtest assertion; the message is read only on failure.
-#define ASSERT_RSDB_OK(expr) ASSERT_EQ((expr), RSDB_OK) << #expr << ": " << rsdb_test::last_error() << " "
-#define EXPECT_RSDB_OK(expr) EXPECT_EQ((expr), RSDB_OK) << #expr << ": " << rsdb_test::last_error() << " "
-
-/// Turns a failed call whose result the test needs into an exception; Google Test reports it
-/// as a failure of the test (with the library's message) and ends the test.
-#define RSDB_JSON(call, out)                                                                         \
-    [&]() -> json {                                                                                  \
-        int rsdb_rc_ = (call);                                                                       \
-        if (rsdb_rc_ != RSDB_OK) {                                                                   \
-            throw std::runtime_error(std::string(#call) + " failed with " + std::to_string(rsdb_rc_) + \
-                                     ": " + rsdb_test::last_error());                                \
-        }                                                                                            \
-        return (out).parse();                                                                        \
-    }()
-
-void check(int rc, const char* what) {
-    if (rc != RSDB_OK) {
-        throw std::runtime_error(std::string(what) + " failed with " + std::to_string(rc) + " (" +
-                                 rsdb_status_name(rc) + "): " + last_error());
-    }
-}
-
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-}
-
-/// Checks a status right after the call: the code, the same code from rsdb_last_error_code()
-/// and a non-empty rsdb_last_error() that mentions `needle` (case-insensitive).
-::testing::AssertionResult Fails(int rc, int code, const std::string& needle = std::string()) {
-    const char* raw = rsdb_last_error();
-    const std::string msg = raw != nullptr ? raw : "";
-    const int last_code = rsdb_last_error_code();
-    if (rc != code) {
-        return ::testing::AssertionFailure() << "status " << rc << " (" << rsdb_status_name(rc) << "), expected "
-                                             << code << " (" << rsdb_status_name(code) << "); message: " << msg;
-    }
-    if (raw == nullptr || msg.empty()) return ::testing::AssertionFailure() << "rsdb_last_error() gave no message";
-    if (last_code != code) {
-        return ::testing::AssertionFailure() << "rsdb_last_error_code() is " << last_code << ", expected " << code;
-    }
-    if (!needle.empty() && lower(msg).find(lower(needle)) == std::string::npos) {
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << needle << "\"";
-    }
-    return ::testing::AssertionSuccess() << msg;
-}
-
-/// A failure with one of `codes` (never success, never a panic or an internal error) and a message.
-::testing::AssertionResult FailsCleanly(int rc, std::initializer_list<int> codes) {
-    const std::string msg = last_error();
-    if (std::find(codes.begin(), codes.end(), rc) == codes.end()) {
-        return ::testing::AssertionFailure() << "status " << rc << " (" << rsdb_status_name(rc)
-                                             << ") is not one of the expected errors; message: " << msg;
-    }
-    if (rsdb_last_error() == nullptr || msg.empty()) return ::testing::AssertionFailure() << "no error message";
-    return ::testing::AssertionSuccess() << rsdb_status_name(rc) << ": " << msg;
-}
 
 // Strings that break naive SQL splicing or escaping. None has control characters (refused in
 // single-line fields) and none is longer than the 64 characters of an IP address field.

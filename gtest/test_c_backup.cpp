@@ -6,6 +6,7 @@
 #include "auth_util.h"
 #include "backup_util.h"
 #include "rootstream_db.h"
+#include "c_api_util.h"
 #include "stack_env.h"
 
 #include <gtest/gtest.h>
@@ -27,6 +28,7 @@
 
 using json = nlohmann::json;
 using rsdb_test::last_error;
+using namespace rsdb_test::capi;
 using rsdb_test::auth::random_master_key;
 using rsdb_test::auth::sha256_hex;
 using rsdb_test::backup::aggregate_queries;
@@ -40,79 +42,6 @@ using rsdb_test::backup::TempDir;
 using rsdb_test::backup::write_file;
 
 namespace {
-
-// ---------------------------------------------------------------- RAII for C handles
-
-struct ConfigFree {
-    void operator()(rsdb_config* c) const { rsdb_config_free(c); }
-};
-struct DbClose {
-    void operator()(rsdb_db* d) const { rsdb_db_close(d); }
-};
-struct BackupFree {
-    void operator()(rsdb_backup* b) const { rsdb_backup_free(b); }
-};
-using ConfigPtr = std::unique_ptr<rsdb_config, ConfigFree>;
-using DbPtr = std::unique_ptr<rsdb_db, DbClose>;
-using BackupPtr = std::unique_ptr<rsdb_backup, BackupFree>;
-
-/// A string returned through `char **`, released with rsdb_string_free.
-class OutString {
-public:
-    OutString() = default;
-    OutString(const OutString&) = delete;
-    OutString& operator=(const OutString&) = delete;
-    ~OutString() { reset(); }
-    char** out() {
-        reset();
-        return &p_;
-    }
-    bool is_null() const { return p_ == nullptr; }
-    std::string str() const { return p_ != nullptr ? std::string(p_) : std::string(); }
-    json parse() const { return json::parse(str()); }
-
-private:
-    void reset() {
-        rsdb_string_free(p_);
-        p_ = nullptr;
-    }
-    char* p_ = nullptr;
-};
-
-#define ASSERT_RSDB_OK(expr) ASSERT_EQ((expr), RSDB_OK) << #expr << ": " << rsdb_test::last_error() << " "
-#define EXPECT_RSDB_OK(expr) EXPECT_EQ((expr), RSDB_OK) << #expr << ": " << rsdb_test::last_error() << " "
-
-void check(int rc, const std::string& what) {
-    if (rc != RSDB_OK) {
-        throw std::runtime_error(what + " failed with " + std::to_string(rc) + " (" + rsdb_status_name(rc) +
-                                 "): " + last_error());
-    }
-}
-
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-}
-
-/// Checks a status right after the call: the code, the same code from rsdb_last_error_code()
-/// and a non-empty rsdb_last_error() that mentions `needle` (case-insensitive).
-::testing::AssertionResult Fails(int rc, int code, const std::string& needle = std::string()) {
-    const char* raw = rsdb_last_error();
-    const std::string msg = raw != nullptr ? raw : "";
-    const int last_code = rsdb_last_error_code();
-    if (rc != code) {
-        return ::testing::AssertionFailure() << "status " << rc << " (" << rsdb_status_name(rc) << "), expected "
-                                             << code << " (" << rsdb_status_name(code) << "); message: " << msg;
-    }
-    if (raw == nullptr || msg.empty()) return ::testing::AssertionFailure() << "rsdb_last_error() gave no message";
-    if (last_code != code) {
-        return ::testing::AssertionFailure() << "rsdb_last_error_code() is " << last_code << ", expected " << code;
-    }
-    if (!needle.empty() && lower(msg).find(lower(needle)) == std::string::npos) {
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << needle << "\"";
-    }
-    return ::testing::AssertionSuccess() << msg;
-}
 
 /// Opens `url` with a one-connection pool.
 DbPtr open_db(const std::string& url) {

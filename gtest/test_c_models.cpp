@@ -2,6 +2,7 @@
 // (rsdb_users_*, rsdb_streams_*, rsdb_stream_sessions_*, rsdb_events_*) against real
 // PostgreSQL and Redis servers. Every test migrates its own fresh database first.
 #include "rootstream_db.h"
+#include "c_api_util.h"
 #include "stack_env.h"
 
 #include <gtest/gtest.h>
@@ -28,110 +29,10 @@
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using rsdb_test::last_error;
+using namespace rsdb_test::capi;
 
 namespace {
 
-// ---------------------------------------------------------------- RAII for C handles
-
-struct ConfigFree {
-    void operator()(rsdb_config* c) const { rsdb_config_free(c); }
-};
-struct DbClose {
-    void operator()(rsdb_db* d) const { rsdb_db_close(d); }
-};
-struct RedisClose {
-    void operator()(rsdb_redis* r) const { rsdb_redis_close(r); }
-};
-struct UsersFree {
-    void operator()(rsdb_users* u) const { rsdb_users_free(u); }
-};
-struct StreamsFree {
-    void operator()(rsdb_streams* s) const { rsdb_streams_free(s); }
-};
-struct SessionsFree {
-    void operator()(rsdb_stream_sessions* s) const { rsdb_stream_sessions_free(s); }
-};
-struct EventsFree {
-    void operator()(rsdb_events* e) const { rsdb_events_free(e); }
-};
-using ConfigPtr = std::unique_ptr<rsdb_config, ConfigFree>;
-using DbPtr = std::unique_ptr<rsdb_db, DbClose>;
-using RedisPtr = std::unique_ptr<rsdb_redis, RedisClose>;
-using UsersPtr = std::unique_ptr<rsdb_users, UsersFree>;
-using StreamsPtr = std::unique_ptr<rsdb_streams, StreamsFree>;
-using SessionsPtr = std::unique_ptr<rsdb_stream_sessions, SessionsFree>;
-using EventsPtr = std::unique_ptr<rsdb_events, EventsFree>;
-
-/// A string returned through `char **`, released with rsdb_string_free.
-class OutString {
-public:
-    OutString() = default;
-    OutString(const OutString&) = delete;
-    OutString& operator=(const OutString&) = delete;
-    ~OutString() { reset(); }
-    char** out() {
-        reset();
-        return &p_;
-    }
-    bool is_null() const { return p_ == nullptr; }
-    std::string str() const { return p_ != nullptr ? std::string(p_) : std::string(); }
-    json parse() const { return json::parse(str()); }
-
-private:
-    void reset() {
-        rsdb_string_free(p_);
-        p_ = nullptr;
-    }
-    char* p_ = nullptr;
-};
-
-#define ASSERT_RSDB_OK(expr)                                                              \
-    do {                                                                                  \
-        int rsdb_rc_ = (expr);                                                            \
-        ASSERT_EQ(rsdb_rc_, RSDB_OK) << #expr << " failed: " << rsdb_test::last_error();  \
-    } while (0)
-#define EXPECT_RSDB_OK(expr)                                                              \
-    do {                                                                                  \
-        int rsdb_rc_ = (expr);                                                            \
-        EXPECT_EQ(rsdb_rc_, RSDB_OK) << #expr << " failed: " << rsdb_test::last_error();  \
-    } while (0)
-
-/// Turns a failed call whose result the test needs into an exception; Google Test reports it
-/// as a failure of the test (with the library's message) and ends the test.
-#define RSDB_JSON(call, out)                                                                         \
-    [&]() -> json {                                                                                  \
-        int rsdb_rc_ = (call);                                                                       \
-        if (rsdb_rc_ != RSDB_OK) {                                                                   \
-            throw std::runtime_error(std::string(#call) + " failed with " + std::to_string(rsdb_rc_) + \
-                                     ": " + rsdb_test::last_error());                                \
-        }                                                                                            \
-        return (out).parse();                                                                        \
-    }()
-
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-}
-
-/// Checks a status right after the call: the code, the same code from rsdb_last_error_code()
-/// and a non-empty rsdb_last_error() that mentions `needle` (case-insensitive).
-::testing::AssertionResult Fails(int rc, int code, const std::string& needle = std::string()) {
-    const char* raw = rsdb_last_error();
-    const std::string msg = raw != nullptr ? raw : "";
-    const int last_code = rsdb_last_error_code();
-    if (rc != code) {
-        return ::testing::AssertionFailure() << "status " << rc << " (" << rsdb_status_name(rc) << "), expected "
-                                             << code << " (" << rsdb_status_name(code) << "); message: " << msg;
-    }
-    if (raw == nullptr || msg.empty()) return ::testing::AssertionFailure() << "rsdb_last_error() gave no message";
-    if (last_code != code) {
-        return ::testing::AssertionFailure() << "rsdb_last_error_code() is " << last_code << ", expected " << code;
-    }
-    if (!needle.empty() && lower(msg).find(lower(needle)) == std::string::npos) {
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << needle << "\"";
-    }
-    return ::testing::AssertionSuccess() << msg;
-}
 
 /// Collects pub/sub messages delivered to rsdb_message_cb.
 struct Inbox {
@@ -362,7 +263,7 @@ protected:
     RedisPtr redis_;
     UsersPtr users_;
     StreamsPtr streams_;
-    SessionsPtr sessions_;
+    StreamSessionsPtr sessions_;
     EventsPtr events_;
 };
 

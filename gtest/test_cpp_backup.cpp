@@ -6,6 +6,7 @@
 #include "auth_util.h"
 #include "backup_util.h"
 #include "rootstream/rootstream_db.hpp"
+#include "cpp_api_util.h"
 #include "stack_env.h"
 
 #include <gtest/gtest.h>
@@ -43,38 +44,10 @@ using rsdb_test::backup::ScratchDatabases;
 using rsdb_test::backup::TempDir;
 using rsdb_test::backup::write_file;
 
+using namespace rsdb_test::cppapi;
+
 namespace {
 
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-}
-
-/// `f` throws rootstream::Error with `code` and a message mentioning `needle`.
-template <class F>
-::testing::AssertionResult ThrowsCode(F&& f, int code, const std::string& needle = std::string()) {
-    try {
-        f();
-    } catch (const Error& e) {
-        const std::string msg = e.what();
-        if (e.code() != code) {
-            return ::testing::AssertionFailure() << "code " << e.code() << " (" << rsdb_status_name(e.code())
-                                                 << "), expected " << code << " (" << rsdb_status_name(code)
-                                                 << "); message: " << msg;
-        }
-        if (msg.empty()) return ::testing::AssertionFailure() << "the error has no message";
-        if (!needle.empty() && lower(msg).find(lower(needle)) == std::string::npos) {
-            return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << needle << "\"";
-        }
-        return ::testing::AssertionSuccess() << msg;
-    } catch (const std::exception& e) {
-        return ::testing::AssertionFailure() << "threw a " << typeid(e).name() << " instead of rootstream::Error: "
-                                             << e.what();
-    } catch (...) {
-        return ::testing::AssertionFailure() << "threw something that is not a std::exception";
-    }
-    return ::testing::AssertionFailure() << "did not throw";
-}
 
 /// The message of the Error `f` throws (empty when it throws nothing or something else).
 template <class F>

@@ -13,7 +13,7 @@
 //! key is sealed with the master key and kept in the manifest.
 
 use crate::auth::crypto::{self, Key};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 
@@ -233,12 +233,6 @@ pub fn sha256_of(mut r: impl Read) -> Result<(String, u64)> {
         n += k as u64;
     }
     Ok((hex::encode(h.finalize()), n))
-}
-
-impl From<Error> for io::Error {
-    fn from(e: Error) -> Self {
-        io::Error::other(e.to_string())
-    }
 }
 
 #[cfg(test)]

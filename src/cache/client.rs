@@ -166,11 +166,16 @@ impl RedisClient {
         self.run(true, |mut c| async move { c.pexpire::<_, bool>(key, ms).await }).await
     }
 
+    /// PTTL as Redis reports it: remaining milliseconds, -1 for a key without an expiry, -2 for
+    /// a missing key (the C and C++ APIs return this).
+    pub async fn pttl_ms(&self, key: &str) -> Result<i64> {
+        self.run(true, |mut c| async move { c.pttl::<_, i64>(key).await }).await
+    }
+
     /// PTTL: `Some(remaining)` for a key with an expiry, `None` for a key without one,
     /// and a `NotFound` error for a missing key.
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        let ms: i64 = self.run(true, |mut c| async move { c.pttl::<_, i64>(key).await }).await?;
-        match ms {
+        match self.pttl_ms(key).await? {
             -2 => Err(Error::NotFound(format!("redis key {key:?}"))),
             -1 => Ok(None),
             n => Ok(Some(Duration::from_millis(n.max(0) as u64))),

@@ -137,12 +137,7 @@ pub unsafe extern "C" fn rsdb_redis_ttl(r: *const rsdb_redis, key: *const c_char
         let r = arg_ref(r, "redis")?;
         let key = arg_str(key, "key")?;
         let out = out_ptr(ttl_ms, "ttl_ms")?;
-        *out = match block_on(r.0.ttl(key)) {
-            Ok(Some(d)) => d.as_millis() as i64,
-            Ok(None) => -1,
-            Err(Error::NotFound(_)) => -2,
-            Err(e) => return Err(e),
-        };
+        *out = block_on(r.0.pttl_ms(key))?;
         Ok(())
     })
 }

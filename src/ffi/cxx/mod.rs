@@ -699,12 +699,7 @@ impl RedisBox {
         Ok(block_on(self.0.expire(key, d))?)
     }
     fn ttl_ms(&self, key: &str) -> R<i64> {
-        match block_on(self.0.ttl(key)) {
-            Ok(Some(d)) => Ok(d.as_millis() as i64),
-            Ok(None) => Ok(-1),
-            Err(Error::NotFound(_)) => Ok(-2),
-            Err(e) => Err(e.into()),
-        }
+        Ok(block_on(self.0.pttl_ms(key))?)
     }
     fn incr(&self, key: &str, by: i64) -> R<i64> {
         Ok(block_on(self.0.incr(key, by))?)
