@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Install the Debian packages that rootstream-db's build and test stack need.
+# Install the Debian packages that rootstream-db's build and test stack need,
+# plus moto's standalone S3 server (from PyPI) in a private virtualenv.
 #
 # Idempotent: every package is checked with `dpkg -s` first, so a second run
 # does no network access at all. `apt-get update` runs only when something is
-# actually missing, because it is the slow and network-dependent step.
+# actually missing, because it is the slow and network-dependent step. The
+# same holds for moto: pip runs only when the virtualenv lacks the pinned
+# version.
+#
+# Environment: ROOTSTREAM_TOOLS_DIR (default: ~/.cache/rootstream-db) holds the
+# virtualenv, in ROOTSTREAM_TOOLS_DIR/venv; scripts/stack.sh looks there too.
 set -euo pipefail
 
 PACKAGES=(
@@ -13,8 +19,17 @@ PACKAGES=(
     cmake ninja-build g++
     googletest libgtest-dev nlohmann-json3-dev lcov
     libssl-dev pkg-config oathtool
-    python3
+    python3 python3-venv
 )
+
+# moto's S3-compatible server for the S3 backup tests; pinned so that every
+# machine tests against the same server.
+MOTO_VERSION=5.2.5
+TOOLS_DIR=${ROOTSTREAM_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/rootstream-db}
+VENV=$TOOLS_DIR/venv
+# Debian's interpreter (installed above), not whichever python3 is first on
+# PATH, so the virtualenv does not depend on a per-user Python installation.
+PYTHON=/usr/bin/python3
 
 log() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
@@ -57,6 +72,39 @@ else
     run_apt install -y -q "${missing[@]}"
     rm -f "$apt_log"
     log "installed ${#missing[@]} package(s)"
+fi
+
+moto_installed() {
+    [[ -x $VENV/bin/moto_server ]] &&
+        "$VENV/bin/python" - "$MOTO_VERSION" <<'EOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+import flask, flask_cors  # the server's own requirements
+sys.exit(0 if version("moto") == sys.argv[1] else 1)
+EOF
+}
+
+if moto_installed; then
+    log "moto $MOTO_VERSION already installed in $VENV"
+else
+    [[ -x $PYTHON ]] || die "$PYTHON not found"
+    pip_log=$(mktemp "${TMPDIR:-/tmp}/install-deps-pip.XXXXXX.log")
+    run_pip() {
+        if ! "$@" >>"$pip_log" 2>&1; then
+            tail -n 30 "$pip_log" >&2
+            die "$1 failed (full log: $pip_log)"
+        fi
+    }
+    mkdir -p "$TOOLS_DIR"
+    if [[ ! -x $VENV/bin/python ]]; then
+        log "creating virtualenv $VENV"
+        run_pip "$PYTHON" -m venv "$VENV"
+    fi
+    log "installing moto[server]==$MOTO_VERSION into $VENV"
+    run_pip "$VENV/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    moto_installed || die "moto $MOTO_VERSION is still not importable from $VENV (log: $pip_log)"
+    rm -f "$pip_log"
+    log "installed moto $MOTO_VERSION"
 fi
 
 # The Debian packages of postgresql/redis/influxdb start system-wide services

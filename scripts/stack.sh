@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Private, throw-away PostgreSQL 15 + Redis 7 + InfluxDB 1.6 stack for tests.
+# Private, throw-away PostgreSQL 15 + Redis 7 + InfluxDB 1.6 + S3 (moto) stack
+# for tests.
 #
 # Every stack lives in its own directory, listens on 127.0.0.1 only and uses
 # random free ports, so any number of stacks (one per test binary) can run at
@@ -7,14 +8,14 @@
 # services on the standard ports, which this script never touches.
 #
 # Usage:
-#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx]
+#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx] [--no-s3]
 #       Start a stack in DIR (must not exist, or be empty). On success prints
 #       `export NAME=value` lines on stdout (also written to DIR/env); all
 #       progress goes to stderr. With --owner-pid, a detached watchdog stops
 #       the stack once PID has exited (even after SIGKILL).
 #   scripts/stack.sh stop DIR
 #       Stop everything started for DIR and remove DIR. Idempotent.
-#   scripts/stack.sh run [--no-influx] -- CMD [ARGS...]
+#   scripts/stack.sh run [--no-influx] [--no-s3] -- CMD [ARGS...]
 #       Start a stack in a fresh temporary directory, run CMD with the
 #       variables exported, stop the stack, exit with CMD's status.
 #   scripts/stack.sh env DIR
@@ -24,8 +25,19 @@
 #
 # Variables: ROOTSTREAM_STACK_DIR, ROOTSTREAM_PG_HOST, ROOTSTREAM_PG_PORT,
 # ROOTSTREAM_PG_USER, ROOTSTREAM_DATABASE_URL, ROOTSTREAM_PG_BIN,
+# ROOTSTREAM_TEST_ARCHIVE_CONF (the WAL archive's rsdb configuration; see
+# setup_archiving),
 # ROOTSTREAM_REDIS_PORT, ROOTSTREAM_REDIS_URL, ROOTSTREAM_INFLUX_PORT,
-# ROOTSTREAM_INFLUX_URL (the last two are omitted with --no-influx).
+# ROOTSTREAM_INFLUX_URL (the last two are omitted with --no-influx),
+# ROOTSTREAM_S3_PORT, ROOTSTREAM_S3_ENDPOINT (http://127.0.0.1:PORT),
+# ROOTSTREAM_S3_REGION, ROOTSTREAM_S3_ACCESS_KEY_ID and
+# ROOTSTREAM_S3_SECRET_ACCESS_KEY (omitted with --no-s3).
+#
+# The S3 server is moto's standalone server from the virtualenv that
+# scripts/install-deps.sh creates in ROOTSTREAM_TOOLS_DIR/venv (default
+# ~/.cache/rootstream-db/venv). It checks request signatures: the stack
+# creates one IAM user allowed s3:* and exports its access key; requests
+# signed with any other key or secret are refused. It starts with no buckets.
 set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
@@ -33,6 +45,13 @@ SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE
 PG_BIN=/usr/lib/postgresql/15/bin
 REDIS_SERVER=/usr/bin/redis-server
 INFLUXD=/usr/bin/influxd
+TOOLS_DIR=${ROOTSTREAM_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/rootstream-db}
+MOTO_VENV=$TOOLS_DIR/venv
+MOTO_SERVER=$MOTO_VENV/bin/moto_server
+S3_REGION=us-east-1
+# The requests moto serves before it starts checking signatures: exactly the
+# ones that create the test user (see start_s3).
+S3_BOOTSTRAP_REQUESTS=3
 HOST=127.0.0.1
 PORT_MIN=20000
 PORT_MAX=59999
@@ -251,7 +270,7 @@ STACK_DIR=
 START_OK=0
 FAIL_LOGS=()
 PG_RUN=()      # prefix that runs a command as the PostgreSQL OS user
-PG_PORT='' REDIS_PORT='' INFLUX_PORT=''
+PG_PORT='' REDIS_PORT='' INFLUX_PORT='' S3_PORT='' S3_KEY_ID='' S3_SECRET=''
 
 show_logs() {
     local f
@@ -284,6 +303,28 @@ find_runuser() {
 
 need_bin() {
     [[ -x $1 ]] || die "$1 not found; $INSTALL_HINT"
+}
+
+# Continuous archiving for backup tests: PostgreSQL's archive_command is
+# DIR/archive-wal, which runs `DIR/rsdb --config DIR/archive.conf wal-push %p`
+# once a test has linked DIR/rsdb to its rsdb binary (until then WAL is not
+# kept). archive.conf names the repository DIR/archive-repo and a master key
+# made for this stack.
+setup_archiving() {
+    local dir=$1 key
+    key=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+    mkdir -m 700 "$dir/archive-repo"
+    (
+        umask 077
+        printf '%s\n' "# WAL archive of this test stack (see scripts/stack.sh)" \
+            "backup_dir = $dir/archive-repo" "master_key = $key" "master_key_id = stack" \
+            "pg_bin_dir = $PG_BIN" >"$dir/archive.conf"
+    )
+    printf '%s\n' '#!/bin/sh' "d=${dir@Q}" \
+        '[ -x "$d/rsdb" ] && [ -f "$d/archive.conf" ] || exit 0' \
+        'exec "$d/rsdb" --config "$d/archive.conf" wal-push "$1"' >"$dir/archive-wal"
+    chmod 755 "$dir/archive-wal"
+    if ((EUID == 0)); then chown postgres: "$dir/archive-repo" "$dir/archive.conf"; fi
 }
 
 start_postgres() {
@@ -330,6 +371,7 @@ start_postgres() {
     fi
     conf="$dir/pg/rootstream.conf"
     echo "include 'rootstream.conf'" >>"$dir/pg/postgresql.conf"
+    setup_archiving "$dir"
 
     for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
         port=$(random_port)
@@ -347,6 +389,8 @@ wal_level = replica
 max_wal_senders = 10
 max_replication_slots = 10
 fsync = on
+archive_mode = on
+archive_command = '${dir//\'/\'\'}/archive-wal %p'
 EOF
         ((EUID == 0)) && chown postgres: "$conf"
         off=$(file_size "$dir/pg.log")
@@ -483,6 +527,78 @@ EOF
     die "InfluxDB: no usable ports after $BIND_ATTEMPTS attempts"
 }
 
+# Creates the IAM user the tests sign with, through moto's IAM API (boto3
+# comes with moto). These are the server's only unauthenticated requests.
+s3_bootstrap() { # PORT
+    # No AWS configuration of the caller's may leak in, and no proxy may
+    # catch 127.0.0.1.
+    env AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+        NO_PROXY='*' no_proxy='*' "$MOTO_VENV/bin/python" - "http://$HOST:$1" "$S3_REGION" <<'EOF'
+import json, sys
+import boto3
+from botocore.config import Config
+
+iam = boto3.client(
+    "iam",
+    endpoint_url=sys.argv[1],
+    region_name=sys.argv[2],
+    aws_access_key_id="bootstrap",
+    aws_secret_access_key="bootstrap",
+    config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
+)
+user = "rootstream-test"
+iam.create_user(UserName=user)
+policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+iam.put_user_policy(UserName=user, PolicyName="s3-all", PolicyDocument=json.dumps(policy))
+key = iam.create_access_key(UserName=user)["AccessKey"]
+print(key["AccessKeyId"], key["SecretAccessKey"])
+EOF
+}
+
+start_s3() {
+    local dir=$1 port attempt off t0 i pid listeners keys
+    t0=$(now)
+    FAIL_LOGS=("$dir/s3.log")
+    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
+        port=$(random_port)
+        USED_PORTS+="$port "
+        printf '%s\n' "$port" >"$dir/s3.port"
+        off=$(file_size "$dir/s3.log")
+        pid=$(spawn_detached "$dir/s3.pid" "$dir/s3.log" \
+            env INITIAL_NO_AUTH_ACTION_COUNT=$S3_BOOTSTRAP_REQUESTS \
+            "$MOTO_VENV/bin/python" "$MOTO_SERVER" -H "$HOST" -p "$port") ||
+            die "could not start moto_server"
+        for ((i = 0; i < 600; i++)); do
+            proc_alive "$pid" || break
+            if [[ $(http_status "$port" /moto-api/) == 200 ]]; then
+                # Make sure the answer came from our server, not one of a
+                # parallel stack (ss shows the owner only to root).
+                listeners=$(ss -Htlnp "sport = :$port" 2>/dev/null || true)
+                if [[ $listeners == *pid=* && $listeners != *"pid=$pid,"* ]]; then
+                    die "the S3 server on port $port is not the one we started"
+                fi
+                keys=$(s3_bootstrap "$port" 2>>"$dir/s3.log") ||
+                    die "could not create the S3 test user (see $dir/s3.log)"
+                read -r S3_KEY_ID S3_SECRET <<<"$keys"
+                [[ -n $S3_KEY_ID && -n $S3_SECRET ]] || die "the S3 test user has no access key"
+                S3_PORT=$port
+                log "s3 (moto) ready on $HOST:$port ($(elapsed "$t0"))"
+                return 0
+            fi
+            sleep 0.1
+        done
+        if ! proc_alive "$pid"; then
+            if bind_failed "$dir/s3.log" "$off"; then
+                log "s3: port $port taken, retrying with another"
+                continue
+            fi
+            die "moto_server exited during startup"
+        fi
+        die "moto did not answer on $HOST:$port within 60s"
+    done
+    die "S3: no usable port after $BIND_ATTEMPTS attempts"
+}
+
 write_env() {
     local dir=$1 tmp=$1/env.tmp
     {
@@ -492,22 +608,31 @@ write_env() {
         printf 'export ROOTSTREAM_PG_USER=%q\n' postgres
         printf 'export ROOTSTREAM_DATABASE_URL=%q\n' "postgresql://postgres@$HOST:$PG_PORT/postgres"
         printf 'export ROOTSTREAM_PG_BIN=%q\n' "$PG_BIN"
+        printf 'export ROOTSTREAM_TEST_ARCHIVE_CONF=%q\n' "$dir/archive.conf"
         printf 'export ROOTSTREAM_REDIS_PORT=%q\n' "$REDIS_PORT"
         printf 'export ROOTSTREAM_REDIS_URL=%q\n' "redis://$HOST:$REDIS_PORT/"
         if [[ -n $INFLUX_PORT ]]; then
             printf 'export ROOTSTREAM_INFLUX_PORT=%q\n' "$INFLUX_PORT"
             printf 'export ROOTSTREAM_INFLUX_URL=%q\n' "http://$HOST:$INFLUX_PORT"
         fi
+        if [[ -n $S3_PORT ]]; then
+            printf 'export ROOTSTREAM_S3_PORT=%q\n' "$S3_PORT"
+            printf 'export ROOTSTREAM_S3_ENDPOINT=%q\n' "http://$HOST:$S3_PORT"
+            printf 'export ROOTSTREAM_S3_REGION=%q\n' "$S3_REGION"
+            printf 'export ROOTSTREAM_S3_ACCESS_KEY_ID=%q\n' "$S3_KEY_ID"
+            printf 'export ROOTSTREAM_S3_SECRET_ACCESS_KEY=%q\n' "$S3_SECRET"
+        fi
     } >"$tmp"
     mv "$tmp" "$dir/env"
 }
 
 cmd_start() {
-    local dir='' owner='' influx=1 owner_start t0 wpid b runuser_bin
+    local dir='' owner='' influx=1 s3=1 owner_start t0 wpid b runuser_bin
     while (($#)); do
         case $1 in
         --owner-pid) owner=${2:-}; shift 2 || usage ;;
         --no-influx) influx=0; shift ;;
+        --no-s3) s3=0; shift ;;
         -*) usage ;;
         *) [[ -z $dir ]] || usage; dir=$1; shift ;;
         esac
@@ -518,6 +643,9 @@ cmd_start() {
     for b in initdb pg_ctl postgres psql; do need_bin "$PG_BIN/$b"; done
     need_bin "$REDIS_SERVER"
     ((influx)) && need_bin "$INFLUXD"
+    if ((s3)) && [[ ! -x $MOTO_SERVER ]]; then
+        die "$MOTO_SERVER not found; run scripts/install-deps.sh (it installs moto into $MOTO_VENV)"
+    fi
     for b in flock setsid nohup; do
         command -v "$b" >/dev/null 2>&1 || die "$b not found (package util-linux/coreutils)"
     done
@@ -549,6 +677,7 @@ cmd_start() {
     start_postgres "$dir"
     start_redis "$dir"
     ((influx)) && start_influx "$dir"
+    ((s3)) && start_s3 "$dir"
     FAIL_LOGS=()
     write_env "$dir"
 
@@ -602,7 +731,7 @@ stop_postgres() {
 }
 
 stop_locked() { # DIR (lock held)
-    local dir=$1 pid ok=1 pgid
+    local dir=$1 pid port ok=1 pgid
     pid=$(read_pid "$dir/watchdog.pid" || true)
     if [[ -n $pid && $pid != "$$" && $pid != "$PPID" ]] && proc_matches "$pid" _watchdog; then
         # The watchdog leads its own process group; kill the group so its
@@ -611,6 +740,9 @@ stop_locked() { # DIR (lock held)
         if [[ $pgid == "$pid" ]]; then kill -TERM -- "-$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi
         wait_gone "$pid" 5 || ok=0
     fi
+    pid=$(read_pid "$dir/s3.pid" || true)
+    port=$(read_pid "$dir/s3.port" || true)
+    [[ -n $pid && -n $port ]] && { terminate "$pid" "moto_server -H $HOST -p $port" moto_server || ok=0; }
     pid=$(read_pid "$dir/influx.pid" || true)
     [[ -n $pid ]] && { terminate "$pid" "$dir/influxdb.conf" influxd || ok=0; }
     pid=$(read_pid "$dir/redis.pid" || true)
@@ -709,6 +841,7 @@ cmd_run() {
     while (($#)); do
         case $1 in
         --no-influx) opts+=(--no-influx); shift ;;
+        --no-s3) opts+=(--no-s3); shift ;;
         --) shift; break ;;
         *) usage ;;
         esac

@@ -26,6 +26,12 @@ pub const KEYS: &[&str] = &[
     "master_key_id",
     "master_keys_old",
     "backup_dir",
+    "backup_s3_url",
+    "backup_s3_endpoint",
+    "backup_s3_region",
+    "backup_s3_access_key_id",
+    "backup_s3_secret_access_key",
+    "rsdb_path",
     "pg_bin_dir",
     "instance_id",
     "session_ttl_s",
@@ -78,6 +84,21 @@ pub struct Config {
     pub master_keys_old: Vec<String>,
     /// Directory for local backups.
     pub backup_dir: Option<PathBuf>,
+    /// S3-compatible repository `s3://bucket/prefix`; when set, backups and WAL go there
+    /// instead of `backup_dir`.
+    pub backup_s3_url: Option<String>,
+    /// S3 endpoint (`http://127.0.0.1:9000`); default `https://s3.<region>.amazonaws.com`.
+    /// With an endpoint, requests use path-style addressing.
+    pub backup_s3_endpoint: Option<String>,
+    /// S3 region used in request signatures (default `us-east-1`).
+    pub backup_s3_region: String,
+    /// S3 access key id.
+    pub backup_s3_access_key_id: Option<String>,
+    /// S3 secret access key (never printed).
+    pub backup_s3_secret_access_key: Option<String>,
+    /// The `rsdb` executable that a restored cluster runs as its `restore_command` (default:
+    /// `rsdb` beside the running executable when it exists there, else from the PATH).
+    pub rsdb_path: Option<PathBuf>,
     /// Where pg_dump, pg_restore and friends live (default: PostgreSQL 15's Debian directory
     /// when it exists, else the PATH).
     pub pg_bin_dir: Option<PathBuf>,
@@ -122,6 +143,12 @@ impl Default for Config {
             master_key_id: None,
             master_keys_old: Vec::new(),
             backup_dir: None,
+            backup_s3_url: None,
+            backup_s3_endpoint: None,
+            backup_s3_region: "us-east-1".into(),
+            backup_s3_access_key_id: None,
+            backup_s3_secret_access_key: None,
+            rsdb_path: None,
             pg_bin_dir: None,
             instance_id: default_instance_id(),
             session_ttl: Duration::from_secs(24 * 3600),
@@ -176,6 +203,36 @@ impl Config {
         let mut cfg = Config::default();
         cfg.apply_env()?;
         Ok(cfg)
+    }
+
+    /// Applies a configuration file: one `key = value` per line (keys as in [`KEYS`], or their
+    /// `ROOTSTREAM_*` variable names), `#` comments and blank lines ignored, values optionally
+    /// in single or double quotes. Used by `rsdb --config`, e.g. from PostgreSQL's
+    /// `archive_command`, whose environment has no `ROOTSTREAM_*` variables.
+    pub fn apply_file(&mut self, path: &std::path::Path) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read configuration file {}: {e}", path.display())))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| Error::Config(format!("{}:{}: expected key = value", path.display(), n + 1)))?;
+            let k = k.trim();
+            let key = k.strip_prefix("ROOTSTREAM_").map(str::to_ascii_lowercase).unwrap_or_else(|| k.to_string());
+            let v = v.trim();
+            let v = if v.len() >= 2
+                && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+            {
+                &v[1..v.len() - 1]
+            } else {
+                v
+            };
+            self.set(&key, v).map_err(|e| Error::Config(format!("{}:{}: {e}", path.display(), n + 1)))?;
+        }
+        Ok(())
     }
 
     /// Overrides fields with the `ROOTSTREAM_*` variables that are set.
@@ -259,6 +316,25 @@ impl Config {
             }
             "mfa_lockout_window_s" => self.mfa_lockout_window = parse_secs(key, value)?,
             "backup_dir" => self.backup_dir = non_empty(value).map(PathBuf::from),
+            "backup_s3_url" => {
+                let v = non_empty(value);
+                if let Some(u) = &v {
+                    let bucket = u.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));
+                    if bucket.is_none_or(str::is_empty) {
+                        return Err(Error::Config(format!(
+                            "backup_s3_url must look like s3://bucket/prefix, got {u:?}"
+                        )));
+                    }
+                }
+                self.backup_s3_url = v;
+            }
+            "backup_s3_endpoint" => self.backup_s3_endpoint = non_empty(value),
+            "backup_s3_region" => {
+                self.backup_s3_region = non_empty(value).unwrap_or_else(|| "us-east-1".into());
+            }
+            "backup_s3_access_key_id" => self.backup_s3_access_key_id = non_empty(value),
+            "backup_s3_secret_access_key" => self.backup_s3_secret_access_key = non_empty(value),
+            "rsdb_path" => self.rsdb_path = non_empty(value).map(PathBuf::from),
             "pg_bin_dir" => self.pg_bin_dir = non_empty(value).map(PathBuf::from),
             "instance_id" => {
                 self.instance_id =
@@ -328,6 +404,12 @@ impl fmt::Debug for Config {
             .field("master_key_id", &self.master_key_id)
             .field("master_keys_old", &format!("<{} keys>", self.master_keys_old.len()))
             .field("backup_dir", &self.backup_dir)
+            .field("backup_s3_url", &self.backup_s3_url)
+            .field("backup_s3_endpoint", &self.backup_s3_endpoint)
+            .field("backup_s3_region", &self.backup_s3_region)
+            .field("backup_s3_access_key_id", &self.backup_s3_access_key_id)
+            .field("backup_s3_secret_access_key", &secret(&self.backup_s3_secret_access_key))
+            .field("rsdb_path", &self.rsdb_path)
             .field("pg_bin_dir", &self.pg_bin_dir)
             .field("instance_id", &self.instance_id)
             .field("session_ttl", &self.session_ttl)

@@ -9,6 +9,8 @@
 //! goes from `in_progress` to `completed` or `failed`.
 
 use super::archive::{sha256_of, ChunkReader, ChunkWriter};
+use super::storage::{self, Storage};
+use super::wal::WalArchive;
 use crate::auth::crypto::{constant_time_eq, Key, Keyring};
 use crate::config::{redact_url, Config};
 use crate::db::DatabaseManager;
@@ -17,11 +19,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-const DUMP_FILE: &str = "dump.zst.enc";
-const ZSTD_LEVEL: i32 = 3;
+pub(crate) const DUMP_FILE: &str = "dump.zst.enc";
+pub(crate) const ZSTD_LEVEL: i32 = 3;
 
 /// One stored file of a backup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,8 +56,35 @@ pub struct Manifest {
     /// The data key, sealed under the master key `key_id` (hex).
     pub wrapped_key: String,
     pub files: Vec<FileEntry>,
-    /// Rows per table in the snapshot the dump was taken from.
+    /// Rows per table in the snapshot the dump was taken from (logical backups).
+    #[serde(default)]
     pub row_counts: BTreeMap<String, i64>,
+    /// Physical backups: where WAL replay starts and stops, and what the backup builds on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PhysicalInfo>,
+}
+
+/// The WAL range of a physical backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhysicalInfo {
+    /// The backup this one needs (none for a full backup).
+    pub parent_backup_id: Option<String>,
+    /// The full backup at the root of the chain (itself for a full backup).
+    pub base_backup_id: String,
+    pub timeline: u32,
+    /// Full: the checkpoint the base backup starts from. Incremental/differential: where the
+    /// parent (incremental) or the full backup (differential) stopped.
+    pub start_lsn: String,
+    /// A restore of this backup replays WAL up to here.
+    pub stop_lsn: String,
+    /// The first WAL segment this backup holds or needs.
+    pub start_wal: String,
+    /// The last WAL segment this backup holds.
+    pub stop_wal: String,
+    pub wal_segment_size: u64,
+    pub system_identifier: String,
+    /// Every WAL segment stored in this backup.
+    pub wal_segments: Vec<String>,
 }
 
 /// A backup as listed from `backup_history`.
@@ -124,25 +154,64 @@ impl RetentionPolicy {
 pub struct CleanupReport {
     pub deleted: Vec<String>,
     pub kept: usize,
+    /// Archived WAL files removed.
+    pub wal_deleted: usize,
     pub bytes_freed: u64,
 }
 
-/// Backups of the configured database into `backup_dir`.
+/// Where a long operation is; reported to a progress callback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub backup_id: String,
+    /// `backup`, `verify`, `restore`, `wal`, `recovery`, `check` or `done`.
+    pub phase: String,
+    pub bytes_done: u64,
+    /// Known for verify and restore (the stored size), not while a backup is being taken.
+    pub bytes_total: Option<u64>,
+    pub message: String,
+}
+
+/// A progress callback; it runs on the thread doing the work and must return quickly.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Backups of the configured database into the configured repository (`backup_dir` or
+/// `backup_s3_url`).
 #[derive(Clone)]
 pub struct BackupManager {
-    db: DatabaseManager,
-    cfg: Config,
-    keyring: Keyring,
-    dir: PathBuf,
+    pub(crate) db: Option<DatabaseManager>,
+    pub(crate) cfg: Config,
+    pub(crate) keyring: Keyring,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) progress: Option<ProgressFn>,
 }
 
 impl std::fmt::Debug for BackupManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackupManager").field("dir", &self.dir).field("keyring", &self.keyring).finish()
+        f.debug_struct("BackupManager").field("storage", &self.storage).field("keyring", &self.keyring).finish()
     }
 }
 
-fn pg_tool(cfg: &Config, name: &str) -> PathBuf {
+/// Counts bytes on their way through, and reports progress every 16 MiB.
+pub(crate) struct Metered<R> {
+    pub inner: R,
+    pub done: u64,
+    pub last: u64,
+    pub report: Box<dyn FnMut(u64) + Send>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.last >= 16 << 20 {
+            self.last = self.done;
+            (self.report)(self.done);
+        }
+        Ok(n)
+    }
+}
+
+pub(crate) fn pg_tool(cfg: &Config, name: &str) -> PathBuf {
     let dir = cfg.pg_bin_dir.clone().or_else(|| {
         let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
         debian.is_dir().then_some(debian)
@@ -153,27 +222,144 @@ fn pg_tool(cfg: &Config, name: &str) -> PathBuf {
     }
 }
 
-fn manifest_context(backup_id: &str) -> Vec<u8> {
+pub(crate) fn manifest_context(backup_id: &str) -> Vec<u8> {
     format!("backup:{backup_id}:data-key").into_bytes()
 }
 
 impl BackupManager {
-    /// Needs `database_url`, `backup_dir` and `master_key`.
+    /// Needs `database_url`, `master_key` and a repository (`backup_dir` or `backup_s3_url`).
     pub fn new(db: DatabaseManager, cfg: &Config) -> Result<Self> {
-        let dir = cfg
-            .backup_dir
-            .clone()
-            .ok_or_else(|| Error::Config("backup_dir is not set (ROOTSTREAM_BACKUP_DIR)".into()))?;
         cfg.require_database_url()?;
-        Ok(BackupManager { db, keyring: Keyring::from_config(cfg)?, cfg: cfg.clone(), dir })
+        let keyring = Keyring::from_config(cfg)?;
+        Ok(BackupManager {
+            db: Some(db),
+            keyring,
+            cfg: cfg.clone(),
+            storage: storage::from_config(cfg)?,
+            progress: None,
+        })
     }
 
-    /// The directory of one backup.
-    pub fn path_of(&self, backup_id: &str) -> Result<PathBuf> {
-        if backup_id.is_empty() || !backup_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(Error::invalid(format!("{backup_id:?} is not a backup id")));
+    /// A manager of the repository alone, for when the database is gone (disaster recovery):
+    /// it reads, verifies and restores backups, and refuses what needs the database (taking
+    /// backups, the history, cleanup). Needs `master_key` and a repository.
+    pub fn repository_only(cfg: &Config) -> Result<Self> {
+        let keyring = Keyring::from_config(cfg)?;
+        Ok(BackupManager { db: None, keyring, cfg: cfg.clone(), storage: storage::from_config(cfg)?, progress: None })
+    }
+
+    pub(crate) fn db(&self) -> Result<&DatabaseManager> {
+        self.db.as_ref().ok_or_else(|| Error::Config("this needs the database: database_url is not set".into()))
+    }
+
+    /// Reports progress of backups, verifies and restores to `callback`.
+    pub fn set_progress(&mut self, callback: Option<ProgressFn>) {
+        self.progress = callback;
+    }
+
+    pub(crate) fn report(&self, backup_id: &str, phase: &str, done: u64, total: Option<u64>, message: String) {
+        if let Some(cb) = &self.progress {
+            cb(&Progress {
+                backup_id: backup_id.into(),
+                phase: phase.into(),
+                bytes_done: done,
+                bytes_total: total,
+                message,
+            });
         }
-        Ok(self.dir.join(backup_id))
+    }
+
+    /// The repository.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The WAL archive of the repository.
+    pub fn wal_archive(&self) -> WalArchive {
+        WalArchive::new(self.storage.clone(), self.keyring.clone())
+    }
+
+    /// Where one backup lives (a directory, or an `s3://` prefix).
+    pub fn location_of(&self, backup_id: &str) -> Result<String> {
+        check_id(backup_id)?;
+        Ok(self.storage.location(backup_id))
+    }
+
+    pub(crate) fn new_id(kind: &str) -> Result<String> {
+        Ok(format!("{kind}-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), hex::encode(crate::auth::random::bytes(3)?)))
+    }
+
+    /// Records a new attempt in `backup_history`.
+    pub(crate) async fn history_start(
+        &self,
+        backup_id: &str,
+        kind: &str,
+        method: &str,
+        parent: Option<&str>,
+    ) -> Result<()> {
+        self.db()?
+            .execute(
+                "INSERT INTO backup_history (backup_id, backup_type, method, status, storage, path, database_name,
+                                             encryption, key_id, parent_backup_id)
+                 VALUES ($1, $2, $3, 'in_progress', $4, $5, current_database(), 'aes-256-gcm', $6, $7)",
+                &[
+                    &backup_id,
+                    &kind,
+                    &method,
+                    &self.storage.kind(),
+                    &self.storage.location(backup_id),
+                    &self.keyring.current_id(),
+                    &parent,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Closes an attempt: `completed` with sizes and metadata, or `failed` with the error (and
+    /// whatever was written removed).
+    pub(crate) async fn history_finish(&self, backup_id: &str, result: &Result<Manifest>) -> Result<()> {
+        match result {
+            Ok(m) => {
+                let plain: u64 = m.files.iter().map(|f| f.plain_bytes).sum();
+                let stored: u64 = m.files.iter().map(|f| f.stored_bytes).sum();
+                let files: Vec<_> =
+                    m.files.iter().map(|f| serde_json::json!({"name": f.name, "sha256": f.sha256})).collect();
+                let mut meta = serde_json::json!({"files": files, "method": m.method});
+                if !m.row_counts.is_empty() {
+                    meta["row_counts"] = serde_json::to_value(&m.row_counts)?;
+                }
+                if let Some(p) = &m.physical {
+                    meta["timeline"] = p.timeline.into();
+                    meta["start_wal"] = p.start_wal.clone().into();
+                    meta["stop_wal"] = p.stop_wal.clone().into();
+                    meta["base_backup_id"] = p.base_backup_id.clone().into();
+                }
+                let (start, stop) = match &m.physical {
+                    Some(p) => (Some(p.start_lsn.clone()), Some(p.stop_lsn.clone())),
+                    None => (None, None),
+                };
+                self.db()?
+                    .execute(
+                        "UPDATE backup_history SET status = 'completed', finished_at = now(), size_bytes = $2,
+                                compressed_size_bytes = $3, metadata = $4, start_lsn = $5, stop_lsn = $6
+                         WHERE backup_id = $1",
+                        &[&backup_id, &(plain as i64), &(stored as i64), &meta, &start, &stop],
+                    )
+                    .await?;
+            }
+            Err(e) => {
+                let _ = self.storage.delete_prefix(&format!("{backup_id}/"));
+                self.db()?
+                    .execute(
+                        "UPDATE backup_history SET status = 'failed', finished_at = now(), error_message = $2
+                         WHERE backup_id = $1",
+                        &[&backup_id, &e.to_string()],
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes a full logical backup. The row counts recorded in the manifest come from the same
@@ -181,52 +367,65 @@ impl BackupManager {
     /// partial files are removed.
     pub async fn create_full(&self) -> Result<Manifest> {
         let started = Utc::now();
-        let backup_id =
-            format!("full-{}-{}", started.format("%Y%m%dT%H%M%SZ"), hex::encode(crate::auth::random::bytes(3)?));
-        let path = self.path_of(&backup_id)?;
-        self.db
-            .execute(
-                "INSERT INTO backup_history (backup_id, backup_type, method, status, storage, path, database_name, encryption, key_id)
-                 VALUES ($1, 'full', 'pg_dump', 'in_progress', 'local', $2, current_database(), 'aes-256-gcm', $3)",
-                &[&backup_id, &path.to_string_lossy().to_string(), &self.keyring.current_id()],
-            )
-            .await?;
-        let result = self.create_full_inner(&backup_id, &path, started).await;
-        match &result {
-            Ok(m) => {
-                let f = &m.files[0];
-                self.db
-                    .execute(
-                        "UPDATE backup_history SET status = 'completed', finished_at = now(), size_bytes = $2,
-                                compressed_size_bytes = $3, metadata = $4 WHERE backup_id = $1",
-                        &[
-                            &backup_id,
-                            &(f.plain_bytes as i64),
-                            &(f.stored_bytes as i64),
-                            &serde_json::json!({"sha256": f.sha256, "row_counts": m.row_counts}),
-                        ],
-                    )
-                    .await?;
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&path);
-                let _ = self
-                    .db
-                    .execute(
-                        "UPDATE backup_history SET status = 'failed', finished_at = now(), error_message = $2 WHERE backup_id = $1",
-                        &[&backup_id, &e.to_string()],
-                    )
-                    .await;
-            }
-        }
+        let backup_id = Self::new_id("full")?;
+        self.history_start(&backup_id, "full", "pg_dump", None).await?;
+        let result = self.create_full_inner(&backup_id, started).await;
+        self.history_finish(&backup_id, &result).await?;
         result
     }
 
-    async fn create_full_inner(&self, backup_id: &str, path: &Path, started: DateTime<Utc>) -> Result<Manifest> {
-        std::fs::create_dir_all(path).map_err(|e| Error::Io(format!("cannot create {}: {e}", path.display())))?;
+    /// Streams `source` through zstd and the chunk sealer into object `<backup_id>/<name>`.
+    pub(crate) fn store_stream(
+        &self,
+        backup_id: &str,
+        name: &str,
+        key: &Key,
+        source: &mut dyn Read,
+    ) -> Result<FileEntry> {
+        self.store_with(backup_id, name, key, &mut |w| std::io::copy(source, w))
+    }
+
+    /// Stores what `fill` writes (returning the plaintext byte count) as object
+    /// `<backup_id>/<name>`, compressed and sealed. Nothing appears unless it all succeeds.
+    pub(crate) fn store_with(
+        &self,
+        backup_id: &str,
+        name: &str,
+        key: &Key,
+        fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<u64>,
+    ) -> Result<FileEntry> {
+        let object = format!("{backup_id}/{name}");
+        let loc = self.storage.location(&object);
+        let io = |e: std::io::Error| Error::Io(format!("writing {loc}: {e}"));
+        let mut out = self.storage.create(&object)?;
+        let sealer = ChunkWriter::new(&mut out, key.clone(), backup_id, name)?;
+        let mut z = zstd::stream::write::Encoder::new(sealer, ZSTD_LEVEL)?;
+        let plain = fill(&mut z).map_err(io)?;
+        let sealer = z.finish().map_err(io)?;
+        let (chunks, _compressed, stored, sha, _) = sealer.finish().map_err(io)?;
+        out.commit()?;
+        Ok(FileEntry { name: name.into(), chunks, plain_bytes: plain, stored_bytes: stored, sha256: sha })
+    }
+
+    /// Opens a stored file of a backup as plaintext.
+    pub(crate) fn open_file(&self, m: &Manifest, key: &Key, name: &str) -> Result<Box<dyn Read + Send>> {
+        let r = self.storage.open(&format!("{}/{name}", m.backup_id))?;
+        Ok(Box::new(zstd::stream::read::Decoder::new(ChunkReader::new(r, key.clone(), &m.backup_id, name))?))
+    }
+
+    /// Signs and stores a manifest (the manifest last: a backup without one is incomplete).
+    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        let text = serde_json::to_vec_pretty(m)?;
+        let mac = hex::encode(self.keyring.mac("backup-manifest", &text)?);
+        self.storage.put(&format!("{}/manifest.mac", m.backup_id), mac.as_bytes())?;
+        self.storage.put(&format!("{}/manifest.json", m.backup_id), &text)?;
+        Ok(())
+    }
+
+    async fn create_full_inner(&self, backup_id: &str, started: DateTime<Utc>) -> Result<Manifest> {
         // A repeatable-read transaction exports its snapshot: pg_dump reads exactly what the
         // row counts below read.
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db()?.begin().await?;
         tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
         let snap: String = tx.query("SELECT pg_export_snapshot()", &[]).await?[0].get(0);
         let meta = tx.query("SELECT current_database()::text, current_setting('server_version')", &[]).await?;
@@ -249,8 +448,7 @@ impl BackupManager {
         let (key_id, wrapped) = self.keyring.seal(&manifest_context(backup_id), key.as_bytes())?;
         let url = self.cfg.require_database_url()?.to_string();
         let pg_dump = pg_tool(&self.cfg, "pg_dump");
-        let file_path = path.join(DUMP_FILE);
-        let (bid, fp) = (backup_id.to_string(), file_path.clone());
+        let (bid, this) = (backup_id.to_string(), self.clone());
         let entry = tokio::task::spawn_blocking(move || -> Result<FileEntry> {
             let mut child = Command::new(&pg_dump)
                 .args(["--format=custom", "--compress=0", "--no-password", "--snapshot", &snap, "--dbname", &url])
@@ -258,27 +456,25 @@ impl BackupManager {
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| Error::Io(format!("cannot run {}: {e}", pg_dump.display())))?;
-            let file =
-                std::fs::File::create(&fp).map_err(|e| Error::Io(format!("cannot create {}: {e}", fp.display())))?;
-            let sealer = ChunkWriter::new(std::io::BufWriter::new(file), key, &bid, DUMP_FILE)?;
-            let mut z = zstd::stream::write::Encoder::new(sealer, ZSTD_LEVEL)?;
-            let mut out = child.stdout.take().expect("piped");
-            let copied = std::io::copy(&mut out, &mut z);
-            let status = child.wait()?;
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
+            let stderr = drain(child.stderr.take().expect("piped"));
+            let report_to = this.clone();
+            let id2 = bid.clone();
+            let mut src = Metered {
+                inner: child.stdout.take().expect("piped"),
+                done: 0,
+                last: 0,
+                report: Box::new(move |n| report_to.report(&id2, "backup", n, None, "pg_dump".into())),
+            };
+            let stored = this.store_stream(&bid, DUMP_FILE, &key, &mut src);
+            if stored.is_err() {
+                let _ = child.kill();
             }
+            let status = child.wait()?;
+            let err = stderr.join().unwrap_or_default();
             if !status.success() {
                 return Err(Error::Io(format!("pg_dump failed ({status}): {}", err.trim())));
             }
-            let plain = copied.map_err(|e| Error::Io(format!("writing {}: {e}", fp.display())))?;
-            let sealer = z.finish()?;
-            let (chunks, _compressed, stored, sha, writer) =
-                sealer.finish().map_err(|e| Error::Io(format!("writing {}: {e}", fp.display())))?;
-            let file = writer.into_inner().map_err(|e| Error::Io(e.to_string()))?;
-            file.sync_all().map_err(|e| Error::Io(format!("syncing {}: {e}", fp.display())))?;
-            Ok(FileEntry { name: DUMP_FILE.into(), chunks, plain_bytes: plain, stored_bytes: stored, sha256: sha })
+            stored
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
@@ -299,22 +495,23 @@ impl BackupManager {
             wrapped_key: hex::encode(wrapped),
             files: vec![entry],
             row_counts,
+            physical: None,
         };
-        let text = serde_json::to_vec_pretty(&manifest)?;
-        let mac = hex::encode(self.keyring.mac("backup-manifest", &text)?);
-        write_synced(&path.join("manifest.json"), &text)?;
-        write_synced(&path.join("manifest.mac"), mac.as_bytes())?;
+        self.write_manifest(&manifest)?;
+        self.report(backup_id, "done", manifest.files[0].plain_bytes, None, "backup completed".into());
         Ok(manifest)
     }
 
     /// Reads and authenticates a backup's manifest.
     pub fn manifest(&self, backup_id: &str) -> Result<Manifest> {
-        let path = self.path_of(backup_id)?;
-        let text = std::fs::read(path.join("manifest.json"))
-            .map_err(|e| Error::NotFound(format!("backup {backup_id}: manifest.json: {e}")))?;
-        let mac = std::fs::read_to_string(path.join("manifest.mac"))
-            .map_err(|e| Error::NotFound(format!("backup {backup_id}: manifest.mac: {e}")))?;
-        let mac = hex::decode(mac.trim())
+        check_id(backup_id)?;
+        let get = |name: &str| match self.storage.get(&format!("{backup_id}/{name}")) {
+            Err(Error::NotFound(e)) => Err(Error::NotFound(format!("backup {backup_id}: {name}: {e}"))),
+            other => other,
+        };
+        let text = get("manifest.json")?;
+        let mac = get("manifest.mac")?;
+        let mac = hex::decode(String::from_utf8_lossy(&mac).trim())
             .map_err(|_| Error::Integrity(format!("backup {backup_id}: manifest.mac is corrupt")))?;
         let ok = self.keyring.mac_all("backup-manifest", &text)?.iter().any(|(_, m)| constant_time_eq(m, &mac));
         if !ok {
@@ -329,7 +526,7 @@ impl BackupManager {
         Ok(m)
     }
 
-    fn data_key(&self, m: &Manifest) -> Result<Key> {
+    pub(crate) fn data_key(&self, m: &Manifest) -> Result<Key> {
         let wrapped = hex::decode(&m.wrapped_key).map_err(|_| Error::Integrity("wrapped key is corrupt".into()))?;
         let raw = self.keyring.open(&m.key_id, &manifest_context(&m.backup_id), &wrapped)?;
         Key::from_hex(&hex::encode(raw))
@@ -340,24 +537,27 @@ impl BackupManager {
     pub fn verify(&self, backup_id: &str) -> Result<Manifest> {
         let m = self.manifest(backup_id)?;
         let key = self.data_key(&m)?;
-        let path = self.path_of(backup_id)?;
+        let total: u64 = m.files.iter().map(|f| f.stored_bytes).sum();
+        let mut done = 0;
         for f in &m.files {
-            let fp = path.join(&f.name);
-            let file = std::fs::File::open(&fp)
-                .map_err(|e| Error::Integrity(format!("backup {backup_id}: {} is missing: {e}", f.name)))?;
-            let (sha, size) = sha256_of(std::io::BufReader::new(file))?;
+            let object = format!("{backup_id}/{}", f.name);
+            let open = || match self.storage.open(&object) {
+                Err(Error::NotFound(e)) => {
+                    Err(Error::Integrity(format!("backup {backup_id}: {} is missing: {e}", f.name)))
+                }
+                other => other,
+            };
+            let (sha, size) = sha256_of(open()?)?;
             if size != f.stored_bytes || sha != f.sha256 {
                 // Find the chunk: decrypting names it.
-                let file = std::fs::File::open(&fp)?;
-                let mut r = ChunkReader::new(std::io::BufReader::new(file), key.clone(), backup_id, &f.name);
+                let mut r = ChunkReader::new(open()?, key.clone(), backup_id, &f.name);
                 let detail = match std::io::copy(&mut r, &mut std::io::sink()) {
                     Err(e) => e.to_string(),
                     Ok(_) => format!("{}: size or checksum differs from the manifest", f.name),
                 };
                 return Err(Error::Integrity(format!("backup {backup_id}: {detail}")));
             }
-            let file = std::fs::File::open(&fp)?;
-            let r = ChunkReader::new(std::io::BufReader::new(file), key.clone(), backup_id, &f.name);
+            let r = ChunkReader::new(open()?, key.clone(), backup_id, &f.name);
             let mut z = zstd::stream::read::Decoder::new(r)?;
             let n = std::io::copy(&mut z, &mut std::io::sink())
                 .map_err(|e| Error::Integrity(format!("backup {backup_id}: {e}")))?;
@@ -367,18 +567,24 @@ impl BackupManager {
                     f.name, f.plain_bytes
                 )));
             }
+            done += f.stored_bytes;
+            self.report(backup_id, "verify", done, Some(total), format!("{} verified", f.name));
         }
         Ok(m)
     }
 
-    /// Restores a backup into the database at `target_url` (which must exist and should be
-    /// empty), after verifying it; then checks every table's row count against the backup.
+    /// Restores a logical backup into the database at `target_url` (which must exist and should
+    /// be empty), after verifying it; then checks every table's row count against the backup.
     pub async fn restore(&self, backup_id: &str, target_url: &str) -> Result<RestoreReport> {
         let m = self.verify(backup_id)?;
+        if m.physical.is_some() {
+            return Err(Error::invalid(format!(
+                "backup {backup_id} is a physical backup: restore it into a data directory (RecoveryManager::restore_cluster)"
+            )));
+        }
         let key = self.data_key(&m)?;
-        let fp = self.path_of(backup_id)?.join(DUMP_FILE);
         let pg_restore = pg_tool(&self.cfg, "pg_restore");
-        let (bid, url) = (backup_id.to_string(), target_url.to_string());
+        let (url, this, m2) = (target_url.to_string(), self.clone(), m.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut child = Command::new(&pg_restore)
                 .args(["--no-owner", "--no-password", "--exit-on-error", "--dbname", &url])
@@ -387,18 +593,21 @@ impl BackupManager {
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| Error::Io(format!("cannot run {}: {e}", pg_restore.display())))?;
-            let file = std::fs::File::open(&fp)?;
-            let r = ChunkReader::new(std::io::BufReader::new(file), key, &bid, DUMP_FILE);
-            let mut z = zstd::stream::read::Decoder::new(r)?;
+            let stderr = drain(child.stderr.take().expect("piped"));
+            let total = m2.files[0].plain_bytes;
+            let (report_to, id) = (this.clone(), m2.backup_id.clone());
+            let mut src = Metered {
+                inner: this.open_file(&m2, &key, DUMP_FILE)?,
+                done: 0,
+                last: 0,
+                report: Box::new(move |n| report_to.report(&id, "restore", n, Some(total), "pg_restore".into())),
+            };
             let mut stdin = child.stdin.take().expect("piped");
-            let fed = std::io::copy(&mut z, &mut stdin);
+            let fed = std::io::copy(&mut src, &mut stdin);
             drop(stdin);
             let status = child.wait()?;
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            fed.map_err(|e| Error::Integrity(format!("backup {bid}: {e}")))?;
+            let err = stderr.join().unwrap_or_default();
+            fed.map_err(|e| Error::Integrity(format!("backup {}: {e}", m2.backup_id)))?;
             if !status.success() {
                 return Err(Error::Io(format!("pg_restore failed ({status}): {}", err.trim())));
             }
@@ -415,11 +624,13 @@ impl BackupManager {
         for (table, want) in &m.row_counts {
             let got: i64 = target.query(&format!("SELECT count(*) FROM {table}"), &[]).await?[0].get(0);
             if got != *want {
+                target.close();
                 return Err(Error::Integrity(format!("restored {table} has {got} rows, the backup recorded {want}")));
             }
             rows += got;
         }
         target.close();
+        self.report(backup_id, "done", rows as u64, None, format!("{} tables checked", m.row_counts.len()));
         Ok(RestoreReport {
             backup_id: backup_id.into(),
             target: redact_url(target_url),
@@ -428,15 +639,21 @@ impl BackupManager {
         })
     }
 
-    /// Deletes completed backups older than the policy allows for their type, except the newest
-    /// `keep_last` of each type — so the newest full backup, the one every restore needs, is
-    /// never deleted. Failed attempts older than the full-backup period are dropped from the
-    /// history. Deleted backups stay in the history as `deleted`.
+    /// Applies the retention policy:
+    /// - a completed backup older than its type's period is deleted, except the newest
+    ///   `keep_last` of its type (so the newest full backup, the one every restore needs, is
+    ///   never deleted, however old), and except a backup that a kept incremental or
+    ///   differential builds on;
+    /// - archived WAL positioned before the oldest kept physical full backup's start is deleted
+    ///   (never the WAL a kept backup needs; nothing when no physical backup is kept);
+    /// - failed attempts older than the full-backup period leave the history.
+    ///
+    /// Deleted backups stay in the history as `deleted`.
     pub async fn cleanup(&self, policy: &RetentionPolicy) -> Result<CleanupReport> {
         let rows = self
-            .db
+            .db()?
             .query(
-                "SELECT backup_id, backup_type, path, finished_at,
+                "SELECT backup_id, backup_type, finished_at, parent_backup_id, metadata->>'start_wal',
                         row_number() OVER (PARTITION BY backup_type ORDER BY finished_at DESC, id DESC)
                  FROM backup_history WHERE status = 'completed' ORDER BY finished_at",
                 &[],
@@ -444,10 +661,13 @@ impl BackupManager {
             .await?;
         let now = Utc::now();
         let mut report = CleanupReport::default();
+        let mut keep = std::collections::HashSet::new();
+        let mut parents = std::collections::HashMap::new();
         for r in &rows {
-            let (id, kind, path): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-            let finished: Option<DateTime<Utc>> = r.get(3);
-            let rank: i64 = r.get(4);
+            let (id, kind): (String, String) = (r.get(0), r.get(1));
+            let finished: Option<DateTime<Utc>> = r.get(2);
+            let parent: Option<String> = r.get(3);
+            let rank: i64 = r.get(5);
             let keep_for = match kind.as_str() {
                 "full" => policy.full,
                 "incremental" => policy.incremental,
@@ -456,17 +676,42 @@ impl BackupManager {
             let age = finished.map(|f| (now - f).to_std().unwrap_or_default()).unwrap_or_default();
             let protected = rank as usize <= policy.keep_last.max(if kind == "full" { 1 } else { 0 });
             if protected || age <= keep_for {
+                keep.insert(id.clone());
+            }
+            if let Some(p) = parent {
+                parents.insert(id, p);
+            }
+        }
+        // What a kept backup builds on is kept too.
+        let kept_now: Vec<String> = keep.iter().cloned().collect();
+        for id in kept_now {
+            let mut cur = id;
+            while let Some(p) = parents.get(&cur) {
+                keep.insert(p.clone());
+                cur = p.clone();
+            }
+        }
+        let mut oldest_wal: Option<String> = None;
+        for r in &rows {
+            let (id, kind): (String, String) = (r.get(0), r.get(1));
+            let start_wal: Option<String> = r.get(4);
+            if keep.contains(&id) {
                 report.kept += 1;
+                if kind == "full" {
+                    if let Some(w) = start_wal {
+                        let older = match &oldest_wal {
+                            Some(o) => super::wal::segment_position(&w) < super::wal::segment_position(o),
+                            None => true,
+                        };
+                        if older {
+                            oldest_wal = Some(w.to_string());
+                        }
+                    }
+                }
                 continue;
             }
-            let dir = PathBuf::from(&path);
-            // Only a directory that is this backup's own is removed.
-            if dir.file_name().map(|n| n == id.as_str()).unwrap_or(false) && dir.exists() {
-                report.bytes_freed += dir_size(&dir);
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| Error::Io(format!("cannot delete {}: {e}", dir.display())))?;
-            }
-            self.db
+            report.bytes_freed += self.storage.delete_prefix(&format!("{id}/"))?;
+            self.db()?
                 .execute(
                     "UPDATE backup_history SET status = 'deleted', deleted_at = now() WHERE backup_id = $1",
                     &[&id],
@@ -474,7 +719,12 @@ impl BackupManager {
                 .await?;
             report.deleted.push(id);
         }
-        self.db
+        if let Some(oldest) = oldest_wal {
+            let (removed, bytes) = self.wal_archive().expire_before(&oldest)?;
+            report.wal_deleted = removed.len();
+            report.bytes_freed += bytes;
+        }
+        self.db()?
             .execute(
                 "DELETE FROM backup_history WHERE status = 'failed' AND started_at < now() - make_interval(secs => $1)",
                 &[&policy.full.as_secs_f64()],
@@ -483,10 +733,42 @@ impl BackupManager {
         Ok(report)
     }
 
+    /// Deletes one backup (files and history). Refused while another backup that is not
+    /// deleted builds on it.
+    pub async fn delete(&self, backup_id: &str) -> Result<u64> {
+        check_id(backup_id)?;
+        let row = self.db()?.query_opt("SELECT status FROM backup_history WHERE backup_id = $1", &[&backup_id]).await?;
+        if row.is_none() && self.storage.list(&format!("{backup_id}/"))?.is_empty() {
+            return Err(Error::NotFound(format!("no backup {backup_id}")));
+        }
+        let dependents = self
+            .db()?
+            .query(
+                "SELECT backup_id FROM backup_history WHERE parent_backup_id = $1 AND status IN ('completed', 'in_progress')",
+                &[&backup_id],
+            )
+            .await?;
+        if !dependents.is_empty() {
+            let ids: Vec<String> = dependents.iter().map(|r| r.get(0)).collect();
+            return Err(Error::Conflict(format!(
+                "backup {backup_id} is needed by {}; delete those first",
+                ids.join(", ")
+            )));
+        }
+        let freed = self.storage.delete_prefix(&format!("{backup_id}/"))?;
+        self.db()?
+            .execute(
+                "UPDATE backup_history SET status = 'deleted', deleted_at = now() WHERE backup_id = $1",
+                &[&backup_id],
+            )
+            .await?;
+        Ok(freed)
+    }
+
     /// When the newest completed backup of a type finished.
     pub async fn last_completed(&self, backup_type: &str) -> Result<Option<DateTime<Utc>>> {
         let row = self
-            .db
+            .db()?
             .query_opt(
                 "SELECT max(finished_at) FROM backup_history WHERE status = 'completed' AND backup_type = $1",
                 &[&backup_type],
@@ -498,7 +780,7 @@ impl BackupManager {
     /// Backups recorded in `backup_history`, newest first.
     pub async fn list(&self) -> Result<Vec<BackupInfo>> {
         let rows = self
-            .db
+            .db()?
             .query(
                 "SELECT backup_id, backup_type, status, path, database_name, size_bytes, compressed_size_bytes,
                         started_at, finished_at, error_message
@@ -524,15 +806,23 @@ impl BackupManager {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|it| it.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0)
+/// Checks that a backup id is a single safe name.
+pub fn check_id(backup_id: &str) -> Result<()> {
+    if backup_id.is_empty()
+        || backup_id.len() > 128
+        || !backup_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || backup_id == "wal"
+    {
+        return Err(Error::invalid(format!("{backup_id:?} is not a backup id")));
+    }
+    Ok(())
 }
 
-fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).map_err(|e| Error::Io(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
+/// Reads a child's standard error on its own thread, so a chatty child never blocks.
+pub(crate) fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
 }

@@ -1,9 +1,12 @@
 //! `rsdb`: the operator CLI. Reads its configuration from the `ROOTSTREAM_*` environment
-//! variables (and `--database-url` / `--redis-url`).
+//! variables, a `--config` file, and `--database-url` / `--redis-url`.
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rootstream_db::auth::mfa::MfaManager;
-use rootstream_db::backup::{BackupManager, RetentionPolicy};
+use rootstream_db::backup::{
+    BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome, RecoveryManager,
+    RecoveryTarget, RetentionPolicy,
+};
 use rootstream_db::db::migrations;
 use rootstream_db::models::session::{SessionModel, SessionSettings};
 use rootstream_db::runtime::block_on;
@@ -16,7 +19,9 @@ fn cli() -> Command {
         .about("rootstream-db operator tool")
         .long_about(
             "rootstream-db operator tool.\n\nConfiguration comes from the ROOTSTREAM_* environment variables \
-             (ROOTSTREAM_DATABASE_URL, ROOTSTREAM_REDIS_URL, ...); the options below override them.",
+             (ROOTSTREAM_DATABASE_URL, ROOTSTREAM_REDIS_URL, ...), then a --config file, then the options below.\n\n\
+             Exit codes: 0 success, 1 failure, 2 usage or configuration, 3 connection or timeout, 4 not found, \
+             5 integrity check failed, 6 conflict (e.g. a different WAL file of that name is already archived).",
         )
         .arg(
             Arg::new("database-url")
@@ -25,6 +30,12 @@ fn cli() -> Command {
                 .help("PostgreSQL URL (overrides ROOTSTREAM_DATABASE_URL)"),
         )
         .arg(Arg::new("redis-url").long("redis-url").global(true).help("Redis URL (overrides ROOTSTREAM_REDIS_URL)"))
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .global(true)
+                .help("Configuration file of `key = value` lines; its values override ROOTSTREAM_* variables"),
+        )
         .subcommand_required(true)
         .subcommand(Command::new("migrate").about("Apply the embedded schema migrations"))
         .subcommand(
@@ -49,43 +60,112 @@ fn cli() -> Command {
         .subcommand(
             Command::new("backup")
                 .about(
-                    "Encrypted, compressed, verifiable backups (needs ROOTSTREAM_BACKUP_DIR and ROOTSTREAM_MASTER_KEY)",
+                    "Encrypted, compressed, verifiable backups (needs a repository, ROOTSTREAM_BACKUP_DIR or \
+                     ROOTSTREAM_BACKUP_S3_URL, and ROOTSTREAM_MASTER_KEY)",
                 )
                 .subcommand_required(true)
-                .subcommand(Command::new("create").about("Take a full logical backup of the database"))
-                .subcommand(Command::new("list").about("List backups from the backup history"))
+                .subcommand(
+                    Command::new("create")
+                        .about("Take a backup: logical (pg_dump of the database) or physical (the whole cluster)")
+                        .arg(
+                            Arg::new("type")
+                                .long("type")
+                                .default_value("full")
+                                .value_parser(["full", "incremental", "differential"])
+                                .help("incremental/differential are physical: the WAL since the last backup / full"),
+                        )
+                        .arg(
+                            Arg::new("physical")
+                                .long("physical")
+                                .action(ArgAction::SetTrue)
+                                .help("A physical full backup (pg_basebackup) instead of a logical one"),
+                        ),
+                )
+                .subcommand(
+                    Command::new("list").about("List backups from the backup history").arg(
+                        Arg::new("repository")
+                            .long("repository")
+                            .action(ArgAction::SetTrue)
+                            .help("Read the repository's manifests instead (no database needed)"),
+                    ),
+                )
                 .subcommand(
                     Command::new("cleanup")
-                        .about("Delete backups past their retention (the newest full backup is always kept)")
-                        .arg(
-                            Arg::new("full-days")
-                                .long("full-days")
-                                .default_value("30")
-                                .value_parser(clap::value_parser!(u64)),
+                        .about(
+                            "Delete backups past their retention and the archived WAL no kept backup needs \
+                             (the newest full backup is always kept)",
                         )
+                        .arg(days_arg("full-days", "30"))
+                        .arg(days_arg("incremental-days", "7"))
+                        .arg(days_arg("differential-days", "3"))
                         .arg(
                             Arg::new("keep-last")
                                 .long("keep-last")
                                 .default_value("1")
-                                .value_parser(clap::value_parser!(usize)),
+                                .value_parser(clap::value_parser!(usize))
+                                .help("Completed backups of each type kept whatever their age"),
                         ),
+                )
+                .subcommand(
+                    Command::new("delete")
+                        .about("Delete one backup (refused while another backup builds on it)")
+                        .arg(Arg::new("id").required(true)),
                 )
                 .subcommand(
                     Command::new("verify")
                         .about("Read a backup back and check every byte; names the file and chunk at fault")
                         .arg(Arg::new("id").required(true)),
+                )
+                .subcommand(
+                    Command::new("test-restore")
+                        .about("Restore a backup into a scratch database or cluster, check it, drop it")
+                        .arg(Arg::new("id").required(true)),
                 ),
         )
         .subcommand(
             Command::new("restore")
-                .about("Restore a backup into an existing, empty database, then check row counts")
-                .arg(Arg::new("id").required(true))
+                .about(
+                    "Restore a backup: a logical one into an existing, empty database (--target-url), a physical \
+                     one into a new data directory (--data-dir), optionally to a point in time",
+                )
+                .arg(Arg::new("id").help("The backup (physical restores may omit it: the newest fitting one is used)"))
+                .arg(Arg::new("target-url").long("target-url").help("PostgreSQL URL of the target database (logical)"))
+                .arg(Arg::new("data-dir").long("data-dir").help("New data directory (physical)"))
                 .arg(
-                    Arg::new("target-url")
-                        .long("target-url")
-                        .required(true)
-                        .help("PostgreSQL URL of the target database"),
+                    Arg::new("target-time")
+                        .long("target-time")
+                        .help("Recover to this moment (RFC 3339, e.g. 2026-11-25T10:15:00Z), physical only"),
+                )
+                .arg(
+                    Arg::new("latest")
+                        .long("latest")
+                        .action(ArgAction::SetTrue)
+                        .help("Replay all archived WAL (physical only)"),
+                )
+                .arg(
+                    Arg::new("port")
+                        .long("port")
+                        .default_value("0")
+                        .value_parser(clap::value_parser!(u16))
+                        .help("Port of the restored server (0: a free one)"),
+                )
+                .arg(
+                    Arg::new("keep-running")
+                        .long("keep-running")
+                        .action(ArgAction::SetTrue)
+                        .help("Leave the restored server running"),
                 ),
+        )
+        .subcommand(
+            Command::new("wal-push")
+                .about("PostgreSQL archive_command: archive_command = 'rsdb --config FILE wal-push %p'")
+                .arg(Arg::new("path").required(true).help("The WAL file (%p)")),
+        )
+        .subcommand(
+            Command::new("wal-fetch")
+                .about("PostgreSQL restore_command: restore_command = 'rsdb --config FILE wal-fetch %f %p'")
+                .arg(Arg::new("name").required(true).help("The WAL file name (%f)"))
+                .arg(Arg::new("path").required(true).help("Where to write it (%p)")),
         )
         .subcommand(
             Command::new("mfa")
@@ -124,26 +204,75 @@ fn sessions_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
     Ok(())
 }
 
+fn days_arg(name: &'static str, default: &'static str) -> Arg {
+    Arg::new(name).long(name).default_value(default).value_parser(clap::value_parser!(u32))
+}
+
+fn print_manifest(m: &Manifest) {
+    let plain: u64 = m.files.iter().map(|f| f.plain_bytes).sum();
+    let stored: u64 = m.files.iter().map(|f| f.stored_bytes).sum();
+    print!(
+        "backup {} ({}) completed: {plain} bytes read, {stored} bytes stored (zstd, AES-256-GCM)",
+        m.backup_id, m.backup_type
+    );
+    match &m.physical {
+        Some(p) => println!(
+            ", WAL {}..{} (LSN {}..{}, timeline {}){}",
+            p.start_wal,
+            p.stop_wal,
+            p.start_lsn,
+            p.stop_lsn,
+            p.timeline,
+            p.parent_backup_id.as_ref().map(|b| format!(", builds on {b}")).unwrap_or_default()
+        ),
+        None => println!(", {} tables", m.row_counts.len()),
+    }
+}
+
 fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+    // Commands that read the repository alone work without the database.
+    match m.subcommand() {
+        Some(("verify", sub)) => {
+            let bm = BackupManager::repository_only(cfg)?;
+            let id = sub.get_one::<String>("id").expect("required");
+            let manifest = bm.verify(id)?;
+            println!("backup {id} verified: {} files, every chunk authentic", manifest.files.len());
+            return Ok(());
+        }
+        Some(("list", sub)) if sub.get_flag("repository") => {
+            let rm = RecoveryManager::from_config(cfg)?;
+            for b in rm.list_repository()? {
+                let stored: u64 = b.files.iter().map(|f| f.stored_bytes).sum();
+                println!(
+                    "{}  {:<12} {:<9} {:>12} bytes  finished {}",
+                    b.backup_id,
+                    b.backup_type,
+                    if b.physical.is_some() { "physical" } else { "logical" },
+                    stored,
+                    b.finished_at.to_rfc3339()
+                );
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let db = DatabaseManager::new(cfg)?;
     block_on(migrations::migrate(&db))?;
     let bm = BackupManager::new(db, cfg)?;
     match m.subcommand() {
-        Some(("create", _)) => {
-            let manifest = block_on(bm.create_full())?;
-            let f = &manifest.files[0];
-            println!(
-                "backup {} completed: {} bytes dumped, {} bytes stored (zstd, AES-256-GCM), {} tables",
-                manifest.backup_id,
-                f.plain_bytes,
-                f.stored_bytes,
-                manifest.row_counts.len()
-            );
+        Some(("create", sub)) => {
+            let kind = sub.get_one::<String>("type").expect("default");
+            let manifest = if kind == "full" && !sub.get_flag("physical") {
+                block_on(bm.create_full())?
+            } else {
+                block_on(bm.create_physical(PhysicalKind::parse(kind)?))?
+            };
+            print_manifest(&manifest);
         }
         Some(("list", _)) => {
             for b in block_on(bm.list())? {
                 println!(
-                    "{}  {:<11} {:<9} {:>12} bytes  {}",
+                    "{}  {:<11} {:<12} {:>12} bytes  {}",
                     b.backup_id,
                     b.status,
                     b.backup_type,
@@ -153,21 +282,37 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
             }
         }
         Some(("cleanup", sub)) => {
-            let policy = RetentionPolicy {
-                full: std::time::Duration::from_secs(86400 * *sub.get_one::<u64>("full-days").expect("default")),
-                keep_last: *sub.get_one::<usize>("keep-last").expect("default"),
-                ..RetentionPolicy::default()
-            };
+            let day = |k: &str| *sub.get_one::<u32>(k).expect("default");
+            let policy = RetentionPolicy::from_days(
+                day("full-days"),
+                day("incremental-days"),
+                day("differential-days"),
+                *sub.get_one::<usize>("keep-last").expect("default"),
+            );
             let r = block_on(bm.cleanup(&policy))?;
-            println!("deleted {} backups ({} bytes), kept {}", r.deleted.len(), r.bytes_freed, r.kept);
+            println!(
+                "deleted {} backups and {} archived WAL files ({} bytes), kept {}",
+                r.deleted.len(),
+                r.wal_deleted,
+                r.bytes_freed,
+                r.kept
+            );
             for id in r.deleted {
                 println!("  deleted {id}");
             }
         }
-        Some(("verify", sub)) => {
+        Some(("delete", sub)) => {
             let id = sub.get_one::<String>("id").expect("required");
-            let manifest = bm.verify(id)?;
-            println!("backup {id} verified: {} files, every chunk authentic", manifest.files.len());
+            let freed = block_on(bm.delete(id))?;
+            println!("deleted backup {id} ({freed} bytes)");
+        }
+        Some(("test-restore", sub)) => {
+            let id = sub.get_one::<String>("id").expect("required");
+            let r = block_on(RecoveryManager::new(bm).test_restore(id))?;
+            println!(
+                "backup {id} ({}) restored into scratch space and checked: {} tables, {} rows, {:.1} s; scratch space dropped",
+                r.kind, r.tables_checked, r.rows, r.seconds
+            );
         }
         _ => return Err(Error::invalid("unknown backup command")),
     }
@@ -175,15 +320,81 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
 }
 
 fn restore_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
-    let db = DatabaseManager::new(cfg)?;
-    let bm = BackupManager::new(db, cfg)?;
-    let id = m.get_one::<String>("id").expect("required");
-    let target = m.get_one::<String>("target-url").expect("required");
-    let report = block_on(bm.restore(id, target))?;
-    println!(
-        "restored {} into {}: {} tables, {} rows, all counts match the backup",
-        report.backup_id, report.target, report.tables_checked, report.rows_restored
-    );
+    let id = m.get_one::<String>("id");
+    match (m.get_one::<String>("target-url"), m.get_one::<String>("data-dir")) {
+        (Some(target), None) => {
+            let id = id.ok_or_else(|| Error::invalid("a logical restore needs the backup id"))?;
+            let db = DatabaseManager::new(cfg)?;
+            let bm = BackupManager::new(db, cfg)?;
+            let report = block_on(bm.restore(id, target))?;
+            println!(
+                "restored {} into {}: {} tables, {} rows, all counts match the backup",
+                report.backup_id, report.target, report.tables_checked, report.rows_restored
+            );
+        }
+        (None, Some(dir)) => {
+            let target = match (m.get_one::<String>("target-time"), m.get_flag("latest")) {
+                (Some(_), true) => return Err(Error::invalid("--target-time and --latest exclude each other")),
+                (Some(t), false) => RecoveryTarget::Time(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|e| Error::invalid(format!("--target-time {t:?}: {e} (use RFC 3339)")))?
+                        .with_timezone(&chrono::Utc),
+                ),
+                (None, true) => RecoveryTarget::Latest,
+                (None, false) => RecoveryTarget::EndOfBackup,
+            };
+            let mut rm = RecoveryManager::from_config(cfg)?;
+            rm.set_progress(Some(std::sync::Arc::new(|p: &Progress| {
+                eprintln!("rsdb: {} {}: {}", p.phase, p.backup_id, p.message);
+            })));
+            let mut opts = ClusterRestoreOptions::new(dir, target);
+            opts.backup_id = id.cloned();
+            opts.port = *m.get_one::<u16>("port").expect("default");
+            opts.keep_running = m.get_flag("keep-running");
+            let r = block_on(rm.restore_cluster(&opts))?;
+            println!(
+                "restored {} (chain {}) into {} up to {}",
+                r.backup_id,
+                r.chain.join(" -> "),
+                r.data_dir,
+                r.target
+            );
+            for line in &r.recovery_log {
+                println!("  server: {line}");
+            }
+            for (db, tables) in &r.databases {
+                println!("  database {db}: {} tables, {} rows", tables.len(), tables.values().sum::<i64>());
+            }
+            if r.running {
+                println!("the server is running on 127.0.0.1:{} (stop: pg_ctl -D {} stop)", r.port, r.data_dir);
+            } else {
+                println!("the server was stopped cleanly; start it with pg_ctl -D {} start", r.data_dir);
+            }
+        }
+        _ => return Err(Error::invalid("give either --target-url (logical backup) or --data-dir (physical backup)")),
+    }
+    Ok(())
+}
+
+fn wal_cmd(cfg: &Config, m: &ArgMatches, push: bool) -> Result<(), Error> {
+    let archive = BackupManager::repository_only(cfg)?.wal_archive();
+    if push {
+        let path = std::path::Path::new(m.get_one::<String>("path").expect("required"));
+        if archive.push(path)? == PushOutcome::AlreadyArchived {
+            eprintln!("rsdb: {} was already archived, identical", path.display());
+        }
+    } else {
+        let name = m.get_one::<String>("name").expect("required");
+        let path = std::path::Path::new(m.get_one::<String>("path").expect("required"));
+        match archive.fetch(name, path) {
+            // PostgreSQL asks for files that may not exist (the next timeline's history, the
+            // segment after the last one); saying nothing keeps its log readable.
+            Err(Error::NotFound(_)) => std::process::exit(4),
+            other => {
+                other?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -217,6 +428,9 @@ fn mfa_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
 
 fn config(m: &ArgMatches) -> Result<Config, Error> {
     let mut cfg = Config::from_env()?;
+    if let Some(file) = m.get_one::<String>("config") {
+        cfg.apply_file(std::path::Path::new(file))?;
+    }
     if let Some(url) = m.get_one::<String>("database-url") {
         cfg.set("database_url", url)?;
     }
@@ -271,6 +485,10 @@ fn health(cfg: &Config, json: bool) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (ulimit -f) must fail the write with an error, not kill the process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let m = cli().get_matches();
     let result = config(&m).and_then(|cfg| match m.subcommand() {
         Some(("migrate", _)) => migrate(&cfg),
@@ -279,6 +497,8 @@ fn main() -> ExitCode {
         Some(("mfa", sub)) => mfa_cmd(&cfg, sub),
         Some(("backup", sub)) => backup_cmd(&cfg, sub),
         Some(("restore", sub)) => restore_cmd(&cfg, sub),
+        Some(("wal-push", sub)) => wal_cmd(&cfg, sub, true),
+        Some(("wal-fetch", sub)) => wal_cmd(&cfg, sub, false),
         Some(("config", _)) => {
             println!("{cfg:#?}");
             Ok(())
@@ -296,6 +516,7 @@ fn main() -> ExitCode {
                 Error::Connection(_) | Error::Timeout(_) => 3,
                 Error::NotFound(_) => 4,
                 Error::Integrity(_) => 5,
+                Error::Conflict(_) => 6,
                 _ => 1,
             })
         }

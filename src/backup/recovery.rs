@@ -1,0 +1,710 @@
+//! Recovery: restore a logical backup into a database, restore a physical backup (plus WAL) into
+//! a new data directory up to a point in time and start it, verify what was restored, and
+//! test-restore into a scratch database or cluster that is dropped afterwards.
+
+use super::logical::{BackupManager, Manifest, ProgressFn, RestoreReport};
+use super::physical::{BASE_FILE, WAL_FILE};
+use crate::config::Config;
+use crate::db::DatabaseManager;
+use crate::error::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How far a physical restore replays WAL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecoveryTarget {
+    /// To the moment the backup (the last of its chain) ended; needs no WAL archive.
+    EndOfBackup,
+    /// To this moment: transactions committed at or before it are kept, later ones are not.
+    /// Needs the WAL archive from the backup's end to the moment.
+    Time(DateTime<Utc>),
+    /// Through all archived WAL, following the newest timeline.
+    Latest,
+}
+
+/// What to restore and where.
+#[derive(Debug, Clone)]
+pub struct ClusterRestoreOptions {
+    /// The physical backup to start from; `None` picks the newest one that ended before the
+    /// target time (or the newest one).
+    pub backup_id: Option<String>,
+    /// A new data directory (must not exist, or be empty).
+    pub data_dir: PathBuf,
+    /// The port the restored server listens on (127.0.0.1); 0 picks a free one.
+    pub port: u16,
+    pub target: RecoveryTarget,
+    /// Leave the server running after the checks (else it is stopped cleanly).
+    pub keep_running: bool,
+    /// How long recovery may take before it is abandoned.
+    pub timeout: Duration,
+}
+
+impl ClusterRestoreOptions {
+    pub fn new(data_dir: impl Into<PathBuf>, target: RecoveryTarget) -> Self {
+        ClusterRestoreOptions {
+            backup_id: None,
+            data_dir: data_dir.into(),
+            port: 0,
+            target,
+            keep_running: false,
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The outcome of a physical restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    pub backup_id: String,
+    /// The backups used, full backup first.
+    pub chain: Vec<String>,
+    pub data_dir: String,
+    pub port: u16,
+    pub target: String,
+    /// What the server said about where recovery stopped.
+    pub recovery_log: Vec<String>,
+    /// Rows per table, per database, counted after recovery.
+    pub databases: BTreeMap<String, BTreeMap<String, i64>>,
+    pub running: bool,
+    pub seconds: f64,
+}
+
+/// The outcome of a test restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRestoreReport {
+    pub backup_id: String,
+    pub kind: String,
+    pub tables_checked: usize,
+    pub rows: i64,
+    pub seconds: f64,
+}
+
+/// Restores backups. Works from the repository alone when the database is gone
+/// ([`RecoveryManager::from_config`]).
+#[derive(Debug, Clone)]
+pub struct RecoveryManager {
+    backups: BackupManager,
+}
+
+fn conf_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
+}
+
+fn conn_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The uid and gid of the `postgres` user, when this process runs as root (PostgreSQL refuses
+/// to run as root).
+fn postgres_ids() -> Option<(u32, u32)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").expect("no NUL");
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+            .map_err(|e| Error::Io(format!("cannot chown {}: {e}", p.display())))?;
+        if p.is_dir() && !p.is_symlink() {
+            for e in std::fs::read_dir(&p).map_err(|e| Error::Io(format!("cannot list {}: {e}", p.display())))? {
+                stack.push(e.map_err(|e| Error::Io(e.to_string()))?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A PostgreSQL tool, run as `postgres` when this process is root.
+fn pg_command(cfg: &Config, tool: &str) -> Command {
+    let path = super::logical::pg_tool(cfg, tool);
+    if postgres_ids().is_some() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Io(format!("no free port: {e}")))?;
+    Ok(l.local_addr().map_err(|e| Error::Io(e.to_string()))?.port())
+}
+
+/// The `rsdb` executable a restored server calls as its restore_command.
+fn rsdb_path(cfg: &Config) -> Result<PathBuf> {
+    if let Some(p) = &cfg.rsdb_path {
+        return Ok(p.clone());
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if exe.file_name().is_some_and(|n| n == "rsdb") {
+            return Ok(exe);
+        }
+        if let Some(dir) = exe.parent() {
+            if dir.join("rsdb").is_file() {
+                return Ok(dir.join("rsdb"));
+            }
+        }
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("rsdb").is_file() {
+            return Ok(dir.join("rsdb"));
+        }
+    }
+    Err(Error::Config("cannot find the rsdb executable for restore_command: set rsdb_path".into()))
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether the postmaster of `dir` runs (its pid file names a live process).
+fn server_alive(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("postmaster.pid")) else {
+        return false;
+    };
+    match text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) {
+        Some(pid) if pid > 0 => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next().unwrap_or('X')).unwrap_or('X');
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            alive && state != 'Z' && state != 'X'
+        }
+        _ => false,
+    }
+}
+
+/// Stops the server running in `data_dir` (fast shutdown), as `postgres` when root.
+pub fn stop_cluster(cfg: &Config, data_dir: &Path) -> Result<()> {
+    if !data_dir.join("postmaster.pid").exists() {
+        return Ok(());
+    }
+    let out = pg_command(cfg, "pg_ctl")
+        .current_dir(data_dir)
+        .args(["-D"])
+        .arg(data_dir)
+        .args(["-m", "fast", "-w", "-t", "120", "stop"])
+        .output()
+        .map_err(|e| Error::Io(format!("cannot run pg_ctl: {e}")))?;
+    if !out.status.success() && data_dir.join("postmaster.pid").exists() {
+        return Err(Error::Io(format!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}
+
+impl RecoveryManager {
+    pub fn new(backups: BackupManager) -> Self {
+        RecoveryManager { backups }
+    }
+
+    /// From the repository and keys alone (no database needed), for disaster recovery.
+    pub fn from_config(cfg: &Config) -> Result<Self> {
+        Ok(RecoveryManager { backups: BackupManager::repository_only(cfg)? })
+    }
+
+    pub fn set_progress(&mut self, callback: Option<ProgressFn>) {
+        self.backups.set_progress(callback);
+    }
+
+    pub fn backups(&self) -> &BackupManager {
+        &self.backups
+    }
+
+    /// Every backup in the repository (read from the manifests, not from the database),
+    /// oldest first. Manifests that do not authenticate are skipped.
+    pub fn list_repository(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for (key, _) in self.backups.storage().list("")? {
+            if let Some(id) = key.strip_suffix("/manifest.json") {
+                if !id.contains('/') {
+                    if let Ok(m) = self.backups.manifest(id) {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|m| m.finished_at);
+        Ok(out)
+    }
+
+    /// Restores a logical backup into an existing database (see [`BackupManager::restore`]).
+    pub async fn restore_database(&self, backup_id: &str, target_url: &str) -> Result<RestoreReport> {
+        self.backups.restore(backup_id, target_url).await
+    }
+
+    fn pick_backup(&self, opts: &ClusterRestoreOptions) -> Result<String> {
+        if let Some(id) = &opts.backup_id {
+            return Ok(id.clone());
+        }
+        let physical: Vec<Manifest> = self.list_repository()?.into_iter().filter(|m| m.physical.is_some()).collect();
+        let pick = match &opts.target {
+            RecoveryTarget::Time(t) => physical.iter().rev().find(|m| m.finished_at <= *t),
+            _ => physical.last(),
+        };
+        pick.map(|m| m.backup_id.clone()).ok_or_else(|| {
+            Error::NotFound(match &opts.target {
+                RecoveryTarget::Time(t) => format!("no physical backup ended before {t}"),
+                _ => "no physical backup in the repository".into(),
+            })
+        })
+    }
+
+    /// Restores a physical backup (its whole chain) into a new data directory, configures
+    /// recovery to the target, starts the server, waits until recovery has finished and the
+    /// server is promoted, then counts every table's rows in every database. A backup that
+    /// fails authentication is refused and the data directory removed; a recovery that fails
+    /// leaves the data directory and its `rsdb-recovery.log` for inspection.
+    pub async fn restore_cluster(&self, opts: &ClusterRestoreOptions) -> Result<ClusterReport> {
+        let t0 = Instant::now();
+        let backup_id = self.pick_backup(opts)?;
+        let chain = self.backups.chain(&backup_id)?;
+        let last = chain.last().expect("non-empty").clone();
+        let info = last.physical.clone().expect("chain members are physical");
+        if let RecoveryTarget::Time(t) = &opts.target {
+            if *t < last.finished_at {
+                return Err(Error::invalid(format!(
+                    "the target {t} is before backup {backup_id} ended ({}); pick an older backup",
+                    last.finished_at
+                )));
+            }
+        }
+        let dir = opts.data_dir.clone();
+        if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(Error::invalid(format!("{} exists and is not empty", dir.display())));
+        }
+        // Everything must be there before anything is written.
+        for m in &chain {
+            for f in &m.files {
+                let key = format!("{}/{}", m.backup_id, f.name);
+                if self.backups.storage().size(&key)? != Some(f.stored_bytes) {
+                    return Err(Error::Integrity(format!(
+                        "backup {}: {} is missing or has the wrong size",
+                        m.backup_id, f.name
+                    )));
+                }
+            }
+        }
+        let port = if opts.port == 0 { free_port()? } else { opts.port };
+        let created = !dir.exists();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let this = self.clone();
+        let (chain2, dir2) = (chain.clone(), dir.clone());
+        let unpacked = tokio::task::spawn_blocking(move || this.unpack_chain(&chain2, &dir2))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if let Err(e) = unpacked {
+            if created {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let _ = if e.path().is_dir() {
+                        std::fs::remove_dir_all(e.path())
+                    } else {
+                        std::fs::remove_file(e.path())
+                    };
+                }
+            }
+            return Err(e);
+        }
+        let target_desc = self.configure_recovery(&dir, port, &opts.target, &last, &info)?;
+        let result = self.start_and_check(&dir, port, opts.timeout).await;
+        let _ = std::fs::remove_file(dir.join("rsdb-restore.conf"));
+        let (recovery_log, databases) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = stop_cluster(&self.backups.cfg, &dir);
+                return Err(e);
+            }
+        };
+        let running = if opts.keep_running {
+            true
+        } else {
+            stop_cluster(&self.backups.cfg, &dir)?;
+            false
+        };
+        self.backups.report(&backup_id, "done", 0, None, format!("recovered to {target_desc}"));
+        Ok(ClusterReport {
+            backup_id,
+            chain: chain.iter().map(|m| m.backup_id.clone()).collect(),
+            data_dir: dir.display().to_string(),
+            port,
+            target: target_desc,
+            recovery_log,
+            databases,
+            running,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn unpack_chain(&self, chain: &[Manifest], dir: &Path) -> Result<()> {
+        let total: u64 = chain.iter().flat_map(|m| m.files.iter()).map(|f| f.plain_bytes).sum();
+        let mut done = 0u64;
+        for m in chain {
+            let key = self.backups.data_key(m)?;
+            for f in &m.files {
+                let dest = if f.name == BASE_FILE {
+                    dir.to_path_buf()
+                } else if f.name == WAL_FILE {
+                    dir.join("pg_wal")
+                } else {
+                    return Err(Error::Integrity(format!("backup {}: unexpected file {}", m.backup_id, f.name)));
+                };
+                let reader = self.backups.open_file(m, &key, &f.name)?;
+                let mut ar = tar::Archive::new(reader);
+                ar.set_preserve_permissions(true);
+                ar.set_overwrite(true);
+                ar.unpack(&dest).map_err(|e| {
+                    let msg = e.to_string();
+                    if msg.contains("chunk") || msg.contains("truncated") {
+                        Error::Integrity(format!("backup {}: {msg}", m.backup_id))
+                    } else {
+                        Error::Io(format!("unpacking backup {} into {}: {msg}", m.backup_id, dest.display()))
+                    }
+                })?;
+                done += f.plain_bytes;
+                self.backups.report(&m.backup_id, "restore", done, Some(total), format!("{} unpacked", f.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn configure_recovery(
+        &self,
+        dir: &Path,
+        port: u16,
+        target: &RecoveryTarget,
+        last: &Manifest,
+        info: &super::logical::PhysicalInfo,
+    ) -> Result<String> {
+        let cfg = &self.backups.cfg;
+        for stale in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text).map_err(|e| Error::Io(format!("cannot write {name}: {e}")))
+        };
+        // A cluster whose configuration lived outside its data directory (Debian's layout)
+        // gets a minimal one.
+        if !dir.join("postgresql.conf").exists() {
+            write("postgresql.conf", "# written by rsdb restore: the original lived outside the data directory\n")?;
+        }
+        if !dir.join("pg_hba.conf").exists() {
+            write(
+                "pg_hba.conf",
+                "# written by rsdb restore\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
+            )?;
+        }
+        // The restore command reads the repository with this configuration; it holds the
+        // master key, is readable by the server's user only and is removed after recovery.
+        let mut conf = String::from("# rsdb restore: read by restore_command, removed after recovery\n");
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                conf.push_str(&format!("{k} = {v}\n"));
+            }
+        };
+        add("backup_dir", cfg.backup_dir.as_ref().map(|p| p.display().to_string()));
+        add("backup_s3_url", cfg.backup_s3_url.clone());
+        add("backup_s3_endpoint", cfg.backup_s3_endpoint.clone());
+        add("backup_s3_region", Some(cfg.backup_s3_region.clone()));
+        add("backup_s3_access_key_id", cfg.backup_s3_access_key_id.clone());
+        add("backup_s3_secret_access_key", cfg.backup_s3_secret_access_key.clone());
+        add("master_key", cfg.master_key.clone());
+        add("master_key_id", cfg.master_key_id.clone());
+        if !cfg.master_keys_old.is_empty() {
+            add("master_keys_old", Some(cfg.master_keys_old.join(",")));
+        }
+        let conf_path = dir.join("rsdb-restore.conf");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&conf_path)
+                .map_err(|e| Error::Io(format!("cannot write {}: {e}", conf_path.display())))?;
+            std::io::Write::write_all(&mut f, conf.as_bytes())?;
+        }
+        let rsdb = rsdb_path(cfg)?;
+        let restore_command = format!(
+            "{} --config {} wal-fetch %f %p",
+            shell_quote(&rsdb.display().to_string()),
+            shell_quote(&conf_path.display().to_string())
+        );
+        let (target_lines, desc) = match target {
+            RecoveryTarget::EndOfBackup if last.backup_type == "full" => (
+                "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\nrecovery_target_timeline = 'current'\n"
+                    .to_string(),
+                format!("the end of backup {}", last.backup_id),
+            ),
+            RecoveryTarget::EndOfBackup => (
+                format!(
+                    "recovery_target_lsn = '{}'\nrecovery_target_action = 'promote'\nrecovery_target_timeline = 'current'\n",
+                    info.stop_lsn
+                ),
+                format!("the end of backup {} (LSN {})", last.backup_id, info.stop_lsn),
+            ),
+            RecoveryTarget::Time(t) => {
+                let ts = t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+                (
+                    format!(
+                        "recovery_target_time = '{ts}'\nrecovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\n"
+                    ),
+                    format!("time {ts}"),
+                )
+            }
+            RecoveryTarget::Latest => {
+                ("recovery_target_timeline = 'latest'\n".to_string(), "the end of the archived WAL".to_string())
+            }
+        };
+        let settings = format!(
+            "\n# rsdb restore of {} ({})\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
+             archive_mode = off\nhot_standby = on\nrestore_command = {}\n{target_lines}",
+            last.backup_id,
+            desc,
+            conf_quote(&restore_command),
+        );
+        let auto = dir.join("postgresql.auto.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&auto)
+            .map_err(|e| Error::Io(format!("cannot write {}: {e}", auto.display())))?;
+        std::io::Write::write_all(&mut f, settings.as_bytes())?;
+        write("recovery.signal", "")?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = postgres_ids() {
+            chown_tree(dir, uid, gid)?;
+        }
+        Ok(desc)
+    }
+
+    /// The connection string for a database of the restored server: the configured user and
+    /// password, on 127.0.0.1 and the restored port.
+    fn restored_conn(&self, port: u16, dbname: &str) -> String {
+        let parsed: Option<tokio_postgres::Config> =
+            self.backups.cfg.database_url.as_deref().and_then(|u| u.parse().ok());
+        let user = parsed.as_ref().and_then(|c| c.get_user().map(str::to_string)).unwrap_or_else(|| "postgres".into());
+        let mut s = format!("host=127.0.0.1 port={port} dbname={} user={}", conn_quote(dbname), conn_quote(&user));
+        if let Some(pw) = parsed.as_ref().and_then(|c| c.get_password()) {
+            s.push_str(&format!(" password={}", conn_quote(&String::from_utf8_lossy(pw))));
+        }
+        s
+    }
+
+    async fn connect_restored(&self, port: u16, dbname: &str) -> Result<DatabaseManager> {
+        let mut cfg = self.backups.cfg.clone();
+        cfg.set("database_url", &self.restored_conn(port, dbname))?;
+        cfg.set("pool_size", "1")?;
+        DatabaseManager::connect(&cfg).await
+    }
+
+    async fn start_and_check(
+        &self,
+        dir: &Path,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(Vec<String>, BTreeMap<String, BTreeMap<String, i64>>)> {
+        let cfg = &self.backups.cfg;
+        let log = dir.join("rsdb-recovery.log");
+        let out = pg_command(cfg, "pg_ctl")
+            .current_dir(dir)
+            .arg("-D")
+            .arg(dir)
+            .arg("-l")
+            .arg(&log)
+            .args(["-W", "start"])
+            .output()
+            .map_err(|e| Error::Io(format!("cannot run pg_ctl: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Io(format!(
+                "the restored server did not start: {}\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                log_tail(&log, 20)
+            )));
+        }
+        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let mut seen_alive = false;
+        let mut last_report = Instant::now();
+        let bid = dir.display().to_string();
+        loop {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "recovery did not finish within {timeout:?}\n{}",
+                    log_tail(&log, 20)
+                )));
+            }
+            let alive = server_alive(dir);
+            seen_alive |= alive;
+            if (seen_alive && !alive) || (!seen_alive && started.elapsed() > Duration::from_secs(60)) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return Err(Error::State(format!(
+                    "recovery failed, the restored server stopped:\n{}",
+                    log_tail(&log, 20)
+                )));
+            }
+            if let Ok(db) = self.connect_restored(port, "postgres").await {
+                let row =
+                    db.query("SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn()::text, '')", &[]).await;
+                db.close();
+                if let Ok(row) = row {
+                    let (in_recovery, lsn): (bool, String) = (row[0].get(0), row[0].get(1));
+                    if !in_recovery {
+                        break;
+                    }
+                    if last_report.elapsed() > Duration::from_secs(1) {
+                        last_report = Instant::now();
+                        self.backups.report(&bid, "recovery", 0, None, format!("replayed up to {lsn}"));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let keys = [
+            "consistent recovery state reached",
+            "recovery stopping",
+            "redo done at",
+            "last completed transaction",
+            "selected new timeline",
+            "archive recovery complete",
+        ];
+        let recovery_log: Vec<String> = text
+            .lines()
+            .filter(|l| keys.iter().any(|k| l.contains(k)))
+            .map(|l| l.split_once("LOG:  ").map(|(_, m)| m).unwrap_or(l).trim().to_string())
+            .collect();
+        // Count every table of every database: reads every heap page.
+        let admin = self.connect_restored(port, "postgres").await?;
+        let dbs = admin
+            .query("SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1", &[])
+            .await?;
+        admin.close();
+        let mut databases = BTreeMap::new();
+        for d in &dbs {
+            let name: String = d.get(0);
+            self.backups.report(&bid, "check", 0, None, format!("counting rows in {name}"));
+            let db = self.connect_restored(port, &name).await?;
+            let tables = db
+                .query(
+                    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+                    &[],
+                )
+                .await?;
+            let mut counts = BTreeMap::new();
+            for t in &tables {
+                let table: String = t.get(0);
+                let n: i64 = db.query(&format!("SELECT count(*) FROM {table}"), &[]).await?[0].get(0);
+                counts.insert(table, n);
+            }
+            db.close();
+            databases.insert(name, counts);
+        }
+        Ok((recovery_log, databases))
+    }
+
+    /// Restores a backup into scratch space and checks it, then drops the scratch space:
+    /// a logical backup into a new database on the configured server (row counts compared with
+    /// the backup's), a physical one into a temporary data directory started on a free port.
+    pub async fn test_restore(&self, backup_id: &str) -> Result<TestRestoreReport> {
+        let t0 = Instant::now();
+        let m = self.backups.manifest(backup_id)?;
+        if m.physical.is_none() {
+            let db = self.backups.db()?;
+            let scratch = format!("rsdb_check_{}", hex::encode(crate::auth::random::bytes(6)?));
+            db.execute(&format!("CREATE DATABASE {scratch}"), &[]).await?;
+            let url = self.backups.cfg.require_database_url()?;
+            let mut parsed: tokio_postgres::Config =
+                url.parse().map_err(|e| Error::Config(format!("database_url: {e}")))?;
+            parsed.dbname(&scratch);
+            let target = scratch_url(url, &scratch)?;
+            let result = self.backups.restore(backup_id, &target).await;
+            let dropped = db.execute(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"), &[]).await;
+            let r = result?;
+            dropped?;
+            return Ok(TestRestoreReport {
+                backup_id: backup_id.into(),
+                kind: "logical".into(),
+                tables_checked: r.tables_checked,
+                rows: r.rows_restored,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
+        let dir = std::env::temp_dir().join(format!("rsdb-check-{}", hex::encode(crate::auth::random::bytes(6)?)));
+        let mut opts = ClusterRestoreOptions::new(&dir, RecoveryTarget::EndOfBackup);
+        opts.backup_id = Some(backup_id.into());
+        let result = self.restore_cluster(&opts).await;
+        let _ = stop_cluster(&self.backups.cfg, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let r = result?;
+        let tables = r.databases.values().map(|t| t.len()).sum();
+        let rows = r.databases.values().flat_map(|t| t.values()).sum();
+        Ok(TestRestoreReport {
+            backup_id: backup_id.into(),
+            kind: "physical".into(),
+            tables_checked: tables,
+            rows,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// `url` with its database replaced by `dbname` (URL or key/value form).
+fn scratch_url(url: &str, dbname: &str) -> Result<String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (head, query) = match url.split_once('?') {
+            Some((h, q)) => (h, Some(q)),
+            None => (url, None),
+        };
+        let scheme_end = head.find("://").expect("checked") + 3;
+        let base = match head[scheme_end..].find('/') {
+            Some(i) => &head[..scheme_end + i],
+            None => head,
+        };
+        Ok(match query {
+            Some(q) => format!("{base}/{dbname}?{q}"),
+            None => format!("{base}/{dbname}"),
+        })
+    } else {
+        Ok(format!("{url} dbname={}", conn_quote(dbname)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_and_urls() {
+        assert_eq!(conf_quote("a'b"), "'a''b'");
+        assert_eq!(shell_quote("/x y/it's"), "'/x y/it'\\''s'");
+        assert_eq!(
+            scratch_url("postgresql://u@h:5/db?sslmode=disable", "s").unwrap(),
+            "postgresql://u@h:5/s?sslmode=disable"
+        );
+        assert_eq!(scratch_url("postgresql://u@h:5", "s").unwrap(), "postgresql://u@h:5/s");
+        assert_eq!(scratch_url("host=h user=u", "s").unwrap(), "host=h user=u dbname='s'");
+    }
+}
