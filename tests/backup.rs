@@ -204,6 +204,46 @@ async fn the_cli_creates_lists_verifies_and_restores_with_clear_exit_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_backup_cleanly_and_is_recorded() {
+    let (cfg, db, bm, dir) = setup().await;
+    // A file-size limit of 256 KiB stands in for a full disk: the backup's writes fail with
+    // EFBIG part-way through, as they would with ENOSPC.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 256 && exec \"$0\" backup create")
+        .arg(env!("CARGO_BIN_EXE_rsdb"))
+        .env("ROOTSTREAM_DATABASE_URL", cfg.database_url.as_deref().unwrap())
+        .env("ROOTSTREAM_MASTER_KEY", cfg.master_key.as_deref().unwrap())
+        .env("ROOTSTREAM_MASTER_KEY_ID", "test-k1")
+        .env("ROOTSTREAM_BACKUP_DIR", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("File too large"), "{text}");
+    let list = bm.list().await.unwrap();
+    assert_eq!(list[0].status, "failed");
+    assert!(list[0].error_message.as_deref().unwrap_or("").contains("File too large"), "{:?}", list[0]);
+    // Nothing half-written is left, and the database is unharmed.
+    let leftovers: Vec<_> = walk(std::path::Path::new(dir.path()));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(db.query("SELECT count(*) FROM big", &[]).await.unwrap()[0].get::<_, i64>(0), 60000);
+    bm.create_full().await.unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_backups_but_never_the_newest_full_one() {
     let (_cfg, db, bm, dir) = setup().await;
     let a = bm.create_full().await.unwrap().backup_id;

@@ -466,8 +466,11 @@ impl BackupManager {
                 report: Box::new(move |n| report_to.report(&id2, "backup", n, None, "pg_dump".into())),
             };
             let stored = this.store_stream(&bid, DUMP_FILE, &key, &mut src);
-            if stored.is_err() {
+            if let Err(e) = stored {
+                // The write failed (disk full, unwritable target): that is the error to report.
                 let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
             }
             let status = child.wait()?;
             let err = stderr.join().unwrap_or_default();
@@ -767,11 +770,18 @@ impl BackupManager {
 
     /// When the newest completed backup of a type finished.
     pub async fn last_completed(&self, backup_type: &str) -> Result<Option<DateTime<Utc>>> {
+        self.last_completed_by(backup_type, None).await
+    }
+
+    /// When the newest completed backup of a type (and method: `pg_dump`, `pg_basebackup`,
+    /// `wal`) finished.
+    pub async fn last_completed_by(&self, backup_type: &str, method: Option<&str>) -> Result<Option<DateTime<Utc>>> {
         let row = self
             .db()?
             .query_opt(
-                "SELECT max(finished_at) FROM backup_history WHERE status = 'completed' AND backup_type = $1",
-                &[&backup_type],
+                "SELECT max(finished_at) FROM backup_history
+                 WHERE status = 'completed' AND backup_type = $1 AND ($2::text IS NULL OR method = $2)",
+                &[&backup_type, &method],
             )
             .await?;
         Ok(row.and_then(|r| r.get(0)))

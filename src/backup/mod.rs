@@ -13,6 +13,6 @@ pub use logical::{BackupInfo, BackupManager, CleanupReport, Manifest, RestoreRep
 pub use logical::{PhysicalInfo, Progress, ProgressFn};
 pub use physical::PhysicalKind;
 pub use recovery::{ClusterReport, ClusterRestoreOptions, RecoveryManager, RecoveryTarget, TestRestoreReport};
-pub use schedule::{BackupScheduler, CronSchedule, ScheduleEvent};
+pub use schedule::{BackupScheduler, CronSchedule, ScheduleEvent, ScheduledBackup};
 pub use storage::{LocalStorage, Storage};
 pub use wal::{PushOutcome, WalArchive};

@@ -159,6 +159,24 @@ impl<R: Read> Read for TarWatch<R> {
     }
 }
 
+/// Counts what is written through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The value after `label` on the line of `text` that holds it.
 fn after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
     text.lines().find_map(|l| l.split_once(label).map(|(_, rest)| rest.trim()))
@@ -221,6 +239,7 @@ impl BackupManager {
         Ok((rows[0].get(0), rows[0].get(1), rows[0].get::<_, i64>(2) as u64, rows[0].get(3)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new_manifest(
         &self,
         backup_id: &str,
@@ -299,8 +318,11 @@ impl BackupManager {
                         }
                     }
                 });
-                if stored.is_err() {
+                if let Err(e) = stored {
+                    // The write failed (disk full, unwritable target): that is the error to report.
                     let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
                 }
                 let status = child.wait()?;
                 let err = stderr.join().unwrap_or_default();
@@ -380,11 +402,15 @@ impl BackupManager {
                     .into(),
             ));
         }
+        // The backup ends where WAL insertion stood just before the switch: every record that
+        // started before it is complete, and the switch record (which a restore replays to
+        // stop there) starts at or after it. The switch then sends the segment to the archive.
+        let insert: String = self.db()?.query("SELECT pg_current_wal_insert_lsn()::text", &[]).await?[0].get(0);
         let row = self
             .db()?
             .query("SELECT pg_switch_wal()::text, (SELECT timeline_id FROM pg_control_checkpoint())", &[])
             .await?;
-        let stop_lsn: String = row[0].get(0);
+        let switched: String = row[0].get(0);
         let timeline = row[0].get::<_, i32>(1) as u32;
         if timeline != p.timeline {
             return Err(Error::State(format!(
@@ -393,9 +419,12 @@ impl BackupManager {
             )));
         }
         let seg_size = p.wal_segment_size;
-        let (from, to) = (parse_lsn(&p.stop_lsn)?, parse_lsn(&stop_lsn)?);
+        let (from, stop, to) = (parse_lsn(&p.stop_lsn)?, parse_lsn(&insert)?, parse_lsn(&switched)?);
+        if stop <= from {
+            return Err(Error::State(format!("no WAL was written since backup {}", parent.backup_id)));
+        }
         let first = from / seg_size;
-        let last = (to.max(from + 1) - 1) / seg_size;
+        let last = (to.max(stop + 1) - 1) / seg_size;
         let names: Vec<String> = (first..=last).map(|s| segment_name(timeline, s * seg_size, seg_size)).collect();
         let wal = self.wal_archive();
         // Wait until the archiver has stored the last segment in this repository.
@@ -426,7 +455,7 @@ impl BackupManager {
         let entry = tokio::task::spawn_blocking(move || -> Result<FileEntry> {
             let mut failure = None;
             let entry = this.store_with(&bid, WAL_FILE, &key, &mut |w| {
-                let mut tar = tar::Builder::new(w);
+                let mut tar = tar::Builder::new(Counting { inner: w, bytes: 0 });
                 let mut total = 0u64;
                 for (i, name) in names2.iter().enumerate() {
                     let data = match wal.read(name) {
@@ -446,8 +475,7 @@ impl BackupManager {
                     total += data.len() as u64;
                     this.report(&bid, "wal", total, None, format!("{name} ({}/{})", i + 1, names2.len()));
                 }
-                tar.finish()?;
-                Ok(total)
+                Ok(tar.into_inner()?.bytes)
             });
             match (entry, failure) {
                 (Err(_), Some(e)) => Err(e),
@@ -461,7 +489,7 @@ impl BackupManager {
             base_backup_id: p.base_backup_id.clone(),
             timeline,
             start_lsn: p.stop_lsn.clone(),
-            stop_lsn: format_lsn(to),
+            stop_lsn: format_lsn(stop),
             start_wal: names[0].clone(),
             stop_wal: newest,
             wal_segment_size: seg_size,

@@ -373,7 +373,13 @@ impl RecoveryManager {
                 ar.set_preserve_permissions(true);
                 ar.set_overwrite(true);
                 ar.unpack(&dest).map_err(|e| {
-                    let msg = e.to_string();
+                    // The chunk reader's verdict sits below tar's own message.
+                    let mut msg = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(inner) = src {
+                        msg = format!("{msg}: {inner}");
+                        src = inner.source();
+                    }
                     if msg.contains("chunk") || msg.contains("truncated") {
                         Error::Integrity(format!("backup {}: {msg}", m.backup_id))
                     } else {

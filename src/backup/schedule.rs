@@ -3,6 +3,7 @@
 //! callback.
 
 use super::logical::BackupManager;
+use super::physical::PhysicalKind;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, Timelike, Utc};
 use serde::Serialize;
@@ -129,11 +130,37 @@ impl CronSchedule {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ScheduleEvent {
     /// A scheduled backup completed.
-    Completed { schedule: String, backup_id: String, scheduled_at: DateTime<Utc> },
+    Completed { schedule: String, kind: String, backup_id: String, scheduled_at: DateTime<Utc> },
     /// A scheduled backup failed (also recorded as a failed `backup_history` row).
-    Failed { schedule: String, scheduled_at: DateTime<Utc>, error: String },
+    Failed { schedule: String, kind: String, scheduled_at: DateTime<Utc>, error: String },
     /// A run was due while the scheduler was not running; it is reported, not silently skipped.
-    Missed { schedule: String, scheduled_at: DateTime<Utc>, last_backup_at: Option<DateTime<Utc>> },
+    Missed { schedule: String, kind: String, scheduled_at: DateTime<Utc>, last_backup_at: Option<DateTime<Utc>> },
+}
+
+/// What a schedule takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduledBackup {
+    /// A full logical backup (pg_dump) of the database.
+    Logical,
+    /// A physical backup of the cluster: full, incremental or differential.
+    Physical(PhysicalKind),
+}
+
+impl ScheduledBackup {
+    /// `logical`, `full`, `incremental` or `differential` (the last three physical).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "logical" => Ok(ScheduledBackup::Logical),
+            other => Ok(ScheduledBackup::Physical(PhysicalKind::parse(other)?)),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduledBackup::Logical => "logical",
+            ScheduledBackup::Physical(k) => k.as_str(),
+        }
+    }
 }
 
 /// Called from the scheduler's task on the library runtime.
@@ -161,10 +188,26 @@ impl Drop for BackupScheduler {
 }
 
 impl BackupScheduler {
-    /// Starts the schedule. First reports a missed run if the last completed full backup is
-    /// older than the schedule's latest due time.
+    /// Starts a schedule of full logical backups (see [`BackupScheduler::start_with`]).
     pub fn start(manager: BackupManager, schedule: &str, callback: ScheduleCallback) -> Result<Self> {
+        Self::start_with(manager, schedule, ScheduledBackup::Logical, callback)
+    }
+
+    /// Starts the schedule. First reports a missed run if the last completed backup of that
+    /// type is older than the schedule's latest due time.
+    pub fn start_with(
+        manager: BackupManager,
+        schedule: &str,
+        what: ScheduledBackup,
+        callback: ScheduleCallback,
+    ) -> Result<Self> {
         let cron: CronSchedule = schedule.parse()?;
+        let kind = what.as_str().to_string();
+        let (history_type, method) = match what {
+            ScheduledBackup::Logical => ("full", "pg_dump"),
+            ScheduledBackup::Physical(PhysicalKind::Full) => ("full", "pg_basebackup"),
+            ScheduledBackup::Physical(k) => (k.as_str(), "wal"),
+        };
         let running = Arc::new(std::sync::Mutex::new(()));
         let caller = Arc::new(std::sync::Mutex::new(None));
         let (run_guard, caller_slot) = (running.clone(), caller.clone());
@@ -177,12 +220,13 @@ impl BackupScheduler {
             *caller_slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
         };
         let task = crate::runtime::runtime().spawn(async move {
-            let last = manager.last_completed("full").await.ok().flatten();
+            let last = manager.last_completed_by(history_type, Some(method)).await.ok().flatten();
             if let Some(last) = last {
                 if let Some(due) = cron.next_after(last) {
                     if due <= Utc::now() {
                         callback(&ScheduleEvent::Missed {
                             schedule: cron.as_str().into(),
+                            kind: kind.clone(),
                             scheduled_at: due,
                             last_backup_at: Some(last),
                         });
@@ -193,14 +237,20 @@ impl BackupScheduler {
                 let Some(next) = cron.next_after(Utc::now()) else { return };
                 let wait = (next - Utc::now()).to_std().unwrap_or_default();
                 tokio::time::sleep(wait).await;
-                let event = match manager.create_full().await {
+                let result = match what {
+                    ScheduledBackup::Logical => manager.create_full().await,
+                    ScheduledBackup::Physical(k) => manager.create_physical(k).await,
+                };
+                let event = match result {
                     Ok(m) => ScheduleEvent::Completed {
                         schedule: cron.as_str().into(),
+                        kind: kind.clone(),
                         backup_id: m.backup_id,
                         scheduled_at: next,
                     },
                     Err(e) => ScheduleEvent::Failed {
                         schedule: cron.as_str().into(),
+                        kind: kind.clone(),
                         scheduled_at: next,
                         error: e.to_string(),
                     },

@@ -128,6 +128,19 @@ pub fn redis_config() -> Config {
     cfg
 }
 
+/// A configuration for the S3 repository `s3://BUCKET/PREFIX` on the stack's S3 server (moto),
+/// signed with the stack's test credentials. The bucket is not created here.
+pub fn s3_config(bucket: &str, prefix: &str) -> Config {
+    let st = stack();
+    let mut cfg = Config::default();
+    cfg.set("backup_s3_url", &format!("s3://{bucket}/{prefix}")).unwrap();
+    cfg.set("backup_s3_endpoint", st.var("ROOTSTREAM_S3_ENDPOINT")).unwrap();
+    cfg.set("backup_s3_region", st.var("ROOTSTREAM_S3_REGION")).unwrap();
+    cfg.set("backup_s3_access_key_id", st.var("ROOTSTREAM_S3_ACCESS_KEY_ID")).unwrap();
+    cfg.set("backup_s3_secret_access_key", st.var("ROOTSTREAM_S3_SECRET_ACCESS_KEY")).unwrap();
+    cfg
+}
+
 /// A TCP port on 127.0.0.1 with nothing listening.
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -58,7 +58,7 @@ pub fn parse(doc: &str) -> Result<Element, String> {
             if el.name != name {
                 return Err(format!("end tag </{name}> does not close <{}>", el.name));
             }
-            attach(&mut stack, &mut root, el)?;
+            attach(&mut stack, &mut root, el);
             rest = &after[end + 1..];
         } else if let Some(after) = rest.strip_prefix('<') {
             let end = tag_end(after)?;
@@ -77,7 +77,7 @@ pub fn parse(doc: &str) -> Result<Element, String> {
             }
             let el = Element { name: local_name(name).to_string(), ..Element::default() };
             if empty {
-                attach(&mut stack, &mut root, el)?;
+                attach(&mut stack, &mut root, el);
             } else {
                 stack.push(el);
             }
@@ -99,12 +99,11 @@ pub fn parse(doc: &str) -> Result<Element, String> {
     root.ok_or_else(|| "no root element".to_string())
 }
 
-fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) -> Result<(), String> {
+fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None => *root = Some(el),
     }
-    Ok(())
 }
 
 fn local_name(name: &str) -> &str {
@@ -156,7 +155,8 @@ fn unescape_into(raw: &str, out: &mut String) -> Result<(), String> {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
-        let semi = after.find(';').filter(|&i| i <= 10).ok_or_else(|| format!("bad entity reference near {after:.12?}"))?;
+        let semi =
+            after.find(';').filter(|&i| i <= 10).ok_or_else(|| format!("bad entity reference near {after:.12?}"))?;
         let entity = &after[..semi];
         let c = match entity {
             "amp" => '&',

@@ -1,0 +1,385 @@
+//! Physical backups, WAL archiving and point-in-time recovery against a real PostgreSQL
+//! cluster whose archive_command is `rsdb wal-push` (see scripts/stack.sh).
+//!
+//! The tests share the stack's cluster and WAL archive, so they run one at a time.
+
+mod support;
+
+use rootstream_db::backup::{
+    BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, RecoveryManager, RecoveryTarget, RetentionPolicy,
+};
+use rootstream_db::db::migrations;
+use rootstream_db::{Config, DatabaseManager, Error};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const RSDB: &str = env!("CARGO_BIN_EXE_rsdb");
+
+/// The stack's archive configuration (repository and key), the stack's cluster, a database of
+/// its own for the history, and archiving switched on (the stack's archive_command runs the
+/// rsdb it finds linked in the stack directory).
+async fn setup() -> (Config, DatabaseManager, BackupManager) {
+    let stack_dir = PathBuf::from(stack().var("ROOTSTREAM_STACK_DIR"));
+    let link = stack_dir.join("rsdb");
+    if !link.exists() {
+        let _ = std::os::unix::fs::symlink(RSDB, &link);
+    }
+    let mut cfg = fresh_config().await;
+    cfg.apply_file(Path::new(stack().var("ROOTSTREAM_TEST_ARCHIVE_CONF"))).unwrap();
+    cfg.set("rsdb_path", RSDB).unwrap();
+    let db = DatabaseManager::connect(&cfg).await.unwrap();
+    migrations::migrate(&db).await.unwrap();
+    db.batch_execute("CREATE TABLE IF NOT EXISTS ledger (id INT PRIMARY KEY, note TEXT NOT NULL)").await.unwrap();
+    let bm = BackupManager::new(db.clone(), &cfg).unwrap();
+    (cfg, db, bm)
+}
+
+fn scratch_dir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("rsdb-pitr-{tag}-{}-{}", std::process::id(), rand::random::<u32>()))
+}
+
+async fn insert(db: &DatabaseManager, id: i32) {
+    db.execute("INSERT INTO ledger VALUES ($1, $2)", &[&id, &format!("row {id}")]).await.unwrap();
+}
+
+/// Restores into a new data directory, returns the ledger ids the restored database holds
+/// (and the report), and removes the directory.
+async fn restore_ids(
+    cfg: &Config,
+    db_name: &str,
+    backup_id: Option<&str>,
+    target: RecoveryTarget,
+) -> (Vec<i32>, rootstream_db::backup::ClusterReport) {
+    let rm = RecoveryManager::from_config(cfg).unwrap();
+    let dir = scratch_dir("restore");
+    let mut opts = ClusterRestoreOptions::new(&dir, target);
+    opts.backup_id = backup_id.map(str::to_string);
+    opts.keep_running = true;
+    opts.timeout = Duration::from_secs(300);
+    let report = rm.restore_cluster(&opts).await.unwrap_or_else(|e| panic!("restore failed: {e}"));
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={} user=postgres dbname={db_name}", report.port),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let ids: Vec<i32> =
+        client.query("SELECT id FROM ledger ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    drop(client);
+    rootstream_db::backup::recovery::stop_cluster(cfg, &dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (ids, report)
+}
+
+fn db_name(cfg: &Config) -> String {
+    cfg.database_url.as_deref().unwrap().rsplit('/').next().unwrap().to_string()
+}
+
+fn parent(m: &Manifest) -> Option<String> {
+    m.physical.as_ref().unwrap().parent_backup_id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_and_differential_chains_restore_and_pitr_stops_between_two_commits() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, bm) = setup().await;
+    let name = db_name(&cfg);
+    insert(&db, 1).await;
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    assert_eq!(full.backup_type, "full");
+    assert!(full.backup_id.starts_with("base-"));
+    insert(&db, 2).await;
+    let incr1 = bm.create_physical(PhysicalKind::Incremental).await.unwrap();
+    assert_eq!(parent(&incr1).as_deref(), Some(full.backup_id.as_str()));
+    insert(&db, 3).await;
+    // The moment between two committed transactions: 3 is in, 4 is not.
+    let between: chrono::DateTime<chrono::Utc> = db.query("SELECT clock_timestamp()", &[]).await.unwrap()[0].get(0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    insert(&db, 4).await;
+    let diff = bm.create_physical(PhysicalKind::Differential).await.unwrap();
+    assert_eq!(parent(&diff).as_deref(), Some(full.backup_id.as_str()), "a differential builds on the full backup");
+    insert(&db, 5).await;
+    let incr2 = bm.create_physical(PhysicalKind::Incremental).await.unwrap();
+    assert_eq!(parent(&incr2).as_deref(), Some(diff.backup_id.as_str()), "an incremental builds on the last backup");
+    insert(&db, 6).await;
+    db.query("SELECT pg_switch_wal()", &[]).await.unwrap();
+
+    // History rows carry the chain and WAL positions.
+    let rows = db
+        .query("SELECT backup_type, method, parent_backup_id, start_lsn, stop_lsn FROM backup_history WHERE backup_id = $1", &[&incr2.backup_id])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "incremental");
+    assert_eq!(rows[0].get::<_, String>(1), "wal");
+    assert_eq!(rows[0].get::<_, Option<String>>(2).as_deref(), Some(diff.backup_id.as_str()));
+    assert!(rows[0].get::<_, Option<String>>(4).is_some());
+    assert_eq!(bm.chain(&incr2.backup_id).unwrap().len(), 3);
+    for m in [&full, &incr1, &diff, &incr2] {
+        bm.verify(&m.backup_id).unwrap();
+    }
+
+    // Each backup restores to exactly its own end, although the archive holds more.
+    let (ids, report) = restore_ids(&cfg, &name, Some(&full.backup_id), RecoveryTarget::EndOfBackup).await;
+    assert_eq!(ids, vec![1]);
+    assert_eq!(report.chain, vec![full.backup_id.clone()]);
+    let (ids, report) = restore_ids(&cfg, &name, Some(&incr1.backup_id), RecoveryTarget::EndOfBackup).await;
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(report.chain, vec![full.backup_id.clone(), incr1.backup_id.clone()]);
+    let (ids, report) = restore_ids(&cfg, &name, Some(&diff.backup_id), RecoveryTarget::EndOfBackup).await;
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    assert_eq!(
+        report.chain,
+        vec![full.backup_id.clone(), diff.backup_id.clone()],
+        "a differential needs only the full"
+    );
+    let (ids, _) = restore_ids(&cfg, &name, Some(&incr2.backup_id), RecoveryTarget::EndOfBackup).await;
+    assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+
+    // Point in time: from the full backup plus archived WAL, to the moment between 3 and 4.
+    let (ids, report) = restore_ids(&cfg, &name, Some(&full.backup_id), RecoveryTarget::Time(between)).await;
+    assert_eq!(ids, vec![1, 2, 3], "kept the commit before the target, not the one after");
+    assert!(
+        report.recovery_log.iter().any(|l| l.contains("recovery stopping before commit")),
+        "{:?}",
+        report.recovery_log
+    );
+    // The newest fitting backup is chosen when none is named.
+    let (ids, report) = restore_ids(&cfg, &name, None, RecoveryTarget::Time(between)).await;
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(report.backup_id, incr1.backup_id, "the newest backup that ended before the target");
+    // Everything archived.
+    let (ids, _) = restore_ids(&cfg, &name, None, RecoveryTarget::Latest).await;
+    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+
+    // A target before the backup ended is refused up front.
+    let rm = RecoveryManager::from_config(&cfg).unwrap();
+    let mut opts = ClusterRestoreOptions::new(scratch_dir("early"), RecoveryTarget::Time(full.started_at));
+    opts.backup_id = Some(incr2.backup_id.clone());
+    assert!(matches!(rm.restore_cluster(&opts).await, Err(Error::InvalidArgument(_))));
+    assert!(!opts.data_dir.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_or_missing_file_in_a_physical_backup_is_caught_and_restore_refuses() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, bm) = setup().await;
+    insert(&db, 1).await;
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    let repo = cfg.backup_dir.clone().unwrap();
+    let file = repo.join(&full.backup_id).join("base.tar.zst.enc");
+    let original = std::fs::read(&file).unwrap();
+    let mut bad = original.clone();
+    let pos = bad.len() / 2;
+    bad[pos] ^= 0x01;
+    std::fs::write(&file, &bad).unwrap();
+    let err = bm.verify(&full.backup_id).unwrap_err();
+    assert!(matches!(err, Error::Integrity(ref m) if m.contains("base.tar.zst.enc: chunk")), "{err}");
+    let rm = RecoveryManager::from_config(&cfg).unwrap();
+    let mut opts = ClusterRestoreOptions::new(scratch_dir("flip"), RecoveryTarget::EndOfBackup);
+    opts.backup_id = Some(full.backup_id.clone());
+    let err = rm.restore_cluster(&opts).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    assert!(!opts.data_dir.exists(), "a refused restore leaves no data directory behind");
+
+    std::fs::remove_file(&file).unwrap();
+    let err = bm.verify(&full.backup_id).unwrap_err();
+    assert!(matches!(err, Error::Integrity(ref m) if m.contains("base.tar.zst.enc is missing")), "{err}");
+    assert!(matches!(rm.restore_cluster(&opts).await, Err(Error::Integrity(_))));
+    std::fs::write(&file, &original).unwrap();
+    bm.verify(&full.backup_id).unwrap();
+
+    // An incremental whose parent is gone is refused with the reason.
+    insert(&db, 2).await;
+    let incr = bm.create_physical(PhysicalKind::Incremental).await.unwrap();
+    let manifest = repo.join(&full.backup_id).join("manifest.json");
+    let saved = std::fs::read(&manifest).unwrap();
+    std::fs::remove_file(&manifest).unwrap();
+    let err = bm.chain(&incr.backup_id).unwrap_err();
+    assert!(matches!(err, Error::Integrity(ref m) if m.contains("needs") && m.contains(&full.backup_id)), "{err}");
+    std::fs::write(&manifest, saved).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_files_and_archived_wal_hold_no_plaintext() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, bm) = setup().await;
+    let marker = format!("physical-marker-{}", rand::random::<u64>());
+    db.execute("INSERT INTO ledger SELECT g, $1 FROM generate_series(1000, 1200) g", &[&marker]).await.unwrap();
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    db.execute("INSERT INTO ledger SELECT g, $1 FROM generate_series(2000, 2200) g", &[&marker]).await.unwrap();
+    let incr = bm.create_physical(PhysicalKind::Incremental).await.unwrap();
+    let repo = cfg.backup_dir.clone().unwrap();
+    let mut files =
+        vec![repo.join(&full.backup_id).join("base.tar.zst.enc"), repo.join(&incr.backup_id).join("wal.tar.zst.enc")];
+    for seg in &incr.physical.as_ref().unwrap().wal_segments {
+        files.push(repo.join("wal").join(seg));
+    }
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker.as_bytes()), "plaintext in {}", f.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_push_is_idempotent_and_wal_fetch_round_trips_through_the_cli() {
+    let _serial = SERIAL.lock().await;
+    let (_cfg, _db, _bm) = setup().await;
+    let conf = stack().var("ROOTSTREAM_TEST_ARCHIVE_CONF");
+    let dir = scratch_dir("walcli");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A name far beyond anything the cluster writes.
+    let name = format!("00000001000000FF{:08X}", rand::random::<u32>() & 0xff);
+    let seg = dir.join(&name);
+    let data: Vec<u8> = (0..(1 << 20)).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&seg, &data).unwrap();
+    let rsdb = |args: &[&str]| Command::new(RSDB).arg("--config").arg(conf).args(args).output().unwrap();
+    let first = rsdb(&["wal-push", seg.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // PostgreSQL retries a segment whose archiving it did not see succeed: same answer.
+    let again = rsdb(&["wal-push", seg.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already archived"));
+    // A different file of that name is refused and the archived one kept.
+    std::fs::write(&seg, b"something else").unwrap();
+    let clash = rsdb(&["wal-push", seg.to_str().unwrap()]);
+    assert_eq!(clash.status.code(), Some(6), "{}", String::from_utf8_lossy(&clash.stderr));
+    let out = dir.join("fetched");
+    let fetched = rsdb(&["wal-fetch", &name, out.to_str().unwrap()]);
+    assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    // Asking for a file never archived: exit 4, quietly, nothing written.
+    let missing = rsdb(&["wal-fetch", "00000001000000FE000000FF", dir.join("nothing").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(4));
+    assert!(missing.stderr.is_empty());
+    assert!(!dir.join("nothing").exists());
+    // Not a WAL name: a usage error.
+    let bad = rsdb(&["wal-fetch", "../../etc/passwd", out.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    let repo = _cfg.backup_dir.clone().unwrap();
+    std::fs::remove_file(repo.join("wal").join(&name)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_kept_backups_need_and_expires_older_wal() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, bm) = setup().await;
+    let name = db_name(&cfg);
+    let now_policy = RetentionPolicy {
+        full: Duration::ZERO,
+        incremental: Duration::ZERO,
+        differential: Duration::ZERO,
+        keep_last: 1,
+    };
+    insert(&db, 1).await;
+    let base1 = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    insert(&db, 2).await;
+    let incr1 = bm.create_physical(PhysicalKind::Incremental).await.unwrap();
+    insert(&db, 3).await;
+    let base2 = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    // incr1 is the newest incremental, so it is kept, and with it base1, which it needs.
+    let r = bm.cleanup(&now_policy).await.unwrap();
+    assert!(!r.deleted.contains(&base1.backup_id) && !r.deleted.contains(&incr1.backup_id), "{r:?}");
+    bm.verify(&incr1.backup_id).unwrap();
+    insert(&db, 4).await;
+    let incr2 = bm.create_physical(PhysicalKind::Incremental).await.unwrap();
+    assert_eq!(parent(&incr2).as_deref(), Some(base2.backup_id.as_str()));
+    let r = bm.cleanup(&now_policy).await.unwrap();
+    assert!(r.deleted.contains(&base1.backup_id) && r.deleted.contains(&incr1.backup_id), "{r:?}");
+    assert!(r.wal_deleted > 0, "WAL before the oldest kept full backup is expired: {r:?}");
+    assert!(matches!(bm.manifest(&base1.backup_id), Err(Error::NotFound(_))));
+    // No archived segment older than what base2 needs remains; what it needs does.
+    let start = base2.physical.as_ref().unwrap().start_wal.clone();
+    let archived = bm.wal_archive().list().unwrap();
+    for (n, _) in &archived {
+        if let Some(pos) = rootstream_db::backup::wal::segment_position(n) {
+            assert!(pos >= &start[8..], "{n} should have been expired (oldest needed {start})");
+        }
+    }
+    assert!(archived.iter().any(|(n, _)| n == &start || n.starts_with(&start)), "{start} must be kept");
+    // What is kept still restores.
+    let (ids, _) = restore_ids(&cfg, &name, Some(&incr2.backup_id), RecoveryTarget::EndOfBackup).await;
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    // A backup another one builds on cannot be deleted by hand.
+    let err = bm.delete(&base2.backup_id).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(ref m) if m.contains(&incr2.backup_id)), "{err}");
+    bm.delete(&incr2.backup_id).await.unwrap();
+    bm.delete(&base2.backup_id).await.unwrap();
+    assert!(matches!(bm.delete(&base2.backup_id).await, Err(Error::NotFound(_)) | Ok(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_restore_checks_physical_and_logical_backups_in_scratch_space() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, bm) = setup().await;
+    insert(&db, 1).await;
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    let logical = bm.create_full().await.unwrap();
+    let rm = RecoveryManager::new(bm.clone());
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut rm_progress = rm.clone();
+    let sink = events.clone();
+    rm_progress.set_progress(Some(std::sync::Arc::new(move |p: &rootstream_db::backup::Progress| {
+        sink.lock().unwrap().push(p.phase.clone());
+    })));
+    let r = rm_progress.test_restore(&full.backup_id).await.unwrap();
+    assert_eq!(r.kind, "physical");
+    assert!(r.tables_checked > 0);
+    let phases = events.lock().unwrap().clone();
+    for want in ["restore", "check", "done"] {
+        assert!(phases.iter().any(|p| p == want), "no {want} progress in {phases:?}");
+    }
+    let r = rm.test_restore(&logical.backup_id).await.unwrap();
+    assert_eq!(r.kind, "logical");
+    assert!(r.tables_checked > 0);
+    let scratch: i64 =
+        db.query("SELECT count(*) FROM pg_database WHERE datname LIKE 'rsdb_check_%'", &[]).await.unwrap()[0].get(0);
+    assert_eq!(scratch, 0, "the scratch database is dropped");
+    let _ = cfg;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_needs_a_full_physical_backup_and_the_cli_takes_all_three_kinds() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, _db, _bm) = setup().await;
+    // A database whose history has no physical backup yet.
+    let fresh = fresh_config().await;
+    let mut other = cfg.clone();
+    other.set("database_url", fresh.database_url.as_deref().unwrap()).unwrap();
+    let odb = DatabaseManager::connect(&other).await.unwrap();
+    migrations::migrate(&odb).await.unwrap();
+    let obm = BackupManager::new(odb.clone(), &other).unwrap();
+    let err = obm.create_physical(PhysicalKind::Incremental).await.unwrap_err();
+    assert!(matches!(err, Error::State(ref m) if m.contains("full physical backup")), "{err}");
+
+    let conf = stack().var("ROOTSTREAM_TEST_ARCHIVE_CONF");
+    let url = other.database_url.clone().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(RSDB).arg("--config").arg(conf).arg("--database-url").arg(&url).args(args).output().unwrap()
+    };
+    for args in [
+        vec!["backup", "create", "--physical"],
+        vec!["backup", "create", "--type", "incremental"],
+        vec!["backup", "create", "--type", "differential"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = run(&["backup", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    for kind in ["full", "incremental", "differential"] {
+        assert!(text.contains(kind), "{text}");
+    }
+    let repo_list =
+        Command::new(RSDB).arg("--config").arg(conf).args(["backup", "list", "--repository"]).output().unwrap();
+    assert!(repo_list.status.success());
+    assert!(String::from_utf8_lossy(&repo_list.stdout).contains("physical"));
+    let bad = run(&["restore", "--data-dir", "/tmp/x", "--target-time", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let neither = run(&["restore", "some-id"]);
+    assert_eq!(neither.status.code(), Some(2));
+}
