@@ -155,6 +155,12 @@ typedef struct rsdb_events rsdb_events;
 typedef struct rsdb_mfa rsdb_mfa;
 
 /*
+ Restores backups: logical ones into a database, physical ones into a new data directory up
+ to a point in time. Thread-safe.
+ */
+typedef struct rsdb_recovery rsdb_recovery;
+
+/*
  A Redis client. Thread-safe: one handle may be shared by all threads.
  */
 typedef struct rsdb_redis rsdb_redis;
@@ -189,6 +195,13 @@ typedef struct rsdb_users rsdb_users;
  library thread; `event_json` is valid only during the call.
  */
 typedef void (*rsdb_schedule_cb)(void *user_data, const char *event_json);
+
+/*
+ Receives progress as JSON (`{"backup_id","phase","bytes_done","bytes_total","message"}`) on
+ the thread doing the work; `progress_json` is valid only during the call. It must return
+ quickly.
+ */
+typedef void (*rsdb_progress_cb)(void *user_data, const char *progress_json);
 
 /*
  Pool counters, filled by `rsdb_db_pool_stats`.
@@ -513,6 +526,115 @@ int rsdb_backup_schedule_start(const rsdb_backup *backup,
  not running and will not run again. NULL is accepted.
  */
 void rsdb_backup_schedule_stop(rsdb_backup_schedule *schedule);
+
+/*
+ Takes a backup of `kind`: `"logical"` (full pg_dump backup of the database, as
+ `rsdb_backup_create_full`), or the physical `"full"` (pg_basebackup of the cluster),
+ `"incremental"` (the WAL since the last physical backup) or `"differential"` (the WAL since
+ the last physical full backup). Incremental and differential backups need continuous
+ archiving into the same repository (`archive_command = 'rsdb --config FILE wal-push %p'`);
+ without a full physical backup to build on they fail with `RSDB_ERR_STATE`.
+ `*manifest_json` may be NULL.
+ */
+int rsdb_backup_create(const rsdb_backup *backup, const char *kind, char **manifest_json);
+
+/*
+ Deletes one backup (its files, and its history row becomes `deleted`).
+ `RSDB_ERR_CONFLICT` while another backup builds on it; `RSDB_ERR_NOT_FOUND` for an unknown
+ one. `*freed_bytes` (may be NULL) receives the bytes removed.
+ */
+int rsdb_backup_delete(const rsdb_backup *backup, const char *backup_id, uint64_t *freed_bytes);
+
+/*
+ Like `rsdb_backup_schedule_start`, for backups of `kind` (`"logical"`, `"full"`,
+ `"incremental"` or `"differential"`, as in `rsdb_backup_create`).
+ */
+int rsdb_backup_schedule_start_kind(const rsdb_backup *backup,
+                                    const char *cron,
+                                    const char *kind,
+                                    rsdb_schedule_cb callback,
+                                    void *user_data,
+                                    rsdb_backup_schedule **out);
+
+/*
+ Reports progress of this handle's backups, verifies and restores to `callback` (NULL stops
+ reporting). Set it before sharing the handle between threads.
+ */
+int rsdb_backup_set_progress(rsdb_backup *backup, rsdb_progress_cb callback, void *user_data);
+
+/*
+ Creates a recovery handle. With `db` NULL it works from the repository and keys alone
+ (disaster recovery: the database is gone); then test restores of logical backups are
+ refused. Release with `rsdb_recovery_free`.
+ */
+int rsdb_recovery_new(const rsdb_config *cfg, const rsdb_db *db, rsdb_recovery **out);
+
+/*
+ Releases a recovery handle. NULL is accepted.
+ */
+void rsdb_recovery_free(rsdb_recovery *h);
+
+/*
+ Reports restore progress to `callback` (NULL stops reporting); see `rsdb_progress_cb`.
+ */
+int rsdb_recovery_set_progress(rsdb_recovery *recovery, rsdb_progress_cb callback, void *user_data);
+
+/*
+ Restores a logical backup into the existing (empty) database at `target_url`, as
+ `rsdb_backup_restore`.
+ */
+int rsdb_recovery_restore_database(const rsdb_recovery *recovery,
+                                   const char *backup_id,
+                                   const char *target_url,
+                                   char **report_json);
+
+/*
+ Restores a physical backup (with the backups it builds on) into a new data directory,
+ replays WAL to the target, starts the server on 127.0.0.1, waits until recovery has
+ finished, and counts every table's rows. `options_json`:
+ `{"data_dir": "/new/dir", "backup_id": "...", "port": 0, "target_time": "RFC 3339",
+ "latest": false, "keep_running": false, "timeout_s": 3600}` (only `data_dir` is required;
+ without `backup_id` the newest fitting backup is used; without a target, the end of the
+ backup). `*report_json` (may be NULL) receives `{"backup_id","chain","data_dir","port",
+ "target","recovery_log","databases":{db:{table:rows}},"running","seconds"}`.
+ `RSDB_ERR_INTEGRITY` when a backup file fails authentication (nothing is left behind).
+ */
+int rsdb_recovery_restore_cluster(const rsdb_recovery *recovery,
+                                  const char *options_json,
+                                  char **report_json);
+
+/*
+ Restores a backup into scratch space (a new database, or a temporary data directory on a
+ free port), checks it and drops the scratch space. `*report_json` (may be NULL) receives
+ `{"backup_id","kind","tables_checked","rows","seconds"}`.
+ */
+int rsdb_recovery_test_restore(const rsdb_recovery *recovery,
+                               const char *backup_id,
+                               char **report_json);
+
+/*
+ Every backup in the repository, read from the signed manifests (no database needed),
+ oldest first, as a JSON array of manifests.
+ */
+int rsdb_recovery_list_repository(const rsdb_recovery *recovery, char **backups_json);
+
+/*
+ Stops the server a restore left running in `data_dir` (fast shutdown).
+ */
+int rsdb_recovery_stop_cluster(const rsdb_recovery *recovery, const char *data_dir);
+
+/*
+ Archives one WAL file into `cfg`'s repository (PostgreSQL's archive_command; the CLI's
+ `rsdb wal-push`). Idempotent: `*already_archived` (may be NULL) is 1 when an identical copy
+ was there already; a different file of that name gives `RSDB_ERR_CONFLICT`.
+ */
+int rsdb_wal_push(const rsdb_config *cfg, const char *path, int *already_archived);
+
+/*
+ Restores archived WAL file `name` to `path` (PostgreSQL's restore_command; the CLI's
+ `rsdb wal-fetch`). `RSDB_ERR_NOT_FOUND` when it was never archived.
+ */
+int rsdb_wal_fetch(const rsdb_config *cfg, const char *name, const char *path);
 
 /*
  Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).

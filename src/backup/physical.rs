@@ -207,6 +207,15 @@ impl BackupManager {
         result
     }
 
+    /// Takes a backup named by kind: `logical` (a full pg_dump backup of the database), or the
+    /// physical `full`, `incremental` or `differential`.
+    pub async fn create(&self, kind: &str) -> Result<Manifest> {
+        match super::schedule::ScheduledBackup::parse(kind)? {
+            super::schedule::ScheduledBackup::Logical => self.create_full().await,
+            super::schedule::ScheduledBackup::Physical(k) => self.create_physical(k).await,
+        }
+    }
+
     /// The newest completed physical backup (of any type, or full only), read from the
     /// repository and authenticated.
     async fn last_physical(&self, full_only: bool) -> Result<Manifest> {

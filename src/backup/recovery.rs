@@ -56,6 +56,65 @@ impl ClusterRestoreOptions {
     }
 }
 
+impl ClusterRestoreOptions {
+    /// Options from JSON, as the C and C++ APIs pass them:
+    /// `{"data_dir": "/path", "backup_id": "...", "port": 0, "target_time": "RFC 3339",
+    /// "latest": false, "keep_running": false, "timeout_s": 3600}`; only `data_dir` is required,
+    /// and `target_time` and `latest` exclude each other (neither: the end of the backup).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        let obj = v.as_object().ok_or_else(|| Error::invalid("restore options must be a JSON object"))?;
+        let known = ["data_dir", "backup_id", "port", "target_time", "latest", "keep_running", "timeout_s"];
+        if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(Error::invalid(format!("unknown restore option {k:?}; known: {}", known.join(", "))));
+        }
+        let text_of = |k: &str| -> Result<Option<String>> {
+            match obj.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(Error::invalid(format!("{k} must be a string"))),
+            }
+        };
+        let flag = |k: &str| -> Result<bool> {
+            match obj.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(false),
+                Some(serde_json::Value::Bool(b)) => Ok(*b),
+                Some(_) => Err(Error::invalid(format!("{k} must be true or false"))),
+            }
+        };
+        let number = |k: &str, max: u64| -> Result<Option<u64>> {
+            match obj.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(n) => n
+                    .as_u64()
+                    .filter(|n| *n <= max)
+                    .map(Some)
+                    .ok_or_else(|| Error::invalid(format!("{k} must be a whole number up to {max}"))),
+            }
+        };
+        let dir =
+            text_of("data_dir")?.filter(|d| !d.is_empty()).ok_or_else(|| Error::invalid("data_dir is required"))?;
+        let target = match (text_of("target_time")?, flag("latest")?) {
+            (Some(_), true) => return Err(Error::invalid("target_time and latest exclude each other")),
+            (Some(t), false) => RecoveryTarget::Time(
+                DateTime::parse_from_rfc3339(&t)
+                    .map_err(|e| Error::invalid(format!("target_time {t:?}: {e} (use RFC 3339)")))?
+                    .with_timezone(&Utc),
+            ),
+            (None, true) => RecoveryTarget::Latest,
+            (None, false) => RecoveryTarget::EndOfBackup,
+        };
+        let mut opts = ClusterRestoreOptions::new(dir, target);
+        opts.backup_id = text_of("backup_id")?;
+        opts.port = number("port", u16::MAX as u64)?.unwrap_or(0) as u16;
+        opts.keep_running = flag("keep_running")?;
+        if let Some(t) = number("timeout_s", 7 * 86400)? {
+            opts.timeout = Duration::from_secs(t.max(1));
+        }
+        Ok(opts)
+    }
+}
+
 /// The outcome of a physical restore.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterReport {
@@ -701,6 +760,34 @@ fn scratch_url(url: &str, dbname: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_from_json() {
+        let o = ClusterRestoreOptions::from_json(
+            r#"{"data_dir":"/x","backup_id":"base-1","port":5999,"target_time":"2026-11-25T10:00:00Z","keep_running":true}"#,
+        )
+        .unwrap();
+        assert_eq!(o.data_dir, PathBuf::from("/x"));
+        assert_eq!(o.port, 5999);
+        assert!(o.keep_running);
+        assert!(matches!(o.target, RecoveryTarget::Time(_)));
+        assert_eq!(
+            ClusterRestoreOptions::from_json(r#"{"data_dir":"/x","latest":true}"#).unwrap().target,
+            RecoveryTarget::Latest
+        );
+        for bad in [
+            "[]",
+            "{}",
+            r#"{"data_dir":""}"#,
+            r#"{"data_dir":"/x","port":70000}"#,
+            r#"{"data_dir":"/x","latest":true,"target_time":"2026-11-25T10:00:00Z"}"#,
+            r#"{"data_dir":"/x","target_time":"yesterday"}"#,
+            r#"{"data_dir":"/x","colour":"blue"}"#,
+            "not json",
+        ] {
+            assert!(ClusterRestoreOptions::from_json(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn quoting_and_urls() {

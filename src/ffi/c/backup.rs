@@ -192,3 +192,287 @@ pub unsafe extern "C" fn rsdb_backup_schedule_stop(schedule: *mut rsdb_backup_sc
         }
     })
 }
+
+/// Takes a backup of `kind`: `"logical"` (full pg_dump backup of the database, as
+/// `rsdb_backup_create_full`), or the physical `"full"` (pg_basebackup of the cluster),
+/// `"incremental"` (the WAL since the last physical backup) or `"differential"` (the WAL since
+/// the last physical full backup). Incremental and differential backups need continuous
+/// archiving into the same repository (`archive_command = 'rsdb --config FILE wal-push %p'`);
+/// without a full physical backup to build on they fail with `RSDB_ERR_STATE`.
+/// `*manifest_json` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_create(
+    backup: *const rsdb_backup,
+    kind: *const c_char,
+    manifest_json: *mut *mut c_char,
+) -> c_int {
+    guard(|| {
+        let b = arg_ref(backup, "backup")?;
+        let kind = arg_str(kind, "kind")?;
+        let m = block_on(b.0.create(kind))?;
+        if !manifest_json.is_null() {
+            json_out(manifest_json, &m)?;
+        }
+        Ok(())
+    })
+}
+
+/// Deletes one backup (its files, and its history row becomes `deleted`).
+/// `RSDB_ERR_CONFLICT` while another backup builds on it; `RSDB_ERR_NOT_FOUND` for an unknown
+/// one. `*freed_bytes` (may be NULL) receives the bytes removed.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_delete(
+    backup: *const rsdb_backup,
+    backup_id: *const c_char,
+    freed_bytes: *mut u64,
+) -> c_int {
+    guard(|| {
+        let b = arg_ref(backup, "backup")?;
+        let id = arg_str(backup_id, "backup_id")?;
+        let freed = block_on(b.0.delete(id))?;
+        if !freed_bytes.is_null() {
+            *freed_bytes = freed;
+        }
+        Ok(())
+    })
+}
+
+/// Like `rsdb_backup_schedule_start`, for backups of `kind` (`"logical"`, `"full"`,
+/// `"incremental"` or `"differential"`, as in `rsdb_backup_create`).
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_schedule_start_kind(
+    backup: *const rsdb_backup,
+    cron: *const c_char,
+    kind: *const c_char,
+    callback: rsdb_schedule_cb,
+    user_data: *mut std::ffi::c_void,
+    out: *mut *mut rsdb_backup_schedule,
+) -> c_int {
+    guard(|| {
+        let b = arg_ref(backup, "backup")?;
+        let cron = arg_str(cron, "cron")?;
+        let what = crate::backup::ScheduledBackup::parse(arg_str(kind, "kind")?)?;
+        let cb = callback.ok_or(crate::Error::Null("callback"))?;
+        let slot = out_ptr(out, "out")?;
+        let data = CallbackData(user_data);
+        let sched = crate::backup::BackupScheduler::start_with(
+            b.0.clone(),
+            cron,
+            what,
+            std::sync::Arc::new(move |e| {
+                let data = &data;
+                let text = std::ffi::CString::new(serde_json::to_string(e).unwrap_or_default()).unwrap_or_default();
+                // SAFETY: the caller registered a function with this signature.
+                unsafe { cb(data.0, text.as_ptr()) };
+            }),
+        )?;
+        *slot = Box::into_raw(Box::new(rsdb_backup_schedule { _running: sched }));
+        Ok(())
+    })
+}
+
+/// Receives progress as JSON (`{"backup_id","phase","bytes_done","bytes_total","message"}`) on
+/// the thread doing the work; `progress_json` is valid only during the call. It must return
+/// quickly.
+pub type rsdb_progress_cb =
+    Option<unsafe extern "C" fn(user_data: *mut std::ffi::c_void, progress_json: *const c_char)>;
+
+fn progress_fn(callback: rsdb_progress_cb, user_data: *mut std::ffi::c_void) -> Option<crate::backup::ProgressFn> {
+    let cb = callback?;
+    let data = CallbackData(user_data);
+    Some(std::sync::Arc::new(move |p: &crate::backup::Progress| {
+        let data = &data;
+        let text = std::ffi::CString::new(serde_json::to_string(p).unwrap_or_default()).unwrap_or_default();
+        // SAFETY: the caller registered a function with this signature.
+        unsafe { cb(data.0, text.as_ptr()) };
+    }))
+}
+
+/// Reports progress of this handle's backups, verifies and restores to `callback` (NULL stops
+/// reporting). Set it before sharing the handle between threads.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_set_progress(
+    backup: *mut rsdb_backup,
+    callback: rsdb_progress_cb,
+    user_data: *mut std::ffi::c_void,
+) -> c_int {
+    guard(|| {
+        let b = super::arg_mut(backup, "backup")?;
+        b.0.set_progress(progress_fn(callback, user_data));
+        Ok(())
+    })
+}
+
+/// Restores backups: logical ones into a database, physical ones into a new data directory up
+/// to a point in time. Thread-safe.
+pub struct rsdb_recovery(crate::backup::RecoveryManager);
+
+/// Creates a recovery handle. With `db` NULL it works from the repository and keys alone
+/// (disaster recovery: the database is gone); then test restores of logical backups are
+/// refused. Release with `rsdb_recovery_free`.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_new(
+    cfg: *const rsdb_config,
+    db: *const rsdb_db,
+    out: *mut *mut rsdb_recovery,
+) -> c_int {
+    guard(|| {
+        let cfg = arg_ref(cfg, "cfg")?;
+        let slot = out_ptr(out, "out")?;
+        let rm = if db.is_null() {
+            crate::backup::RecoveryManager::from_config(&cfg.0)?
+        } else {
+            crate::backup::RecoveryManager::new(BackupManager::new((*db).0.clone(), &cfg.0)?)
+        };
+        *slot = Box::into_raw(Box::new(rsdb_recovery(rm)));
+        Ok(())
+    })
+}
+
+/// Releases a recovery handle. NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_free(h: *mut rsdb_recovery) {
+    guard_void(|| {
+        if !h.is_null() {
+            drop(Box::from_raw(h));
+        }
+    })
+}
+
+/// Reports restore progress to `callback` (NULL stops reporting); see `rsdb_progress_cb`.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_set_progress(
+    recovery: *mut rsdb_recovery,
+    callback: rsdb_progress_cb,
+    user_data: *mut std::ffi::c_void,
+) -> c_int {
+    guard(|| {
+        let r = super::arg_mut(recovery, "recovery")?;
+        r.0.set_progress(progress_fn(callback, user_data));
+        Ok(())
+    })
+}
+
+/// Restores a logical backup into the existing (empty) database at `target_url`, as
+/// `rsdb_backup_restore`.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_restore_database(
+    recovery: *const rsdb_recovery,
+    backup_id: *const c_char,
+    target_url: *const c_char,
+    report_json: *mut *mut c_char,
+) -> c_int {
+    guard(|| {
+        let r = arg_ref(recovery, "recovery")?;
+        let id = arg_str(backup_id, "backup_id")?;
+        let url = arg_str(target_url, "target_url")?;
+        let rep = block_on(r.0.restore_database(id, url))?;
+        if !report_json.is_null() {
+            json_out(report_json, &rep)?;
+        }
+        Ok(())
+    })
+}
+
+/// Restores a physical backup (with the backups it builds on) into a new data directory,
+/// replays WAL to the target, starts the server on 127.0.0.1, waits until recovery has
+/// finished, and counts every table's rows. `options_json`:
+/// `{"data_dir": "/new/dir", "backup_id": "...", "port": 0, "target_time": "RFC 3339",
+/// "latest": false, "keep_running": false, "timeout_s": 3600}` (only `data_dir` is required;
+/// without `backup_id` the newest fitting backup is used; without a target, the end of the
+/// backup). `*report_json` (may be NULL) receives `{"backup_id","chain","data_dir","port",
+/// "target","recovery_log","databases":{db:{table:rows}},"running","seconds"}`.
+/// `RSDB_ERR_INTEGRITY` when a backup file fails authentication (nothing is left behind).
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_restore_cluster(
+    recovery: *const rsdb_recovery,
+    options_json: *const c_char,
+    report_json: *mut *mut c_char,
+) -> c_int {
+    guard(|| {
+        let r = arg_ref(recovery, "recovery")?;
+        let opts = crate::backup::ClusterRestoreOptions::from_json(arg_str(options_json, "options_json")?)?;
+        let rep = block_on(r.0.restore_cluster(&opts))?;
+        if !report_json.is_null() {
+            json_out(report_json, &rep)?;
+        }
+        Ok(())
+    })
+}
+
+/// Restores a backup into scratch space (a new database, or a temporary data directory on a
+/// free port), checks it and drops the scratch space. `*report_json` (may be NULL) receives
+/// `{"backup_id","kind","tables_checked","rows","seconds"}`.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_test_restore(
+    recovery: *const rsdb_recovery,
+    backup_id: *const c_char,
+    report_json: *mut *mut c_char,
+) -> c_int {
+    guard(|| {
+        let r = arg_ref(recovery, "recovery")?;
+        let id = arg_str(backup_id, "backup_id")?;
+        let rep = block_on(r.0.test_restore(id))?;
+        if !report_json.is_null() {
+            json_out(report_json, &rep)?;
+        }
+        Ok(())
+    })
+}
+
+/// Every backup in the repository, read from the signed manifests (no database needed),
+/// oldest first, as a JSON array of manifests.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_list_repository(
+    recovery: *const rsdb_recovery,
+    backups_json: *mut *mut c_char,
+) -> c_int {
+    guard(|| {
+        let r = arg_ref(recovery, "recovery")?;
+        out_ptr(backups_json, "backups_json")?;
+        json_out(backups_json, &r.0.list_repository()?)
+    })
+}
+
+/// Stops the server a restore left running in `data_dir` (fast shutdown).
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_recovery_stop_cluster(recovery: *const rsdb_recovery, data_dir: *const c_char) -> c_int {
+    guard(|| {
+        let r = arg_ref(recovery, "recovery")?;
+        let dir = arg_str(data_dir, "data_dir")?;
+        crate::backup::recovery::stop_cluster(&r.0.backups().cfg, std::path::Path::new(dir))
+    })
+}
+
+/// Archives one WAL file into `cfg`'s repository (PostgreSQL's archive_command; the CLI's
+/// `rsdb wal-push`). Idempotent: `*already_archived` (may be NULL) is 1 when an identical copy
+/// was there already; a different file of that name gives `RSDB_ERR_CONFLICT`.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_wal_push(
+    cfg: *const rsdb_config,
+    path: *const c_char,
+    already_archived: *mut c_int,
+) -> c_int {
+    guard(|| {
+        let cfg = arg_ref(cfg, "cfg")?;
+        let path = arg_str(path, "path")?;
+        let outcome = BackupManager::repository_only(&cfg.0)?.wal_archive().push(std::path::Path::new(path))?;
+        if !already_archived.is_null() {
+            *already_archived = (outcome == crate::backup::PushOutcome::AlreadyArchived) as c_int;
+        }
+        Ok(())
+    })
+}
+
+/// Restores archived WAL file `name` to `path` (PostgreSQL's restore_command; the CLI's
+/// `rsdb wal-fetch`). `RSDB_ERR_NOT_FOUND` when it was never archived.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_wal_fetch(cfg: *const rsdb_config, name: *const c_char, path: *const c_char) -> c_int {
+    guard(|| {
+        let cfg = arg_ref(cfg, "cfg")?;
+        let name = arg_str(name, "name")?;
+        let path = arg_str(path, "path")?;
+        BackupManager::repository_only(&cfg.0)?.wal_archive().fetch(name, std::path::Path::new(path))?;
+        Ok(())
+    })
+}

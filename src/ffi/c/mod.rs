@@ -127,6 +127,11 @@ pub(crate) unsafe fn arg_ref<'a, T>(p: *const T, name: &'static str) -> crate::R
     p.as_ref().ok_or(Error::Null(name))
 }
 
+/// Borrows a required handle for changing it (not while other threads use it).
+pub(crate) unsafe fn arg_mut<'a, T>(p: *mut T, name: &'static str) -> crate::Result<&'a mut T> {
+    p.as_mut().ok_or(Error::Null(name))
+}
+
 /// Checks a required out-pointer.
 pub(crate) fn out_ptr<'a, T>(p: *mut T, name: &'static str) -> crate::Result<&'a mut T> {
     // SAFETY: the caller promises `p` is valid for writes when non-NULL.

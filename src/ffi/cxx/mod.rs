@@ -193,8 +193,30 @@ mod bridge {
             keep_last: u32,
         ) -> Result<String>;
         fn schedule(self: &BackupBox, cron: &str, observer: UniquePtr<MessageObserver>) -> Result<Box<ScheduleBox>>;
+        fn create(self: &BackupBox, kind: &str) -> Result<String>;
+        fn delete_backup(self: &BackupBox, backup_id: &str) -> Result<u64>;
+        fn schedule_kind(
+            self: &BackupBox,
+            cron: &str,
+            kind: &str,
+            observer: UniquePtr<MessageObserver>,
+        ) -> Result<Box<ScheduleBox>>;
+        fn set_progress(self: &mut BackupBox, observer: UniquePtr<MessageObserver>);
 
         type ScheduleBox;
+
+        type RecoveryBox;
+        fn recovery_from_backups(backups: &BackupBox) -> Box<RecoveryBox>;
+        fn recovery_from_config(cfg: &ConfigBox) -> Result<Box<RecoveryBox>>;
+        fn set_progress(self: &mut RecoveryBox, observer: UniquePtr<MessageObserver>);
+        fn restore_database(self: &RecoveryBox, backup_id: &str, target_url: &str) -> Result<String>;
+        fn restore_cluster(self: &RecoveryBox, options_json: &str) -> Result<String>;
+        fn test_restore(self: &RecoveryBox, backup_id: &str) -> Result<String>;
+        fn list_repository(self: &RecoveryBox) -> Result<String>;
+        fn stop_cluster(self: &RecoveryBox, data_dir: &str) -> Result<()>;
+
+        fn wal_push(cfg: &ConfigBox, path: &str) -> Result<bool>;
+        fn wal_fetch(cfg: &ConfigBox, name: &str, path: &str) -> Result<u64>;
 
         type MfaBox;
         fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Result<Box<MfaBox>>;
@@ -313,6 +335,99 @@ impl BackupBox {
         )?;
         Ok(Box::new(ScheduleBox { _running: sched }))
     }
+}
+
+fn schedule_observer(
+    observer: cxx::UniquePtr<bridge::MessageObserver>,
+) -> R<crate::backup::schedule::ScheduleCallback> {
+    if observer.is_null() {
+        return Err(Error::Null("observer").into());
+    }
+    let obs = Observer(observer);
+    Ok(std::sync::Arc::new(move |e| {
+        let obs = &obs;
+        if let Some(o) = obs.0.as_ref() {
+            o.on_message("backup.schedule", serde_json::to_string(e).unwrap_or_default().as_bytes());
+        }
+    }))
+}
+
+fn progress_observer(observer: cxx::UniquePtr<bridge::MessageObserver>) -> Option<crate::backup::ProgressFn> {
+    if observer.is_null() {
+        return None;
+    }
+    let obs = Observer(observer);
+    Some(std::sync::Arc::new(move |p: &crate::backup::Progress| {
+        let obs = &obs;
+        if let Some(o) = obs.0.as_ref() {
+            o.on_message("backup.progress", serde_json::to_string(p).unwrap_or_default().as_bytes());
+        }
+    }))
+}
+
+impl BackupBox {
+    fn create(&self, kind: &str) -> R<String> {
+        to_json(&block_on(self.0.create(kind))?)
+    }
+    fn delete_backup(&self, backup_id: &str) -> R<u64> {
+        Ok(block_on(self.0.delete(backup_id))?)
+    }
+    fn schedule_kind(
+        &self,
+        cron: &str,
+        kind: &str,
+        observer: cxx::UniquePtr<bridge::MessageObserver>,
+    ) -> R<Box<ScheduleBox>> {
+        let what = crate::backup::ScheduledBackup::parse(kind)?;
+        let cb = schedule_observer(observer)?;
+        let sched = crate::backup::BackupScheduler::start_with(self.0.clone(), cron, what, cb)?;
+        Ok(Box::new(ScheduleBox { _running: sched }))
+    }
+    fn set_progress(&mut self, observer: cxx::UniquePtr<bridge::MessageObserver>) {
+        self.0.set_progress(progress_observer(observer));
+    }
+}
+
+/// Restores behind `rootstream::database::RecoveryManager`.
+pub struct RecoveryBox(crate::backup::RecoveryManager);
+
+fn recovery_from_backups(backups: &BackupBox) -> Box<RecoveryBox> {
+    Box::new(RecoveryBox(crate::backup::RecoveryManager::new(backups.0.clone())))
+}
+
+fn recovery_from_config(cfg: &ConfigBox) -> R<Box<RecoveryBox>> {
+    Ok(Box::new(RecoveryBox(crate::backup::RecoveryManager::from_config(&cfg.0)?)))
+}
+
+impl RecoveryBox {
+    fn set_progress(&mut self, observer: cxx::UniquePtr<bridge::MessageObserver>) {
+        self.0.set_progress(progress_observer(observer));
+    }
+    fn restore_database(&self, backup_id: &str, target_url: &str) -> R<String> {
+        to_json(&block_on(self.0.restore_database(backup_id, target_url))?)
+    }
+    fn restore_cluster(&self, options_json: &str) -> R<String> {
+        let opts = crate::backup::ClusterRestoreOptions::from_json(options_json)?;
+        to_json(&block_on(self.0.restore_cluster(&opts))?)
+    }
+    fn test_restore(&self, backup_id: &str) -> R<String> {
+        to_json(&block_on(self.0.test_restore(backup_id))?)
+    }
+    fn list_repository(&self) -> R<String> {
+        to_json(&self.0.list_repository()?)
+    }
+    fn stop_cluster(&self, data_dir: &str) -> R<()> {
+        Ok(crate::backup::recovery::stop_cluster(&self.0.backups().cfg, std::path::Path::new(data_dir))?)
+    }
+}
+
+fn wal_push(cfg: &ConfigBox, path: &str) -> R<bool> {
+    let outcome = BackupManager::repository_only(&cfg.0)?.wal_archive().push(std::path::Path::new(path))?;
+    Ok(outcome == crate::backup::PushOutcome::Stored)
+}
+
+fn wal_fetch(cfg: &ConfigBox, name: &str, path: &str) -> R<u64> {
+    Ok(BackupManager::repository_only(&cfg.0)?.wal_archive().fetch(name, std::path::Path::new(path))?)
 }
 
 /// A running schedule behind `rootstream::database::BackupScheduler`; stops when dropped.
