@@ -1,53 +1,429 @@
-//! Backup benchmark beside baselines from the same run on the same database: our full backup
-//! (pg_dump → zstd → AES-256-GCM chunks) against `pg_dump | zstd` (the same compression without
-//! encryption) and a plain `pg_dump` custom-format dump; restore against `pg_restore`.
+//! Backup benchmark beside baselines from the same run on the same database.
 //!
-//! `RSDB_BENCH_BACKUP_MB` sets the database size (default 200).
+//! Logical: our full backup (pg_dump → zstd → AES-256-GCM chunks) against `pg_dump | zstd` (the
+//! same compression without encryption) and a plain `pg_dump` custom-format dump; restore
+//! against `pg_restore`.
+//!
+//! Physical: our full physical backup (pg_basebackup tar → zstd 3 → AES-256-GCM chunks) against
+//! `pg_basebackup -Ft | zstd -3` and pgBackRest full backups (zst level 3, without and with its
+//! aes-256-cbc encryption); our restore into a new data directory (to the end of the backup,
+//! server started, recovery finished, rows counted) against `pgbackrest restore` followed by the
+//! same start, wait and count. pgBackRest runs with a configuration of its own in a temporary
+//! directory, against the bench's stack only; while it is measured, the stack's archive_command
+//! pushes WAL into its repository, so its backups hold the WAL they need, as ours do.
+//!
+//! `RSDB_BENCH_BACKUP_MB` sets the size of the benchmark database (default 500); rows are added
+//! until the database is at least that large.
 //! Run with `scripts/bench.sh --bench backup`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use rootstream_db::backup::BackupManager;
+use rootstream_db::backup::{BackupManager, ClusterRestoreOptions, PhysicalKind, RecoveryManager, RecoveryTarget};
 use rootstream_db::DatabaseManager;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use support::*;
+
+const MB: f64 = 1048576.0;
+const STANZA: &str = "bench";
+/// How often a restored server is asked whether recovery has finished (as ours does).
+const POLL: Duration = Duration::from_millis(200);
+
+/// Removes a directory tree when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A program on PATH or in one of `extra`.
+fn find_program(name: &str, extra: &[&str]) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found (scripts/install-deps.sh installs it)"))
+}
+
+/// The owner of the stack's data directory, who must run every tool that reads or writes a
+/// data directory (`postgres` when the bench runs as root).
+struct PgUser {
+    uid: u32,
+    gid: u32,
+    /// `runuser -u NAME --` when that owner is not us.
+    prefix: Vec<String>,
+}
+
+impl PgUser {
+    fn owner_of(data_dir: &Path) -> Self {
+        let meta = std::fs::metadata(data_dir).unwrap();
+        let (uid, gid) = (meta.uid(), meta.gid());
+        let prefix = if unsafe { libc::geteuid() } == uid {
+            Vec::new()
+        } else {
+            let pw = unsafe { libc::getpwuid(uid) };
+            assert!(!pw.is_null(), "no user with uid {uid}");
+            let name = unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }.to_string_lossy().to_string();
+            let runuser = find_program("runuser", &["/usr/sbin", "/sbin"]);
+            vec![runuser.display().to_string(), "-u".into(), name, "--".into()]
+        };
+        PgUser { uid, gid, prefix }
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        match self.prefix.split_first() {
+            Some((runuser, args)) => {
+                let mut c = Command::new(runuser);
+                c.args(args).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Creates a directory (mode 0700) that belongs to this user.
+    fn mkdir(&self, path: &Path) {
+        std::fs::create_dir(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        self.give(path);
+    }
+
+    fn give(&self, path: &Path) {
+        if !self.prefix.is_empty() {
+            std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).unwrap();
+        }
+    }
+}
+
+/// Runs a command to its end, panicking with its output if it fails.
+fn run(what: &str, cmd: &mut Command) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+fn sh_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
+}
+
+fn sql_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// Bytes in the regular files under `path`.
+fn tree_bytes(path: &Path) -> u64 {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    if meta.is_dir() {
+        std::fs::read_dir(path).unwrap().map(|e| tree_bytes(&e.unwrap().path())).sum()
+    } else if meta.is_file() {
+        meta.len()
+    } else {
+        0
+    }
+}
+
+/// One pgBackRest setup (configuration, repository, lock, log and spool paths) in its own
+/// directory, for the stanza of the stack's cluster.
+struct PgBackRest<'a> {
+    bin: PathBuf,
+    conf: PathBuf,
+    include: PathBuf,
+    repo: PathBuf,
+    root: PathBuf,
+    user: &'a PgUser,
+}
+
+impl<'a> PgBackRest<'a> {
+    fn create(root: PathBuf, user: &'a PgUser, stack_dir: &Path, port: u16, cipher_pass: Option<&str>) -> Self {
+        user.mkdir(&root);
+        let sub = |name: &str| {
+            let p = root.join(name);
+            user.mkdir(&p);
+            p
+        };
+        let (conf_dir, repo, lock, log, spool) = (sub("conf"), sub("repo"), sub("lock"), sub("log"), sub("spool"));
+        let include = conf_dir.join("conf.d");
+        user.mkdir(&include);
+        let socket_dir = stack_dir.join("sock");
+        assert!(
+            socket_dir.join(format!(".s.PGSQL.{port}")).exists(),
+            "the stack's PostgreSQL has no Unix socket in {} (pgBackRest connects through it)",
+            socket_dir.display()
+        );
+        let mut text = format!(
+            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nlock-path={}\nlog-path={}\nspool-path={}\n\
+             compress-type=zst\ncompress-level=3\nprocess-max=1\nstart-fast=y\narchive-check=y\narchive-copy=y\n\
+             log-level-console=warn\nlog-level-stderr=warn\nlog-level-file=info\n",
+            repo.display(),
+            lock.display(),
+            log.display(),
+            spool.display()
+        );
+        if let Some(pass) = cipher_pass {
+            text.push_str(&format!("repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={pass}\n"));
+        }
+        text.push_str(&format!(
+            "\n[{STANZA}]\npg1-path={}\npg1-port={port}\npg1-socket-path={}\npg1-user=postgres\n",
+            stack_dir.join("pg").display(),
+            socket_dir.display()
+        ));
+        let conf = conf_dir.join("pgbackrest.conf");
+        std::fs::write(&conf, text).unwrap();
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+        user.give(&conf);
+        let bin = find_program("pgbackrest", &[]);
+        PgBackRest { bin, conf, include, repo, root, user }
+    }
+
+    fn options(&self) -> Vec<String> {
+        vec![
+            format!("--config={}", self.conf.display()),
+            format!("--config-include-path={}", self.include.display()),
+            format!("--stanza={STANZA}"),
+        ]
+    }
+
+    fn run(&self, args: &[&str]) {
+        let mut cmd = self.user.command(&self.bin);
+        cmd.current_dir(&self.root).args(self.options()).args(args);
+        run(&format!("pgbackrest {}", args.join(" ")), &mut cmd);
+    }
+
+    fn archive_command(&self) -> String {
+        let mut words = vec![sh_quote(&self.bin.display().to_string())];
+        words.extend(self.options().iter().map(|o| sh_quote(o)));
+        words.push("archive-push %p".into());
+        words.join(" ")
+    }
+
+    /// Bytes stored for the one full backup set in the repository (its WAL included).
+    fn backup_set_bytes(&self) -> u64 {
+        let sets = self.repo.join("backup").join(STANZA);
+        let full: Vec<PathBuf> = std::fs::read_dir(&sets)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.is_symlink() && p.is_dir() && p.file_name().unwrap().to_string_lossy().ends_with('F'))
+            .collect();
+        assert_eq!(full.len(), 1, "expected one full backup set in {}", sets.display());
+        tree_bytes(&full[0])
+    }
+}
+
+/// A PostgreSQL server started on a restored data directory; stopped (immediately) if still
+/// running when dropped.
+struct Restored<'a> {
+    dir: PathBuf,
+    pg_ctl: PathBuf,
+    user: &'a PgUser,
+}
+
+impl Restored<'_> {
+    fn stop(&self, mode: &str) {
+        if self.dir.join("postmaster.pid").exists() {
+            let mut cmd = self.user.command(&self.pg_ctl);
+            cmd.current_dir("/").arg("-D").arg(&self.dir).args(["-m", mode, "-w", "-t", "120", "stop"]);
+            run("pg_ctl stop", &mut cmd);
+        }
+    }
+}
+
+impl Drop for Restored<'_> {
+    fn drop(&mut self) {
+        if self.dir.join("postmaster.pid").exists() {
+            let _ = self
+                .user
+                .command(&self.pg_ctl)
+                .current_dir("/")
+                .arg("-D")
+                .arg(&self.dir)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn connect(port: u16, dbname: &str) -> Option<tokio_postgres::Client> {
+    let conn = format!("host=127.0.0.1 port={port} user=postgres dbname={dbname} connect_timeout=2");
+    let (client, conn) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(conn);
+    Some(client)
+}
+
+/// Waits until the server on `port` accepts queries and has left recovery.
+async fn wait_promoted(port: u16, dir: &Path, log: &Path) {
+    let started = Instant::now();
+    loop {
+        if let Some(c) = connect(port, "postgres").await {
+            if let Ok(row) = c.query_one("SELECT pg_is_in_recovery()", &[]).await {
+                if !row.get::<_, bool>(0) {
+                    return;
+                }
+            }
+        }
+        let gone = started.elapsed() > Duration::from_secs(10) && !dir.join("postmaster.pid").exists();
+        if gone || started.elapsed() > Duration::from_secs(3600) {
+            panic!("the restored server did not come up:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Rows of every table of every database, as our restore counts them.
+async fn count_rows(port: u16) -> BTreeMap<String, BTreeMap<String, i64>> {
+    let admin = connect(port, "postgres").await.expect("restored server");
+    let dbs = admin
+        .query("SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1", &[])
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for d in &dbs {
+        let name: String = d.get(0);
+        let db = connect(port, &name).await.expect("restored database");
+        let tables = db
+            .query(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut counts = BTreeMap::new();
+        for t in &tables {
+            let table: String = t.get(0);
+            let n: i64 = db.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+            counts.insert(table, n);
+        }
+        out.insert(name, counts);
+    }
+    out
+}
+
+/// Seconds of a pgBackRest restore: `pgbackrest restore` into a new directory, then start and
+/// wait, then count rows.
+struct TheirRestore {
+    files: f64,
+    ready: f64,
+    total: f64,
+}
+
+async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, rows: u64) -> TheirRestore {
+    let dir = br.root.join("restore");
+    let log = br.root.join("restore.log");
+    br.user.mkdir(&dir);
+    let server = Restored { dir: dir.clone(), pg_ctl: pg_bin.join("pg_ctl"), user: br.user };
+    let port = closed_port();
+    let t = Instant::now();
+    br.run(&["restore", &format!("--pg1-path={}", dir.display()), "--type=immediate", "--target-action=promote"]);
+    let files = t.elapsed().as_secs_f64();
+    // The same server settings as our restore gives the restored cluster.
+    let mut auto = std::fs::OpenOptions::new().append(true).open(dir.join("postgresql.auto.conf")).unwrap();
+    write!(
+        auto,
+        "\n# benchmark restore\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
+         archive_mode = off\nhot_standby = on\n"
+    )
+    .unwrap();
+    drop(auto);
+    let mut start = br.user.command(&server.pg_ctl);
+    start.current_dir(&br.root).arg("-D").arg(&dir).arg("-l").arg(&log).args(["-W", "start"]);
+    run("pg_ctl start", &mut start);
+    wait_promoted(port, &dir, &log).await;
+    let ready = t.elapsed().as_secs_f64();
+    let counts = count_rows(port).await;
+    let total = t.elapsed().as_secs_f64();
+    assert_eq!(counts[db_name]["public.bench_data"], rows as i64, "pgBackRest's restore lost rows");
+    server.stop("fast");
+    TheirRestore { files, ready, total }
+}
+
+/// `what: ours OURS / THEIRS = RATIO` for seconds.
+fn cmp_time(what: &str, ours: f64, theirs: f64) {
+    println!("  {what:<58} {ours:>7.2} s / {theirs:>7.2} s = {:.2}", ours / theirs);
+}
+
+/// `what: ours OURS / THEIRS = RATIO` for sizes.
+fn cmp_size(what: &str, ours: u64, theirs: u64) {
+    println!(
+        "  {what:<58} {:>7.1} MB / {:>7.1} MB = {:.3}",
+        ours as f64 / MB,
+        theirs as f64 / MB,
+        ours as f64 / theirs as f64
+    );
+}
 
 fn main() {
     rootstream_db::runtime::runtime().block_on(async {
-        let mb: u64 = std::env::var("RSDB_BENCH_BACKUP_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+        let mb: u64 = std::env::var("RSDB_BENCH_BACKUP_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
         let mut cfg = secure_config().await;
         let dir = std::env::temp_dir().join(format!("rsdb-bench-backup-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        cfg.set("backup_dir", dir.to_str().unwrap()).unwrap();
+        let _scratch = Scratch(dir.clone());
+        // The PostgreSQL user must reach the repository (restore_command) and restored clusters.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let repo = dir.join("repo");
+        cfg.set("backup_dir", repo.to_str().unwrap()).unwrap();
+        cfg.set("rsdb_path", env!("CARGO_BIN_EXE_rsdb")).unwrap();
         let db = DatabaseManager::connect(&cfg).await.unwrap();
         rootstream_db::db::migrations::migrate(&db).await.unwrap();
-        // Rows of mixed text: about 300 bytes each on disk.
-        let rows = mb * 1024 * 1024 / 300;
+        // Rows of mixed text; more are added until the database has the requested size.
         let t = Instant::now();
-        db.batch_execute(&format!(
-            "CREATE TABLE bench_data (id BIGSERIAL PRIMARY KEY, user_id BIGINT, title TEXT, body TEXT, created_at TIMESTAMPTZ DEFAULT now());
-             INSERT INTO bench_data (user_id, title, body)
-             SELECT g % 5000, 'stream title ' || (g % 997), repeat(md5(g::text), 3) || ' viewers ' || (g % 1234)
-             FROM generate_series(1, {rows}) g;"
-        ))
+        db.batch_execute(
+            "CREATE TABLE bench_data (id BIGSERIAL PRIMARY KEY, user_id BIGINT, title TEXT, body TEXT, created_at TIMESTAMPTZ DEFAULT now())",
+        )
         .await
         .unwrap();
-        db.batch_execute("VACUUM ANALYZE bench_data").await.unwrap();
+        let target = mb * 1024 * 1024;
+        let mut rows = 0u64;
+        let mut batch = target / 300;
+        loop {
+            db.batch_execute(&format!(
+                "INSERT INTO bench_data (user_id, title, body)
+                 SELECT g % 5000, 'stream title ' || (g % 997), repeat(md5(g::text), 3) || ' viewers ' || (g % 1234)
+                 FROM generate_series({}, {}) g;",
+                rows + 1,
+                rows + batch
+            ))
+            .await
+            .unwrap();
+            rows += batch;
+            db.batch_execute("VACUUM ANALYZE bench_data").await.unwrap();
+            let size: i64 = db.query("SELECT pg_database_size(current_database())", &[]).await.unwrap()[0].get(0);
+            let size = size as u64;
+            if size >= target {
+                break;
+            }
+            batch = ((target - size) as f64 * rows as f64 / size as f64 * 1.02) as u64 + 1000;
+        }
         let size: i64 = db.query("SELECT pg_database_size(current_database())", &[]).await.unwrap()[0].get(0);
         println!(
             "rootstream-db backup benchmark: database of {:.0} MB ({rows} rows, loaded in {:.1} s)",
-            size as f64 / 1048576.0,
+            size as f64 / MB,
             t.elapsed().as_secs_f64()
         );
         let url = cfg.database_url.clone().unwrap();
-        let pg_dump = "/usr/lib/postgresql/15/bin/pg_dump";
+        let db_name = url.rsplit('/').next().unwrap().to_string();
+        let pg_bin = PathBuf::from(stack().var("ROOTSTREAM_PG_BIN"));
+        let pg_dump = pg_bin.join("pg_dump");
 
         // Baseline 1: pg_dump custom format with its own default compression.
         let out = dir.join("baseline.dump");
         let t = Instant::now();
-        let st = Command::new(pg_dump).args(["--format=custom", "--file", out.to_str().unwrap(), "--dbname", &url]).status().unwrap();
+        let st = Command::new(&pg_dump).args(["--format=custom", "--file", out.to_str().unwrap(), "--dbname", &url]).status().unwrap();
         assert!(st.success());
         let plain_time = t.elapsed().as_secs_f64();
         let plain_size = std::fs::metadata(&out).unwrap().len();
@@ -55,7 +431,7 @@ fn main() {
         // Baseline 2: pg_dump | zstd -3 (same compressor and level as ours, no encryption).
         let out2 = dir.join("baseline.dump.zst");
         let t = Instant::now();
-        let mut dump = Command::new(pg_dump)
+        let mut dump = Command::new(&pg_dump)
             .args(["--format=custom", "--compress=0", "--dbname", &url])
             .stdout(Stdio::piped())
             .spawn()
@@ -82,14 +458,14 @@ fn main() {
             "{:<46} {:>7.2} s {:>9.1} MB",
             "pg_dump --format=custom (default compression)",
             plain_time,
-            plain_size as f64 / 1048576.0
+            plain_size as f64 / MB
         );
-        println!("{:<46} {:>7.2} s {:>9.1} MB", "pg_dump | zstd -3", zstd_time, zstd_size as f64 / 1048576.0);
+        println!("{:<46} {:>7.2} s {:>9.1} MB", "pg_dump | zstd -3", zstd_time, zstd_size as f64 / MB);
         println!(
             "{:<46} {:>7.2} s {:>9.1} MB | time ratio {:.2} vs pg_dump|zstd, size ratio {:.3}",
             "ours: pg_dump → zstd → AES-256-GCM + manifest",
             ours_time,
-            ours_size as f64 / 1048576.0,
+            ours_size as f64 / MB,
             ours_time / zstd_time,
             ours_size as f64 / zstd_size as f64
         );
@@ -98,7 +474,7 @@ fn main() {
         // Restore: ours (verify + decrypt + pg_restore + row counts) vs pg_restore of the plain dump.
         let t1 = create_database().await;
         let t = Instant::now();
-        let st = Command::new("/usr/lib/postgresql/15/bin/pg_restore")
+        let st = Command::new(pg_bin.join("pg_restore"))
             .args(["--no-owner", "--dbname", &stack().url_for(&t1), out.to_str().unwrap()])
             .status()
             .unwrap();
@@ -115,6 +491,141 @@ fn main() {
             ours_restore,
             ours_restore / raw_restore
         );
-        let _ = std::fs::remove_dir_all(&dir);
+        // The physical backups below copy the whole cluster: only the benchmark database (and
+        // the small system ones) stay.
+        for t in [&t1, &t2] {
+            db.batch_execute(&format!("DROP DATABASE {t} WITH (FORCE)")).await.unwrap();
+        }
+        for f in [&out, &out2] {
+            std::fs::remove_file(f).unwrap();
+        }
+
+        // ------------------------------------------------------------ physical backups
+        let stack_dir = PathBuf::from(stack().var("ROOTSTREAM_STACK_DIR"));
+        let pg_user = PgUser::owner_of(&stack_dir.join("pg"));
+        let cluster: i64 = db
+            .query("SELECT sum(pg_database_size(datname))::bigint FROM pg_database", &[])
+            .await
+            .unwrap()[0]
+            .get(0);
+        let dbs: i64 = db.query("SELECT count(*) FROM pg_database", &[]).await.unwrap()[0].get(0);
+        println!();
+        println!(
+            "physical full backups of the whole cluster ({:.0} MB in {dbs} databases), zstd level 3, one compressing process each:",
+            cluster as f64 / MB
+        );
+        let checkpoint = || async { db.batch_execute("CHECKPOINT").await.unwrap() };
+
+        // Raw baseline: the tar ours is made of, through the zstd command line tool.
+        let raw = dir.join("basebackup.tar.zst");
+        checkpoint().await;
+        let t = Instant::now();
+        let mut base = Command::new(pg_bin.join("pg_basebackup"))
+            .args(["--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast", "--no-password"])
+            .args(["--dbname", &url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let st = Command::new("zstd")
+            .args(["-3", "-q", "-f", "-o", raw.to_str().unwrap()])
+            .stdin(base.stdout.take().unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success() && base.wait().unwrap().success());
+        let raw_time = t.elapsed().as_secs_f64();
+        let raw_size = std::fs::metadata(&raw).unwrap().len();
+        std::fs::remove_file(&raw).unwrap();
+
+        checkpoint().await;
+        let t = Instant::now();
+        let phys = bm.create_physical(PhysicalKind::Full).await.unwrap();
+        let phys_time = t.elapsed().as_secs_f64();
+        let phys_size = phys.files[0].stored_bytes;
+
+        // pgBackRest, without and with encryption, each with its own repository; the stack's
+        // archive_command pushes into the one being measured.
+        let br_root = dir.join("pgbackrest");
+        pg_user.mkdir(&br_root);
+        let port = stack().pg_port();
+        let pass = hex_string(&rand::random::<[u8; 32]>());
+        let plain = PgBackRest::create(br_root.join("plain"), &pg_user, &stack_dir, port, None);
+        let enc = PgBackRest::create(br_root.join("aes"), &pg_user, &stack_dir, port, Some(&pass));
+        let mut br_results = Vec::new();
+        for br in [&plain, &enc] {
+            br.run(&["stanza-create"]);
+            db.batch_execute(&format!("ALTER SYSTEM SET archive_command = {}", sql_literal(&br.archive_command())))
+                .await
+                .unwrap();
+            db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+            // Switches WAL and waits until the segment is in this repository: the archiver
+            // pushes here from now on.
+            br.run(&["check"]);
+            checkpoint().await;
+            let t = Instant::now();
+            br.run(&["backup", "--type=full"]);
+            br_results.push((t.elapsed().as_secs_f64(), br.backup_set_bytes()));
+        }
+        db.batch_execute("ALTER SYSTEM RESET archive_command").await.unwrap();
+        db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        let ((br_time, br_size), (enc_time, enc_size)) = (br_results[0], br_results[1]);
+
+        let row = |what: &str, secs: f64, bytes: u64| {
+            println!("{what:<60} {secs:>7.2} s {:>9.1} MB", bytes as f64 / MB);
+        };
+        row("pg_basebackup -Ft -X fetch | zstd -3 (raw, unencrypted)", raw_time, raw_size);
+        row("pgBackRest backup --type=full, zst 3, unencrypted", br_time, br_size);
+        row("pgBackRest backup --type=full, zst 3, aes-256-cbc", enc_time, enc_size);
+        row("ours: create_physical(Full), zstd 3 + AES-256-GCM", phys_time, phys_size);
+        cmp_time("ours / pg_basebackup | zstd -3, time", phys_time, raw_time);
+        cmp_size("ours / pg_basebackup | zstd -3, size", phys_size, raw_size);
+        cmp_time("ours / pgBackRest unencrypted, time", phys_time, br_time);
+        cmp_size("ours / pgBackRest unencrypted, size", phys_size, br_size);
+        cmp_time("ours / pgBackRest aes-256-cbc, time", phys_time, enc_time);
+        cmp_size("ours / pgBackRest aes-256-cbc, size", phys_size, enc_size);
+        println!("encryption overhead (ours is always encrypted; pgBackRest's with / without):");
+        cmp_time("pgBackRest aes-256-cbc / unencrypted, time", enc_time, br_time);
+        cmp_size("pgBackRest aes-256-cbc / unencrypted, size", enc_size, br_size);
+        cmp_time("ours (AES-256-GCM) / pgBackRest aes-256-cbc, time", phys_time, enc_time);
+
+        // ------------------------------------------------------------ physical restores
+        let events: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let mut rm = RecoveryManager::new(bm.clone());
+        let sink = events.clone();
+        rm.set_progress(Some(Arc::new(move |p: &rootstream_db::backup::Progress| {
+            sink.lock().unwrap().push((p.phase.clone(), Instant::now()));
+        })));
+        let ours_dir = dir.join("restore-ours");
+        let ours_server = Restored { dir: ours_dir.clone(), pg_ctl: pg_bin.join("pg_ctl"), user: &pg_user };
+        let mut opts = ClusterRestoreOptions::new(&ours_dir, RecoveryTarget::EndOfBackup);
+        opts.backup_id = Some(phys.backup_id.clone());
+        opts.keep_running = true;
+        let t = Instant::now();
+        let report = rm.restore_cluster(&opts).await.unwrap();
+        let ours_total = t.elapsed().as_secs_f64();
+        let at = |phase: &str| {
+            let ev = events.lock().unwrap();
+            ev.iter().filter(|(p, _)| p == phase).map(|(_, i)| i.duration_since(t).as_secs_f64()).next()
+        };
+        let ours_files = at("restore").expect("the restore reports the unpacked backup");
+        let ours_ready = at("check").expect("the restore reports the row counts");
+        assert_eq!(report.databases[&db_name]["public.bench_data"], rows as i64, "our restore lost rows");
+        ours_server.stop("fast");
+        drop(ours_server);
+
+        let theirs = pgbackrest_restore(&plain, &pg_bin, &db_name, rows).await;
+        let theirs_enc = pgbackrest_restore(&enc, &pg_bin, &db_name, rows).await;
+        println!();
+        println!("physical restore into a new data directory, to the end of the backup, server started:");
+        let restore_row = |what: &str, files: f64, ready: f64, total: f64| {
+            println!("{what:<44} files {files:>6.2} s | + start, recovery, accepts queries {ready:>6.2} s | + row count of every table {total:>6.2} s");
+        };
+        restore_row("ours: restore_cluster(EndOfBackup)", ours_files, ours_ready, ours_total);
+        restore_row("pgbackrest restore (unencrypted) + pg_ctl", theirs.files, theirs.ready, theirs.total);
+        restore_row("pgbackrest restore (aes-256-cbc) + pg_ctl", theirs_enc.files, theirs_enc.ready, theirs_enc.total);
+        for (name, r) in [("unencrypted", &theirs), ("aes-256-cbc", &theirs_enc)] {
+            cmp_time(&format!("ours unpack only / pgbackrest restore ({name})"), ours_files, r.files);
+            cmp_time(&format!("ours until it answers / pgBackRest until it answers ({name})"), ours_ready, r.ready);
+            cmp_time(&format!("ours with row count / pgBackRest with row count ({name})"), ours_total, r.total);
+        }
     });
 }

@@ -637,6 +637,12 @@ int rsdb_wal_push(const rsdb_config *cfg, const char *path, int *already_archive
 int rsdb_wal_fetch(const rsdb_config *cfg, const char *name, const char *path);
 
 /*
+ Prepares the repository: creates `backup_dir`, or the S3 bucket of `backup_s3_url` when it
+ does not exist. Idempotent.
+ */
+int rsdb_backup_init_repository(const rsdb_backup *backup);
+
+/*
  Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).
  `*out` receives a handle to release with `rsdb_config_free`.
  */

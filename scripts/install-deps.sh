@@ -20,6 +20,8 @@ PACKAGES=(
     googletest libgtest-dev nlohmann-json3-dev lcov
     libssl-dev pkg-config oathtool
     python3 python3-venv
+    # Baselines of the backup benchmark (benches/backup.rs).
+    zstd pgbackrest
 )
 
 # moto's S3-compatible server for the S3 backup tests; pinned so that every

@@ -20,6 +20,10 @@ nlohmann::json BackupManager::create(const std::string& kind) {
     return parse(detail::call([&] { return box_->create(kind); }));
 }
 
+void BackupManager::init_repository() {
+    detail::call([&] { box_->init_repository(); });
+}
+
 std::uint64_t BackupManager::delete_backup(const std::string& backup_id) {
     return detail::call([&] { return box_->delete_backup(backup_id); });
 }

@@ -274,6 +274,12 @@ impl BackupManager {
         &self.storage
     }
 
+    /// Prepares the repository (creates the directory, or the S3 bucket when missing).
+    /// Idempotent.
+    pub fn init_repository(&self) -> Result<()> {
+        self.storage.init()
+    }
+
     /// The WAL archive of the repository.
     pub fn wal_archive(&self) -> WalArchive {
         WalArchive::new(self.storage.clone(), self.keyring.clone())

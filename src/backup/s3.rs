@@ -647,6 +647,10 @@ impl Drop for S3Writer {
 }
 
 impl Storage for S3Storage {
+    fn init(&self) -> Result<()> {
+        self.create_bucket()
+    }
+
     fn kind(&self) -> &'static str {
         "s3"
     }

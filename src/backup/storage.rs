@@ -34,6 +34,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
     /// Deletes `key`; deleting a missing key succeeds.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Prepares the repository: creates the directory, or the bucket when it does not exist.
+    /// Idempotent.
+    fn init(&self) -> Result<()>;
 
     /// Writes a whole object.
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
@@ -163,6 +166,10 @@ impl Drop for LocalWriter {
 impl Storage for LocalStorage {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    fn init(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.root).map_err(|e| io_err("cannot create", &self.root, e))
     }
 
     fn location(&self, key: &str) -> String {

@@ -239,6 +239,12 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
             println!("backup {id} verified: {} files, every chunk authentic", manifest.files.len());
             return Ok(());
         }
+        Some(("init", _)) => {
+            let bm = BackupManager::repository_only(cfg)?;
+            bm.init_repository()?;
+            println!("repository {} is ready", bm.storage().location(""));
+            return Ok(());
+        }
         Some(("list", sub)) if sub.get_flag("repository") => {
             let rm = RecoveryManager::from_config(cfg)?;
             for b in rm.list_repository()? {

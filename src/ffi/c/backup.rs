@@ -476,3 +476,10 @@ pub unsafe extern "C" fn rsdb_wal_fetch(cfg: *const rsdb_config, name: *const c_
         Ok(())
     })
 }
+
+/// Prepares the repository: creates `backup_dir`, or the S3 bucket of `backup_s3_url` when it
+/// does not exist. Idempotent.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_init_repository(backup: *const rsdb_backup) -> c_int {
+    guard(|| arg_ref(backup, "backup")?.0.init_repository())
+}

@@ -195,6 +195,7 @@ mod bridge {
         fn schedule(self: &BackupBox, cron: &str, observer: UniquePtr<MessageObserver>) -> Result<Box<ScheduleBox>>;
         fn create(self: &BackupBox, kind: &str) -> Result<String>;
         fn delete_backup(self: &BackupBox, backup_id: &str) -> Result<u64>;
+        fn init_repository(self: &BackupBox) -> Result<()>;
         fn schedule_kind(
             self: &BackupBox,
             cron: &str,
@@ -368,6 +369,9 @@ fn progress_observer(observer: cxx::UniquePtr<bridge::MessageObserver>) -> Optio
 impl BackupBox {
     fn create(&self, kind: &str) -> R<String> {
         to_json(&block_on(self.0.create(kind))?)
+    }
+    fn init_repository(&self) -> R<()> {
+        Ok(self.0.init_repository()?)
     }
     fn delete_backup(&self, backup_id: &str) -> R<u64> {
         Ok(block_on(self.0.delete(backup_id))?)

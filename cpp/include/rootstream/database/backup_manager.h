@@ -36,6 +36,8 @@ public:
     /// Incremental and differential need archive_command = 'rsdb --config FILE wal-push %p'
     /// into the same repository, and throw RSDB_ERR_STATE without a full physical backup.
     nlohmann::json create(const std::string& kind);
+    /// Prepares the repository (creates backup_dir, or the S3 bucket when missing). Idempotent.
+    void init_repository();
     /// Deletes one backup; throws RSDB_ERR_CONFLICT while another backup builds on it. Returns
     /// the bytes freed.
     std::uint64_t delete_backup(const std::string& backup_id);
