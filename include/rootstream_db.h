@@ -664,6 +664,13 @@ int rsdb_config_from_env(rsdb_config **out);
 int rsdb_config_set(rsdb_config *cfg, const char *key, const char *value);
 
 /*
+ Applies a configuration file of `key = value` lines (keys as for `rsdb_config_set`, or their
+ `ROOTSTREAM_*` names; `#` comments) — the file `rsdb --config` reads, e.g. the one
+ PostgreSQL's archive_command uses. `RSDB_ERR_CONFIG` names the file and line at fault.
+ */
+int rsdb_config_load_file(rsdb_config *cfg, const char *path);
+
+/*
  Releases a configuration. NULL is accepted.
  */
 void rsdb_config_free(rsdb_config *cfg);

@@ -13,6 +13,11 @@ Config& Config::set(const std::string& key, const std::string& value) {
     return *this;
 }
 
+Config& Config::load_file(const std::string& path) {
+    detail::call([&] { box_->load_file(path); });
+    return *this;
+}
+
 std::string Config::describe() const {
     return std::string(box_->debug_string());
 }

@@ -385,7 +385,7 @@ impl RecoveryManager {
             return Err(e);
         }
         let target_desc = self.configure_recovery(&dir, port, &opts.target, &last, &info)?;
-        let result = self.start_and_check(&dir, port, opts.timeout).await;
+        let result = self.start_and_check(&dir, port, opts.timeout, &backup_id).await;
         let _ = std::fs::remove_file(dir.join("rsdb-restore.conf"));
         let (recovery_log, databases) = match result {
             Ok(v) => v,
@@ -589,6 +589,7 @@ impl RecoveryManager {
         dir: &Path,
         port: u16,
         timeout: Duration,
+        backup_id: &str,
     ) -> Result<(Vec<String>, BTreeMap<String, BTreeMap<String, i64>>)> {
         let cfg = &self.backups.cfg;
         let log = dir.join("rsdb-recovery.log");
@@ -612,7 +613,7 @@ impl RecoveryManager {
         let started = Instant::now();
         let mut seen_alive = false;
         let mut last_report = Instant::now();
-        let bid = dir.display().to_string();
+        let bid = backup_id.to_string();
         loop {
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!(

@@ -22,6 +22,10 @@ public:
     /// unknown key or a bad value.
     Config& set(const std::string& key, const std::string& value);
 
+    /// Applies a file of `key = value` lines (the file `rsdb --config` reads); throws
+    /// rootstream::Error (RSDB_ERR_CONFIG) naming the file and line at fault.
+    Config& load_file(const std::string& path);
+
     /// A description with secrets and passwords masked.
     std::string describe() const;
 

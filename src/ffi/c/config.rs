@@ -45,6 +45,18 @@ pub unsafe extern "C" fn rsdb_config_set(cfg: *mut rsdb_config, key: *const c_ch
     })
 }
 
+/// Applies a configuration file of `key = value` lines (keys as for `rsdb_config_set`, or their
+/// `ROOTSTREAM_*` names; `#` comments) — the file `rsdb --config` reads, e.g. the one
+/// PostgreSQL's archive_command uses. `RSDB_ERR_CONFIG` names the file and line at fault.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_config_load_file(cfg: *mut rsdb_config, path: *const c_char) -> c_int {
+    guard(|| {
+        let cfg = out_ptr(cfg, "cfg")?;
+        let path = arg_str(path, "path")?;
+        cfg.0.apply_file(std::path::Path::new(path))
+    })
+}
+
 /// Releases a configuration. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_config_free(cfg: *mut rsdb_config) {

@@ -52,6 +52,7 @@ mod bridge {
         fn config_new() -> Box<ConfigBox>;
         fn config_from_env() -> Result<Box<ConfigBox>>;
         fn set(self: &mut ConfigBox, key: &str, value: &str) -> Result<()>;
+        fn load_file(self: &mut ConfigBox, path: &str) -> Result<()>;
         fn debug_string(self: &ConfigBox) -> String;
 
         type DbBox;
@@ -713,6 +714,9 @@ fn config_from_env() -> R<Box<ConfigBox>> {
 impl ConfigBox {
     fn set(&mut self, key: &str, value: &str) -> R<()> {
         Ok(self.0.set(key, value)?)
+    }
+    fn load_file(&mut self, path: &str) -> R<()> {
+        Ok(self.0.apply_file(std::path::Path::new(path))?)
     }
     fn debug_string(&self) -> String {
         format!("{:?}", self.0)
