@@ -35,6 +35,8 @@ RSDB_TEST_DELETER(EventsFree, rsdb_events, rsdb_events_free);
 RSDB_TEST_DELETER(SessionsFree, rsdb_sessions, rsdb_sessions_free);
 RSDB_TEST_DELETER(MfaFree, rsdb_mfa, rsdb_mfa_free);
 RSDB_TEST_DELETER(BackupFree, rsdb_backup, rsdb_backup_free);
+RSDB_TEST_DELETER(RecoveryFree, rsdb_recovery, rsdb_recovery_free);
+RSDB_TEST_DELETER(ScheduleStop, rsdb_backup_schedule, rsdb_backup_schedule_stop);
 #undef RSDB_TEST_DELETER
 
 using ConfigPtr = std::unique_ptr<rsdb_config, ConfigFree>;
@@ -48,6 +50,8 @@ using EventsPtr = std::unique_ptr<rsdb_events, EventsFree>;
 using SessionsPtr = std::unique_ptr<rsdb_sessions, SessionsFree>;
 using MfaPtr = std::unique_ptr<rsdb_mfa, MfaFree>;
 using BackupPtr = std::unique_ptr<rsdb_backup, BackupFree>;
+using RecoveryPtr = std::unique_ptr<rsdb_recovery, RecoveryFree>;
+using SchedulePtr = std::unique_ptr<rsdb_backup_schedule, ScheduleStop>;
 
 /// A string returned through `char **`, released with rsdb_string_free.
 class OutString {

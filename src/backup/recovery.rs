@@ -427,7 +427,15 @@ impl RecoveryManager {
                 } else {
                     return Err(Error::Integrity(format!("backup {}: unexpected file {}", m.backup_id, f.name)));
                 };
-                let reader = self.backups.open_file(m, &key, &f.name)?;
+                let (report_to, id, base) = (self.backups.clone(), m.backup_id.clone(), done);
+                let reader = super::logical::Metered {
+                    inner: self.backups.open_file(m, &key, &f.name)?,
+                    done: 0,
+                    last: 0,
+                    report: Box::new(move |n| {
+                        report_to.report(&id, "restore", base + n, Some(total), "unpacking".into())
+                    }),
+                };
                 let mut ar = tar::Archive::new(reader);
                 ar.set_preserve_permissions(true);
                 ar.set_overwrite(true);
