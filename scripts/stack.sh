@@ -313,7 +313,7 @@ need_bin() {
 setup_archiving() {
     local dir=$1 key
     key=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-    mkdir -m 700 "$dir/archive-repo"
+    mkdir -m 700 "$dir/archive-repo" "$dir/archive-repo/wal"
     (
         umask 077
         printf '%s\n' "# WAL archive of this test stack (see scripts/stack.sh)" \
@@ -324,7 +324,7 @@ setup_archiving() {
         '[ -x "$d/rsdb" ] && [ -f "$d/archive.conf" ] || exit 0' \
         'exec "$d/rsdb" --config "$d/archive.conf" wal-push "$1"' >"$dir/archive-wal"
     chmod 755 "$dir/archive-wal"
-    if ((EUID == 0)); then chown postgres: "$dir/archive-repo" "$dir/archive.conf"; fi
+    if ((EUID == 0)); then chown postgres: "$dir/archive-repo" "$dir/archive-repo/wal" "$dir/archive.conf"; fi
 }
 
 start_postgres() {

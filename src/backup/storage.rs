@@ -104,6 +104,34 @@ impl LocalStorage {
         &self.root
     }
 
+    /// Creates the directories up to `dir`. Directories this process creates under an
+    /// existing repository root get the root's owner, so that a push run by root (say, by
+    /// hand) never leaves a directory the database server's own archive_command cannot write.
+    fn make_dirs(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let mut missing = Vec::new();
+        let mut d = dir.to_path_buf();
+        while !d.exists() && d.starts_with(&self.root) && d != self.root {
+            missing.push(d.clone());
+            match d.parent() {
+                Some(p) => d = p.to_path_buf(),
+                None => break,
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+        if unsafe { libc::geteuid() } == 0 {
+            if let Ok(meta) = std::fs::metadata(&self.root) {
+                if meta.uid() != 0 {
+                    for m in missing {
+                        std::os::unix::fs::chown(&m, Some(meta.uid()), Some(meta.gid()))
+                            .map_err(|e| io_err("cannot chown", &m, e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf> {
         check_key(key)?;
         Ok(self.root.join(key))
@@ -179,7 +207,7 @@ impl Storage for LocalStorage {
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         let dest = self.path(key)?;
         let parent = dest.parent().expect("a key has a parent").to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| io_err("cannot create", &parent, e))?;
+        self.make_dirs(&parent)?;
         let name = dest.file_name().expect("a key has a name").to_string_lossy().to_string();
         let tmp =
             parent.join(format!(".{name}.tmp-{}-{}", std::process::id(), hex::encode(crate::auth::random::bytes(4)?)));

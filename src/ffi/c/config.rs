@@ -34,7 +34,11 @@ pub unsafe extern "C" fn rsdb_config_from_env(out: *mut *mut rsdb_config) -> c_i
 /// `query_timeout_ms`, `redis_url`, `redis_sentinels` (comma-separated host:port),
 /// `redis_master_name`, `redis_timeout_ms`, `influx_url`, `influx_database`, `influx_org`,
 /// `influx_bucket`, `influx_token`, `master_key` (64 hex digits), `master_key_id`,
-/// `backup_dir`, `instance_id`. An empty value clears an optional key.
+/// `master_keys_old`, `backup_dir`, `backup_s3_url` (`s3://bucket/prefix`),
+/// `backup_s3_endpoint`, `backup_s3_region`, `backup_s3_access_key_id`,
+/// `backup_s3_secret_access_key`, `rsdb_path`, `pg_bin_dir`, `instance_id`, and the
+/// `session_*` and `mfa_*` keys (the README lists them all). An empty value clears an
+/// optional key.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_config_set(cfg: *mut rsdb_config, key: *const c_char, value: *const c_char) -> c_int {
     guard(|| {
