@@ -12,6 +12,9 @@
 //! directory, against the bench's stack only; while it is measured, the stack's archive_command
 //! pushes WAL into its repository, so its backups hold the WAL they need, as ours do.
 //!
+//! Each physical measurement runs `RSDB_BENCH_BACKUP_RUNS` times (default 3), the tools taking
+//! turns in a rotating order, and is reported as the median with the range.
+//!
 //! `RSDB_BENCH_BACKUP_MB` sets the size of the benchmark database (default 500); rows are added
 //! until the database is at least that large.
 //! Run with `scripts/bench.sh --bench backup`.
@@ -165,7 +168,7 @@ impl<'a> PgBackRest<'a> {
             socket_dir.display()
         );
         let mut text = format!(
-            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nlock-path={}\nlog-path={}\nspool-path={}\n\
+            "[global]\nrepo1-path={}\nrepo1-retention-full=1000\nlock-path={}\nlog-path={}\nspool-path={}\n\
              compress-type=zst\ncompress-level=3\nprocess-max=1\nstart-fast=y\narchive-check=y\narchive-copy=y\n\
              log-level-console=warn\nlog-level-stderr=warn\nlog-level-file=info\n",
             repo.display(),
@@ -210,16 +213,29 @@ impl<'a> PgBackRest<'a> {
         words.join(" ")
     }
 
-    /// Bytes stored for the one full backup set in the repository (its WAL included).
-    fn backup_set_bytes(&self) -> u64 {
-        let sets = self.repo.join("backup").join(STANZA);
-        let full: Vec<PathBuf> = std::fs::read_dir(&sets)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| !p.is_symlink() && p.is_dir() && p.file_name().unwrap().to_string_lossy().ends_with('F'))
-            .collect();
-        assert_eq!(full.len(), 1, "expected one full backup set in {}", sets.display());
-        tree_bytes(&full[0])
+    /// Bytes stored for the newest backup set in the repository (its WAL included).
+    fn latest_set_bytes(&self) -> u64 {
+        let latest = self.repo.join("backup").join(STANZA).join("latest");
+        tree_bytes(&std::fs::canonicalize(&latest).unwrap())
+    }
+
+    /// A full backup, with the stack's archive_command pushing into this repository while it
+    /// runs: seconds and bytes stored.
+    async fn backup(&self, db: &DatabaseManager) -> (f64, u64) {
+        let set = format!("ALTER SYSTEM SET archive_command = {}", sql_literal(&self.archive_command()));
+        db.batch_execute(&set).await.unwrap();
+        db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        // Switches WAL and waits until the segment is in this repository: the archiver pushes
+        // here from now on.
+        self.run(&["check"]);
+        db.batch_execute("CHECKPOINT").await.unwrap();
+        settle();
+        let t = Instant::now();
+        self.run(&["backup", "--type=full"]);
+        let secs = t.elapsed().as_secs_f64();
+        db.batch_execute("ALTER SYSTEM RESET archive_command").await.unwrap();
+        db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        (secs, self.latest_set_bytes())
     }
 }
 
@@ -313,15 +329,13 @@ async fn count_rows(port: u16) -> BTreeMap<String, BTreeMap<String, i64>> {
     out
 }
 
-/// Seconds of a pgBackRest restore: `pgbackrest restore` into a new directory, then start and
-/// wait, then count rows.
-struct TheirRestore {
-    files: f64,
-    ready: f64,
-    total: f64,
-}
+/// Seconds of a physical restore until the files are laid out, until the server answers after
+/// recovery, and until every table's rows are counted.
+type RestoreTimes = (f64, f64, f64);
 
-async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, rows: u64) -> TheirRestore {
+/// `pgbackrest restore` of the newest backup into a new directory, then the server started on
+/// it with the settings our restore uses, recovery awaited and rows counted.
+async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, rows: u64) -> RestoreTimes {
     let dir = br.root.join("restore");
     let log = br.root.join("restore.log");
     br.user.mkdir(&dir);
@@ -331,7 +345,6 @@ async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, r
     let t = Instant::now();
     br.run(&["restore", &format!("--pg1-path={}", dir.display()), "--type=immediate", "--target-action=promote"]);
     let files = t.elapsed().as_secs_f64();
-    // The same server settings as our restore gives the restored cluster.
     let mut auto = std::fs::OpenOptions::new().append(true).open(dir.join("postgresql.auto.conf")).unwrap();
     write!(
         auto,
@@ -349,7 +362,69 @@ async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, r
     let total = t.elapsed().as_secs_f64();
     assert_eq!(counts[db_name]["public.bench_data"], rows as i64, "pgBackRest's restore lost rows");
     server.stop("fast");
-    TheirRestore { files, ready, total }
+    let _ = std::fs::remove_file(&log);
+    (files, ready, total)
+}
+
+/// Our restore_cluster of `backup_id` to the end of the backup into a new directory, the
+/// server kept running until the row counts are in; the first two times come from its
+/// progress reports.
+async fn our_restore(
+    rm: &RecoveryManager,
+    backup_id: &str,
+    dir: &Path,
+    pg_bin: &Path,
+    user: &PgUser,
+    db_name: &str,
+    rows: u64,
+) -> RestoreTimes {
+    let events: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let mut rm = rm.clone();
+    let sink = events.clone();
+    rm.set_progress(Some(Arc::new(move |p: &rootstream_db::backup::Progress| {
+        sink.lock().unwrap().push((p.phase.clone(), Instant::now()));
+    })));
+    let server = Restored { dir: dir.to_path_buf(), pg_ctl: pg_bin.join("pg_ctl"), user };
+    let mut opts = ClusterRestoreOptions::new(dir, RecoveryTarget::EndOfBackup);
+    opts.backup_id = Some(backup_id.to_string());
+    opts.keep_running = true;
+    settle();
+    let t = Instant::now();
+    let report = rm.restore_cluster(&opts).await.unwrap();
+    let total = t.elapsed().as_secs_f64();
+    // The restore phase reports as it unpacks; its last report is the backup unpacked. The
+    // first row count starts once the server has finished recovery and answers.
+    let ev = events.lock().unwrap();
+    let secs = |i: &Instant| i.duration_since(t).as_secs_f64();
+    let files = ev.iter().rev().find(|(p, _)| p == "restore").map(|(_, i)| secs(i));
+    let ready = ev.iter().find(|(p, _)| p == "check").map(|(_, i)| secs(i));
+    assert_eq!(report.databases[db_name]["public.bench_data"], rows as i64, "our restore lost rows");
+    server.stop("fast");
+    (files.expect("the restore reports the unpacked backup"), ready.expect("the restore reports the row counts"), total)
+}
+
+/// Seconds of the runs of one measurement.
+#[derive(Default)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    /// `MEDIAN s [MIN–MAX]`.
+    fn show(&self) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(0.0, f64::max);
+        format!("{:.2} s [{min:.2}–{max:.2}]", self.median())
+    }
 }
 
 /// Writes back every dirty page, so that a measurement does not pay for the writes of the
@@ -512,144 +587,146 @@ fn main() {
         }
 
         // ------------------------------------------------------------ physical backups
+        let runs: usize = std::env::var("RSDB_BENCH_BACKUP_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
         let stack_dir = PathBuf::from(stack().var("ROOTSTREAM_STACK_DIR"));
         let pg_user = PgUser::owner_of(&stack_dir.join("pg"));
         let cluster: i64 =
             db.query("SELECT sum(pg_database_size(datname))::bigint FROM pg_database", &[]).await.unwrap()[0].get(0);
         let dbs: i64 = db.query("SELECT count(*) FROM pg_database", &[]).await.unwrap()[0].get(0);
-        println!();
-        println!(
-            "physical full backups of the whole cluster ({:.0} MB, {dbs} databases), zstd 3, one compressing process:",
-            cluster as f64 / MB
-        );
-        let checkpoint = || async {
-            db.batch_execute("CHECKPOINT").await.unwrap();
-            settle();
-        };
 
-        // Raw baseline: the tar ours is made of, through the zstd command line tool.
-        let raw = dir.join("basebackup.tar.zst");
-        checkpoint().await;
-        let t = Instant::now();
-        let mut base = Command::new(pg_bin.join("pg_basebackup"))
-            .args(["--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast", "--no-password"])
-            .args(["--dbname", &url])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let st = Command::new("zstd")
-            .args(["-3", "-q", "-f", "-o", raw.to_str().unwrap()])
-            .stdin(base.stdout.take().unwrap())
-            .status()
-            .unwrap();
-        assert!(st.success() && base.wait().unwrap().success());
-        let raw_time = t.elapsed().as_secs_f64();
-        let raw_size = std::fs::metadata(&raw).unwrap().len();
-        std::fs::remove_file(&raw).unwrap();
-
-        checkpoint().await;
-        let t = Instant::now();
-        let phys = bm.create_physical(PhysicalKind::Full).await.unwrap();
-        let phys_time = t.elapsed().as_secs_f64();
-        let phys_size = phys.files[0].stored_bytes;
-
-        // pgBackRest, without and with encryption, each with its own repository; the stack's
-        // archive_command pushes into the one being measured.
+        // pgBackRest without and with encryption, each with a repository of its own.
         let br_root = dir.join("pgbackrest");
         pg_user.mkdir(&br_root);
         let port = stack().pg_port();
         let pass = hex_string(&rand::random::<[u8; 32]>());
         let plain = PgBackRest::create(br_root.join("plain"), &pg_user, &stack_dir, port, None);
         let enc = PgBackRest::create(br_root.join("aes"), &pg_user, &stack_dir, port, Some(&pass));
-        let mut br_results = Vec::new();
         for br in [&plain, &enc] {
             br.run(&["stanza-create"]);
-            db.batch_execute(&format!("ALTER SYSTEM SET archive_command = {}", sql_literal(&br.archive_command())))
-                .await
-                .unwrap();
-            db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
-            // Switches WAL and waits until the segment is in this repository: the archiver
-            // pushes here from now on.
-            br.run(&["check"]);
-            checkpoint().await;
-            let t = Instant::now();
-            br.run(&["backup", "--type=full"]);
-            br_results.push((t.elapsed().as_secs_f64(), br.backup_set_bytes()));
         }
-        db.batch_execute("ALTER SYSTEM RESET archive_command").await.unwrap();
-        db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
-        let ((br_time, br_size), (enc_time, enc_size)) = (br_results[0], br_results[1]);
 
-        let row = |what: &str, secs: f64, bytes: u64| {
-            println!("{what:<60} {secs:>7.2} s {:>9.1} MB", bytes as f64 / MB);
-        };
-        row("pg_basebackup -Ft -X fetch | zstd -3 (raw, unencrypted)", raw_time, raw_size);
-        row("pgBackRest backup --type=full, zst 3, unencrypted", br_time, br_size);
-        row("pgBackRest backup --type=full, zst 3, aes-256-cbc", enc_time, enc_size);
-        row("ours: create_physical(Full), zstd 3 + AES-256-GCM", phys_time, phys_size);
-        cmp_time("ours / pg_basebackup | zstd -3, time", phys_time, raw_time);
-        cmp_size("ours / pg_basebackup | zstd -3, size", phys_size, raw_size);
-        cmp_time("ours / pgBackRest unencrypted, time", phys_time, br_time);
-        cmp_size("ours / pgBackRest unencrypted, size", phys_size, br_size);
-        cmp_time("ours / pgBackRest aes-256-cbc, time", phys_time, enc_time);
-        cmp_size("ours / pgBackRest aes-256-cbc, size", phys_size, enc_size);
+        // 0: pg_basebackup | zstd (the tar ours is made of, through the zstd tool), 1: ours,
+        // 2: pgBackRest unencrypted, 3: pgBackRest aes-256-cbc.
+        let raw = dir.join("basebackup.tar.zst");
+        let mut secs: [Samples; 4] = Default::default();
+        let mut bytes = [0u64; 4];
+        let mut phys = None;
+        for round in 0..runs {
+            for k in 0..4 {
+                let which = (k + round) % 4;
+                let (t, b) = match which {
+                    0 => {
+                        db.batch_execute("CHECKPOINT").await.unwrap();
+                        settle();
+                        let t = Instant::now();
+                        let mut base = Command::new(pg_bin.join("pg_basebackup"))
+                            .args(["--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast"])
+                            .args(["--no-password", "--dbname", &url])
+                            .stdout(Stdio::piped())
+                            .spawn()
+                            .unwrap();
+                        let st = Command::new("zstd")
+                            .args(["-3", "-q", "-f", "-o", raw.to_str().unwrap()])
+                            .stdin(base.stdout.take().unwrap())
+                            .status()
+                            .unwrap();
+                        assert!(st.success() && base.wait().unwrap().success());
+                        let t = t.elapsed().as_secs_f64();
+                        let b = std::fs::metadata(&raw).unwrap().len();
+                        std::fs::remove_file(&raw).unwrap();
+                        (t, b)
+                    }
+                    1 => {
+                        db.batch_execute("CHECKPOINT").await.unwrap();
+                        settle();
+                        let t = Instant::now();
+                        let m = bm.create_physical(PhysicalKind::Full).await.unwrap();
+                        let t = t.elapsed().as_secs_f64();
+                        let b = m.files[0].stored_bytes;
+                        phys = Some(m);
+                        (t, b)
+                    }
+                    2 => plain.backup(&db).await,
+                    _ => enc.backup(&db).await,
+                };
+                secs[which].0.push(t);
+                bytes[which] = b;
+            }
+        }
+        let phys = phys.expect("at least one run");
+        let [raw_t, ours_t, br_t, enc_t] = secs.each_ref().map(Samples::median);
+        let [raw_b, ours_b, br_b, enc_b] = bytes;
+
+        println!();
+        println!(
+            "physical full backups of the whole cluster ({:.0} MB, {dbs} databases), zstd 3, one compressing process;",
+            cluster as f64 / MB
+        );
+        println!("median of {runs} runs [min–max]:");
+        for (what, i) in [
+            ("pg_basebackup -Ft -X fetch | zstd -3 (raw, unencrypted)", 0),
+            ("pgBackRest backup --type=full, zst 3, unencrypted", 2),
+            ("pgBackRest backup --type=full, zst 3, aes-256-cbc", 3),
+            ("ours: create_physical(Full), zstd 3 + AES-256-GCM", 1),
+        ] {
+            println!("{what:<58} {:>22} {:>9.1} MB", secs[i].show(), bytes[i] as f64 / MB);
+        }
+        cmp_time("ours / pg_basebackup | zstd -3, time", ours_t, raw_t);
+        cmp_size("ours / pg_basebackup | zstd -3, size", ours_b, raw_b);
+        cmp_time("ours / pgBackRest unencrypted, time", ours_t, br_t);
+        cmp_size("ours / pgBackRest unencrypted, size", ours_b, br_b);
+        cmp_time("ours / pgBackRest aes-256-cbc, time", ours_t, enc_t);
+        cmp_size("ours / pgBackRest aes-256-cbc, size", ours_b, enc_b);
         println!("encryption overhead (ours is always encrypted; pgBackRest's with / without):");
-        cmp_time("pgBackRest aes-256-cbc / unencrypted, time", enc_time, br_time);
-        cmp_size("pgBackRest aes-256-cbc / unencrypted, size", enc_size, br_size);
-        cmp_time("ours (AES-256-GCM) / pgBackRest aes-256-cbc, time", phys_time, enc_time);
+        cmp_time("pgBackRest aes-256-cbc / unencrypted, time", enc_t, br_t);
+        cmp_size("pgBackRest aes-256-cbc / unencrypted, size", enc_b, br_b);
+        cmp_time("ours (AES-256-GCM) / pgBackRest aes-256-cbc, time", ours_t, enc_t);
 
         // ------------------------------------------------------------ physical restores
-        let events: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let mut rm = RecoveryManager::new(bm.clone());
-        let sink = events.clone();
-        rm.set_progress(Some(Arc::new(move |p: &rootstream_db::backup::Progress| {
-            sink.lock().unwrap().push((p.phase.clone(), Instant::now()));
-        })));
+        // 0: ours (of its last backup), 1: pgBackRest unencrypted, 2: pgBackRest aes-256-cbc
+        // (each of its newest backup).
+        let rm = RecoveryManager::new(bm.clone());
         let ours_dir = dir.join("restore-ours");
-        let ours_server = Restored { dir: ours_dir.clone(), pg_ctl: pg_bin.join("pg_ctl"), user: &pg_user };
-        let mut opts = ClusterRestoreOptions::new(&ours_dir, RecoveryTarget::EndOfBackup);
-        opts.backup_id = Some(phys.backup_id.clone());
-        opts.keep_running = true;
-        settle();
-        let t = Instant::now();
-        let report = rm.restore_cluster(&opts).await.unwrap();
-        let ours_total = t.elapsed().as_secs_f64();
-        // The restore phase reports as it unpacks; its last report is the backup unpacked. The
-        // first row count starts once the server has finished recovery and answers.
-        let (ours_files, ours_ready) = {
-            let ev = events.lock().unwrap();
-            let secs = |i: &Instant| i.duration_since(t).as_secs_f64();
-            let unpacked = ev.iter().rev().find(|(p, _)| p == "restore").map(|(_, i)| secs(i));
-            let counting = ev.iter().find(|(p, _)| p == "check").map(|(_, i)| secs(i));
-            (
-                unpacked.expect("the restore reports the unpacked backup"),
-                counting.expect("the restore reports the row counts"),
-            )
-        };
-        assert_eq!(report.databases[&db_name]["public.bench_data"], rows as i64, "our restore lost rows");
-        ours_server.stop("fast");
-        drop(ours_server);
-
-        let theirs = pgbackrest_restore(&plain, &pg_bin, &db_name, rows).await;
-        let theirs_enc = pgbackrest_restore(&enc, &pg_bin, &db_name, rows).await;
-        println!();
-        println!("physical restore into a new data directory, to the end of the backup; seconds from the start to:");
-        println!("{:<48} {:>12} {:>22} {:>16}", "", "files laid", "server answers after", "row count of");
-        println!("{:<48} {:>12} {:>22} {:>16}", "", "out", "recovery (+ start)", "every table");
-        let restore_row = |what: &str, files: f64, ready: f64, total: f64| {
-            println!("{what:<48} {files:>10.2} s {ready:>20.2} s {total:>14.2} s");
-        };
-        restore_row("ours: restore_cluster(EndOfBackup)", ours_files, ours_ready, ours_total);
-        for (what, r) in [
-            ("pgbackrest restore (unencrypted) + pg_ctl start", &theirs),
-            ("pgbackrest restore (aes-256-cbc) + pg_ctl start", &theirs_enc),
-        ] {
-            restore_row(what, r.files, r.ready, r.total);
+        let mut times: [[Samples; 3]; 3] = Default::default();
+        for round in 0..runs {
+            for k in 0..3 {
+                let which = (k + round) % 3;
+                let (files, ready, total) = match which {
+                    0 => our_restore(&rm, &phys.backup_id, &ours_dir, &pg_bin, &pg_user, &db_name, rows).await,
+                    1 => pgbackrest_restore(&plain, &pg_bin, &db_name, rows).await,
+                    _ => pgbackrest_restore(&enc, &pg_bin, &db_name, rows).await,
+                };
+                for (s, v) in times[which].iter_mut().zip([files, ready, total]) {
+                    s.0.push(v);
+                }
+            }
         }
-        for (name, r) in [("unencrypted", &theirs), ("aes-256-cbc", &theirs_enc)] {
-            cmp_time(&format!("files only: ours unpack / pgbackrest restore ({name})"), ours_files, r.files);
-            cmp_time(&format!("until it answers: ours / pgBackRest ({name})"), ours_ready, r.ready);
-            cmp_time(&format!("with the row count: ours / pgBackRest ({name})"), ours_total, r.total);
+        println!();
+        println!("physical restore into a new data directory, to the end of the backup; seconds from the start until");
+        println!(
+            "{:<48} {:>22} {:>22} {:>22}",
+            "", "the files are laid out", "it answers (started,", "every table's rows"
+        );
+        println!(
+            "{:<48} {:>22} {:>22} {:>22}",
+            format!("(median of {runs} runs [min–max])"),
+            "",
+            "recovery finished)",
+            "are counted"
+        );
+        for (what, t) in [
+            ("ours: restore_cluster(EndOfBackup)", &times[0]),
+            ("pgbackrest restore (unencrypted) + pg_ctl start", &times[1]),
+            ("pgbackrest restore (aes-256-cbc) + pg_ctl start", &times[2]),
+        ] {
+            println!("{what:<48} {:>22} {:>22} {:>22}", t[0].show(), t[1].show(), t[2].show());
+        }
+        let [ours_files, ours_ready, ours_total] = times[0].each_ref().map(Samples::median);
+        for (name, t) in [("unencrypted", &times[1]), ("aes-256-cbc", &times[2])] {
+            let [files, ready, total] = t.each_ref().map(Samples::median);
+            cmp_time(&format!("files only: ours unpack / pgbackrest restore ({name})"), ours_files, files);
+            cmp_time(&format!("until it answers: ours / pgBackRest ({name})"), ours_ready, ready);
+            cmp_time(&format!("with the row count: ours / pgBackRest ({name})"), ours_total, total);
         }
     });
 }
