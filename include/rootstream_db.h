@@ -484,7 +484,8 @@ int rsdb_backup_create_full(const rsdb_backup *backup, char **manifest_json);
 int rsdb_backup_verify(const rsdb_backup *backup, const char *backup_id, char **manifest_json);
 
 /*
- Verifies a backup, restores it into the existing (empty) database at `target_url`, and checks
+ Verifies a backup, restores it into the database at `target_url` (created when missing; an
+ existing one should be empty), and checks
  every table's row count. `*report_json` (may be NULL) receives
  `{"backup_id","target","tables_checked","rows_restored"}`.
  */
@@ -580,7 +581,7 @@ void rsdb_recovery_free(rsdb_recovery *h);
 int rsdb_recovery_set_progress(rsdb_recovery *recovery, rsdb_progress_cb callback, void *user_data);
 
 /*
- Restores a logical backup into the existing (empty) database at `target_url`, as
+ Restores a logical backup into the database at `target_url` (created when missing), as
  `rsdb_backup_restore`.
  */
 int rsdb_recovery_restore_database(const rsdb_recovery *recovery,

@@ -83,9 +83,13 @@ async fn a_full_backup_restores_to_an_identical_database() {
     assert_eq!((listed[0].backup_id.as_str(), listed[0].status.as_str()), (m.backup_id.as_str(), "completed"));
     assert_eq!(listed[0].compressed_size_bytes, Some(m.files[0].stored_bytes as i64));
 
-    // The database is lost; a new one is restored from the backup.
-    let target = create_database().await;
-    let target_url = stack().url_for(&target);
+    // The database is lost, then restored under its own name (restore creates it).
+    let target_url = cfg.database_url.clone().unwrap();
+    let name = target_url.rsplit('/').next().unwrap().to_string();
+    db.close();
+    let (admin, conn) = tokio_postgres::connect(stack().admin_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
     let report = bm.restore(&m.backup_id, &target_url).await.unwrap();
     assert_eq!(report.rows_restored, m.row_counts.values().sum::<i64>());
     let restored = plain_dump(&target_url);
@@ -102,7 +106,6 @@ async fn a_full_backup_restores_to_an_identical_database() {
             r.len()
         );
     }
-    drop(db);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

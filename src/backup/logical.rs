@@ -582,8 +582,9 @@ impl BackupManager {
         Ok(m)
     }
 
-    /// Restores a logical backup into the database at `target_url` (which must exist and should
-    /// be empty), after verifying it; then checks every table's row count against the backup.
+    /// Restores a logical backup into the database at `target_url`, after verifying it; then
+    /// checks every table's row count against the backup. The database is created when it
+    /// does not exist; an existing one should be empty.
     pub async fn restore(&self, backup_id: &str, target_url: &str) -> Result<RestoreReport> {
         let m = self.verify(backup_id)?;
         if m.physical.is_some() {
@@ -591,6 +592,7 @@ impl BackupManager {
                 "backup {backup_id} is a physical backup: restore it into a data directory (RecoveryManager::restore_cluster)"
             )));
         }
+        create_database_if_missing(target_url, self.cfg.connect_timeout).await?;
         let key = self.data_key(&m)?;
         let pg_restore = pg_tool(&self.cfg, "pg_restore");
         let (url, this, m2) = (target_url.to_string(), self.clone(), m.clone());
@@ -819,6 +821,39 @@ impl BackupManager {
                 error_message: r.get(9),
             })
             .collect())
+    }
+}
+
+/// Creates the database `url` names when the server says it does not exist.
+async fn create_database_if_missing(url: &str, timeout: std::time::Duration) -> Result<()> {
+    let parsed: tokio_postgres::Config =
+        url.parse().map_err(|e| Error::invalid(format!("target URL {}: {e}", redact_url(url))))?;
+    let connect = |cfg: tokio_postgres::Config| async move {
+        tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| Error::Timeout(format!("connecting to {} took over {timeout:?}", redact_url(url))))
+    };
+    match connect(parsed.clone()).await? {
+        Ok((client, conn)) => {
+            drop(client);
+            let _ = conn.await;
+            Ok(())
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
+            let name = parsed.get_dbname().unwrap_or_default().to_string();
+            let mut admin = parsed.clone();
+            admin.dbname("postgres");
+            let (client, conn) =
+                connect(admin).await?.map_err(|e| Error::Connection(format!("{}: {e}", redact_url(url))))?;
+            let task = tokio::spawn(conn);
+            // The name is quoted as an identifier; it is never spliced unquoted.
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            let created = client.batch_execute(&format!("CREATE DATABASE {quoted}")).await;
+            drop(client);
+            let _ = task.await;
+            created.map_err(|e| Error::Query(format!("cannot create database {quoted}: {e}")))
+        }
+        Err(e) => Err(Error::Connection(format!("{}: {e}", redact_url(url)))),
     }
 }
 

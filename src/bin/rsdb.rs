@@ -125,7 +125,7 @@ fn cli() -> Command {
         .subcommand(
             Command::new("restore")
                 .about(
-                    "Restore a backup: a logical one into an existing, empty database (--target-url), a physical \
+                    "Restore a backup: a logical one into a database, created when missing (--target-url), a physical \
                      one into a new data directory (--data-dir), optionally to a point in time",
                 )
                 .arg(Arg::new("id").help("The backup (physical restores may omit it: the newest fitting one is used)"))

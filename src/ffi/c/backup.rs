@@ -74,7 +74,8 @@ pub unsafe extern "C" fn rsdb_backup_verify(
     })
 }
 
-/// Verifies a backup, restores it into the existing (empty) database at `target_url`, and checks
+/// Verifies a backup, restores it into the database at `target_url` (created when missing; an
+/// existing one should be empty), and checks
 /// every table's row count. `*report_json` (may be NULL) receives
 /// `{"backup_id","target","tables_checked","rows_restored"}`.
 #[no_mangle]
@@ -353,7 +354,7 @@ pub unsafe extern "C" fn rsdb_recovery_set_progress(
     })
 }
 
-/// Restores a logical backup into the existing (empty) database at `target_url`, as
+/// Restores a logical backup into the database at `target_url` (created when missing), as
 /// `rsdb_backup_restore`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_recovery_restore_database(

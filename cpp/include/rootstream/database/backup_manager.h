@@ -84,7 +84,7 @@ public:
     /// From the repository and keys alone, for disaster recovery when the database is gone.
     explicit RecoveryManager(const Config& config);
 
-    /// Verifies a logical backup, restores it into the existing (empty) database at target_url
+    /// Verifies a logical backup, restores it into the database at target_url (created when missing)
     /// and checks every table's row count. Returns {"backup_id","target","tables_checked","rows_restored"}.
     nlohmann::json restore(const std::string& backup_id, const std::string& target_url);
     /// Restores a physical backup into a new data directory, replays WAL to the target, starts
