@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,8 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
@@ -267,6 +270,39 @@ TEST(Config, OutOfRangeOrMalformedValuesAreConfigErrors) {
     EXPECT_TRUE(Fails(rsdb_config_set(raw, "acquire_timeout_ms", "-5"), RSDB_ERR_CONFIG, "acquire_timeout_ms"));
     EXPECT_TRUE(Fails(rsdb_config_set(raw, "master_key", "abc"), RSDB_ERR_CONFIG, "master_key"));
     EXPECT_TRUE(Fails(rsdb_config_set(raw, "instance_id", ""), RSDB_ERR_CONFIG, "instance_id"));
+}
+
+namespace {
+std::string write_config_file(const std::string& text) {
+    const std::string path = ::testing::TempDir() + "rsdb-config-" + std::to_string(::getpid()) + "-" +
+                             std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (f == nullptr) return path;
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    return path;
+}
+}  // namespace
+
+TEST(Config, LoadFileAppliesKeyValueLinesAndNamesTheLineAtFault) {
+    rsdb_config* raw = nullptr;
+    ASSERT_RSDB_OK(rsdb_config_new(&raw));
+    ConfigPtr cfg(raw);
+    const std::string good = write_config_file(
+        "# comment\n\nROOTSTREAM_POOL_SIZE = 7\ndatabase_url = 'postgresql://u@host:notaport/db'\n");
+    ASSERT_RSDB_OK(rsdb_config_load_file(raw, good.c_str()));
+    // The URL from the file is the one opening sees.
+    rsdb_db* db = nullptr;
+    EXPECT_TRUE(Fails(rsdb_db_open(raw, &db), RSDB_ERR_CONFIG, "database_url"));
+    const std::string bad = write_config_file("pool_size = 3\nthis line has no equals sign\n");
+    EXPECT_TRUE(Fails(rsdb_config_load_file(raw, bad.c_str()), RSDB_ERR_CONFIG, bad + ":2"));
+    const std::string unknown = write_config_file("colour = blue\n");
+    EXPECT_TRUE(Fails(rsdb_config_load_file(raw, unknown.c_str()), RSDB_ERR_CONFIG, "colour"));
+    EXPECT_TRUE(Fails(rsdb_config_load_file(raw, "/nonexistent/rsdb.conf"), RSDB_ERR_CONFIG, "/nonexistent/rsdb.conf"));
+    EXPECT_TRUE(Fails(rsdb_config_load_file(nullptr, good.c_str()), RSDB_ERR_NULL));
+    EXPECT_TRUE(Fails(rsdb_config_load_file(raw, nullptr), RSDB_ERR_NULL));
+    EXPECT_TRUE(Fails(rsdb_config_load_file(raw, "\xff\xfe"), RSDB_ERR_INVALID_UTF8));
+    for (const auto& p : {good, bad, unknown}) std::remove(p.c_str());
 }
 
 TEST(Config, OpeningWithoutAUrlIsAConfigErrorNamingTheKey) {

@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using rootstream::Config;
@@ -143,6 +145,29 @@ TEST(Config, SetChainsAndAnUnknownKeyThrowsAConfigError) {
     c.set("pool_size", "3").set("acquire_timeout_ms", "250").set("redis_timeout_ms", "900");
     EXPECT_NE(c.describe().find("pool_size: 3"), std::string::npos) << c.describe();
     EXPECT_TRUE(ThrowsCode([&] { c.set("no_such_key", "1"); }, RSDB_ERR_CONFIG, "no_such_key"));
+}
+
+TEST(Config, LoadFileAppliesKeyValueLinesAndThrowsNamingTheLineAtFault) {
+    const std::string path = ::testing::TempDir() + "rsdb-cpp-config-" + std::to_string(::getpid());
+    {
+        FILE* f = std::fopen(path.c_str(), "w");
+        ASSERT_NE(f, nullptr);
+        std::fputs("# repository settings\npool_size = 11\nROOTSTREAM_MFA_ISSUER = \"Example Co\"\n", f);
+        std::fclose(f);
+    }
+    Config c;
+    c.load_file(path);
+    EXPECT_NE(c.describe().find("pool_size: 11"), std::string::npos) << c.describe();
+    EXPECT_NE(c.describe().find("Example Co"), std::string::npos) << c.describe();
+    {
+        FILE* f = std::fopen(path.c_str(), "w");
+        ASSERT_NE(f, nullptr);
+        std::fputs("pool_size = 0\n", f);
+        std::fclose(f);
+    }
+    EXPECT_TRUE(ThrowsCode([&] { c.load_file(path); }, RSDB_ERR_CONFIG, path + ":1"));
+    EXPECT_TRUE(ThrowsCode([&] { c.load_file("/nonexistent/rsdb.conf"); }, RSDB_ERR_CONFIG, "/nonexistent"));
+    std::remove(path.c_str());
 }
 
 TEST(Config, MalformedValuesThrowConfigErrorsNamingTheKey) {

@@ -513,8 +513,9 @@ int rsdb_backup_cleanup(const rsdb_backup *backup,
                         char **report_json);
 
 /*
- Runs full backups on a 5-field cron schedule (UTC) in the background. Failures and runs
- missed while nothing was running are reported to `callback`. `*out` receives the schedule.
+ Runs full logical backups on a 5-field cron schedule (UTC) in the background, as
+ `rsdb_backup_schedule_start_kind` with kind `"logical"`. Failures and runs missed while
+ nothing was running are reported to `callback`. `*out` receives the schedule.
  */
 int rsdb_backup_schedule_start(const rsdb_backup *backup,
                                const char *cron,

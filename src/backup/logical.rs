@@ -749,7 +749,8 @@ impl BackupManager {
     pub async fn delete(&self, backup_id: &str) -> Result<u64> {
         check_id(backup_id)?;
         let row = self.db()?.query_opt("SELECT status FROM backup_history WHERE backup_id = $1", &[&backup_id]).await?;
-        if row.is_none() && self.storage.list(&format!("{backup_id}/"))?.is_empty() {
+        let live = row.is_some_and(|r| r.get::<_, String>(0) != "deleted");
+        if !live && self.storage.list(&format!("{backup_id}/"))?.is_empty() {
             return Err(Error::NotFound(format!("no backup {backup_id}")));
         }
         let dependents = self

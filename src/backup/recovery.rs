@@ -710,9 +710,6 @@ impl RecoveryManager {
             let scratch = format!("rsdb_check_{}", hex::encode(crate::auth::random::bytes(6)?));
             db.execute(&format!("CREATE DATABASE {scratch}"), &[]).await?;
             let url = self.backups.cfg.require_database_url()?;
-            let mut parsed: tokio_postgres::Config =
-                url.parse().map_err(|e| Error::Config(format!("database_url: {e}")))?;
-            parsed.dbname(&scratch);
             let target = scratch_url(url, &scratch)?;
             let result = self.backups.restore(backup_id, &target).await;
             let dropped = db.execute(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"), &[]).await;

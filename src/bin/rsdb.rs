@@ -5,7 +5,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::backup::{
     BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome, RecoveryManager,
-    RecoveryTarget, RetentionPolicy,
+    RecoveryTarget, RetentionPolicy, WalArchive,
 };
 use rootstream_db::db::migrations;
 use rootstream_db::models::session::{SessionModel, SessionSettings};
@@ -383,7 +383,7 @@ fn restore_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
 }
 
 fn wal_cmd(cfg: &Config, m: &ArgMatches, push: bool) -> Result<(), Error> {
-    let archive = BackupManager::repository_only(cfg)?.wal_archive();
+    let archive = WalArchive::from_config(cfg)?;
     if push {
         let path = std::path::Path::new(m.get_one::<String>("path").expect("required"));
         if archive.push(path)? == PushOutcome::AlreadyArchived {

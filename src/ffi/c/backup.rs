@@ -152,8 +152,9 @@ struct CallbackData(*mut std::ffi::c_void);
 unsafe impl Send for CallbackData {}
 unsafe impl Sync for CallbackData {}
 
-/// Runs full backups on a 5-field cron schedule (UTC) in the background. Failures and runs
-/// missed while nothing was running are reported to `callback`. `*out` receives the schedule.
+/// Runs full logical backups on a 5-field cron schedule (UTC) in the background, as
+/// `rsdb_backup_schedule_start_kind` with kind `"logical"`. Failures and runs missed while
+/// nothing was running are reported to `callback`. `*out` receives the schedule.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_backup_schedule_start(
     backup: *const rsdb_backup,
@@ -162,25 +163,21 @@ pub unsafe extern "C" fn rsdb_backup_schedule_start(
     user_data: *mut std::ffi::c_void,
     out: *mut *mut rsdb_backup_schedule,
 ) -> c_int {
-    guard(|| {
-        let b = arg_ref(backup, "backup")?;
-        let cron = arg_str(cron, "cron")?;
-        let cb = callback.ok_or(crate::Error::Null("callback"))?;
-        let slot = out_ptr(out, "out")?;
-        let data = CallbackData(user_data);
-        let sched = crate::backup::BackupScheduler::start(
-            b.0.clone(),
-            cron,
-            std::sync::Arc::new(move |e| {
-                let data = &data;
-                let text = std::ffi::CString::new(serde_json::to_string(e).unwrap_or_default()).unwrap_or_default();
-                // SAFETY: the caller registered a function with this signature.
-                unsafe { cb(data.0, text.as_ptr()) };
-            }),
-        )?;
-        *slot = Box::into_raw(Box::new(rsdb_backup_schedule { _running: sched }));
-        Ok(())
-    })
+    rsdb_backup_schedule_start_kind(backup, cron, c"logical".as_ptr(), callback, user_data, out)
+}
+
+/// Passes a value to a C callback as JSON text, valid during the call.
+fn json_callback<T: serde::Serialize>(
+    cb: unsafe extern "C" fn(*mut std::ffi::c_void, *const c_char),
+    user_data: *mut std::ffi::c_void,
+) -> impl Fn(&T) + Send + Sync {
+    let data = CallbackData(user_data);
+    move |v: &T| {
+        let data = &data;
+        let text = std::ffi::CString::new(serde_json::to_string(v).unwrap_or_default()).unwrap_or_default();
+        // SAFETY: the caller registered a function with this signature.
+        unsafe { cb(data.0, text.as_ptr()) };
+    }
 }
 
 /// Stops a schedule and releases it. When this returns (outside the callback) the callback is
@@ -255,17 +252,11 @@ pub unsafe extern "C" fn rsdb_backup_schedule_start_kind(
         let what = crate::backup::ScheduledBackup::parse(arg_str(kind, "kind")?)?;
         let cb = callback.ok_or(crate::Error::Null("callback"))?;
         let slot = out_ptr(out, "out")?;
-        let data = CallbackData(user_data);
         let sched = crate::backup::BackupScheduler::start_with(
             b.0.clone(),
             cron,
             what,
-            std::sync::Arc::new(move |e| {
-                let data = &data;
-                let text = std::ffi::CString::new(serde_json::to_string(e).unwrap_or_default()).unwrap_or_default();
-                // SAFETY: the caller registered a function with this signature.
-                unsafe { cb(data.0, text.as_ptr()) };
-            }),
+            std::sync::Arc::new(json_callback(cb, user_data)),
         )?;
         *slot = Box::into_raw(Box::new(rsdb_backup_schedule { _running: sched }));
         Ok(())
@@ -279,14 +270,7 @@ pub type rsdb_progress_cb =
     Option<unsafe extern "C" fn(user_data: *mut std::ffi::c_void, progress_json: *const c_char)>;
 
 fn progress_fn(callback: rsdb_progress_cb, user_data: *mut std::ffi::c_void) -> Option<crate::backup::ProgressFn> {
-    let cb = callback?;
-    let data = CallbackData(user_data);
-    Some(std::sync::Arc::new(move |p: &crate::backup::Progress| {
-        let data = &data;
-        let text = std::ffi::CString::new(serde_json::to_string(p).unwrap_or_default()).unwrap_or_default();
-        // SAFETY: the caller registered a function with this signature.
-        unsafe { cb(data.0, text.as_ptr()) };
-    }))
+    Some(std::sync::Arc::new(json_callback::<crate::backup::Progress>(callback?, user_data)))
 }
 
 /// Reports progress of this handle's backups, verifies and restores to `callback` (NULL stops
@@ -457,7 +441,7 @@ pub unsafe extern "C" fn rsdb_wal_push(
     guard(|| {
         let cfg = arg_ref(cfg, "cfg")?;
         let path = arg_str(path, "path")?;
-        let outcome = BackupManager::repository_only(&cfg.0)?.wal_archive().push(std::path::Path::new(path))?;
+        let outcome = crate::backup::WalArchive::from_config(&cfg.0)?.push(std::path::Path::new(path))?;
         if !already_archived.is_null() {
             *already_archived = (outcome == crate::backup::PushOutcome::AlreadyArchived) as c_int;
         }
@@ -473,7 +457,7 @@ pub unsafe extern "C" fn rsdb_wal_fetch(cfg: *const rsdb_config, name: *const c_
         let cfg = arg_ref(cfg, "cfg")?;
         let name = arg_str(name, "name")?;
         let path = arg_str(path, "path")?;
-        BackupManager::repository_only(&cfg.0)?.wal_archive().fetch(name, std::path::Path::new(path))?;
+        crate::backup::WalArchive::from_config(&cfg.0)?.fetch(name, std::path::Path::new(path))?;
         Ok(())
     })
 }

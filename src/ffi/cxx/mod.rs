@@ -321,21 +321,7 @@ impl BackupBox {
         to_json(&block_on(self.0.cleanup(&policy))?)
     }
     fn schedule(&self, cron: &str, observer: cxx::UniquePtr<bridge::MessageObserver>) -> R<Box<ScheduleBox>> {
-        if observer.is_null() {
-            return Err(Error::Null("observer").into());
-        }
-        let obs = Observer(observer);
-        let sched = crate::backup::BackupScheduler::start(
-            self.0.clone(),
-            cron,
-            std::sync::Arc::new(move |e| {
-                let obs = &obs;
-                if let Some(o) = obs.0.as_ref() {
-                    o.on_message("backup.schedule", serde_json::to_string(e).unwrap_or_default().as_bytes());
-                }
-            }),
-        )?;
-        Ok(Box::new(ScheduleBox { _running: sched }))
+        self.schedule_kind(cron, "logical", observer)
     }
 }
 
@@ -427,12 +413,12 @@ impl RecoveryBox {
 }
 
 fn wal_push(cfg: &ConfigBox, path: &str) -> R<bool> {
-    let outcome = BackupManager::repository_only(&cfg.0)?.wal_archive().push(std::path::Path::new(path))?;
+    let outcome = crate::backup::WalArchive::from_config(&cfg.0)?.push(std::path::Path::new(path))?;
     Ok(outcome == crate::backup::PushOutcome::Stored)
 }
 
 fn wal_fetch(cfg: &ConfigBox, name: &str, path: &str) -> R<u64> {
-    Ok(BackupManager::repository_only(&cfg.0)?.wal_archive().fetch(name, std::path::Path::new(path))?)
+    Ok(crate::backup::WalArchive::from_config(&cfg.0)?.fetch(name, std::path::Path::new(path))?)
 }
 
 /// A running schedule behind `rootstream::database::BackupScheduler`; stops when dropped.
