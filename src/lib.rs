@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backup;
 pub mod cache;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod events;

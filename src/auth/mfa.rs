@@ -2,11 +2,12 @@
 //! ±1 step skew, single use of every code, lockout after repeated failures, an attempt log,
 //! single-use backup codes, and secrets encrypted at rest under the master key.
 
-use super::crypto::Keyring;
+use super::qr;
 use super::totp::{self, TotpParams};
-use super::{qr, random};
 use crate::cache::RedisClient;
 use crate::config::Config;
+use crate::crypto::envelope::Keyring;
+use crate::crypto::random;
 use crate::db::DatabaseManager;
 use crate::error::{Error, Result};
 use crate::events::{EventStore, NewEvent};

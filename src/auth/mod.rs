@@ -1,8 +1,6 @@
-//! Authentication building blocks: password hashing and secure random values.
+//! The login use-case on top of sessions: the TOTP second factor (`mfa`, `totp`) with backup
+//! codes, and the QR codes shown at enrollment (`qr`). Primitives live in [`crate::crypto`].
 
-pub mod crypto;
 pub mod mfa;
-pub mod password;
 pub mod qr;
-pub mod random;
 pub mod totp;

@@ -4,7 +4,7 @@
 //! is compared in constant time, and the matching *step* is returned, so the caller can accept
 //! each step at most once.
 
-use super::crypto::constant_time_eq;
+use crate::crypto::envelope::constant_time_eq;
 use crate::error::{Error, Result};
 use totp_rs::{Algorithm, Builder, Totp};
 

@@ -12,7 +12,7 @@
 //! is marked, and a file without it is truncated), or altered without the tag failing. The data
 //! key is sealed with the master key and kept in the manifest.
 
-use crate::auth::crypto::{self, Key};
+use crate::crypto::envelope::{self as crypto, Key};
 use crate::error::Result;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};

@@ -11,8 +11,8 @@
 use super::archive::{sha256_of, ChunkReader, ChunkWriter};
 use super::storage::{self, Storage};
 use super::wal::WalArchive;
-use crate::auth::crypto::{constant_time_eq, Key, Keyring};
 use crate::config::{redact_url, Config};
+use crate::crypto::envelope::{constant_time_eq, Key, Keyring};
 use crate::db::DatabaseManager;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -292,7 +292,7 @@ impl BackupManager {
     }
 
     pub(crate) fn new_id(kind: &str) -> Result<String> {
-        Ok(format!("{kind}-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), hex::encode(crate::auth::random::bytes(3)?)))
+        Ok(format!("{kind}-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), hex::encode(crate::crypto::random::bytes(3)?)))
     }
 
     /// Records a new attempt in `backup_history`.

@@ -17,7 +17,7 @@
 
 use super::logical::{drain, pg_tool, BackupManager, FileEntry, Manifest, PhysicalInfo, ZSTD_LEVEL};
 use super::wal::{format_lsn, parse_lsn, segment_name};
-use crate::auth::crypto::Key;
+use crate::crypto::envelope::Key;
 use crate::error::{Error, Result};
 use chrono::Utc;
 use std::io::Read;

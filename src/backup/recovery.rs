@@ -707,7 +707,7 @@ impl RecoveryManager {
         let m = self.backups.manifest(backup_id)?;
         if m.physical.is_none() {
             let db = self.backups.db()?;
-            let scratch = format!("rsdb_check_{}", hex::encode(crate::auth::random::bytes(6)?));
+            let scratch = format!("rsdb_check_{}", hex::encode(crate::crypto::random::bytes(6)?));
             db.execute(&format!("CREATE DATABASE {scratch}"), &[]).await?;
             let url = self.backups.cfg.require_database_url()?;
             let target = scratch_url(url, &scratch)?;
@@ -723,7 +723,7 @@ impl RecoveryManager {
                 seconds: t0.elapsed().as_secs_f64(),
             });
         }
-        let dir = std::env::temp_dir().join(format!("rsdb-check-{}", hex::encode(crate::auth::random::bytes(6)?)));
+        let dir = std::env::temp_dir().join(format!("rsdb-check-{}", hex::encode(crate::crypto::random::bytes(6)?)));
         let mut opts = ClusterRestoreOptions::new(&dir, RecoveryTarget::EndOfBackup);
         opts.backup_id = Some(backup_id.into());
         let result = self.restore_cluster(&opts).await;

@@ -209,8 +209,11 @@ impl Storage for LocalStorage {
         let parent = dest.parent().expect("a key has a parent").to_path_buf();
         self.make_dirs(&parent)?;
         let name = dest.file_name().expect("a key has a name").to_string_lossy().to_string();
-        let tmp =
-            parent.join(format!(".{name}.tmp-{}-{}", std::process::id(), hex::encode(crate::auth::random::bytes(4)?)));
+        let tmp = parent.join(format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            hex::encode(crate::crypto::random::bytes(4)?)
+        ));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

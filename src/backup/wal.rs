@@ -15,7 +15,7 @@
 
 use super::archive::{ChunkReader, ChunkWriter};
 use super::storage::Storage;
-use crate::auth::crypto::{constant_time_eq, Key, Keyring};
+use crate::crypto::envelope::{constant_time_eq, Key, Keyring};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -7,9 +7,9 @@
 //! session and records `session.hijack_suspected`. Activity timestamps are written at most once
 //! per throttle interval, not on every validation.
 
-use crate::auth::random;
 use crate::cache::RedisClient;
 use crate::config::Config;
+use crate::crypto::random;
 use crate::db::DatabaseManager;
 use crate::error::{Error, Result};
 use crate::events::{EventStore, NewEvent};
@@ -413,7 +413,7 @@ impl SessionModel {
             self.end(&session, &hash, "idle").await;
             return Err(Error::Auth("the session expired after inactivity".into()));
         }
-        if !crate::auth::crypto::constant_time_eq(session.device_fingerprint.as_bytes(), fingerprint.as_bytes()) {
+        if !crate::crypto::envelope::constant_time_eq(session.device_fingerprint.as_bytes(), fingerprint.as_bytes()) {
             self.revoke_hashed(&session, &hash, "hijack_suspected").await?;
             let payload = json!({
                 "user_id": session.user_id,

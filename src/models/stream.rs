@@ -6,8 +6,8 @@
 use super::stream_session::StreamSession;
 use super::user::{opt_ts, req_ts};
 use super::{check_text, ts};
-use crate::auth::random;
 use crate::cache::RedisClient;
+use crate::crypto::random;
 use crate::db::DatabaseManager;
 use crate::error::{Error, Result};
 use crate::events::{EventStore, NewEvent};

@@ -2,7 +2,7 @@
 //! activation. Duplicate usernames or emails are refused with an error naming the field.
 
 use super::{check_text, ts};
-use crate::auth::password;
+use crate::crypto::password;
 use crate::db::DatabaseManager;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
