@@ -6,7 +6,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use rootstream_db::auth::password;
+use rootstream_db::crypto::password;
 use rootstream_db::db::migrations;
 use rootstream_db::events::{EventStore, NewEvent};
 use rootstream_db::models::{NewUser, UserModel};
