@@ -39,6 +39,7 @@ pub const KEYS: &[&str] = &[
     "session_idle_timeout_s",
     "session_max_per_user",
     "session_limit_policy",
+    "session_retention_days",
     "mfa_issuer",
     "mfa_max_failures",
     "mfa_lockout_window_s",
@@ -114,6 +115,9 @@ pub struct Config {
     pub session_max_per_user: u32,
     /// What a login over the limit does: `evict_oldest` (default) or `refuse`.
     pub session_limit_policy: String,
+    /// How long ended (revoked, expired, idle) sessions are kept before the cleanup deletes
+    /// them (default 30 days; key `session_retention_days`).
+    pub session_ended_retention: Duration,
     /// Issuer shown in authenticator apps (default `RootStream`).
     pub mfa_issuer: String,
     /// Failed MFA attempts that lock a user out (default 5) ...
@@ -156,6 +160,7 @@ impl Default for Config {
             session_idle_timeout: Duration::from_secs(30 * 60),
             session_max_per_user: 10,
             session_limit_policy: "evict_oldest".into(),
+            session_ended_retention: Duration::from_secs(30 * 86400),
             mfa_issuer: "RootStream".into(),
             mfa_max_failures: 5,
             mfa_lockout_window: Duration::from_secs(15 * 60),
@@ -305,6 +310,12 @@ impl Config {
                     )))
                 }
             },
+            "session_retention_days" => {
+                let days: u64 = value.trim().parse().ok().filter(|d| *d > 0).ok_or_else(|| {
+                    Error::Config(format!("session_retention_days must be a positive number of days, got {value:?}"))
+                })?;
+                self.session_ended_retention = Duration::from_secs(days.saturating_mul(86400));
+            }
             "mfa_issuer" => {
                 self.mfa_issuer =
                     non_empty(value).ok_or_else(|| Error::Config("mfa_issuer must not be empty".into()))?
@@ -417,6 +428,7 @@ impl fmt::Debug for Config {
             .field("session_idle_timeout", &self.session_idle_timeout)
             .field("session_max_per_user", &self.session_max_per_user)
             .field("session_limit_policy", &self.session_limit_policy)
+            .field("session_ended_retention", &self.session_ended_retention)
             .field("mfa_issuer", &self.mfa_issuer)
             .field("mfa_max_failures", &self.mfa_max_failures)
             .field("mfa_lockout_window", &self.mfa_lockout_window)

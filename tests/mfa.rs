@@ -224,8 +224,34 @@ async fn login_then_session_then_second_factor_then_access() {
             .get(0);
     assert!(attempts >= 2, "login attempts are logged with their session");
 
-    // Unenrolling (the administrator's reset) turns the second factor off.
+    // Unenrolling turns the second factor off.
     e.mfa.unenroll(user.id).await.unwrap();
     assert!(!e.mfa.status(user.id).await.unwrap().enrolled);
     assert!(matches!(e.mfa.verify(user.id, "123456", None, None).await, Err(Error::State(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_reset_removes_mfa_and_revokes_every_session_of_the_user() {
+    let e = env_with(|_| {}).await;
+    enrolled(&e).await;
+    let sessions = SessionModel::new(e.db.clone(), e.redis.clone(), SessionSettings::from_config(&e.cfg));
+    let device = DeviceInfo { fingerprint: "fp-1".into(), ..Default::default() };
+    let full = sessions.create(e.user_id, &device, false, false).await.unwrap();
+    let half = sessions.create(e.user_id, &device, false, true).await.unwrap();
+    let done = e.mfa.admin_reset(&sessions, e.user_id, None).await.unwrap();
+    assert_eq!((done.user_id, done.sessions_revoked), (e.user_id, 2));
+    assert!(!e.mfa.status(e.user_id).await.unwrap().enrolled);
+    for c in [&full, &half] {
+        assert!(matches!(sessions.validate(c.token.expose(), "fp-1", false).await, Err(Error::Auth(_))));
+        let s = sessions.get(c.session.id).await.unwrap();
+        assert_eq!(s.revoke_reason.as_deref(), Some(rootstream_db::auth::mfa::RESET_REVOKE_REASON));
+    }
+    // Nothing left to reset: NotFound, and a session created since is not touched.
+    let later = sessions.create(e.user_id, &device, false, false).await.unwrap();
+    assert!(matches!(e.mfa.admin_reset(&sessions, e.user_id, Some("again")).await, Err(Error::NotFound(_))));
+    assert!(sessions.validate(later.token.expose(), "fp-1", false).await.is_ok());
+    // A given reason is recorded.
+    enrolled(&e).await;
+    assert_eq!(e.mfa.admin_reset(&sessions, e.user_id, Some("phone stolen")).await.unwrap().sessions_revoked, 1);
+    assert_eq!(sessions.get(later.session.id).await.unwrap().revoke_reason.as_deref(), Some("phone stolen"));
 }

@@ -3,7 +3,7 @@
 mod support;
 
 use rootstream_db::db::migrations;
-use rootstream_db::models::session::{cache_key, DeviceInfo, SessionModel, SessionSettings};
+use rootstream_db::models::session::{cache_key, DeviceInfo, SessionModel, SessionSettings, DEFAULT_REVOKE_REASON};
 use rootstream_db::{Config, DatabaseManager, Error, RedisClient};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -187,10 +187,21 @@ async fn revoke_one_revoke_all_and_list_devices() {
     assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), [c.session.id, b.session.id, a.session.id]);
     e.sessions.revoke_token(b.token.expose()).await.unwrap();
     assert!(matches!(e.sessions.validate(b.token.expose(), "fp-phone", false).await, Err(Error::Auth(_))));
-    assert_eq!(e.sessions.revoke_all(e.user_id, Some(a.session.id), "password changed").await.unwrap(), 1);
+    assert_eq!(e.sessions.revoke_all(e.user_id, Some(a.session.id), Some("password changed")).await.unwrap(), 1);
     assert!(e.sessions.validate(a.token.expose(), "fp-laptop-1", false).await.is_ok(), "the kept session still works");
     assert!(matches!(e.sessions.validate(c.token.expose(), "fp-phone", false).await, Err(Error::Auth(_))));
     assert_eq!(e.sessions.list(e.user_id).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_without_a_reason_records_the_default_reason() {
+    let e = env_with(|_| {}).await;
+    let one = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
+    let two = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
+    e.sessions.revoke(one.session.id, None).await.unwrap();
+    assert_eq!(e.sessions.get(one.session.id).await.unwrap().revoke_reason.as_deref(), Some(DEFAULT_REVOKE_REASON));
+    assert_eq!(e.sessions.revoke_all(e.user_id, None, None).await.unwrap(), 1);
+    assert_eq!(e.sessions.get(two.session.id).await.unwrap().revoke_reason.as_deref(), Some("revoked"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,8 +275,40 @@ async fn cleanup_ends_expired_sessions_and_deletes_old_ended_ones() {
     e.db.execute("UPDATE sessions SET expires_at = now() - interval '1 minute' WHERE id = $1", &[&keep.session.id])
         .await
         .unwrap();
-    let task = e.sessions.start_cleanup(Duration::from_millis(100), Duration::from_secs(86400));
+    let task = e.sessions.start_cleanup_keeping(Duration::from_millis(100), Duration::from_secs(86400));
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(task);
     assert!(!e.sessions.get(keep.session.id).await.unwrap().is_active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_keeps_ended_sessions_for_the_configured_retention() {
+    assert_eq!(SessionSettings::from_config(&Config::default()).ended_retention, Duration::from_secs(30 * 86400));
+    let e = env_with(|c| c.set("session_retention_days", "7").unwrap()).await;
+    let recent = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
+    let old = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
+    for (id, age) in [(recent.session.id, "6 days"), (old.session.id, "8 days")] {
+        e.db.execute(
+            "UPDATE sessions SET is_active = FALSE, revoked_at = now() - $2::text::interval WHERE id = $1",
+            &[&id, &age],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(e.sessions.cleanup().await.unwrap(), (0, 1));
+    assert!(e.sessions.get(recent.session.id).await.is_ok(), "ended 6 days ago: kept");
+    assert!(matches!(e.sessions.get(old.session.id).await, Err(Error::NotFound(_))), "ended 8 days ago: deleted");
+    // The scheduled cleanup uses the same retention.
+    let older = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
+    e.db.execute(
+        "UPDATE sessions SET is_active = FALSE, revoked_at = now() - interval '9 days' WHERE id = $1",
+        &[&older.session.id],
+    )
+    .await
+    .unwrap();
+    let task = e.sessions.start_cleanup(Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(task);
+    assert!(e.sessions.get(older.session.id).await.is_err());
+    assert!(e.sessions.get(recent.session.id).await.is_ok());
 }

@@ -37,7 +37,7 @@ async fn validation_answers_from_postgres_while_redis_is_down() {
         let made_while_down = sessions.create(uid, &d, false, false).await.unwrap();
         sessions.validate(&good_t, "fp", false).await.unwrap();
         sessions.validate(made_while_down.token.expose(), "fp", false).await.unwrap();
-        sessions.revoke(revoked_id, "logout").await.unwrap();
+        sessions.revoke(revoked_id, Some("logout")).await.unwrap();
         assert!(matches!(sessions.validate(&revoked_t, "fp", false).await, Err(Error::Auth(_))));
         assert!(matches!(sessions.validate(&hijacked_t, "other-fp", false).await, Err(Error::Auth(_))));
         assert!(matches!(sessions.validate("garbage", "fp", false).await, Err(Error::Auth(_))));

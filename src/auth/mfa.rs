@@ -20,6 +20,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The reason logged for an attempt refused during a lockout.
 const LOCKED_REASON: &str = "locked out";
 
+/// The reason recorded on the sessions an administrator's reset revokes, unless one is given.
+pub const RESET_REVOKE_REASON: &str = "mfa reset";
+
+/// What [`MfaManager::admin_reset`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AdminReset {
+    /// The user whose MFA enrollment was removed.
+    pub user_id: i64,
+    /// How many active sessions were revoked.
+    pub sessions_revoked: u64,
+}
+
 /// Backup codes per user.
 pub const BACKUP_CODES: usize = 10;
 /// Crockford's base32 alphabet: no I, L, O or U, so codes survive being read aloud or written
@@ -322,7 +334,8 @@ impl MfaManager {
         Ok(codes)
     }
 
-    /// Removes MFA from a user (also the administrator's reset for a lost device).
+    /// Removes MFA (secret and backup codes) from a user. Sessions stay as they are; for a lost
+    /// device use [`admin_reset`](Self::admin_reset). `NotFound` when the user has no enrollment.
     pub async fn unenroll(&self, user_id: i64) -> Result<()> {
         let mut tx = self.db.begin().await?;
         tx.execute("DELETE FROM mfa_backup_codes WHERE user_id = $1", &[&user_id]).await?;
@@ -333,6 +346,17 @@ impl MfaManager {
         }
         self.announce("mfa.unenrolled", user_id, json!({})).await;
         Ok(())
+    }
+
+    /// The administrator's reset for a lost device without backup codes: removes the user's MFA
+    /// and revokes every active session of the user (with `reason`, default
+    /// [`RESET_REVOKE_REASON`]), so whoever holds the device or a half-finished login is out;
+    /// the user logs in with the password and enrolls again. `NotFound` (and nothing revoked)
+    /// when the user has no MFA enrollment.
+    pub async fn admin_reset(&self, sessions: &SessionModel, user_id: i64, reason: Option<&str>) -> Result<AdminReset> {
+        self.unenroll(user_id).await?;
+        let revoked = sessions.revoke_all(user_id, None, Some(reason.unwrap_or(RESET_REVOKE_REASON))).await?;
+        Ok(AdminReset { user_id, sessions_revoked: revoked })
     }
 
     /// The user's MFA state.

@@ -8,7 +8,7 @@ use rootstream_db::backup::{
     RecoveryTarget, RetentionPolicy, WalArchive,
 };
 use rootstream_db::db::migrations;
-use rootstream_db::models::session::{SessionModel, SessionSettings};
+use rootstream_db::models::session::{SessionModel, SessionSettings, OPERATOR_REVOKE_REASON};
 use rootstream_db::runtime::block_on;
 use rootstream_db::{Config, DatabaseManager, Error, RedisClient};
 use std::process::ExitCode;
@@ -49,7 +49,9 @@ fn cli() -> Command {
                 .about("Session maintenance")
                 .subcommand_required(true)
                 .subcommand(
-                    Command::new("cleanup").about("End expired and idle sessions; delete those ended over 30 days ago"),
+                    Command::new("cleanup").about(
+                        "End expired and idle sessions; delete those ended longer ago than session_retention_days",
+                    ),
                 )
                 .subcommand(
                     Command::new("revoke-all")
@@ -191,12 +193,12 @@ fn sessions_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
     let sessions = SessionModel::new(db, redis, SessionSettings::from_config(cfg));
     match m.subcommand() {
         Some(("cleanup", _)) => {
-            let (ended, deleted) = block_on(sessions.cleanup_expired(std::time::Duration::from_secs(30 * 86400)))?;
+            let (ended, deleted) = block_on(sessions.cleanup())?;
             println!("ended {ended} expired or idle sessions, deleted {deleted} old ones");
         }
         Some(("revoke-all", sub)) => {
             let user = *sub.get_one::<i64>("user").expect("required");
-            let n = block_on(sessions.revoke_all(user, None, "revoked by an operator"))?;
+            let n = block_on(sessions.revoke_all(user, None, Some(OPERATOR_REVOKE_REASON)))?;
             println!("revoked {n} sessions of user {user}");
         }
         _ => return Err(Error::invalid("unknown sessions command")),
@@ -415,13 +417,12 @@ fn mfa_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
         }
         Some(("reset", sub)) => {
             let user = *sub.get_one::<i64>("user").expect("required");
-            block_on(mfa.unenroll(user))?;
-            println!("MFA removed for user {user}");
-            if let Some(redis) = redis {
-                let sessions = SessionModel::new(db, redis, SessionSettings::from_config(cfg));
-                let n = block_on(sessions.revoke_all(user, None, "mfa reset"))?;
-                println!("revoked {n} sessions; the user logs in with the password and enrolls again");
-            }
+            let sessions = SessionModel::new(db, RedisClient::new(cfg)?, SessionSettings::from_config(cfg));
+            let done = block_on(mfa.admin_reset(&sessions, user, None))?;
+            println!(
+                "MFA removed for user {user}; revoked {} sessions; the user logs in with the password and enrolls again",
+                done.sessions_revoked
+            );
         }
         Some(("rotate-keys", _)) => {
             let n = block_on(mfa.rotate_keys())?;

@@ -179,6 +179,19 @@ pub struct SessionSettings {
     pub idle_timeout: Duration,
     pub max_per_user: u32,
     pub policy: LimitPolicy,
+    /// How long ended sessions are kept (for audit) before [`SessionModel::cleanup`] deletes them.
+    pub ended_retention: Duration,
+}
+
+/// The reason recorded when a caller revokes a session without giving one.
+pub const DEFAULT_REVOKE_REASON: &str = "revoked";
+
+/// The reason recorded when an operator revokes all of a user's sessions (`rsdb sessions
+/// revoke-all`).
+pub const OPERATOR_REVOKE_REASON: &str = "revoked by an operator";
+
+fn reason_or_default(reason: Option<&str>) -> &str {
+    reason.unwrap_or(DEFAULT_REVOKE_REASON)
 }
 
 impl SessionSettings {
@@ -189,6 +202,7 @@ impl SessionSettings {
             idle_timeout: cfg.session_idle_timeout,
             max_per_user: cfg.session_max_per_user,
             policy: if cfg.session_limit_policy == "refuse" { LimitPolicy::Refuse } else { LimitPolicy::EvictOldest },
+            ended_retention: cfg.session_ended_retention,
         }
     }
 
@@ -561,8 +575,10 @@ impl SessionModel {
         Ok(())
     }
 
-    /// Revokes one session by id.
-    pub async fn revoke(&self, id: i64, reason: &str) -> Result<()> {
+    /// Revokes one session by id. Without a reason the session records
+    /// [`DEFAULT_REVOKE_REASON`].
+    pub async fn revoke(&self, id: i64, reason: Option<&str>) -> Result<()> {
+        let reason = reason_or_default(reason);
         let row = self
             .db
             .query_opt(
@@ -587,11 +603,13 @@ impl SessionModel {
     pub async fn revoke_token(&self, token: &str) -> Result<()> {
         let hash = SessionToken::from_client(token).hash();
         let s = self.load_by_hash(&hash).await?.ok_or_else(|| Error::NotFound("session for that token".into()))?;
-        self.revoke(s.id, "logout").await
+        self.revoke(s.id, Some("logout")).await
     }
 
     /// Revokes every active session of a user, except `keep` if given; returns how many.
-    pub async fn revoke_all(&self, user_id: i64, keep: Option<i64>, reason: &str) -> Result<u64> {
+    /// Without a reason the sessions record [`DEFAULT_REVOKE_REASON`].
+    pub async fn revoke_all(&self, user_id: i64, keep: Option<i64>, reason: Option<&str>) -> Result<u64> {
+        let reason = reason_or_default(reason);
         let rows = self
             .db
             .query(
@@ -685,8 +703,20 @@ impl SessionModel {
         Ok((ended.len() as u64, deleted))
     }
 
+    /// [`cleanup_expired`](Self::cleanup_expired) with the configured retention of ended
+    /// sessions ([`SessionSettings::ended_retention`]). Returns (ended now, deleted).
+    pub async fn cleanup(&self) -> Result<(u64, u64)> {
+        self.cleanup_expired(self.settings.ended_retention).await
+    }
+
+    /// Runs [`cleanup`](Self::cleanup) every `interval` on the library runtime until the
+    /// handle is dropped.
+    pub fn start_cleanup(&self, interval: Duration) -> CleanupTask {
+        self.start_cleanup_keeping(interval, self.settings.ended_retention)
+    }
+
     /// Runs `cleanup_expired` every `interval` on the library runtime until the handle is dropped.
-    pub fn start_cleanup(&self, interval: Duration, keep_ended: Duration) -> CleanupTask {
+    pub fn start_cleanup_keeping(&self, interval: Duration, keep_ended: Duration) -> CleanupTask {
         let me = self.clone();
         let handle = crate::runtime::runtime().spawn(async move {
             let mut tick = tokio::time::interval(interval);

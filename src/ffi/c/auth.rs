@@ -139,7 +139,8 @@ pub unsafe extern "C" fn rsdb_sessions_refresh(
     })
 }
 
-/// Revokes one session; `reason` may be NULL.
+/// Revokes one session. `reason` may be NULL: the session then records the library's default
+/// reason (`revoked`).
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_sessions_revoke(
     sessions: *const rsdb_sessions,
@@ -148,7 +149,7 @@ pub unsafe extern "C" fn rsdb_sessions_revoke(
 ) -> c_int {
     guard(|| {
         let s = arg_ref(sessions, "sessions")?;
-        let reason = opt_str(reason, "reason")?.unwrap_or("revoked");
+        let reason = opt_str(reason, "reason")?;
         block_on(s.model.revoke(session_id, reason))
     })
 }
@@ -162,7 +163,8 @@ pub unsafe extern "C" fn rsdb_sessions_revoke_token(sessions: *const rsdb_sessio
     })
 }
 
-/// Revokes all of a user's sessions except `keep_session_id` (0 keeps none); `revoked` (may be
+/// Revokes all of a user's sessions except `keep_session_id` (0 keeps none). `reason` may be
+/// NULL: the sessions then record the library's default reason (`revoked`). `revoked` (may be
 /// NULL) receives how many.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_sessions_revoke_all(
@@ -174,7 +176,7 @@ pub unsafe extern "C" fn rsdb_sessions_revoke_all(
 ) -> c_int {
     guard(|| {
         let s = arg_ref(sessions, "sessions")?;
-        let reason = opt_str(reason, "reason")?.unwrap_or("revoked");
+        let reason = opt_str(reason, "reason")?;
         let keep = (keep_session_id != 0).then_some(keep_session_id);
         let n = block_on(s.model.revoke_all(user_id, keep, reason))?;
         if let Some(r) = revoked.as_mut() {
@@ -198,8 +200,8 @@ pub unsafe extern "C" fn rsdb_sessions_list(
     })
 }
 
-/// Ends expired and idle sessions and deletes sessions ended more than 30 days ago.
-/// `ended` and `deleted` may be NULL.
+/// Ends expired and idle sessions and deletes sessions ended longer ago than the configured
+/// retention (`session_retention_days`, default 30). `ended` and `deleted` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_sessions_cleanup(
     sessions: *const rsdb_sessions,
@@ -208,7 +210,7 @@ pub unsafe extern "C" fn rsdb_sessions_cleanup(
 ) -> c_int {
     guard(|| {
         let s = arg_ref(sessions, "sessions")?;
-        let (e, d) = block_on(s.model.cleanup_expired(Duration::from_secs(30 * 86400)))?;
+        let (e, d) = block_on(s.model.cleanup())?;
         if let Some(x) = ended.as_mut() {
             *x = e;
         }
@@ -219,13 +221,12 @@ pub unsafe extern "C" fn rsdb_sessions_cleanup(
     })
 }
 
-/// Runs the cleanup every `interval_ms` in the background (0 stops it).
+/// Runs `rsdb_sessions_cleanup` every `interval_ms` in the background (0 stops it).
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_sessions_schedule_cleanup(sessions: *const rsdb_sessions, interval_ms: u64) -> c_int {
     guard(|| {
         let s = arg_ref(sessions, "sessions")?;
-        let task = (interval_ms > 0)
-            .then(|| s.model.start_cleanup(Duration::from_millis(interval_ms), Duration::from_secs(30 * 86400)));
+        let task = (interval_ms > 0).then(|| s.model.start_cleanup(Duration::from_millis(interval_ms)));
         *s.cleanup.lock().map_err(|_| crate::Error::State("poisoned".into()))? = task;
         Ok(())
     })
@@ -387,12 +388,38 @@ pub unsafe extern "C" fn rsdb_mfa_regenerate_backup_codes(
     })
 }
 
-/// Removes MFA from a user (also the administrator's reset for a lost device).
+/// Removes MFA (secret and backup codes) from a user; the user's sessions stay as they are.
+/// `RSDB_ERR_NOT_FOUND` when the user has no enrollment. For a lost device use
+/// `rsdb_mfa_admin_reset`, which also revokes the sessions.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_mfa_unenroll(mfa: *const rsdb_mfa, user_id: i64) -> c_int {
     guard(|| {
         let m = arg_ref(mfa, "mfa")?;
         block_on(m.0.unenroll(user_id))
+    })
+}
+
+/// The administrator's reset for a lost device: removes the user's MFA and revokes every
+/// active session of the user, recording `reason` (may be NULL: `mfa reset`). `revoked` (may
+/// be NULL) receives how many sessions were revoked. `RSDB_ERR_NOT_FOUND`, with nothing
+/// revoked, when the user has no enrollment.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_mfa_admin_reset(
+    mfa: *const rsdb_mfa,
+    sessions: *const rsdb_sessions,
+    user_id: i64,
+    reason: *const c_char,
+    revoked: *mut u64,
+) -> c_int {
+    guard(|| {
+        let m = arg_ref(mfa, "mfa")?;
+        let s = arg_ref(sessions, "sessions")?;
+        let reason = opt_str(reason, "reason")?;
+        let done = block_on(m.0.admin_reset(&s.model, user_id, reason))?;
+        if let Some(r) = revoked.as_mut() {
+            *r = done.sessions_revoked;
+        }
+        Ok(())
     })
 }
 

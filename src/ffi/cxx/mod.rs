@@ -239,6 +239,7 @@ mod bridge {
         ) -> Result<String>;
         fn regenerate_backup_codes(self: &MfaBox, user_id: i64) -> Result<String>;
         fn unenroll(self: &MfaBox, user_id: i64) -> Result<()>;
+        fn admin_reset(self: &MfaBox, sessions: &SessionsBox, user_id: i64, reason: &str) -> Result<u64>;
         fn status(self: &MfaBox, user_id: i64) -> Result<String>;
         fn rotate_keys(self: &MfaBox) -> Result<u64>;
     }
@@ -270,20 +271,20 @@ impl SessionsBox {
         to_json(&serde_json::json!({"token": t.as_ref().map(|t| t.expose()), "session": s}))
     }
     fn revoke(&self, session_id: i64, reason: &str) -> R<()> {
-        Ok(block_on(self.0.revoke(session_id, nonempty(reason).unwrap_or("revoked")))?)
+        Ok(block_on(self.0.revoke(session_id, nonempty(reason)))?)
     }
     fn revoke_token(&self, token: &str) -> R<()> {
         Ok(block_on(self.0.revoke_token(token))?)
     }
     fn revoke_all(&self, user_id: i64, keep_session_id: i64, reason: &str) -> R<u64> {
         let keep = (keep_session_id != 0).then_some(keep_session_id);
-        Ok(block_on(self.0.revoke_all(user_id, keep, nonempty(reason).unwrap_or("revoked")))?)
+        Ok(block_on(self.0.revoke_all(user_id, keep, nonempty(reason)))?)
     }
     fn list(&self, user_id: i64) -> R<String> {
         to_json(&block_on(self.0.list(user_id))?)
     }
     fn cleanup(&self) -> R<String> {
-        let (ended, deleted) = block_on(self.0.cleanup_expired(Duration::from_secs(30 * 86400)))?;
+        let (ended, deleted) = block_on(self.0.cleanup())?;
         to_json(&serde_json::json!({"ended": ended, "deleted": deleted}))
     }
     fn stats_json(&self) -> String {
@@ -474,6 +475,9 @@ impl MfaBox {
     }
     fn unenroll(&self, user_id: i64) -> R<()> {
         Ok(block_on(self.0.unenroll(user_id))?)
+    }
+    fn admin_reset(&self, sessions: &SessionsBox, user_id: i64, reason: &str) -> R<u64> {
+        Ok(block_on(self.0.admin_reset(&sessions.0, user_id, nonempty(reason)))?.sessions_revoked)
     }
     fn status(&self, user_id: i64) -> R<String> {
         to_json(&block_on(self.0.status(user_id))?)
