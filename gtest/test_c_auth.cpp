@@ -1180,6 +1180,36 @@ TEST_F(Mfa, UnenrollTurnsTheSecondFactorOff) {
     EXPECT_NE(en.at("secret_base32"), e.secret);
 }
 
+TEST_F(Mfa, AdminResetRemovesMfaAndRevokesEverySessionOfTheUser) {
+    Enrolled e = enroll();
+    Created full = create(user_id_);
+    Created half = create(sessions_.get(), user_id_, kLaptop, nullptr, nullptr, nullptr, 0, 1);
+    uint64_t revoked = 99;
+    ASSERT_RSDB_OK(rsdb_mfa_admin_reset(mfa_.get(), sessions_.get(), user_id_, nullptr, &revoked));
+    EXPECT_EQ(revoked, 2u);
+    EXPECT_EQ(status(mfa_.get(), user_id_).at("enrolled"), false);
+    EXPECT_EQ(session_row(full.id()).at("revoke_reason"), "mfa reset") << "NULL reason: the library's default";
+    EXPECT_EQ(session_row(half.id()).at("is_active"), false);
+    EXPECT_TRUE(Fails(validate(full.token), RSDB_ERR_AUTH));
+    EXPECT_FALSE(verify_backup(e.backup_codes[0])) << "the backup codes went with it";
+    // Nothing left to reset: NOT_FOUND, and a newer session is untouched.
+    Created later = create(user_id_);
+    EXPECT_TRUE(Fails(rsdb_mfa_admin_reset(mfa_.get(), sessions_.get(), user_id_, "again", &revoked),
+                      RSDB_ERR_NOT_FOUND));
+    EXPECT_RSDB_OK(validate(later.token));
+    // A given reason is recorded; the count may be left out.
+    enroll();
+    ASSERT_RSDB_OK(rsdb_mfa_admin_reset(mfa_.get(), sessions_.get(), user_id_, "phone stolen", nullptr));
+    EXPECT_EQ(session_row(later.id()).at("revoke_reason"), "phone stolen");
+}
+
+TEST_F(Mfa, UnenrollAloneLeavesTheSessionsAsTheyAre) {
+    enroll();
+    Created c = create(user_id_);
+    ASSERT_RSDB_OK(rsdb_mfa_unenroll(mfa_.get(), user_id_));
+    EXPECT_RSDB_OK(validate(c.token));
+}
+
 // ================================================================ bad input
 
 TEST(AuthHandles, EveryReleaseFunctionAcceptsNull) {
@@ -1225,6 +1255,8 @@ TEST_F(BadInput, NullHandlesAreRejected) {
                       "sessions"));
     EXPECT_TRUE(Fails(rsdb_mfa_regenerate_backup_codes(nullptr, 1, &s), RSDB_ERR_NULL, "mfa"));
     EXPECT_TRUE(Fails(rsdb_mfa_unenroll(nullptr, 1), RSDB_ERR_NULL, "mfa"));
+    EXPECT_TRUE(Fails(rsdb_mfa_admin_reset(nullptr, sessions_.get(), 1, nullptr, &n), RSDB_ERR_NULL, "mfa"));
+    EXPECT_TRUE(Fails(rsdb_mfa_admin_reset(mfa_.get(), nullptr, 1, nullptr, &n), RSDB_ERR_NULL, "sessions"));
     EXPECT_TRUE(Fails(rsdb_mfa_status(nullptr, 1, &s), RSDB_ERR_NULL, "mfa"));
     EXPECT_TRUE(Fails(rsdb_mfa_rotate_keys(nullptr, &n), RSDB_ERR_NULL, "mfa"));
     EXPECT_EQ(s, nullptr);

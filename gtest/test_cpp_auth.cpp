@@ -851,6 +851,23 @@ TEST_F(Mfa, UnenrollTurnsTheSecondFactorOff) {
     EXPECT_NE(mfa().begin_enrollment(user_id_, "player").secret_base32, e.secret);
 }
 
+TEST_F(Mfa, AdminResetRemovesMfaAndRevokesEverySessionOfTheUser) {
+    enroll();
+    CreatedSession full = sessions().create(user_id_, laptop());
+    CreatedSession half = sessions().create(user_id_, laptop(), /*remember_me=*/false, /*mfa_required=*/true);
+    EXPECT_EQ(mfa().admin_reset(sessions(), user_id_), 2u);
+    EXPECT_EQ(mfa().status(user_id_).at("enrolled"), false);
+    EXPECT_EQ(session_row(id_of(full)).at("revoke_reason"), "mfa reset") << "no reason: the library's default";
+    EXPECT_EQ(session_row(id_of(half)).at("is_active"), false);
+    EXPECT_FALSE(sessions().is_valid(full.token, kLaptop, false));
+    CreatedSession later = sessions().create(user_id_, laptop());
+    EXPECT_TRUE(ThrowsCode([&] { mfa().admin_reset(sessions(), user_id_, "again"); }, RSDB_ERR_NOT_FOUND));
+    EXPECT_TRUE(sessions().is_valid(later.token, kLaptop, false)) << "nothing is revoked without an enrollment";
+    enroll();
+    EXPECT_EQ(mfa().admin_reset(sessions(), user_id_, "phone stolen"), 1u);
+    EXPECT_EQ(session_row(id_of(later)).at("revoke_reason"), "phone stolen");
+}
+
 // ================================================================ bad input
 
 TEST_F(BadInput, InvalidUtf8IsRejectedAndNothingIsWritten) {

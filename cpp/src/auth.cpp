@@ -127,6 +127,11 @@ void MFAManager::unenroll(std::int64_t user_id) {
     detail::call([&] { box_->unenroll(user_id); });
 }
 
+std::uint64_t MFAManager::admin_reset(database::models::SessionModel& sessions, std::int64_t user_id,
+                                      const std::string& reason) {
+    return detail::call([&] { return box_->admin_reset(sessions.raw(), user_id, reason); });
+}
+
 nlohmann::json MFAManager::status(std::int64_t user_id) {
     return parse(detail::call([&] { return box_->status(user_id); }));
 }

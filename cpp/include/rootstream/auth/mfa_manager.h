@@ -44,8 +44,14 @@ public:
                                   const std::string& fingerprint, const std::string& code,
                                   const std::string& ip_address = "");
     std::vector<std::string> regenerate_backup_codes(std::int64_t user_id);
-    /// Removes MFA (also the administrator's reset for a lost device).
+    /// Removes MFA (secret and backup codes); the user's sessions stay. Throws RSDB_ERR_NOT_FOUND
+    /// when the user has no enrollment.
     void unenroll(std::int64_t user_id);
+    /// The administrator's reset for a lost device: removes MFA and revokes every session of the
+    /// user with reason (empty: the library's default); returns how many sessions were revoked.
+    /// Throws RSDB_ERR_NOT_FOUND, revoking nothing, when the user has no enrollment.
+    std::uint64_t admin_reset(database::models::SessionModel& sessions, std::int64_t user_id,
+                              const std::string& reason = "");
     /// {"enrolled","enabled","confirmed_at","backup_codes_remaining","locked_until","key_id"}
     nlohmann::json status(std::int64_t user_id);
     /// Re-encrypts secrets under the current master key; returns how many.

@@ -47,14 +47,16 @@ public:
     bool is_valid(const std::string& token, const std::string& fingerprint, bool require_mfa = true);
     /// Extends the session; with rotate the returned token replaces the old one.
     CreatedSession refresh(const std::string& token, const std::string& fingerprint, bool rotate = false);
-    void revoke(std::int64_t session_id, const std::string& reason = "revoked");
+    /// An empty reason records the library's default reason.
+    void revoke(std::int64_t session_id, const std::string& reason = "");
     void revoke_token(const std::string& token);
     /// Revokes all of a user's sessions except keep_session_id (0 keeps none); returns how many.
-    std::uint64_t revoke_all(std::int64_t user_id, std::int64_t keep_session_id = 0,
-                             const std::string& reason = "revoked");
+    /// An empty reason records the library's default reason.
+    std::uint64_t revoke_all(std::int64_t user_id, std::int64_t keep_session_id = 0, const std::string& reason = "");
     /// Active sessions, newest first.
     nlohmann::json list(std::int64_t user_id);
-    /// {"ended": n, "deleted": m}
+    /// Ends expired and idle sessions and deletes those ended longer ago than
+    /// session_retention_days (default 30). {"ended": n, "deleted": m}
     nlohmann::json cleanup_expired();
     /// {"cache_hits":..,"cache_misses":..,"cache_errors":..}
     nlohmann::json stats() const;
