@@ -325,7 +325,8 @@ int rsdb_sessions_refresh(const rsdb_sessions *sessions,
                           char **session_json);
 
 /*
- Revokes one session; `reason` may be NULL.
+ Revokes one session. `reason` may be NULL: the session then records the library's default
+ reason (`revoked`).
  */
 int rsdb_sessions_revoke(const rsdb_sessions *sessions, int64_t session_id, const char *reason);
 
@@ -335,7 +336,8 @@ int rsdb_sessions_revoke(const rsdb_sessions *sessions, int64_t session_id, cons
 int rsdb_sessions_revoke_token(const rsdb_sessions *sessions, const char *token);
 
 /*
- Revokes all of a user's sessions except `keep_session_id` (0 keeps none); `revoked` (may be
+ Revokes all of a user's sessions except `keep_session_id` (0 keeps none). `reason` may be
+ NULL: the sessions then record the library's default reason (`revoked`). `revoked` (may be
  NULL) receives how many.
  */
 int rsdb_sessions_revoke_all(const rsdb_sessions *sessions,
@@ -350,13 +352,13 @@ int rsdb_sessions_revoke_all(const rsdb_sessions *sessions,
 int rsdb_sessions_list(const rsdb_sessions *sessions, int64_t user_id, char **sessions_json);
 
 /*
- Ends expired and idle sessions and deletes sessions ended more than 30 days ago.
- `ended` and `deleted` may be NULL.
+ Ends expired and idle sessions and deletes sessions ended longer ago than the configured
+ retention (`session_retention_days`, default 30). `ended` and `deleted` may be NULL.
  */
 int rsdb_sessions_cleanup(const rsdb_sessions *sessions, uint64_t *ended, uint64_t *deleted);
 
 /*
- Runs the cleanup every `interval_ms` in the background (0 stops it).
+ Runs `rsdb_sessions_cleanup` every `interval_ms` in the background (0 stops it).
  */
 int rsdb_sessions_schedule_cleanup(const rsdb_sessions *sessions, uint64_t interval_ms);
 
@@ -400,7 +402,8 @@ int rsdb_mfa_confirm_enrollment(const rsdb_mfa *mfa,
 
 /*
  Checks a TOTP code: `*accepted` is 1, or 0 for a wrong or already used code.
- `RSDB_ERR_LOCKED` while the user is locked out. Every attempt is logged.
+ `RSDB_ERR_LOCKED` while the user is locked out. Every attempt is logged, with `ip_address`
+ (may be NULL).
  */
 int rsdb_mfa_verify(const rsdb_mfa *mfa,
                     int64_t user_id,
@@ -409,7 +412,8 @@ int rsdb_mfa_verify(const rsdb_mfa *mfa,
                     int *accepted);
 
 /*
- Checks a backup code (each works once): `*accepted` is 1 or 0.
+ Checks a backup code (each works once): `*accepted` is 1 or 0. `ip_address` (may be NULL)
+ is logged with the attempt.
  */
 int rsdb_mfa_verify_backup_code(const rsdb_mfa *mfa,
                                 int64_t user_id,
@@ -420,7 +424,7 @@ int rsdb_mfa_verify_backup_code(const rsdb_mfa *mfa,
 /*
  The second step of a login: checks a TOTP code (or a backup code) for the session's user
  and marks the session MFA-verified. `RSDB_ERR_AUTH` when the code is not accepted.
- `*session_json` may be NULL.
+ `ip_address` and `session_json` may be NULL.
  */
 int rsdb_mfa_complete_login(const rsdb_mfa *mfa,
                             const rsdb_sessions *sessions,
@@ -438,9 +442,23 @@ int rsdb_mfa_regenerate_backup_codes(const rsdb_mfa *mfa,
                                      char **backup_codes_json);
 
 /*
- Removes MFA from a user (also the administrator's reset for a lost device).
+ Removes MFA (secret and backup codes) from a user; the user's sessions stay as they are.
+ `RSDB_ERR_NOT_FOUND` when the user has no enrollment. For a lost device use
+ `rsdb_mfa_admin_reset`, which also revokes the sessions.
  */
 int rsdb_mfa_unenroll(const rsdb_mfa *mfa, int64_t user_id);
+
+/*
+ The administrator's reset for a lost device: removes the user's MFA and revokes every
+ active session of the user, recording `reason` (may be NULL: `mfa reset`). `revoked` (may
+ be NULL) receives how many sessions were revoked. `RSDB_ERR_NOT_FOUND`, with nothing
+ revoked, when the user has no enrollment.
+ */
+int rsdb_mfa_admin_reset(const rsdb_mfa *mfa,
+                         const rsdb_sessions *sessions,
+                         int64_t user_id,
+                         const char *reason,
+                         uint64_t *revoked);
 
 /*
  `*status_json` receives `{"enrolled","enabled","confirmed_at","backup_codes_remaining",

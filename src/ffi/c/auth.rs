@@ -308,7 +308,8 @@ pub unsafe extern "C" fn rsdb_mfa_confirm_enrollment(
 }
 
 /// Checks a TOTP code: `*accepted` is 1, or 0 for a wrong or already used code.
-/// `RSDB_ERR_LOCKED` while the user is locked out. Every attempt is logged.
+/// `RSDB_ERR_LOCKED` while the user is locked out. Every attempt is logged, with `ip_address`
+/// (may be NULL).
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_mfa_verify(
     mfa: *const rsdb_mfa,
@@ -327,7 +328,8 @@ pub unsafe extern "C" fn rsdb_mfa_verify(
     })
 }
 
-/// Checks a backup code (each works once): `*accepted` is 1 or 0.
+/// Checks a backup code (each works once): `*accepted` is 1 or 0. `ip_address` (may be NULL)
+/// is logged with the attempt.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_mfa_verify_backup_code(
     mfa: *const rsdb_mfa,
@@ -348,7 +350,7 @@ pub unsafe extern "C" fn rsdb_mfa_verify_backup_code(
 
 /// The second step of a login: checks a TOTP code (or a backup code) for the session's user
 /// and marks the session MFA-verified. `RSDB_ERR_AUTH` when the code is not accepted.
-/// `*session_json` may be NULL.
+/// `ip_address` and `session_json` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_mfa_complete_login(
     mfa: *const rsdb_mfa,
