@@ -476,6 +476,17 @@ mod tests {
     }
 
     #[test]
+    fn session_retention_is_a_positive_number_of_days_defaulting_to_thirty() {
+        let mut c = Config::default();
+        assert_eq!(c.session_ended_retention, Duration::from_secs(30 * 86400));
+        c.set("session_retention_days", "7").unwrap();
+        assert_eq!(c.session_ended_retention, Duration::from_secs(7 * 86400));
+        for bad in ["0", "-1", "a week"] {
+            assert!(c.set("session_retention_days", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn redact_leaves_urls_without_password_alone() {
         assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
         assert_eq!(redact_url("postgresql://u@h/db"), "postgresql://u@h/db");
