@@ -354,8 +354,10 @@ start_service() { # NAME DIR LOG BIND_REGEX NPORTS TIMEOUT_S [PORT...]
 stop_service() { # DIR NAME
     local dir=$1 name=$2 pid match
     if declare -F "${name}_stop" >/dev/null; then
-        "${name}_stop" "$dir"
-        return
+        # An explicit status: a bare `return` in the EXIT trap (a failed
+        # start) would return the status the script was exiting with.
+        "${name}_stop" "$dir" || return 1
+        return 0
     fi
     pid=$(read_pid "$dir/$name.pid" || true)
     match=$(cat "$dir/$name.match" 2>/dev/null || true)
