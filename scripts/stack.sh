@@ -193,10 +193,6 @@ random_port() {
     die "could not find a free port in $PORT_MIN-$PORT_MAX"
 }
 
-# True if the part of LOG after byte OFFSET reports a port conflict.
-bind_failed() { # LOG OFFSET
-    tail -c "+$(($2 + 1))" "$1" 2>/dev/null | grep -qi 'address already in use'
-}
 
 file_size() { if [[ -f $1 ]]; then stat -c %s "$1"; else echo 0; fi; }
 
@@ -264,13 +260,110 @@ lock_dir() {
     flock 9
 }
 
-# ---------------------------------------------------------------- start
+# ---------------------------------------------------------------- services
+#
+# Every server of the stack is a service NAME, and start_service does what all
+# of them share: pick free ports, spawn, poll until ready, and retry with other
+# ports when the attempt's log says a port was taken. A service supplies:
+#
+#   NAME_spawn DIR PORT...  start one attempt. Sets SVC_PID to the process to
+#                           watch ('' while unknown; NAME_ready may set it
+#                           later) and SVC_MATCH to a string its command line
+#                           contains (stop signals nothing else). Non-zero
+#                           status: the attempt failed.
+#   NAME_ready DIR PORT...  status 0 once the server answers and is ours; it
+#                           dies if a stranger answers on the port.
+#   NAME_up DIR PORT...     (optional) runs once ready: record the ports and
+#                           export variables with export_var.
+#   NAME_stop DIR           (optional) how to stop it; by default DIR/NAME.pid
+#                           is terminated if it still matches DIR/NAME.match.
+#
+# and a start function that prepares its files and calls
+#   start_service NAME DIR LOG BIND_REGEX NPORTS TIMEOUT_S [PORT...]
+# LOG is the file (in DIR) where a bind failure shows as a line matching
+# BIND_REGEX (grep -Ei). Given PORTs are used as they are, with one attempt.
+# Services are stopped in the reverse order of their start (DIR/services).
 
 STACK_DIR=
 START_OK=0
 FAIL_LOGS=()
-PG_RUN=()      # prefix that runs a command as the PostgreSQL OS user
-PG_PORT='' REDIS_PORT='' INFLUX_PORT='' S3_PORT='' S3_KEY_ID='' S3_SECRET=''
+PG_RUN=() # prefix that runs a command as the PostgreSQL OS user
+EXPORTS=()
+SVC_PID='' SVC_MATCH=''
+S3_KEY_ID='' S3_SECRET=''
+
+export_var() { EXPORTS+=("$(printf 'export %s=%q' "$1" "$2")"); }
+
+# True if the part of LOG after byte OFFSET matches REGEX.
+log_matches() { # LOG OFFSET REGEX
+    tail -c "+$(($2 + 1))" "$1" 2>/dev/null | grep -Eqi -- "$3"
+}
+
+start_service() { # NAME DIR LOG BIND_REGEX NPORTS TIMEOUT_S [PORT...]
+    local name=$1 dir=$2 logf=$2/$3 bind_re=$4 nports=$5 timeout=$6 attempts=$BIND_ATTEMPTS
+    local attempt off t0 i p ports=() why
+    shift 6
+    (($#)) && attempts=1
+    t0=$(now)
+    FAIL_LOGS+=("$logf")
+    grep -qx -- "$name" "$dir/services" 2>/dev/null || printf '%s\n' "$name" >>"$dir/services"
+    for ((attempt = 1; attempt <= attempts; attempt++)); do
+        if (($#)); then
+            ports=("$@")
+        else
+            ports=()
+            for ((p = 0; p < nports; p++)); do
+                ports+=("$(random_port)")
+                USED_PORTS+="${ports[p]} "
+            done
+        fi
+        off=$(file_size "$logf")
+        SVC_PID='' SVC_MATCH=''
+        why="did not become ready on $HOST:${ports[0]} within ${timeout}s"
+        if "${name}_spawn" "$dir" "${ports[@]}"; then
+            printf '%s\n' "$SVC_MATCH" >"$dir/$name.match"
+            for ((i = 0; i < timeout * 10; i++)); do
+                if "${name}_ready" "$dir" "${ports[@]}"; then
+                    if declare -F "${name}_up" >/dev/null; then "${name}_up" "$dir" "${ports[@]}"; fi
+                    log "$name ready on $HOST:${ports[0]} ($(elapsed "$t0"))"
+                    FAIL_LOGS=()
+                    return 0
+                fi
+                log_matches "$logf" "$off" "$bind_re" && break
+                if [[ -n $SVC_PID ]] && ! proc_alive "$SVC_PID"; then
+                    why="exited during startup"
+                    break
+                fi
+                sleep 0.1
+            done
+        else
+            why="failed to start"
+        fi
+        if log_matches "$logf" "$off" "$bind_re"; then
+            # A server that logged the conflict but kept running must not
+            # outlive its attempt.
+            [[ -n $SVC_PID ]] && terminate "$SVC_PID" "$SVC_MATCH" "$name"
+            log "$name: port ${ports[*]} taken"
+            continue
+        fi
+        die "$name $why"
+    done
+    die "$name: no usable port after $attempts attempt(s)"
+}
+
+stop_service() { # DIR NAME
+    local dir=$1 name=$2 pid match
+    if declare -F "${name}_stop" >/dev/null; then
+        # An explicit status: a bare `return` in the EXIT trap (a failed
+        # start) would return the status the script was exiting with.
+        "${name}_stop" "$dir" || return 1
+        return 0
+    fi
+    pid=$(read_pid "$dir/$name.pid" || true)
+    match=$(cat "$dir/$name.match" 2>/dev/null || true)
+    [[ -n $pid && -n $match ]] || return 0
+    terminate "$pid" "$match" "$name"
+}
 
 show_logs() {
     local f
@@ -305,6 +398,8 @@ need_bin() {
     [[ -x $1 ]] || die "$1 not found; $INSTALL_HINT"
 }
 
+# ---------------------------------------------------------------- postgres
+
 # Continuous archiving for backup tests: PostgreSQL's archive_command is
 # DIR/archive-wal, which runs `DIR/rsdb --config DIR/archive.conf wal-push %p`
 # once a test has linked DIR/rsdb to its rsdb binary (until then WAL is not
@@ -327,10 +422,12 @@ setup_archiving() {
     if ((EUID == 0)); then chown postgres: "$dir/archive-repo" "$dir/archive-repo/wal" "$dir/archive.conf"; fi
 }
 
+# Unix socket directory ('' for TCP only), set by start_postgres.
+PG_SOCKDIR=
+
 start_postgres() {
-    local dir=$1 port attempt off t0 i sockdir conf blocker=''
-    t0=$(now)
-    FAIL_LOGS=("$dir/initdb.log" "$dir/pg_ctl.log" "$dir/pg.log")
+    local dir=$1 blocker='' p
+    FAIL_LOGS=("$dir/initdb.log" "$dir/pg_ctl.log")
     mkdir -m 700 "$dir/pg"
     mkdir -m 700 "$dir/sock"
     : >"$dir/pg.log"
@@ -339,7 +436,7 @@ start_postgres() {
         # and that user must be able to reach them through DIR's parents.
         chown postgres: "$dir/pg" "$dir/sock" "$dir/pg.log"
         if ! "${PG_RUN[@]}" test -w "$dir/pg"; then
-            local p=$dir
+            p=$dir
             while [[ $p != / ]] && ! "${PG_RUN[@]}" test -x "$p"; do
                 blocker=$p
                 p=$(dirname "$p")
@@ -364,26 +461,27 @@ start_postgres() {
 
     # Unix socket paths are limited to 107 bytes; with a very long DIR use TCP
     # only (nothing here needs the socket) instead of failing.
-    sockdir="$dir/sock"
-    if ((${#sockdir} + 18 > 107)); then
+    PG_SOCKDIR="$dir/sock"
+    if ((${#PG_SOCKDIR} + 18 > 107)); then
         log "DIR path too long for a Unix socket; PostgreSQL will listen on TCP only"
-        sockdir=
+        PG_SOCKDIR=
     fi
-    conf="$dir/pg/rootstream.conf"
     echo "include 'rootstream.conf'" >>"$dir/pg/postgresql.conf"
     setup_archiving "$dir"
+    # pg_ctl -w waits up to 60s itself; the rest is for the first query.
+    start_service pg "$dir" pg.log 'address already in use' 1 30
+}
 
-    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
-        port=$(random_port)
-        USED_PORTS+="$port "
-        # Settings live in an included file rather than `pg_ctl -o` so paths
-        # need no extra quoting layer. fsync stays on (the default) on purpose:
-        # durability tests need real behaviour. WAL settings allow
-        # replication/backup tests.
-        cat >"$conf" <<EOF
+pg_spawn() { # DIR PORT
+    local dir=$1 port=$2 conf=$1/pg/rootstream.conf
+    # Settings live in an included file rather than `pg_ctl -o` so paths
+    # need no extra quoting layer. fsync stays on (the default) on purpose:
+    # durability tests need real behaviour. WAL settings allow
+    # replication/backup tests.
+    cat >"$conf" <<EOF
 listen_addresses = '$HOST'
 port = $port
-unix_socket_directories = '${sockdir//\'/\'\'}'
+unix_socket_directories = '${PG_SOCKDIR//\'/\'\'}'
 max_connections = 200
 wal_level = replica
 max_wal_senders = 10
@@ -392,91 +490,103 @@ fsync = on
 archive_mode = on
 archive_command = '${dir//\'/\'\'}/archive-wal %p'
 EOF
-        ((EUID == 0)) && chown postgres: "$conf"
-        off=$(file_size "$dir/pg.log")
-        if (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start) \
-            </dev/null >>"$dir/pg_ctl.log" 2>&1 9>&-; then
-            printf '%s\n' "$(read_pid "$dir/pg/postmaster.pid")" >"$dir/pg.pid"
-            # Ready means a real query over TCP answered by *our* server
-            # (data_directory check), not just a started process.
-            for ((i = 0; i < 300; i++)); do
-                if [[ $(pg_query "$port" 'SHOW data_directory') == "$dir/pg" ]]; then
-                    PG_PORT=$port
-                    [[ $(pg_query "$port" 'SELECT 1') == 1 ]] || die "PostgreSQL: SELECT 1 failed"
-                    log "postgres ready on $HOST:$port ($(elapsed "$t0"))"
-                    return 0
-                fi
-                sleep 0.1
-            done
-            die "PostgreSQL started but does not answer SELECT 1 on $HOST:$port"
-        fi
-        if bind_failed "$dir/pg.log" "$off"; then
-            log "postgres: port $port taken, retrying with another"
-            continue
-        fi
-        die "PostgreSQL failed to start"
-    done
-    die "PostgreSQL: no usable port after $BIND_ATTEMPTS attempts"
+    if ((EUID == 0)); then chown postgres: "$conf"; fi
+    SVC_MATCH="$dir/pg"
+    (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start) \
+        </dev/null >>"$dir/pg_ctl.log" 2>&1 9>&- || return 1
+    SVC_PID=$(read_pid "$dir/pg/postmaster.pid")
+    printf '%s\n' "$SVC_PID" >"$dir/pg.pid"
 }
+
+# Ready means a real query over TCP answered by *our* server (data_directory
+# check), not just a started process.
+pg_ready() { # DIR PORT
+    [[ $(pg_query "$2" 'SHOW data_directory') == "$1/pg" ]] || return 1
+    [[ $(pg_query "$2" 'SELECT 1') == 1 ]] || die "PostgreSQL: SELECT 1 failed"
+}
+
+pg_up() { # DIR PORT
+    export_var ROOTSTREAM_PG_PORT "$2"
+    export_var ROOTSTREAM_PG_HOST "$HOST"
+    export_var ROOTSTREAM_PG_USER postgres
+    export_var ROOTSTREAM_DATABASE_URL "postgresql://postgres@$HOST:$2/postgres"
+    export_var ROOTSTREAM_PG_BIN "$PG_BIN"
+    export_var ROOTSTREAM_TEST_ARCHIVE_CONF "$1/archive.conf"
+}
+
+pg_stop() { # DIR
+    local dir=$1 pid pg_user run=() runuser_bin
+    [[ -d $dir/pg ]] || return 0
+    pid=$(read_pid "$dir/pg.pid" || read_pid "$dir/pg/postmaster.pid" || true)
+    pg_user=$(cat "$dir/pg.user" 2>/dev/null || true)
+    if ((EUID == 0)) && [[ $pg_user == postgres ]]; then
+        runuser_bin=$(find_runuser)
+        run=("$runuser_bin" -u postgres --)
+    fi
+    if [[ -f $dir/pg/postmaster.pid ]]; then
+        (cd "$dir" && "${run[@]}" "$PG_BIN/pg_ctl" -D "$dir/pg" -m fast -w -t 30 stop) \
+            </dev/null >>"$dir/pg_ctl.log" 2>&1 9>&- || log "pg_ctl stop failed; falling back to signals"
+    fi
+    # SIGINT is PostgreSQL's "fast shutdown"; terminate escalates to SIGKILL.
+    [[ -n $pid ]] && terminate "$pid" "$dir/pg" postgres INT
+    pid=$(read_pid "$dir/pg.pid" || true)
+    ! { [[ -n $pid ]] && proc_matches "$pid" "$dir/pg"; }
+}
+
+# ---------------------------------------------------------------- redis
 
 start_redis() {
-    local dir=$1 port attempt off t0 i pid
-    t0=$(now)
-    FAIL_LOGS=("$dir/redis.log")
-    mkdir "$dir/redis"
-    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
-        port=$(random_port)
-        USED_PORTS+="$port "
-        rm -f "$dir/redis.pid"
-        off=$(file_size "$dir/redis.log")
-        # The redirect only catches output from before --logfile takes effect.
-        # shellcheck disable=SC2094
-        (cd / && "$REDIS_SERVER" --bind "$HOST" --port "$port" --dir "$dir/redis" \
-            --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-            --save '' --appendonly no) </dev/null >>"$dir/redis.log" 2>&1 9>&- ||
-            die "redis-server failed to start"
-        # The daemonized server writes its pidfile only after it has bound the
-        # port; on a bind failure it exits without one.
-        for ((i = 0; i < 150; i++)); do
-            pid=$(read_pid "$dir/redis.pid" || true)
-            if [[ -n $pid ]] && proc_alive "$pid" &&
-                [[ $(redis_cmd "$port" PING) == PONG ]]; then
-                # Make sure the answer came from our server.
-                if command -v redis-cli >/dev/null 2>&1 &&
-                    ! redis_cmd "$port" INFO server | tr -d '\r' | grep -qx "process_id:$pid"; then
-                    die "Redis on port $port is not the server we started"
-                fi
-                REDIS_PORT=$port
-                log "redis ready on $HOST:$port ($(elapsed "$t0"))"
-                return 0
-            fi
-            bind_failed "$dir/redis.log" "$off" && break
-            sleep 0.1
-        done
-        if bind_failed "$dir/redis.log" "$off"; then
-            log "redis: port $port taken, retrying with another"
-            continue
-        fi
-        die "Redis did not become ready on $HOST:$port"
-    done
-    die "Redis: no usable port after $BIND_ATTEMPTS attempts"
+    mkdir "$1/redis"
+    start_service redis "$1" redis.log 'address already in use' 1 15
 }
 
+redis_spawn() { # DIR PORT
+    local dir=$1 port=$2
+    rm -f "$dir/redis.pid"
+    SVC_MATCH=redis-server
+    # The redirect only catches output from before --logfile takes effect.
+    # shellcheck disable=SC2094
+    (cd / && "$REDIS_SERVER" --bind "$HOST" --port "$port" --dir "$dir/redis" \
+        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+        --save '' --appendonly no) </dev/null >>"$dir/redis.log" 2>&1 9>&-
+}
+
+# The daemonized server writes its pidfile only after it has bound the port;
+# on a bind failure it exits without one.
+redis_ready() { # DIR PORT
+    local pid
+    pid=$(read_pid "$1/redis.pid" || true)
+    [[ -n $pid ]] || return 1
+    SVC_PID=$pid
+    proc_alive "$pid" && [[ $(redis_cmd "$2" PING) == PONG ]] || return 1
+    # Make sure the answer came from our server.
+    if command -v redis-cli >/dev/null 2>&1 &&
+        ! redis_cmd "$2" INFO server | tr -d '\r' | grep -qx "process_id:$pid"; then
+        die "Redis on port $2 is not the server we started"
+    fi
+}
+
+redis_up() { # DIR PORT
+    export_var ROOTSTREAM_REDIS_PORT "$2"
+    export_var ROOTSTREAM_REDIS_URL "redis://$HOST:$2/"
+}
+
+# ---------------------------------------------------------------- influxdb
+
 start_influx() {
-    local dir=$1 port rpc attempt off t0 i pid body conf=$1/influxdb.conf
-    t0=$(now)
-    FAIL_LOGS=("$dir/influx.log")
-    mkdir -p "$dir/influx/meta" "$dir/influx/data" "$dir/influx/wal"
-    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
-        port=$(random_port)
-        USED_PORTS+="$port "
-        rpc=$(random_port) # backup/restore RPC; default 8088 would collide
-        USED_PORTS+="$rpc "
-        # Everything not listed keeps its default; graphite, collectd,
-        # opentsdb and udp listeners are disabled by default.
-        cat >"$conf" <<EOF
+    mkdir -p "$1/influx/meta" "$1/influx/data" "$1/influx/wal"
+    # Two ports: HTTP, and the backup/restore RPC (its default 8088 would
+    # collide between stacks).
+    start_service influx "$1" influx.log 'address already in use' 2 60
+}
+
+influx_spawn() { # DIR HTTP_PORT RPC_PORT
+    local dir=$1 conf=$1/influxdb.conf
+    # Everything not listed keeps its default; graphite, collectd, opentsdb
+    # and udp listeners are disabled by default.
+    cat >"$conf" <<EOF
 reporting-disabled = true
-bind-address = "$HOST:$rpc"
+bind-address = "$HOST:$3"
 
 [meta]
   dir = "$dir/influx/meta"
@@ -492,40 +602,31 @@ bind-address = "$HOST:$rpc"
 
 [http]
   enabled = true
-  bind-address = "$HOST:$port"
+  bind-address = "$HOST:$2"
   auth-enabled = false
   log-enabled = false
   pprof-enabled = false
 EOF
-        off=$(file_size "$dir/influx.log")
-        pid=$(spawn_detached "$dir/influx.pid" "$dir/influx.log" "$INFLUXD" run -config "$conf") ||
-            die "could not start influxd"
-        for ((i = 0; i < 600; i++)); do
-            proc_alive "$pid" || break
-            if [[ $(http_status "$port" /ping) == 204 ]]; then
-                # /debug/vars shows the server's command line: make sure the
-                # 204 came from our influxd, not one of a parallel stack.
-                # (Without curl or python3 the body is empty; trust the ping.)
-                body=$(http_body "$port" /debug/vars)
-                if [[ -z $body || $body == *"$conf"* ]]; then
-                    INFLUX_PORT=$port
-                    log "influxdb ready on $HOST:$port ($(elapsed "$t0"))"
-                    return 0
-                fi
-            fi
-            sleep 0.1
-        done
-        if ! proc_alive "$pid"; then
-            if bind_failed "$dir/influx.log" "$off"; then
-                log "influxdb: port $port or $rpc taken, retrying with others"
-                continue
-            fi
-            die "influxd exited during startup"
-        fi
-        die "InfluxDB did not answer /ping with 204 on $HOST:$port within 60s"
-    done
-    die "InfluxDB: no usable ports after $BIND_ATTEMPTS attempts"
+    SVC_MATCH=$conf
+    SVC_PID=$(spawn_detached "$dir/influx.pid" "$dir/influx.log" "$INFLUXD" run -config "$conf")
 }
+
+influx_ready() { # DIR HTTP_PORT RPC_PORT
+    local body
+    [[ $(http_status "$2" /ping) == 204 ]] || return 1
+    # /debug/vars shows the server's command line: make sure the 204 came
+    # from our influxd, not one of a parallel stack. (Without curl or python3
+    # the body is empty; trust the ping.)
+    body=$(http_body "$2" /debug/vars)
+    [[ -z $body || $body == *"$1/influxdb.conf"* ]]
+}
+
+influx_up() { # DIR HTTP_PORT RPC_PORT
+    export_var ROOTSTREAM_INFLUX_PORT "$2"
+    export_var ROOTSTREAM_INFLUX_URL "http://$HOST:$2"
+}
+
+# ---------------------------------------------------------------- s3 (moto)
 
 # Creates the IAM user the tests sign with, through moto's IAM API (boto3
 # comes with moto). These are the server's only unauthenticated requests.
@@ -556,72 +657,47 @@ EOF
 }
 
 start_s3() {
-    local dir=$1 port attempt off t0 i pid listeners keys
-    t0=$(now)
-    FAIL_LOGS=("$dir/s3.log")
-    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
-        port=$(random_port)
-        USED_PORTS+="$port "
-        printf '%s\n' "$port" >"$dir/s3.port"
-        off=$(file_size "$dir/s3.log")
-        pid=$(spawn_detached "$dir/s3.pid" "$dir/s3.log" \
-            env INITIAL_NO_AUTH_ACTION_COUNT=$S3_BOOTSTRAP_REQUESTS \
-            "$MOTO_VENV/bin/python" "$MOTO_SERVER" -H "$HOST" -p "$port") ||
-            die "could not start moto_server"
-        for ((i = 0; i < 600; i++)); do
-            proc_alive "$pid" || break
-            if [[ $(http_status "$port" /moto-api/) == 200 ]]; then
-                # Make sure the answer came from our server, not one of a
-                # parallel stack (ss shows the owner only to root).
-                listeners=$(ss -Htlnp "sport = :$port" 2>/dev/null || true)
-                if [[ $listeners == *pid=* && $listeners != *"pid=$pid,"* ]]; then
-                    die "the S3 server on port $port is not the one we started"
-                fi
-                keys=$(s3_bootstrap "$port" 2>>"$dir/s3.log") ||
-                    die "could not create the S3 test user (see $dir/s3.log)"
-                read -r S3_KEY_ID S3_SECRET <<<"$keys"
-                [[ -n $S3_KEY_ID && -n $S3_SECRET ]] || die "the S3 test user has no access key"
-                S3_PORT=$port
-                log "s3 (moto) ready on $HOST:$port ($(elapsed "$t0"))"
-                return 0
-            fi
-            sleep 0.1
-        done
-        if ! proc_alive "$pid"; then
-            if bind_failed "$dir/s3.log" "$off"; then
-                log "s3: port $port taken, retrying with another"
-                continue
-            fi
-            die "moto_server exited during startup"
-        fi
-        die "moto did not answer on $HOST:$port within 60s"
-    done
-    die "S3: no usable port after $BIND_ATTEMPTS attempts"
+    start_service s3 "$1" s3.log 'address already in use' 1 60
 }
+
+s3_spawn() { # DIR PORT
+    SVC_MATCH="moto_server -H $HOST -p $2"
+    SVC_PID=$(spawn_detached "$1/s3.pid" "$1/s3.log" \
+        env INITIAL_NO_AUTH_ACTION_COUNT=$S3_BOOTSTRAP_REQUESTS \
+        "$MOTO_VENV/bin/python" "$MOTO_SERVER" -H "$HOST" -p "$2")
+}
+
+s3_ready() { # DIR PORT
+    local listeners
+    [[ $(http_status "$2" /moto-api/) == 200 ]] || return 1
+    # Make sure the answer came from our server, not one of a parallel stack
+    # (ss shows the owner only to root).
+    listeners=$(ss -Htlnp "sport = :$2" 2>/dev/null || true)
+    if [[ $listeners == *pid=* && $listeners != *"pid=$SVC_PID,"* ]]; then
+        die "the S3 server on port $2 is not the one we started"
+    fi
+}
+
+s3_up() { # DIR PORT
+    local keys
+    keys=$(s3_bootstrap "$2" 2>>"$1/s3.log") ||
+        die "could not create the S3 test user (see $1/s3.log)"
+    read -r S3_KEY_ID S3_SECRET <<<"$keys"
+    [[ -n $S3_KEY_ID && -n $S3_SECRET ]] || die "the S3 test user has no access key"
+    export_var ROOTSTREAM_S3_PORT "$2"
+    export_var ROOTSTREAM_S3_ENDPOINT "http://$HOST:$2"
+    export_var ROOTSTREAM_S3_REGION "$S3_REGION"
+    export_var ROOTSTREAM_S3_ACCESS_KEY_ID "$S3_KEY_ID"
+    export_var ROOTSTREAM_S3_SECRET_ACCESS_KEY "$S3_SECRET"
+}
+
+# ---------------------------------------------------------------- start
 
 write_env() {
     local dir=$1 tmp=$1/env.tmp
     {
         printf 'export ROOTSTREAM_STACK_DIR=%q\n' "$dir"
-        printf 'export ROOTSTREAM_PG_PORT=%q\n' "$PG_PORT"
-        printf 'export ROOTSTREAM_PG_HOST=%q\n' "$HOST"
-        printf 'export ROOTSTREAM_PG_USER=%q\n' postgres
-        printf 'export ROOTSTREAM_DATABASE_URL=%q\n' "postgresql://postgres@$HOST:$PG_PORT/postgres"
-        printf 'export ROOTSTREAM_PG_BIN=%q\n' "$PG_BIN"
-        printf 'export ROOTSTREAM_TEST_ARCHIVE_CONF=%q\n' "$dir/archive.conf"
-        printf 'export ROOTSTREAM_REDIS_PORT=%q\n' "$REDIS_PORT"
-        printf 'export ROOTSTREAM_REDIS_URL=%q\n' "redis://$HOST:$REDIS_PORT/"
-        if [[ -n $INFLUX_PORT ]]; then
-            printf 'export ROOTSTREAM_INFLUX_PORT=%q\n' "$INFLUX_PORT"
-            printf 'export ROOTSTREAM_INFLUX_URL=%q\n' "http://$HOST:$INFLUX_PORT"
-        fi
-        if [[ -n $S3_PORT ]]; then
-            printf 'export ROOTSTREAM_S3_PORT=%q\n' "$S3_PORT"
-            printf 'export ROOTSTREAM_S3_ENDPOINT=%q\n' "http://$HOST:$S3_PORT"
-            printf 'export ROOTSTREAM_S3_REGION=%q\n' "$S3_REGION"
-            printf 'export ROOTSTREAM_S3_ACCESS_KEY_ID=%q\n' "$S3_KEY_ID"
-            printf 'export ROOTSTREAM_S3_SECRET_ACCESS_KEY=%q\n' "$S3_SECRET"
-        fi
+        printf '%s\n' "${EXPORTS[@]}"
     } >"$tmp"
     mv "$tmp" "$dir/env"
 }
@@ -712,26 +788,8 @@ cmd_watchdog() { # DIR OWNER OWNER_START
 
 # ---------------------------------------------------------------- stop
 
-stop_postgres() {
-    local dir=$1 pid pg_user run=() runuser_bin
-    [[ -d $dir/pg ]] || return 0
-    pid=$(read_pid "$dir/pg.pid" || read_pid "$dir/pg/postmaster.pid" || true)
-    pg_user=$(cat "$dir/pg.user" 2>/dev/null || true)
-    if ((EUID == 0)) && [[ $pg_user == postgres ]]; then
-        runuser_bin=$(find_runuser)
-        run=("$runuser_bin" -u postgres --)
-    fi
-    if [[ -f $dir/pg/postmaster.pid ]]; then
-        (cd "$dir" && "${run[@]}" "$PG_BIN/pg_ctl" -D "$dir/pg" -m fast -w -t 30 stop) \
-            </dev/null >>"$dir/pg_ctl.log" 2>&1 9>&- || log "pg_ctl stop failed; falling back to signals"
-    fi
-    # SIGINT is PostgreSQL's "fast shutdown"; terminate escalates to SIGKILL.
-    [[ -n $pid ]] && terminate "$pid" "$dir/pg" postgres INT
-    return 0
-}
-
 stop_locked() { # DIR (lock held)
-    local dir=$1 pid port ok=1 pgid
+    local dir=$1 pid ok=1 pgid name names=() i
     pid=$(read_pid "$dir/watchdog.pid" || true)
     if [[ -n $pid && $pid != "$$" && $pid != "$PPID" ]] && proc_matches "$pid" _watchdog; then
         # The watchdog leads its own process group; kill the group so its
@@ -740,16 +798,12 @@ stop_locked() { # DIR (lock held)
         if [[ $pgid == "$pid" ]]; then kill -TERM -- "-$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi
         wait_gone "$pid" 5 || ok=0
     fi
-    pid=$(read_pid "$dir/s3.pid" || true)
-    port=$(read_pid "$dir/s3.port" || true)
-    [[ -n $pid && -n $port ]] && { terminate "$pid" "moto_server -H $HOST -p $port" moto_server || ok=0; }
-    pid=$(read_pid "$dir/influx.pid" || true)
-    [[ -n $pid ]] && { terminate "$pid" "$dir/influxdb.conf" influxd || ok=0; }
-    pid=$(read_pid "$dir/redis.pid" || true)
-    [[ -n $pid ]] && { terminate "$pid" redis-server redis-server || ok=0; }
-    stop_postgres "$dir" || ok=0
-    pid=$(read_pid "$dir/pg.pid" || true)
-    [[ -n $pid ]] && proc_matches "$pid" "$dir/pg" && ok=0
+    if [[ -f $dir/services ]]; then mapfile -t names <"$dir/services"; fi
+    for ((i = ${#names[@]} - 1; i >= 0; i--)); do
+        name=${names[i]}
+        [[ $name =~ ^[a-z0-9_]+$ ]] && declare -F "${name}_spawn" >/dev/null || continue
+        stop_service "$dir" "$name" || ok=0
+    done
     if ((!ok)); then
         log "some processes of $dir are still running; leaving $dir in place"
         return 1
@@ -779,35 +833,26 @@ cmd_stop() {
 # ---------------------------------------------------------------- failure tests
 
 # Tests that check reconnects stop the stack's Redis and start it again on the
-# same port, with the same arguments as start_redis.
+# same port, the way start_redis did.
 cmd_redis_stop() { # DIR
-    local dir=${1:-} pid
+    local dir=${1:-}
     [[ -n $dir && -f $dir/$MARKER ]] || die "$dir is not a stack directory"
-    pid=$(read_pid "$dir/redis.pid" || true)
-    [[ -n $pid ]] && terminate "$pid" redis-server redis-server
+    stop_service "$dir" redis
     rm -f "$dir/redis.pid"
     log "redis stopped"
 }
 
 cmd_redis_start() { # DIR
-    local dir=${1:-} port i pid
+    local dir=${1:-} port pid
     [[ -n $dir && -f $dir/$MARKER ]] || die "$dir is not a stack directory"
     port=$(sed -n 's/^export ROOTSTREAM_REDIS_PORT=//p' "$dir/env")
     [[ -n $port ]] || die "no Redis port recorded in $dir/env"
+    pid=$(read_pid "$dir/redis.pid" || true)
+    if [[ -n $pid ]] && proc_matches "$pid" redis-server; then
+        die "the stack's Redis (pid $pid) is still running"
+    fi
     close_inherited_fds
-    (cd / && "$REDIS_SERVER" --bind "$HOST" --port "$port" --dir "$dir/redis" \
-        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-        --save '' --appendonly no) </dev/null >>"$dir/redis.log" 2>&1 ||
-        die "redis-server failed to start"
-    for ((i = 0; i < 150; i++)); do
-        pid=$(read_pid "$dir/redis.pid" || true)
-        if [[ -n $pid ]] && proc_alive "$pid" && [[ $(redis_cmd "$port" PING) == PONG ]]; then
-            log "redis ready again on $HOST:$port"
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "Redis did not come back on $HOST:$port"
+    start_service redis "$dir" redis.log 'address already in use' 1 15 "$port"
 }
 
 # ---------------------------------------------------------------- run
