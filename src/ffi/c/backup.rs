@@ -249,7 +249,7 @@ pub unsafe extern "C" fn rsdb_backup_schedule_start_kind(
     guard(|| {
         let b = arg_ref(backup, "backup")?;
         let cron = arg_str(cron, "cron")?;
-        let what = crate::backup::ScheduledBackup::parse(arg_str(kind, "kind")?)?;
+        let what = crate::backup::BackupKind::parse(arg_str(kind, "kind")?)?;
         let cb = callback.ok_or(crate::Error::Null("callback"))?;
         let slot = out_ptr(out, "out")?;
         let sched = crate::backup::BackupScheduler::start_with(
@@ -425,7 +425,7 @@ pub unsafe extern "C" fn rsdb_recovery_stop_cluster(recovery: *const rsdb_recove
     guard(|| {
         let r = arg_ref(recovery, "recovery")?;
         let dir = arg_str(data_dir, "data_dir")?;
-        crate::backup::recovery::stop_cluster(&r.0.backups().cfg, std::path::Path::new(dir))
+        r.0.stop_cluster(std::path::Path::new(dir))
     })
 }
 
