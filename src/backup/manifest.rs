@@ -100,7 +100,8 @@ impl BackupManager {
         let ok = self.keyring.mac_all("backup-manifest", &text)?.iter().any(|(_, m)| constant_time_eq(m, &mac));
         if !ok {
             return Err(Error::Integrity(format!(
-                "backup {backup_id}: manifest.json was altered, or the master key that signed it is not loaded"
+                "backup {backup_id}: manifest.json or manifest.mac was altered (the MAC does not match), \
+                 or the master key that signed them is not loaded"
             )));
         }
         let m: Manifest = serde_json::from_slice(&text)?;
@@ -168,4 +169,56 @@ pub fn check_id(backup_id: &str) -> Result<()> {
         return Err(Error::invalid(format!("{backup_id:?} is not a backup id")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::crypto::Keyring;
+    use crate::backup::storage::LocalStorage;
+    use std::sync::Arc;
+
+    fn manifest(id: &str) -> Manifest {
+        Manifest {
+            format: 1,
+            backup_id: id.into(),
+            backup_type: "full".into(),
+            method: "pg_dump custom format".into(),
+            database: "db".into(),
+            server_version: "15".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            compression: "zstd".into(),
+            encryption: "aes-256-gcm".into(),
+            key_id: "k1".into(),
+            wrapped_key: String::new(),
+            files: vec![],
+            row_counts: BTreeMap::new(),
+            physical: None,
+        }
+    }
+
+    #[test]
+    fn a_damaged_but_well_formed_mac_names_both_files() {
+        let dir = std::env::temp_dir().join(format!("rsdb-manifest-{}", std::process::id()));
+        let storage: Arc<dyn crate::backup::Storage> = Arc::new(LocalStorage::new(&dir));
+        let bm = BackupManager {
+            db: None,
+            cfg: Default::default(),
+            keyring: Keyring::new("k1", Key::generate().unwrap()).unwrap(),
+            storage: storage.clone(),
+            progress: None,
+        };
+        bm.write_manifest(&manifest("full-1")).unwrap();
+        assert_eq!(bm.manifest("full-1").unwrap().backup_id, "full-1");
+        // Still valid hex, but not the MAC of manifest.json: either file may be the damaged one.
+        storage.put("full-1/manifest.mac", "00".repeat(32).as_bytes()).unwrap();
+        let err = bm.manifest("full-1").unwrap_err();
+        assert!(matches!(err, Error::Integrity(_)), "{err}");
+        assert!(err.to_string().contains("manifest.json or manifest.mac was altered"), "{err}");
+        // Not hex at all: the MAC file is the one at fault.
+        storage.put("full-1/manifest.mac", b"not hex").unwrap();
+        assert!(bm.manifest("full-1").unwrap_err().to_string().contains("manifest.mac is corrupt"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
