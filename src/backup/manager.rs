@@ -25,7 +25,13 @@ pub(crate) const ZSTD_LEVEL: i32 = 3;
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupInfo {
     pub backup_id: String,
+    /// As recorded in the history: `full` for both a logical and a physical full backup.
     pub backup_type: String,
+    /// `logical` or `physical`.
+    pub method: Option<&'static str>,
+    /// The kind in the vocabulary every face uses (`logical`, `full`, `incremental`,
+    /// `differential`); none for a row this version does not know.
+    pub kind: Option<BackupKind>,
     pub status: String,
     pub path: String,
     pub database: Option<String>,
@@ -328,24 +334,30 @@ impl BackupManager {
             .db()?
             .query(
                 "SELECT backup_id, backup_type, status, path, database_name, size_bytes, compressed_size_bytes,
-                        started_at, finished_at, error_message
+                        started_at, finished_at, error_message, method
                  FROM backup_history ORDER BY started_at DESC, id DESC",
                 &[],
             )
             .await?;
         Ok(rows
             .iter()
-            .map(|r| BackupInfo {
-                backup_id: r.get(0),
-                backup_type: r.get(1),
-                status: r.get(2),
-                path: r.get(3),
-                database: r.get(4),
-                size_bytes: r.get(5),
-                compressed_size_bytes: r.get(6),
-                started_at: r.get(7),
-                finished_at: r.get(8),
-                error_message: r.get(9),
+            .map(|r| {
+                let backup_type: String = r.get(1);
+                let kind = BackupKind::from_history(&backup_type, r.get::<_, Option<&str>>(10)).ok();
+                BackupInfo {
+                    backup_id: r.get(0),
+                    method: kind.map(BackupKind::method),
+                    kind,
+                    backup_type,
+                    status: r.get(2),
+                    path: r.get(3),
+                    database: r.get(4),
+                    size_bytes: r.get(5),
+                    compressed_size_bytes: r.get(6),
+                    started_at: r.get(7),
+                    finished_at: r.get(8),
+                    error_message: r.get(9),
+                }
             })
             .collect())
     }
