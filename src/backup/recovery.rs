@@ -29,6 +29,24 @@ pub enum RecoveryTarget {
     Latest,
 }
 
+impl RecoveryTarget {
+    /// The rules every face shares: a target time (RFC 3339) or `latest`, not both; neither is
+    /// the end of the backup. `time_name` and `latest_name` are what the caller calls the two
+    /// (`--target-time`, `target_time`), so the error speaks the caller's words.
+    pub fn parse(time: Option<&str>, latest: bool, time_name: &str, latest_name: &str) -> Result<Self> {
+        match (time, latest) {
+            (Some(_), true) => Err(Error::invalid(format!("{time_name} and {latest_name} exclude each other"))),
+            (Some(t), false) => Ok(RecoveryTarget::Time(
+                DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| Error::invalid(format!("{time_name} {t:?}: {e} (use RFC 3339)")))?
+                    .with_timezone(&Utc),
+            )),
+            (None, true) => Ok(RecoveryTarget::Latest),
+            (None, false) => Ok(RecoveryTarget::EndOfBackup),
+        }
+    }
+}
+
 /// What to restore and where.
 #[derive(Debug, Clone)]
 pub struct ClusterRestoreOptions {
@@ -97,16 +115,8 @@ impl ClusterRestoreOptions {
         };
         let dir =
             text_of("data_dir")?.filter(|d| !d.is_empty()).ok_or_else(|| Error::invalid("data_dir is required"))?;
-        let target = match (text_of("target_time")?, flag("latest")?) {
-            (Some(_), true) => return Err(Error::invalid("target_time and latest exclude each other")),
-            (Some(t), false) => RecoveryTarget::Time(
-                DateTime::parse_from_rfc3339(&t)
-                    .map_err(|e| Error::invalid(format!("target_time {t:?}: {e} (use RFC 3339)")))?
-                    .with_timezone(&Utc),
-            ),
-            (None, true) => RecoveryTarget::Latest,
-            (None, false) => RecoveryTarget::EndOfBackup,
-        };
+        let target =
+            RecoveryTarget::parse(text_of("target_time")?.as_deref(), flag("latest")?, "target_time", "latest")?;
         let mut opts = ClusterRestoreOptions::new(dir, target);
         opts.backup_id = text_of("backup_id")?;
         opts.port = number("port", u16::MAX as u64)?.unwrap_or(0) as u16;
@@ -661,6 +671,20 @@ fn scratch_url(url: &str, dbname: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_target_rule_for_every_face() {
+        assert_eq!(RecoveryTarget::parse(None, false, "t", "l").unwrap(), RecoveryTarget::EndOfBackup);
+        assert_eq!(RecoveryTarget::parse(None, true, "t", "l").unwrap(), RecoveryTarget::Latest);
+        assert!(matches!(
+            RecoveryTarget::parse(Some("2026-11-25T10:15:00Z"), false, "t", "l").unwrap(),
+            RecoveryTarget::Time(_)
+        ));
+        let both = RecoveryTarget::parse(Some("2026-11-25T10:15:00Z"), true, "--target-time", "--latest");
+        assert!(both.unwrap_err().to_string().contains("--target-time and --latest exclude each other"));
+        let bad = RecoveryTarget::parse(Some("yesterday"), false, "--target-time", "--latest").unwrap_err();
+        assert!(bad.to_string().contains("--target-time \"yesterday\""), "{bad}");
+    }
 
     #[test]
     fn options_from_json() {

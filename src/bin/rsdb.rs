@@ -393,16 +393,12 @@ fn restore_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
             );
         }
         (None, Some(dir)) => {
-            let target = match (m.get_one::<String>("target-time"), m.get_flag("latest")) {
-                (Some(_), true) => return Err(Error::invalid("--target-time and --latest exclude each other")),
-                (Some(t), false) => RecoveryTarget::Time(
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map_err(|e| Error::invalid(format!("--target-time {t:?}: {e} (use RFC 3339)")))?
-                        .with_timezone(&chrono::Utc),
-                ),
-                (None, true) => RecoveryTarget::Latest,
-                (None, false) => RecoveryTarget::EndOfBackup,
-            };
+            let target = RecoveryTarget::parse(
+                m.get_one::<String>("target-time").map(String::as_str),
+                m.get_flag("latest"),
+                "--target-time",
+                "--latest",
+            )?;
             let mut rm = RecoveryManager::from_config(cfg)?;
             rm.set_progress(Some(std::sync::Arc::new(|p: &Progress| {
                 eprintln!("rsdb: {} {}: {}", p.phase, p.backup_id, p.message);
