@@ -519,9 +519,9 @@ int rsdb_backup_list(const rsdb_backup *backup, char **backups_json);
 
 /*
  Deletes backups past their retention: `full_days`, `incremental_days` and
- `differential_days` per type (0 = the defaults 30/7/3), keeping the newest `keep_last` of each
- type whatever their age (the newest full backup is always kept). `*report_json` (may be
- NULL) receives `{"deleted": [...], "kept": n, "bytes_freed": n}`.
+ `differential_days` per type (0 = that type's period in the core's default policy),
+ keeping the newest `keep_last` of each type whatever their age (the newest full backup is
+ always kept). `*report_json` (may be NULL) receives `{"deleted": [...], "kept": n, "bytes_freed": n}`.
  */
 int rsdb_backup_cleanup(const rsdb_backup *backup,
                         uint32_t full_days,

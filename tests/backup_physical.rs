@@ -70,7 +70,7 @@ async fn restore_ids(
     let ids: Vec<i32> =
         client.query("SELECT id FROM ledger ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     drop(client);
-    rootstream_db::backup::recovery::stop_cluster(cfg, &dir).unwrap();
+    rootstream_db::backup::cluster::stop_cluster(cfg, &dir).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     (ids, report)
 }

@@ -12,8 +12,18 @@ use support::*;
 fn rsdb(cfg: &Config, args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rsdb"));
     cmd.args(args);
-    for k in ["ROOTSTREAM_DATABASE_URL", "ROOTSTREAM_REDIS_URL", "ROOTSTREAM_MASTER_KEY", "ROOTSTREAM_MASTER_KEY_ID"] {
+    for k in [
+        "ROOTSTREAM_DATABASE_URL",
+        "ROOTSTREAM_REDIS_URL",
+        "ROOTSTREAM_MASTER_KEY",
+        "ROOTSTREAM_MASTER_KEY_ID",
+        "ROOTSTREAM_BACKUP_DIR",
+        "ROOTSTREAM_BACKUP_S3_URL",
+    ] {
         cmd.env_remove(k);
+    }
+    if let Some(d) = &cfg.backup_dir {
+        cmd.env("ROOTSTREAM_BACKUP_DIR", d);
     }
     if let Some(u) = &cfg.database_url {
         cmd.env("ROOTSTREAM_DATABASE_URL", u);
@@ -96,4 +106,99 @@ async fn exit_codes_tell_usage_errors_from_unreachable_servers() {
     let out = rsdb(&cfg, &["config"]);
     assert!(out.status.success());
     assert!(!text(&out).contains(cfg.master_key.as_deref().unwrap()), "config output masks the key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_command_is_accepted_and_help_lists_them() {
+    let out = rsdb(&Config::default(), &["--help"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for cmd in ["migrate", "health", "sessions", "backup", "restore", "wal-push", "wal-fetch", "mfa"] {
+        assert!(text(&out).contains(cmd), "rsdb --help lists {cmd}: {}", text(&out));
+    }
+    let out = rsdb(&Config::default(), &["backup", "--help"]);
+    for cmd in ["init", "create", "list", "verify", "delete", "test-restore", "cleanup"] {
+        assert!(text(&out).contains(cmd), "rsdb backup --help lists {cmd}: {}", text(&out));
+    }
+    let out = rsdb(&Config::default(), &["backup", "create", "--help"]);
+    for kind in ["logical", "full", "incremental", "differential", "--physical"] {
+        assert!(text(&out).contains(kind), "backup create --help names {kind}: {}", text(&out));
+    }
+    let out = rsdb(&Config::default(), &["backup", "create", "--type", "weekly"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("logical") && text(&out).contains("differential"), "{}", text(&out));
+
+    let cfg = secure_config().await;
+    let out = rsdb(&cfg, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = rsdb(&cfg, &["health", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(v["postgres"].is_object(), "{v}");
+    let out = rsdb(&cfg, &["sessions", "revoke-all", "--user", "1"]);
+    assert!(out.status.success() && text(&out).contains("revoked 0 sessions of user 1"), "{}", text(&out));
+    let out = rsdb(&cfg, &["mfa", "rotate-keys"]);
+    assert!(out.status.success() && text(&out).contains("re-encrypted 0 MFA secrets"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_commands_from_init_to_cleanup() {
+    let mut cfg = secure_config().await;
+    let repo = std::env::temp_dir().join(format!("rsdb-cli-{}-{}", std::process::id(), rand::random::<u32>()));
+    cfg.set("backup_dir", repo.to_str().unwrap()).unwrap();
+
+    // `backup init` is documented in the README; it must be a registered command.
+    let out = rsdb(&cfg, &["backup", "init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("is ready") && repo.is_dir(), "{}", text(&out));
+
+    let out = rsdb(&cfg, &["backup", "create"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = text(&out).split_whitespace().nth(1).unwrap().to_string();
+
+    // The listing says logical, the kind, and a human-readable size.
+    let out = rsdb(&cfg, &["backup", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with(&id)).unwrap().to_string();
+    assert!(line.contains("completed") && line.contains("logical"), "{line}");
+    assert!(line.contains(" KiB") || line.contains(" MiB") || line.contains(" B "), "human size: {line}");
+    assert!(!line.contains("bytes"), "{line}");
+    let out = rsdb(&cfg, &["backup", "list", "--bytes"]);
+    let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with(&id)).unwrap().to_string();
+    assert!(line.contains(" bytes"), "{line}");
+    let out = rsdb(&cfg, &["backup", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = v.as_array().unwrap().iter().find(|b| b["backup_id"] == id.as_str()).unwrap().clone();
+    assert_eq!(row["method"], "logical", "{row}");
+    assert_eq!(row["kind"], "logical", "{row}");
+    assert!(row["compressed_size_bytes"].as_i64().unwrap() > 0, "{row}");
+    let out = rsdb(&cfg, &["backup", "list", "--repository", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.as_array().unwrap().iter().any(|b| b["backup_id"] == id.as_str()), "{v}");
+    let out = rsdb(&cfg, &["backup", "list", "--repository"]);
+    assert!(text(&out).contains(&id) && text(&out).contains("logical"), "{}", text(&out));
+
+    let out = rsdb(&cfg, &["backup", "verify", &id]);
+    assert!(out.status.success() && text(&out).contains("verified"), "{}", text(&out));
+    let out = rsdb(&cfg, &["backup", "test-restore", &id]);
+    assert!(out.status.success() && text(&out).contains("scratch space dropped"), "{}", text(&out));
+    let target = stack().url_for(&format!("restored_{}", rand::random::<u32>()));
+    let out = rsdb(&cfg, &["restore", &id, "--target-url", &target]);
+    assert!(out.status.success() && text(&out).contains("all counts match"), "{}", text(&out));
+    // Cleanup without options applies the core's default policy: the only full backup stays.
+    let out = rsdb(&cfg, &["backup", "cleanup"]);
+    assert!(out.status.success() && text(&out).contains("deleted 0 backups"), "{}", text(&out));
+    let out = rsdb(&cfg, &["backup", "delete", &id]);
+    assert!(out.status.success() && text(&out).contains(&format!("deleted backup {id}")), "{}", text(&out));
+    let out = rsdb(&cfg, &["backup", "verify", &id]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+
+    // WAL: a push of a file that is not there fails; a fetch of a segment never archived is 4.
+    let out = rsdb(&cfg, &["wal-push", repo.join("no-such/000000010000000000000001").to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let dest = repo.join("fetched");
+    let out = rsdb(&cfg, &["wal-fetch", "000000010000000000000001", dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    std::fs::remove_dir_all(&repo).unwrap();
 }

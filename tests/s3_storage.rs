@@ -3,8 +3,9 @@
 
 mod support;
 
+use rootstream_db::backup::repository;
 use rootstream_db::backup::s3::S3Storage;
-use rootstream_db::backup::storage::{self, Storage};
+use rootstream_db::backup::storage::Storage;
 use rootstream_db::Error;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -73,7 +74,7 @@ fn small_objects_round_trip() {
 
     // The configuration's repository is this one.
     let cfg = s3_config(BUCKET, "cfg-check");
-    let repo = storage::from_config(&cfg).unwrap();
+    let repo = repository::from_config(&cfg).unwrap();
     assert_eq!(repo.kind(), "s3");
     assert_eq!(repo.location("k"), format!("s3://{BUCKET}/cfg-check/k"));
 }

@@ -15,54 +15,22 @@
 //! follows the volume written, and a restore replays it. They make a restore independent of the
 //! WAL archive (which retention may have trimmed), up to the moment they were taken.
 
-use super::logical::{drain, pg_tool, BackupManager, FileEntry, Manifest, PhysicalInfo, ZSTD_LEVEL};
+use super::kind::PhysicalKind;
+use super::manager::{BackupManager, ZSTD_LEVEL};
+use super::manifest::{manifest_context, FileEntry, Manifest, PhysicalInfo};
+use super::pgtool::{pg_tool, pipe_into_store};
 use super::wal::{format_lsn, parse_lsn, segment_name};
 use crate::crypto::envelope::Key;
 use crate::error::{Error, Result};
 use chrono::Utc;
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub(crate) const BASE_FILE: &str = "base.tar.zst.enc";
 pub(crate) const WAL_FILE: &str = "wal.tar.zst.enc";
 /// How long an incremental or differential backup waits for the archiver.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
-
-/// The kinds of physical backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhysicalKind {
-    Full,
-    Incremental,
-    Differential,
-}
-
-impl PhysicalKind {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "full" => Ok(PhysicalKind::Full),
-            "incremental" | "incr" => Ok(PhysicalKind::Incremental),
-            "differential" | "diff" => Ok(PhysicalKind::Differential),
-            other => Err(Error::invalid(format!("{other:?} is not a backup type (full, incremental, differential)"))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PhysicalKind::Full => "full",
-            PhysicalKind::Incremental => "incremental",
-            PhysicalKind::Differential => "differential",
-        }
-    }
-
-    fn id_prefix(self) -> &'static str {
-        match self {
-            PhysicalKind::Full => "base",
-            PhysicalKind::Incremental => "incr",
-            PhysicalKind::Differential => "diff",
-        }
-    }
-}
 
 /// Watches a tar stream go by: keeps `backup_label` and the names of the WAL segments under
 /// `pg_wal/`.
@@ -207,15 +175,6 @@ impl BackupManager {
         result
     }
 
-    /// Takes a backup named by kind: `logical` (a full pg_dump backup of the database), or the
-    /// physical `full`, `incremental` or `differential`.
-    pub async fn create(&self, kind: &str) -> Result<Manifest> {
-        match super::schedule::ScheduledBackup::parse(kind)? {
-            super::schedule::ScheduledBackup::Logical => self.create_full().await,
-            super::schedule::ScheduledBackup::Physical(k) => self.create_physical(k).await,
-        }
-    }
-
     /// The newest completed physical backup (of any type, or full only), read from the
     /// repository and authenticated.
     async fn last_physical(&self, full_only: bool) -> Result<Manifest> {
@@ -283,62 +242,48 @@ impl BackupManager {
     async fn create_base(&self, backup_id: &str, started: chrono::DateTime<Utc>) -> Result<Manifest> {
         let facts = self.cluster_facts().await?;
         let key = Key::generate()?;
-        let (key_id, wrapped) = self.keyring.seal(&super::logical::manifest_context(backup_id), key.as_bytes())?;
+        let (key_id, wrapped) = self.keyring.seal(&manifest_context(backup_id), key.as_bytes())?;
         let url = self.cfg.require_database_url()?.to_string();
         let tool = pg_tool(&self.cfg, "pg_basebackup");
         let (bid, this) = (backup_id.to_string(), self.clone());
         let (entry, label, segments, stderr) =
             tokio::task::spawn_blocking(move || -> Result<(FileEntry, String, Vec<String>, String)> {
-                let mut child = Command::new(&tool)
-                    .args([
-                        "--pgdata=-",
-                        "--format=tar",
-                        "--wal-method=fetch",
-                        "--checkpoint=fast",
-                        "--verbose",
-                        "--no-password",
-                        "--label",
-                        &bid,
-                        "--dbname",
-                        &url,
-                    ])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| Error::Io(format!("cannot run {}: {e}", tool.display())))?;
-                let stderr = drain(child.stderr.take().expect("piped"));
-                let mut watch = TarWatch::new(child.stdout.take().expect("piped"));
-                let report_to = this.clone();
-                let id2 = bid.clone();
-                let mut done = 0u64;
-                let mut last = 0u64;
-                let stored = this.store_with(&bid, BASE_FILE, &key, &mut |w| {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = watch.read(&mut buf)?;
-                        if n == 0 {
-                            return Ok(done);
+                let mut cmd = Command::new(&tool);
+                cmd.args([
+                    "--pgdata=-",
+                    "--format=tar",
+                    "--wal-method=fetch",
+                    "--checkpoint=fast",
+                    "--verbose",
+                    "--no-password",
+                    "--label",
+                    &bid,
+                    "--dbname",
+                    &url,
+                ]);
+                let ((entry, watch), err) = pipe_into_store(cmd, |stdout| {
+                    let mut watch = TarWatch::new(stdout);
+                    let report_to = this.clone();
+                    let id2 = bid.clone();
+                    let mut done = 0u64;
+                    let mut last = 0u64;
+                    let entry = this.store_with(&bid, BASE_FILE, &key, &mut |w| {
+                        let mut buf = vec![0u8; 256 * 1024];
+                        loop {
+                            let n = watch.read(&mut buf)?;
+                            if n == 0 {
+                                return Ok(done);
+                            }
+                            w.write_all(&buf[..n])?;
+                            done += n as u64;
+                            if done - last >= 64 << 20 {
+                                last = done;
+                                report_to.report(&id2, "backup", done, None, "pg_basebackup".into());
+                            }
                         }
-                        w.write_all(&buf[..n])?;
-                        done += n as u64;
-                        if done - last >= 64 << 20 {
-                            last = done;
-                            report_to.report(&id2, "backup", done, None, "pg_basebackup".into());
-                        }
-                    }
-                });
-                if let Err(e) = stored {
-                    // The write failed (disk full, unwritable target): that is the error to report.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(e);
-                }
-                let status = child.wait()?;
-                let err = stderr.join().unwrap_or_default();
-                if !status.success() {
-                    return Err(Error::Io(format!("pg_basebackup failed ({status}): {}", err.trim())));
-                }
-                let entry = stored?;
+                    })?;
+                    Ok((entry, watch))
+                })?;
                 let label = watch
                     .backup_label
                     .ok_or_else(|| Error::Io("pg_basebackup's output holds no backup_label".into()))?;
@@ -459,7 +404,7 @@ impl BackupManager {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let key = Key::generate()?;
-        let (key_id, wrapped) = self.keyring.seal(&super::logical::manifest_context(backup_id), key.as_bytes())?;
+        let (key_id, wrapped) = self.keyring.seal(&manifest_context(backup_id), key.as_bytes())?;
         let (bid, this, names2) = (backup_id.to_string(), self.clone(), names.clone());
         let entry = tokio::task::spawn_blocking(move || -> Result<FileEntry> {
             let mut failure = None;

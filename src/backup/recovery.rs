@@ -2,8 +2,12 @@
 //! a new data directory up to a point in time and start it, verify what was restored, and
 //! test-restore into a scratch database or cluster that is dropped afterwards.
 
-use super::logical::{BackupManager, Manifest, ProgressFn, RestoreReport};
+use super::cluster::{chown_tree, free_port, log_tail, postgres_ids, server_alive, start_cluster, stop_cluster};
+use super::logical::RestoreReport;
+use super::manager::{BackupManager, ProgressFn};
+use super::manifest::Manifest;
 use super::physical::{BASE_FILE, WAL_FILE};
+use super::rowcount::{count_every_table, Counter};
 use crate::config::Config;
 use crate::db::DatabaseManager;
 use crate::error::{Error, Result};
@@ -11,7 +15,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How far a physical restore replays WAL.
@@ -24,6 +27,24 @@ pub enum RecoveryTarget {
     Time(DateTime<Utc>),
     /// Through all archived WAL, following the newest timeline.
     Latest,
+}
+
+impl RecoveryTarget {
+    /// The rules every face shares: a target time (RFC 3339) or `latest`, not both; neither is
+    /// the end of the backup. `time_name` and `latest_name` are what the caller calls the two
+    /// (`--target-time`, `target_time`), so the error speaks the caller's words.
+    pub fn parse(time: Option<&str>, latest: bool, time_name: &str, latest_name: &str) -> Result<Self> {
+        match (time, latest) {
+            (Some(_), true) => Err(Error::invalid(format!("{time_name} and {latest_name} exclude each other"))),
+            (Some(t), false) => Ok(RecoveryTarget::Time(
+                DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| Error::invalid(format!("{time_name} {t:?}: {e} (use RFC 3339)")))?
+                    .with_timezone(&Utc),
+            )),
+            (None, true) => Ok(RecoveryTarget::Latest),
+            (None, false) => Ok(RecoveryTarget::EndOfBackup),
+        }
+    }
 }
 
 /// What to restore and where.
@@ -94,16 +115,8 @@ impl ClusterRestoreOptions {
         };
         let dir =
             text_of("data_dir")?.filter(|d| !d.is_empty()).ok_or_else(|| Error::invalid("data_dir is required"))?;
-        let target = match (text_of("target_time")?, flag("latest")?) {
-            (Some(_), true) => return Err(Error::invalid("target_time and latest exclude each other")),
-            (Some(t), false) => RecoveryTarget::Time(
-                DateTime::parse_from_rfc3339(&t)
-                    .map_err(|e| Error::invalid(format!("target_time {t:?}: {e} (use RFC 3339)")))?
-                    .with_timezone(&Utc),
-            ),
-            (None, true) => RecoveryTarget::Latest,
-            (None, false) => RecoveryTarget::EndOfBackup,
-        };
+        let target =
+            RecoveryTarget::parse(text_of("target_time")?.as_deref(), flag("latest")?, "target_time", "latest")?;
         let mut opts = ClusterRestoreOptions::new(dir, target);
         opts.backup_id = text_of("backup_id")?;
         opts.port = number("port", u16::MAX as u64)?.unwrap_or(0) as u16;
@@ -161,51 +174,6 @@ fn conn_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// The uid and gid of the `postgres` user, when this process runs as root (PostgreSQL refuses
-/// to run as root).
-fn postgres_ids() -> Option<(u32, u32)> {
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let name = std::ffi::CString::new("postgres").expect("no NUL");
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
-}
-
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
-            .map_err(|e| Error::Io(format!("cannot chown {}: {e}", p.display())))?;
-        if p.is_dir() && !p.is_symlink() {
-            for e in std::fs::read_dir(&p).map_err(|e| Error::Io(format!("cannot list {}: {e}", p.display())))? {
-                stack.push(e.map_err(|e| Error::Io(e.to_string()))?.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A PostgreSQL tool, run as `postgres` when this process is root.
-fn pg_command(cfg: &Config, tool: &str) -> Command {
-    let path = super::logical::pg_tool(cfg, tool);
-    if postgres_ids().is_some() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(path);
-        c
-    } else {
-        Command::new(path)
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Io(format!("no free port: {e}")))?;
-    Ok(l.local_addr().map_err(|e| Error::Io(e.to_string()))?.port())
-}
-
 /// The `rsdb` executable a restored server calls as its restore_command.
 fn rsdb_path(cfg: &Config) -> Result<PathBuf> {
     if let Some(p) = &cfg.rsdb_path {
@@ -229,47 +197,6 @@ fn rsdb_path(cfg: &Config) -> Result<PathBuf> {
     Err(Error::Config("cannot find the rsdb executable for restore_command: set rsdb_path".into()))
 }
 
-/// The last lines of a log file, for error messages.
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Whether the postmaster of `dir` runs (its pid file names a live process).
-fn server_alive(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join("postmaster.pid")) else {
-        return false;
-    };
-    match text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) {
-        Some(pid) if pid > 0 => {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next().unwrap_or('X')).unwrap_or('X');
-            let alive = unsafe { libc::kill(pid, 0) } == 0;
-            alive && state != 'Z' && state != 'X'
-        }
-        _ => false,
-    }
-}
-
-/// Stops the server running in `data_dir` (fast shutdown), as `postgres` when root.
-pub fn stop_cluster(cfg: &Config, data_dir: &Path) -> Result<()> {
-    if !data_dir.join("postmaster.pid").exists() {
-        return Ok(());
-    }
-    let out = pg_command(cfg, "pg_ctl")
-        .current_dir(data_dir)
-        .args(["-D"])
-        .arg(data_dir)
-        .args(["-m", "fast", "-w", "-t", "120", "stop"])
-        .output()
-        .map_err(|e| Error::Io(format!("cannot run pg_ctl: {e}")))?;
-    if !out.status.success() && data_dir.join("postmaster.pid").exists() {
-        return Err(Error::Io(format!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(())
-}
-
 impl RecoveryManager {
     pub fn new(backups: BackupManager) -> Self {
         RecoveryManager { backups }
@@ -282,6 +209,11 @@ impl RecoveryManager {
 
     pub fn set_progress(&mut self, callback: Option<ProgressFn>) {
         self.backups.set_progress(callback);
+    }
+
+    /// Stops the server running in `data_dir` (fast shutdown); nothing when none runs there.
+    pub fn stop_cluster(&self, data_dir: &Path) -> Result<()> {
+        stop_cluster(&self.backups.cfg, data_dir)
     }
 
     pub fn backups(&self) -> &BackupManager {
@@ -390,14 +322,14 @@ impl RecoveryManager {
         let (recovery_log, databases) = match result {
             Ok(v) => v,
             Err(e) => {
-                let _ = stop_cluster(&self.backups.cfg, &dir);
+                let _ = self.stop_cluster(&dir);
                 return Err(e);
             }
         };
         let running = if opts.keep_running {
             true
         } else {
-            stop_cluster(&self.backups.cfg, &dir)?;
+            self.stop_cluster(&dir)?;
             false
         };
         self.backups.report(&backup_id, "done", 0, None, format!("recovered to {target_desc}"));
@@ -428,7 +360,7 @@ impl RecoveryManager {
                     return Err(Error::Integrity(format!("backup {}: unexpected file {}", m.backup_id, f.name)));
                 };
                 let (report_to, id, base) = (self.backups.clone(), m.backup_id.clone(), done);
-                let reader = super::logical::Metered {
+                let reader = super::pgtool::Metered {
                     inner: self.backups.open_file(m, &key, &f.name)?,
                     done: 0,
                     last: 0,
@@ -466,7 +398,7 @@ impl RecoveryManager {
         port: u16,
         target: &RecoveryTarget,
         last: &Manifest,
-        info: &super::logical::PhysicalInfo,
+        info: &super::manifest::PhysicalInfo,
     ) -> Result<String> {
         let cfg = &self.backups.cfg;
         for stale in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
@@ -601,22 +533,7 @@ impl RecoveryManager {
     ) -> Result<(Vec<String>, BTreeMap<String, BTreeMap<String, i64>>)> {
         let cfg = &self.backups.cfg;
         let log = dir.join("rsdb-recovery.log");
-        let out = pg_command(cfg, "pg_ctl")
-            .current_dir(dir)
-            .arg("-D")
-            .arg(dir)
-            .arg("-l")
-            .arg(&log)
-            .args(["-W", "start"])
-            .output()
-            .map_err(|e| Error::Io(format!("cannot run pg_ctl: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::Io(format!(
-                "the restored server did not start: {}\n{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                log_tail(&log, 20)
-            )));
-        }
+        start_cluster(cfg, dir, &log)?;
         let deadline = Instant::now() + timeout;
         let started = Instant::now();
         let mut seen_alive = false;
@@ -680,21 +597,9 @@ impl RecoveryManager {
             let name: String = d.get(0);
             self.backups.report(&bid, "check", 0, None, format!("counting rows in {name}"));
             let db = self.connect_restored(port, &name).await?;
-            let tables = db
-                .query(
-                    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
-                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-                    &[],
-                )
-                .await?;
-            let mut counts = BTreeMap::new();
-            for t in &tables {
-                let table: String = t.get(0);
-                let n: i64 = db.query(&format!("SELECT count(*) FROM {table}"), &[]).await?[0].get(0);
-                counts.insert(table, n);
-            }
+            let counts = count_every_table(Counter::Db(&db)).await;
             db.close();
-            databases.insert(name, counts);
+            databases.insert(name, counts?);
         }
         Ok((recovery_log, databases))
     }
@@ -727,7 +632,7 @@ impl RecoveryManager {
         let mut opts = ClusterRestoreOptions::new(&dir, RecoveryTarget::EndOfBackup);
         opts.backup_id = Some(backup_id.into());
         let result = self.restore_cluster(&opts).await;
-        let _ = stop_cluster(&self.backups.cfg, &dir);
+        let _ = self.stop_cluster(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         let r = result?;
         let tables = r.databases.values().map(|t| t.len()).sum();
@@ -766,6 +671,20 @@ fn scratch_url(url: &str, dbname: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_target_rule_for_every_face() {
+        assert_eq!(RecoveryTarget::parse(None, false, "t", "l").unwrap(), RecoveryTarget::EndOfBackup);
+        assert_eq!(RecoveryTarget::parse(None, true, "t", "l").unwrap(), RecoveryTarget::Latest);
+        assert!(matches!(
+            RecoveryTarget::parse(Some("2026-11-25T10:15:00Z"), false, "t", "l").unwrap(),
+            RecoveryTarget::Time(_)
+        ));
+        let both = RecoveryTarget::parse(Some("2026-11-25T10:15:00Z"), true, "--target-time", "--latest");
+        assert!(both.unwrap_err().to_string().contains("--target-time and --latest exclude each other"));
+        let bad = RecoveryTarget::parse(Some("yesterday"), false, "--target-time", "--latest").unwrap_err();
+        assert!(bad.to_string().contains("--target-time \"yesterday\""), "{bad}");
+    }
 
     #[test]
     fn options_from_json() {

@@ -2,8 +2,8 @@
 //! day-of-week, UTC), run in the background, with failures and missed runs reported to a
 //! callback.
 
-use super::logical::BackupManager;
-use super::physical::PhysicalKind;
+use super::kind::BackupKind;
+use super::manager::BackupManager;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, Timelike, Utc};
 use serde::Serialize;
@@ -137,32 +137,6 @@ pub enum ScheduleEvent {
     Missed { schedule: String, kind: String, scheduled_at: DateTime<Utc>, last_backup_at: Option<DateTime<Utc>> },
 }
 
-/// What a schedule takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduledBackup {
-    /// A full logical backup (pg_dump) of the database.
-    Logical,
-    /// A physical backup of the cluster: full, incremental or differential.
-    Physical(PhysicalKind),
-}
-
-impl ScheduledBackup {
-    /// `logical`, `full`, `incremental` or `differential` (the last three physical).
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "logical" => Ok(ScheduledBackup::Logical),
-            other => Ok(ScheduledBackup::Physical(PhysicalKind::parse(other)?)),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScheduledBackup::Logical => "logical",
-            ScheduledBackup::Physical(k) => k.as_str(),
-        }
-    }
-}
-
 /// Called from the scheduler's task on the library runtime.
 pub type ScheduleCallback = Arc<dyn Fn(&ScheduleEvent) + Send + Sync>;
 
@@ -190,7 +164,7 @@ impl Drop for BackupScheduler {
 impl BackupScheduler {
     /// Starts a schedule of full logical backups (see [`BackupScheduler::start_with`]).
     pub fn start(manager: BackupManager, schedule: &str, callback: ScheduleCallback) -> Result<Self> {
-        Self::start_with(manager, schedule, ScheduledBackup::Logical, callback)
+        Self::start_with(manager, schedule, BackupKind::Logical, callback)
     }
 
     /// Starts the schedule. First reports a missed run if the last completed backup of that
@@ -198,16 +172,12 @@ impl BackupScheduler {
     pub fn start_with(
         manager: BackupManager,
         schedule: &str,
-        what: ScheduledBackup,
+        what: BackupKind,
         callback: ScheduleCallback,
     ) -> Result<Self> {
         let cron: CronSchedule = schedule.parse()?;
         let kind = what.as_str().to_string();
-        let (history_type, method) = match what {
-            ScheduledBackup::Logical => ("full", "pg_dump"),
-            ScheduledBackup::Physical(PhysicalKind::Full) => ("full", "pg_basebackup"),
-            ScheduledBackup::Physical(k) => (k.as_str(), "wal"),
-        };
+        let (history_type, method) = what.history_type_and_method();
         let running = Arc::new(std::sync::Mutex::new(()));
         let caller = Arc::new(std::sync::Mutex::new(None));
         let (run_guard, caller_slot) = (running.clone(), caller.clone());
@@ -237,10 +207,7 @@ impl BackupScheduler {
                 let Some(next) = cron.next_after(Utc::now()) else { return };
                 let wait = (next - Utc::now()).to_std().unwrap_or_default();
                 tokio::time::sleep(wait).await;
-                let result = match what {
-                    ScheduledBackup::Logical => manager.create_full().await,
-                    ScheduledBackup::Physical(k) => manager.create_physical(k).await,
-                };
+                let result = manager.create_kind(what).await;
                 let event = match result {
                     Ok(m) => ScheduleEvent::Completed {
                         schedule: cron.as_str().into(),

@@ -6,11 +6,9 @@
 //! and then it is durable (fsynced, or acknowledged by the object store). A writer dropped
 //! without a commit leaves nothing behind.
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// An object being written; nothing is visible under its key until `commit`.
 pub trait ObjectWriter: Write + Send {
@@ -76,17 +74,6 @@ pub fn check_key(key: &str) -> Result<()> {
     } else {
         Err(Error::invalid(format!("{key:?} is not a storage key")))
     }
-}
-
-/// The repository the configuration names: `backup_s3_url` when set, else `backup_dir`.
-pub fn from_config(cfg: &Config) -> Result<Arc<dyn Storage>> {
-    if cfg.backup_s3_url.is_some() {
-        return Ok(Arc::new(super::s3::S3Storage::from_config(cfg)?));
-    }
-    let dir = cfg.backup_dir.clone().ok_or_else(|| {
-        Error::Config("no backup repository: set backup_dir (ROOTSTREAM_BACKUP_DIR) or backup_s3_url".into())
-    })?;
-    Ok(Arc::new(LocalStorage::new(dir)))
 }
 
 /// A repository in a local directory (created on first write).

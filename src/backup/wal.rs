@@ -117,7 +117,7 @@ impl WalArchive {
     /// The archive of the repository `cfg` names (`backup_dir` or `backup_s3_url`), sealed
     /// with its `master_key`; what `rsdb wal-push` / `wal-fetch` use.
     pub fn from_config(cfg: &crate::config::Config) -> Result<Self> {
-        Ok(WalArchive::new(super::storage::from_config(cfg)?, Keyring::from_config(cfg)?))
+        Ok(WalArchive::new(super::repository::from_config(cfg)?, Keyring::from_config(cfg)?))
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {

@@ -4,8 +4,8 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::backup::{
-    BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome, RecoveryManager,
-    RecoveryTarget, RetentionPolicy, WalArchive,
+    BackupKind, BackupManager, ClusterRestoreOptions, Manifest, Progress, PushOutcome, RecoveryManager, RecoveryTarget,
+    RetentionPolicy, WalArchive,
 };
 use rootstream_db::db::migrations;
 use rootstream_db::models::session::{SessionModel, SessionSettings, OPERATOR_REVOKE_REASON};
@@ -66,30 +66,48 @@ fn cli() -> Command {
                      ROOTSTREAM_BACKUP_S3_URL, and ROOTSTREAM_MASTER_KEY)",
                 )
                 .subcommand_required(true)
+                .subcommand(Command::new("init").about("Prepare the repository: create the directory or the S3 bucket"))
                 .subcommand(
                     Command::new("create")
                         .about("Take a backup: logical (pg_dump of the database) or physical (the whole cluster)")
+                        .long_about(
+                            "Take a backup. --type is one of:\n  logical       a pg_dump of the database (the default)\n  \
+                             full          a physical full backup of the cluster (pg_basebackup)\n  \
+                             incremental   physical: the WAL since the last physical backup of any type\n  \
+                             differential  physical: the WAL since the last physical full backup\n\
+                             --physical is an alias of --type full.",
+                        )
                         .arg(
                             Arg::new("type")
                                 .long("type")
-                                .default_value("full")
-                                .value_parser(["full", "incremental", "differential"])
-                                .help("incremental/differential are physical: the WAL since the last backup / full"),
+                                .default_value("logical")
+                                .value_parser(BackupKind::NAMES)
+                                .help("logical, or the physical full, incremental or differential"),
                         )
                         .arg(
                             Arg::new("physical")
                                 .long("physical")
                                 .action(ArgAction::SetTrue)
-                                .help("A physical full backup (pg_basebackup) instead of a logical one"),
+                                .help("Alias of --type full: a physical full backup (pg_basebackup)"),
                         ),
                 )
                 .subcommand(
-                    Command::new("list").about("List backups from the backup history").arg(
-                        Arg::new("repository")
-                            .long("repository")
-                            .action(ArgAction::SetTrue)
-                            .help("Read the repository's manifests instead (no database needed)"),
-                    ),
+                    Command::new("list")
+                        .about("List backups from the backup history (method, kind, human-readable sizes)")
+                        .arg(
+                            Arg::new("repository")
+                                .long("repository")
+                                .action(ArgAction::SetTrue)
+                                .help("Read the repository's manifests instead (no database needed)"),
+                        )
+                        .arg(Arg::new("bytes").long("bytes").action(ArgAction::SetTrue).help("Sizes in raw bytes"))
+                        .arg(
+                            Arg::new("json")
+                                .long("json")
+                                .action(ArgAction::SetTrue)
+                                .conflicts_with("bytes")
+                                .help("Print JSON"),
+                        ),
                 )
                 .subcommand(
                     Command::new("cleanup")
@@ -97,15 +115,14 @@ fn cli() -> Command {
                             "Delete backups past their retention and the archived WAL no kept backup needs \
                              (the newest full backup is always kept)",
                         )
-                        .arg(days_arg("full-days", "30"))
-                        .arg(days_arg("incremental-days", "7"))
-                        .arg(days_arg("differential-days", "3"))
+                        .arg(days_arg("full-days"))
+                        .arg(days_arg("incremental-days"))
+                        .arg(days_arg("differential-days"))
                         .arg(
                             Arg::new("keep-last")
                                 .long("keep-last")
-                                .default_value("1")
                                 .value_parser(clap::value_parser!(usize))
-                                .help("Completed backups of each type kept whatever their age"),
+                                .help("Completed backups of each type kept whatever their age (default: the policy's)"),
                         ),
                 )
                 .subcommand(
@@ -206,8 +223,34 @@ fn sessions_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
     Ok(())
 }
 
-fn days_arg(name: &'static str, default: &'static str) -> Arg {
-    Arg::new(name).long(name).default_value(default).value_parser(clap::value_parser!(u32))
+fn days_arg(name: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_parser(clap::value_parser!(u32))
+        .help("Days to keep backups of this type (default: the retention policy's)")
+}
+
+/// A size for people: `69.5 MiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+fn size_text(bytes: u64, raw: bool) -> String {
+    if raw {
+        format!("{bytes} bytes")
+    } else {
+        human(bytes)
+    }
 }
 
 fn print_manifest(m: &Manifest) {
@@ -249,14 +292,19 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
         }
         Some(("list", sub)) if sub.get_flag("repository") => {
             let rm = RecoveryManager::from_config(cfg)?;
-            for b in rm.list_repository()? {
+            let backups = rm.list_repository()?;
+            if sub.get_flag("json") {
+                println!("{}", serde_json::to_string_pretty(&backups)?);
+                return Ok(());
+            }
+            for b in backups {
                 let stored: u64 = b.files.iter().map(|f| f.stored_bytes).sum();
                 println!(
-                    "{}  {:<12} {:<9} {:>12} bytes  finished {}",
+                    "{}  {:<8} {:<12} {:>14}  finished {}",
                     b.backup_id,
-                    b.backup_type,
                     if b.physical.is_some() { "physical" } else { "logical" },
-                    stored,
+                    b.backup_type,
+                    size_text(stored, sub.get_flag("bytes")),
                     b.finished_at.to_rfc3339()
                 );
             }
@@ -269,33 +317,39 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
     let bm = BackupManager::new(db, cfg)?;
     match m.subcommand() {
         Some(("create", sub)) => {
-            let kind = sub.get_one::<String>("type").expect("default");
-            let manifest = if kind == "full" && !sub.get_flag("physical") {
-                block_on(bm.create_full())?
-            } else {
-                block_on(bm.create_physical(PhysicalKind::parse(kind)?))?
-            };
+            let mut kind = BackupKind::parse(sub.get_one::<String>("type").expect("default"))?;
+            if sub.get_flag("physical") && kind == BackupKind::Logical {
+                kind = BackupKind::parse("full")?;
+            }
+            let manifest = block_on(bm.create_kind(kind))?;
             print_manifest(&manifest);
         }
-        Some(("list", _)) => {
-            for b in block_on(bm.list())? {
+        Some(("list", sub)) => {
+            let backups = block_on(bm.list())?;
+            if sub.get_flag("json") {
+                println!("{}", serde_json::to_string_pretty(&backups)?);
+                return Ok(());
+            }
+            for b in backups {
                 println!(
-                    "{}  {:<11} {:<12} {:>12} bytes  {}",
+                    "{}  {:<11} {:<8} {:<12} {:>14}  {}",
                     b.backup_id,
                     b.status,
-                    b.backup_type,
-                    b.compressed_size_bytes.unwrap_or(0),
-                    b.error_message.unwrap_or_default()
+                    b.kind.map(|k| k.method()).unwrap_or("?"),
+                    b.kind.map(|k| k.as_str()).unwrap_or(b.backup_type.as_str()),
+                    size_text(b.compressed_size_bytes.unwrap_or(0).max(0) as u64, sub.get_flag("bytes")),
+                    b.error_message.as_deref().unwrap_or_default()
                 );
             }
         }
         Some(("cleanup", sub)) => {
-            let day = |k: &str| *sub.get_one::<u32>(k).expect("default");
+            // An option not given keeps the core's default for it (0 means the same).
+            let day = |k: &str| sub.get_one::<u32>(k).copied().unwrap_or(0);
             let policy = RetentionPolicy::from_days(
                 day("full-days"),
                 day("incremental-days"),
                 day("differential-days"),
-                *sub.get_one::<usize>("keep-last").expect("default"),
+                sub.get_one::<usize>("keep-last").copied().unwrap_or(0),
             );
             let r = block_on(bm.cleanup(&policy))?;
             println!(
@@ -341,16 +395,12 @@ fn restore_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
             );
         }
         (None, Some(dir)) => {
-            let target = match (m.get_one::<String>("target-time"), m.get_flag("latest")) {
-                (Some(_), true) => return Err(Error::invalid("--target-time and --latest exclude each other")),
-                (Some(t), false) => RecoveryTarget::Time(
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map_err(|e| Error::invalid(format!("--target-time {t:?}: {e} (use RFC 3339)")))?
-                        .with_timezone(&chrono::Utc),
-                ),
-                (None, true) => RecoveryTarget::Latest,
-                (None, false) => RecoveryTarget::EndOfBackup,
-            };
+            let target = RecoveryTarget::parse(
+                m.get_one::<String>("target-time").map(String::as_str),
+                m.get_flag("latest"),
+                "--target-time",
+                "--latest",
+            )?;
             let mut rm = RecoveryManager::from_config(cfg)?;
             rm.set_progress(Some(std::sync::Arc::new(|p: &Progress| {
                 eprintln!("rsdb: {} {}: {}", p.phase, p.backup_id, p.message);

@@ -108,9 +108,9 @@ pub unsafe extern "C" fn rsdb_backup_list(backup: *const rsdb_backup, backups_js
 }
 
 /// Deletes backups past their retention: `full_days`, `incremental_days` and
-/// `differential_days` per type (0 = the defaults 30/7/3), keeping the newest `keep_last` of each
-/// type whatever their age (the newest full backup is always kept). `*report_json` (may be
-/// NULL) receives `{"deleted": [...], "kept": n, "bytes_freed": n}`.
+/// `differential_days` per type (0 = that type's period in the core's default policy),
+/// keeping the newest `keep_last` of each type whatever their age (the newest full backup is
+/// always kept). `*report_json` (may be NULL) receives `{"deleted": [...], "kept": n, "bytes_freed": n}`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_backup_cleanup(
     backup: *const rsdb_backup,
@@ -249,7 +249,7 @@ pub unsafe extern "C" fn rsdb_backup_schedule_start_kind(
     guard(|| {
         let b = arg_ref(backup, "backup")?;
         let cron = arg_str(cron, "cron")?;
-        let what = crate::backup::ScheduledBackup::parse(arg_str(kind, "kind")?)?;
+        let what = crate::backup::BackupKind::parse(arg_str(kind, "kind")?)?;
         let cb = callback.ok_or(crate::Error::Null("callback"))?;
         let slot = out_ptr(out, "out")?;
         let sched = crate::backup::BackupScheduler::start_with(
@@ -425,7 +425,7 @@ pub unsafe extern "C" fn rsdb_recovery_stop_cluster(recovery: *const rsdb_recove
     guard(|| {
         let r = arg_ref(recovery, "recovery")?;
         let dir = arg_str(data_dir, "data_dir")?;
-        crate::backup::recovery::stop_cluster(&r.0.backups().cfg, std::path::Path::new(dir))
+        r.0.stop_cluster(std::path::Path::new(dir))
     })
 }
 

@@ -370,7 +370,7 @@ impl BackupBox {
         kind: &str,
         observer: cxx::UniquePtr<bridge::MessageObserver>,
     ) -> R<Box<ScheduleBox>> {
-        let what = crate::backup::ScheduledBackup::parse(kind)?;
+        let what = crate::backup::BackupKind::parse(kind)?;
         let cb = schedule_observer(observer)?;
         let sched = crate::backup::BackupScheduler::start_with(self.0.clone(), cron, what, cb)?;
         Ok(Box::new(ScheduleBox { _running: sched }))
@@ -409,7 +409,7 @@ impl RecoveryBox {
         to_json(&self.0.list_repository()?)
     }
     fn stop_cluster(&self, data_dir: &str) -> R<()> {
-        Ok(crate::backup::recovery::stop_cluster(&self.0.backups().cfg, std::path::Path::new(data_dir))?)
+        Ok(self.0.stop_cluster(std::path::Path::new(data_dir))?)
     }
 }
 
