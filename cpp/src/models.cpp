@@ -1,6 +1,8 @@
 #include "rootstream/database/models/stream_model.h"
 #include "rootstream/database/models/user.h"
 #include "rootstream/events/event_store.h"
+#include "rootstream-db/src/ffi/cxx/events.rs.h"
+#include "rootstream-db/src/ffi/cxx/models.rs.h"
 
 namespace rootstream {
 
