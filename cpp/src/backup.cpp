@@ -57,7 +57,7 @@ nlohmann::json BackupManager::cleanup(std::uint32_t full_days, std::uint32_t inc
 
 BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron, Handler handler)
     : box_(detail::call([&] {
-          if (!handler) throw Error(RSDB_ERR_NULL, "handler must not be empty");
+          if (!handler) Error::raise(RSDB_ERR_NULL, "handler must not be empty");
           auto observer = std::make_unique<ffi::MessageObserver>(
               [h = std::move(handler)](const std::string&, const std::string& payload) {
                   h(nlohmann::json::parse(payload));
@@ -68,7 +68,7 @@ BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron
 BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron, const std::string& kind,
                                  Handler handler)
     : box_(detail::call([&] {
-          if (!handler) throw Error(RSDB_ERR_NULL, "handler must not be empty");
+          if (!handler) Error::raise(RSDB_ERR_NULL, "handler must not be empty");
           auto observer = std::make_unique<ffi::MessageObserver>(
               [h = std::move(handler)](const std::string&, const std::string& payload) {
                   h(nlohmann::json::parse(payload));

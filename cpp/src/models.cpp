@@ -162,7 +162,7 @@ namespace events {
 
 std::int64_t EventStore::append(const std::string& aggregate_type, const std::string& aggregate_id,
                                 std::int64_t expected_version, const nlohmann::json& events) {
-    if (!events.is_array()) throw Error(RSDB_ERR_JSON, "events must be a JSON array");
+    if (!events.is_array()) Error::raise(RSDB_ERR_JSON, "events must be a JSON array");
     return detail::call([&] {
         return ffi::events_append(db_.raw(), aggregate_type, aggregate_id, expected_version,
                                   detail::dump_json(events));
