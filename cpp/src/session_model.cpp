@@ -7,12 +7,16 @@ namespace database {
 namespace models {
 
 namespace {
-nlohmann::json device_json(const DeviceInfo& d) {
-    nlohmann::json j{{"fingerprint", d.fingerprint}};
-    if (d.ip_address) j["ip_address"] = *d.ip_address;
-    if (d.user_agent) j["user_agent"] = *d.user_agent;
-    if (d.geo_location) j["geo_location"] = *d.geo_location;
-    return j;
+ffi::Device to_bridge(const DeviceInfo& d) {
+    ffi::Device out;
+    out.fingerprint = d.fingerprint;
+    out.has_ip_address = d.ip_address.has_value();
+    out.ip_address = d.ip_address.value_or("");
+    out.has_user_agent = d.user_agent.has_value();
+    out.user_agent = d.user_agent.value_or("");
+    out.has_geo_location = d.geo_location.has_value();
+    out.geo_location = d.geo_location.value_or("");
+    return out;
 }
 }  // namespace
 
@@ -21,9 +25,9 @@ SessionModel::SessionModel(const Config& config, DatabaseManager& db, cache::Red
 
 CreatedSession SessionModel::create(std::int64_t user_id, const DeviceInfo& device, bool remember_me,
                                     bool mfa_required) {
-    auto j = detail::parse_json(detail::call(
-        [&] { return box_->create(user_id, detail::dump_json(device_json(device)), remember_me, mfa_required); }));
-    return CreatedSession{j.at("token").get<std::string>(), j.at("session")};
+    // The conversion runs inside call(): a std::string that is not UTF-8 is an InvalidArgument.
+    auto issued = detail::call([&] { return box_->create(user_id, to_bridge(device), remember_me, mfa_required); });
+    return CreatedSession{std::string(issued.token), detail::parse_json(issued.session_json)};
 }
 
 nlohmann::json SessionModel::validate(const std::string& token, const std::string& fingerprint, bool require_mfa) {
@@ -41,8 +45,10 @@ bool SessionModel::is_valid(const std::string& token, const std::string& fingerp
 }
 
 CreatedSession SessionModel::refresh(const std::string& token, const std::string& fingerprint, bool rotate) {
-    auto j = detail::parse_json(detail::call([&] { return box_->refresh(token, fingerprint, rotate); }));
-    return CreatedSession{j.at("token").is_null() ? token : j.at("token").get<std::string>(), j.at("session")};
+    auto issued = detail::call([&] { return box_->refresh(token, fingerprint, rotate); });
+    // An empty token means the old one stays valid.
+    return CreatedSession{issued.token.empty() ? token : std::string(issued.token),
+                          detail::parse_json(issued.session_json)};
 }
 
 void SessionModel::revoke(std::int64_t session_id, const std::string& reason) {

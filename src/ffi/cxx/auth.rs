@@ -18,18 +18,37 @@ mod bridge {
         type RedisBox = crate::ffi::cxx::cache::RedisBox;
     }
 
+    /// Where a login comes from. Each optional text has a `has_` flag; without it the text
+    /// is ignored.
+    struct Device {
+        fingerprint: String,
+        ip_address: String,
+        has_ip_address: bool,
+        user_agent: String,
+        has_user_agent: bool,
+        geo_location: String,
+        has_geo_location: bool,
+    }
+
+    /// A session handed out by create or refresh: its token (empty when refresh kept the old
+    /// one) and the session record as JSON.
+    struct IssuedSession {
+        token: String,
+        session_json: String,
+    }
+
     extern "Rust" {
         type SessionsBox;
         fn sessions_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Box<SessionsBox>;
         fn create(
             self: &SessionsBox,
             user_id: i64,
-            device_json: &str,
+            device: &Device,
             remember_me: bool,
             mfa_required: bool,
-        ) -> Result<String>;
+        ) -> Result<IssuedSession>;
         fn validate(self: &SessionsBox, token: &str, fingerprint: &str, require_mfa: bool) -> Result<String>;
-        fn refresh(self: &SessionsBox, token: &str, fingerprint: &str, rotate: bool) -> Result<String>;
+        fn refresh(self: &SessionsBox, token: &str, fingerprint: &str, rotate: bool) -> Result<IssuedSession>;
         fn revoke(self: &SessionsBox, session_id: i64, reason: &str) -> Result<()>;
         fn revoke_token(self: &SessionsBox, token: &str) -> Result<()>;
         fn revoke_all(self: &SessionsBox, user_id: i64, keep_session_id: i64, reason: &str) -> Result<u64>;
@@ -80,18 +99,30 @@ fn sessions_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Box<SessionsBo
 }
 
 impl SessionsBox {
-    fn create(&self, user_id: i64, device_json: &str, remember_me: bool, mfa_required: bool) -> R<String> {
-        let device: DeviceInfo =
-            serde_json::from_str(device_json).map_err(|e| Error::Json(format!("device must be a JSON object: {e}")))?;
+    fn create(
+        &self,
+        user_id: i64,
+        device: &bridge::Device,
+        remember_me: bool,
+        mfa_required: bool,
+    ) -> R<bridge::IssuedSession> {
+        let text = |v: &String, present: bool| present.then(|| v.clone());
+        let device = DeviceInfo {
+            fingerprint: device.fingerprint.clone(),
+            ip_address: text(&device.ip_address, device.has_ip_address),
+            user_agent: text(&device.user_agent, device.has_user_agent),
+            geo_location: text(&device.geo_location, device.has_geo_location),
+        };
         let c = block_on(self.0.create(user_id, &device, remember_me, mfa_required))?;
-        to_json(&serde_json::json!({"token": c.token.expose(), "session": c.session}))
+        Ok(bridge::IssuedSession { token: c.token.expose().to_string(), session_json: to_json(&c.session)? })
     }
     fn validate(&self, token: &str, fingerprint: &str, require_mfa: bool) -> R<String> {
         to_json(&block_on(self.0.validate(token, fingerprint, require_mfa))?)
     }
-    fn refresh(&self, token: &str, fingerprint: &str, rotate: bool) -> R<String> {
+    fn refresh(&self, token: &str, fingerprint: &str, rotate: bool) -> R<bridge::IssuedSession> {
         let (t, s) = block_on(self.0.refresh(token, fingerprint, rotate))?;
-        to_json(&serde_json::json!({"token": t.as_ref().map(|t| t.expose()), "session": s}))
+        let token = t.as_ref().map(|t| t.expose().to_string()).unwrap_or_default();
+        Ok(bridge::IssuedSession { token, session_json: to_json(&s)? })
     }
     fn revoke(&self, session_id: i64, reason: &str) -> R<()> {
         Ok(block_on(self.0.revoke(session_id, nonempty(reason)))?)
