@@ -4,12 +4,24 @@
 // build trees sharing a target dir never invalidate each other's build.
 
 fn main() {
-    cxx_build::bridge("src/ffi/cxx/mod.rs")
+    // One bridge per area; keep this list in step with src/ffi/cxx/mod.rs and CMakeLists.txt.
+    let bridges = [
+        "src/ffi/cxx/config.rs",
+        "src/ffi/cxx/db.rs",
+        "src/ffi/cxx/cache.rs",
+        "src/ffi/cxx/models.rs",
+        "src/ffi/cxx/events.rs",
+        "src/ffi/cxx/auth.rs",
+        "src/ffi/cxx/backup.rs",
+    ];
+    cxx_build::bridges(bridges)
         .include("cpp/include")
         .std("c++17")
         .flag_if_supported("-Wno-unused-parameter")
         .compile("rootstream_db_cxxbridge");
-    println!("cargo:rerun-if-changed=src/ffi/cxx/mod.rs");
+    for bridge in bridges {
+        println!("cargo:rerun-if-changed={bridge}");
+    }
     println!("cargo:rerun-if-changed=cpp/include/rootstream/cache/message_observer.h");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librootstream_db.so");
 

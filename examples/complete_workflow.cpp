@@ -31,13 +31,12 @@ int main() {
         try {
             user = models::User::create(db, "cpp_player", "cpp_player@example.com", "correct horse battery", "C++ Player");
             std::cout << "registered: " << user->to_json().dump() << "\n";
-        } catch (const rootstream::Error& e) {
-            if (e.code() != RSDB_ERR_CONFLICT) throw;
+        } catch (const rootstream::Conflict&) {
             std::cout << "user cpp_player already exists\n";
         }
         try {
             models::User::authenticate(db, "cpp_player", "wrong password");
-        } catch (const rootstream::Error& e) {
+        } catch (const rootstream::AuthError& e) {
             std::cout << "a wrong password is refused (code " << e.code() << ")\n";
         }
         user = models::User::authenticate(db, "cpp_player@example.com", "correct horse battery");
@@ -104,7 +103,7 @@ int main() {
         events.append("wallet", wallet, v, json::array({{{"event_type", "deposited"}, {"payload", {{"amount", 10}}}}}));
         try {
             events.append("wallet", wallet, v, json::array({{{"event_type", "withdrew"}, {"payload", {{"amount", 10}}}}}));
-        } catch (const rootstream::Error& e) {
+        } catch (const rootstream::Conflict& e) {
             std::cout << "stale append refused: " << e.what() << "\n";
         }
 

@@ -306,6 +306,105 @@ TEST_F(Database, ADuplicateUniqueValueThrowsAConflict) {
     EXPECT_EQ(count_rows(*db, "items"), 1);
 }
 
+// ================================================================ errors by kind
+
+TEST(Errors, EveryCodeIsThrownAsTheSubclassOfItsKindAndKeepsItsCode) {
+    using namespace rootstream;
+    auto kind_of = [](int code) -> std::string {
+        try {
+            Error::raise(code, "boom");
+        } catch (const MfaRequired& e) {
+            EXPECT_EQ(e.code(), code);
+            return "MfaRequired";
+        } catch (const Locked& e) {
+            EXPECT_EQ(e.code(), code);
+            return "Locked";
+        } catch (const AuthError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "AuthError";
+        } catch (const InvalidArgument& e) {
+            EXPECT_EQ(e.code(), code);
+            return "InvalidArgument";
+        } catch (const ConfigError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "ConfigError";
+        } catch (const ConnectionError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "ConnectionError";
+        } catch (const Timeout& e) {
+            EXPECT_EQ(e.code(), code);
+            return "Timeout";
+        } catch (const QueryError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "QueryError";
+        } catch (const Conflict& e) {
+            EXPECT_EQ(e.code(), code);
+            return "Conflict";
+        } catch (const NotFound& e) {
+            EXPECT_EQ(e.code(), code);
+            return "NotFound";
+        } catch (const StateError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "StateError";
+        } catch (const IntegrityError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "IntegrityError";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), code);
+            EXPECT_STREQ(e.what(), "boom");
+            return "Error";
+        }
+        return "nothing";
+    };
+    EXPECT_EQ(kind_of(RSDB_ERR_NULL), "InvalidArgument");
+    EXPECT_EQ(kind_of(RSDB_ERR_INVALID_UTF8), "InvalidArgument");
+    EXPECT_EQ(kind_of(RSDB_ERR_INVALID_ARGUMENT), "InvalidArgument");
+    EXPECT_EQ(kind_of(RSDB_ERR_JSON), "InvalidArgument");
+    EXPECT_EQ(kind_of(RSDB_ERR_CONFIG), "ConfigError");
+    EXPECT_EQ(kind_of(RSDB_ERR_CONNECTION), "ConnectionError");
+    EXPECT_EQ(kind_of(RSDB_ERR_TIMEOUT), "Timeout");
+    EXPECT_EQ(kind_of(RSDB_ERR_QUERY), "QueryError");
+    EXPECT_EQ(kind_of(RSDB_ERR_CONFLICT), "Conflict");
+    EXPECT_EQ(kind_of(RSDB_ERR_NOT_FOUND), "NotFound");
+    EXPECT_EQ(kind_of(RSDB_ERR_STATE), "StateError");
+    EXPECT_EQ(kind_of(RSDB_ERR_AUTH), "AuthError");
+    EXPECT_EQ(kind_of(RSDB_ERR_MFA_REQUIRED), "MfaRequired");
+    EXPECT_EQ(kind_of(RSDB_ERR_LOCKED), "Locked");
+    EXPECT_EQ(kind_of(RSDB_ERR_INTEGRITY), "IntegrityError");
+    EXPECT_EQ(kind_of(RSDB_ERR_MIGRATION), "Error");
+    EXPECT_EQ(kind_of(RSDB_ERR_REDIS), "Error");
+    EXPECT_EQ(kind_of(RSDB_ERR_IO), "Error");
+    EXPECT_EQ(kind_of(RSDB_ERR_INTERNAL), "Error");
+}
+
+TEST(Errors, ABridgeMessageWithoutTheCodePrefixIsAnInternalError) {
+    try {
+        rootstream::Error::raise_from_bridge("something else");
+        ADD_FAILURE() << "did not throw";
+    } catch (const rootstream::Error& e) {
+        EXPECT_EQ(e.code(), RSDB_ERR_INTERNAL);
+        EXPECT_STREQ(e.what(), "something else");
+    }
+    EXPECT_THROW(rootstream::Error::raise_from_bridge("rsdb:-9:no such row"), rootstream::NotFound);
+}
+
+TEST_F(Database, CallersCatchErrorsFromTheCoreByKind) {
+    auto db = open_migrated_db();
+    create_items_table(*db);
+    db->execute("INSERT INTO items (name) VALUES ($1)", json::array({"one"}));
+    EXPECT_THROW(db->execute("INSERT INTO items (name) VALUES ($1)", json::array({"one"})), rootstream::Conflict);
+    EXPECT_THROW(db->execute("SELEC 1"), rootstream::QueryError);
+    EXPECT_THROW(rootstream::database::models::User::load_by_id(*db, 987654321), rootstream::NotFound);
+    rootstream::database::models::User::create(*db, "kind_user", "kind@example.com", "correct horse battery");
+    EXPECT_THROW(rootstream::database::models::User::authenticate(*db, "kind_user", "wrong password"),
+                 rootstream::AuthError);
+    EXPECT_THROW(db->execute(std::string("SELECT 1 -- \xff\xfe")), rootstream::InvalidArgument);
+    Config bad;
+    EXPECT_THROW(bad.set("pool_size", "many"), rootstream::ConfigError);
+    db->close();
+    EXPECT_THROW(db->execute("SELECT 1"), rootstream::StateError);
+}
+
 // ================================================================ transactions
 
 TEST_F(Transactions, CommittedDataBecomesVisibleOnlyAfterCommit) {
@@ -902,7 +1001,9 @@ TEST_F(ServerDown, AManagerForAClosedPortThrowsQuickly) {
     int code = RSDB_OK;
     try {
         DatabaseManager db(c);
-    } catch (const Error& e) {
+    } catch (const rootstream::ConnectionError& e) {
+        code = e.code();
+    } catch (const rootstream::Timeout& e) {
         code = e.code();
     }
     EXPECT_TRUE(code == RSDB_ERR_CONNECTION || code == RSDB_ERR_TIMEOUT) << "code " << code;
@@ -917,7 +1018,9 @@ TEST_F(ServerDown, ARedisClientForAClosedPortThrowsQuickly) {
     int code = RSDB_OK;
     try {
         RedisClient r(c);
-    } catch (const Error& e) {
+    } catch (const rootstream::ConnectionError& e) {
+        code = e.code();
+    } catch (const rootstream::Timeout& e) {
         code = e.code();
     }
     EXPECT_TRUE(code == RSDB_ERR_CONNECTION || code == RSDB_ERR_TIMEOUT) << "code " << code;

@@ -250,6 +250,23 @@ TEST_F(Sessions, TheSessionIsCachedInRedisUnderItsHashForItsRemainingLifetime) {
     EXPECT_LT(session_row(id_of(c)).at("lifetime_s").get<double>(), 24.0 * 3600 + 1);
 }
 
+TEST_F(Sessions, ADeviceCrossesTypedAndItsAbsentFieldsStayNull) {
+    CreatedSession c = sessions().create(user_id_, device("fp-bare"));
+    json s = sessions().validate(c.token, "fp-bare");
+    EXPECT_EQ(s.at("device_fingerprint"), "fp-bare");
+    EXPECT_TRUE(s.at("ip_address").is_null()) << s.dump();
+    EXPECT_TRUE(s.at("user_agent").is_null()) << s.dump();
+    EXPECT_TRUE(s.at("geo_location").is_null()) << s.dump();
+    // A present but empty value is kept as given, not read as "none".
+    CreatedSession e = sessions().create(user_id_, DeviceInfo{"fp-empty", std::string(), std::nullopt, std::nullopt});
+    EXPECT_EQ(sessions().validate(e.token, "fp-empty").at("ip_address"), "");
+    // refresh without rotation hands back the same token; with rotation a new one.
+    EXPECT_EQ(sessions().refresh(c.token, "fp-bare").token, c.token);
+    CreatedSession r = sessions().refresh(c.token, "fp-bare", true);
+    EXPECT_NE(r.token, c.token);
+    EXPECT_EQ(r.token.size(), c.token.size());
+}
+
 TEST_F(Sessions, ValidateWithTheRightFingerprintReturnsTheSession) {
     CreatedSession c = sessions().create(user_id_, laptop());
     json s = sessions().validate(c.token, kLaptop);

@@ -9,7 +9,7 @@ std::string params_text(const nlohmann::json& params) {
         return "[]";
     }
     if (!params.is_array()) {
-        throw Error(RSDB_ERR_JSON, "parameters must be a JSON array");
+        Error::raise(RSDB_ERR_JSON, "parameters must be a JSON array");
     }
     return detail::dump_json(params);
 }
@@ -45,18 +45,18 @@ Transaction::~Transaction() {
 }
 
 std::uint64_t Transaction::execute(const std::string& sql, const nlohmann::json& params) {
-    if (!box_) throw Error(RSDB_ERR_STATE, "moved-from transaction");
+    if (!box_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
     return detail::call([&] { return (*box_)->execute(sql, params_text(params)); });
 }
 
 nlohmann::json Transaction::query(const std::string& sql, const nlohmann::json& params) {
-    if (!box_) throw Error(RSDB_ERR_STATE, "moved-from transaction");
+    if (!box_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
     auto text = detail::call([&] { return (*box_)->query(sql, params_text(params)); });
     return nlohmann::json::parse(std::string(text));
 }
 
 void Transaction::commit() {
-    if (!box_) throw Error(RSDB_ERR_STATE, "moved-from transaction");
+    if (!box_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
     detail::call([&] { (*box_)->commit(); });
 }
 

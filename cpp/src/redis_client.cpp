@@ -21,7 +21,7 @@ std::chrono::microseconds RedisClient::ping() {
 }
 
 void RedisClient::set(const std::string& key, const std::string& value, std::chrono::milliseconds ttl) {
-    if (ttl.count() < 0) throw Error(RSDB_ERR_INVALID_ARGUMENT, "ttl must not be negative");
+    if (ttl.count() < 0) Error::raise(RSDB_ERR_INVALID_ARGUMENT, "ttl must not be negative");
     detail::call([&] { box_->set(key, value, static_cast<std::uint64_t>(ttl.count())); });
 }
 
@@ -40,7 +40,7 @@ bool RedisClient::exists(const std::string& key) {
 }
 
 bool RedisClient::expire(const std::string& key, std::chrono::milliseconds ttl) {
-    if (ttl.count() <= 0) throw Error(RSDB_ERR_INVALID_ARGUMENT, "ttl must be greater than 0");
+    if (ttl.count() <= 0) Error::raise(RSDB_ERR_INVALID_ARGUMENT, "ttl must be greater than 0");
     return detail::call([&] { return box_->expire(key, static_cast<std::uint64_t>(ttl.count())); });
 }
 
@@ -101,7 +101,7 @@ std::int64_t RedisClient::publish(const std::string& channel, const std::string&
 }
 
 std::uint64_t RedisClient::subscribe(const std::string& pattern, MessageHandler handler) {
-    if (!handler) throw Error(RSDB_ERR_NULL, "handler must not be empty");
+    if (!handler) Error::raise(RSDB_ERR_NULL, "handler must not be empty");
     return detail::call([&] {
         return box_->subscribe(pattern, std::make_unique<ffi::MessageObserver>(std::move(handler)));
     });

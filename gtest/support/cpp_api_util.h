@@ -21,7 +21,46 @@ inline std::string lower(std::string s) {
     return s;
 }
 
-/// `f` throws rootstream::Error with one of `codes` and a message mentioning `needle`.
+/// Whether `e` is the rootstream::Error subclass its code maps to (Error::raise), so that every
+/// ThrowsCode assertion also checks that the error can be caught by kind.
+inline bool is_kind_of_code(const rootstream::Error& e) {
+    using namespace rootstream;
+    switch (e.code()) {
+        case RSDB_ERR_NULL:
+        case RSDB_ERR_INVALID_UTF8:
+        case RSDB_ERR_INVALID_ARGUMENT:
+        case RSDB_ERR_JSON:
+            return dynamic_cast<const InvalidArgument*>(&e) != nullptr;
+        case RSDB_ERR_CONFIG:
+            return dynamic_cast<const ConfigError*>(&e) != nullptr;
+        case RSDB_ERR_CONNECTION:
+            return dynamic_cast<const ConnectionError*>(&e) != nullptr;
+        case RSDB_ERR_TIMEOUT:
+            return dynamic_cast<const Timeout*>(&e) != nullptr;
+        case RSDB_ERR_QUERY:
+            return dynamic_cast<const QueryError*>(&e) != nullptr;
+        case RSDB_ERR_CONFLICT:
+            return dynamic_cast<const Conflict*>(&e) != nullptr;
+        case RSDB_ERR_NOT_FOUND:
+            return dynamic_cast<const NotFound*>(&e) != nullptr;
+        case RSDB_ERR_STATE:
+            return dynamic_cast<const StateError*>(&e) != nullptr;
+        case RSDB_ERR_AUTH:
+            return dynamic_cast<const AuthError*>(&e) != nullptr && dynamic_cast<const MfaRequired*>(&e) == nullptr &&
+                   dynamic_cast<const Locked*>(&e) == nullptr;
+        case RSDB_ERR_MFA_REQUIRED:
+            return dynamic_cast<const MfaRequired*>(&e) != nullptr;
+        case RSDB_ERR_LOCKED:
+            return dynamic_cast<const Locked*>(&e) != nullptr;
+        case RSDB_ERR_INTEGRITY:
+            return dynamic_cast<const IntegrityError*>(&e) != nullptr;
+        default:
+            return typeid(e) == typeid(Error);
+    }
+}
+
+/// `f` throws rootstream::Error with one of `codes`, as the subclass of its code, and a message
+/// mentioning `needle`.
 template <class F>
 ::testing::AssertionResult ThrowsCode(F&& f, std::initializer_list<int> codes, const std::string& needle = std::string()) {
     try {
@@ -31,6 +70,10 @@ template <class F>
         if (std::find(codes.begin(), codes.end(), e.code()) == codes.end()) {
             return ::testing::AssertionFailure() << "code " << e.code() << " (" << rsdb_status_name(e.code())
                                                  << ") is not the expected one; message: " << msg;
+        }
+        if (!is_kind_of_code(e)) {
+            return ::testing::AssertionFailure() << "code " << e.code() << " arrived as a " << typeid(e).name()
+                                                 << ", not as the subclass of its code; message: " << msg;
         }
         if (msg.empty()) return ::testing::AssertionFailure() << "the error has no message";
         if (!needle.empty() && lower(msg).find(lower(needle)) == std::string::npos) {

@@ -3,7 +3,7 @@
 
 #include "rootstream/error.h"
 #include "rust/cxx.h"
-#include "rootstream-db/src/ffi/cxx/mod.rs.h"
+#include "rootstream-db/src/ffi/cxx/config.rs.h"
 
 #include <string>
 

@@ -11,18 +11,95 @@
 
 namespace rootstream {
 
-/// Thrown by every failing call. code() is one of the RSDB_ERR_* values of the C API.
+/// Thrown by every failing call, as one of the subclasses below where the code has one, so a
+/// caller can catch by kind (`catch (const rootstream::NotFound&)`) or catch Error for all.
+/// code() is always one of the RSDB_ERR_* values of the C API.
 class Error : public std::runtime_error {
 public:
     Error(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
 
     int code() const noexcept { return code_; }
 
-    /// Builds an Error from a bridge message of the form "rsdb:<code>:<message>".
-    static Error from_bridge(const char* what);
+    /// Throws the subclass that matches code: the one place codes map to kinds.
+    [[noreturn]] static void raise(int code, const std::string& message);
+    /// Throws for a bridge message of the form "rsdb:<code>:<message>" (anything else is
+    /// RSDB_ERR_INTERNAL).
+    [[noreturn]] static void raise_from_bridge(const char* what);
 
 private:
     int code_;
+};
+
+/// A bad argument: RSDB_ERR_NULL, RSDB_ERR_INVALID_UTF8, RSDB_ERR_INVALID_ARGUMENT, RSDB_ERR_JSON.
+class InvalidArgument : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_CONFIG: a missing or invalid configuration value.
+class ConfigError : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_CONNECTION: a server could not be reached or the connection broke.
+class ConnectionError : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_TIMEOUT: an operation or a wait for a pooled connection took too long.
+class Timeout : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_QUERY: the database rejected a statement.
+class QueryError : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_CONFLICT: a duplicate, a stale version, a limit, or something still in use.
+class Conflict : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_NOT_FOUND: no such record, backup or file.
+class NotFound : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_STATE: the object is not in a state that allows the call.
+class StateError : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_AUTH: wrong credentials, or an unknown, revoked or expired session.
+class AuthError : public Error {
+public:
+    using Error::Error;
+};
+
+/// RSDB_ERR_MFA_REQUIRED: the session still waits for its second factor.
+class MfaRequired : public AuthError {
+public:
+    using AuthError::AuthError;
+};
+
+/// RSDB_ERR_LOCKED: too many failed attempts; the user is locked out for a while.
+class Locked : public AuthError {
+public:
+    using AuthError::AuthError;
+};
+
+/// RSDB_ERR_INTEGRITY: stored data failed verification (a checksum or authentication tag).
+class IntegrityError : public Error {
+public:
+    using Error::Error;
 };
 
 namespace detail {
@@ -36,9 +113,9 @@ auto call(F&& f) -> decltype(f()) {
         throw;
     } catch (const std::invalid_argument& e) {
         // rust::Str throws this for strings that are not UTF-8.
-        throw Error(RSDB_ERR_INVALID_UTF8, e.what());
+        Error::raise(RSDB_ERR_INVALID_UTF8, e.what());
     } catch (const std::exception& e) {
-        throw Error::from_bridge(e.what());
+        Error::raise_from_bridge(e.what());
     }
 }
 

@@ -8,8 +8,11 @@ int main() {
         rootstream::database::DatabaseManager db(rootstream::Config::from_env());
         std::cout << db.query("SELECT $1::text AS hello", {"from C++"}).dump() << "\n";
         return 0;
+    } catch (const rootstream::ConnectionError& e) {
+        std::cerr << "cpp_consumer: the database is not reachable: " << e.what() << "\n";
+        return 2;
     } catch (const rootstream::Error& e) {
-        std::cerr << "cpp_consumer: " << e.what() << "\n";
+        std::cerr << "cpp_consumer: " << e.what() << " (code " << e.code() << ")\n";
         return 1;
     }
 }

@@ -5,6 +5,7 @@
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
 #include "rootstream/database/models/session_model.h"
+#include "rootstream-db/src/ffi/cxx/auth.rs.h"
 
 #include <nlohmann/json.hpp>
 

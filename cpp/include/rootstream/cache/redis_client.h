@@ -4,6 +4,7 @@
 #include "rootstream/cache/message_observer.h"
 #include "rootstream/config.h"
 #include "rootstream/error.h"
+#include "rootstream-db/src/ffi/cxx/cache.rs.h"
 
 #include <nlohmann/json.hpp>
 

@@ -6,6 +6,7 @@
 #include "rootstream/database/database_manager.h"
 
 #include "rootstream/cache/message_observer.h"
+#include "rootstream-db/src/ffi/cxx/backup.rs.h"
 
 #include <nlohmann/json.hpp>
 

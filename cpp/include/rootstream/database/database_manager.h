@@ -3,6 +3,7 @@
 
 #include "rootstream/config.h"
 #include "rootstream/error.h"
+#include "rootstream-db/src/ffi/cxx/db.rs.h"
 
 #include <nlohmann/json.hpp>
 

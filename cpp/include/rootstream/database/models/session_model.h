@@ -4,6 +4,7 @@
 #include "rootstream/cache/redis_client.h"
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
+#include "rootstream-db/src/ffi/cxx/auth.rs.h"
 
 #include <nlohmann/json.hpp>
 

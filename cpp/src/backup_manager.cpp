@@ -1,23 +1,19 @@
 #include "rootstream/database/backup_manager.h"
 
+#include "internal.h"
+
 namespace rootstream {
 namespace database {
-
-namespace {
-nlohmann::json parse(const rust::String& text) {
-    return nlohmann::json::parse(std::string(text));
-}
-}  // namespace
 
 BackupManager::BackupManager(const Config& config, DatabaseManager& db)
     : box_(detail::call([&] { return ffi::backup_new(config.raw(), db.raw()); })) {}
 
 nlohmann::json BackupManager::create_full() {
-    return parse(detail::call([&] { return box_->create_full(); }));
+    return detail::parse_json(detail::call([&] { return box_->create_full(); }));
 }
 
 nlohmann::json BackupManager::create(const std::string& kind) {
-    return parse(detail::call([&] { return box_->create(kind); }));
+    return detail::parse_json(detail::call([&] { return box_->create(kind); }));
 }
 
 void BackupManager::init_repository() {
@@ -43,21 +39,21 @@ void BackupManager::set_progress(ProgressHandler handler) {
 }
 
 nlohmann::json BackupManager::verify(const std::string& backup_id) {
-    return parse(detail::call([&] { return box_->verify(backup_id); }));
+    return detail::parse_json(detail::call([&] { return box_->verify(backup_id); }));
 }
 
 nlohmann::json BackupManager::list() {
-    return parse(detail::call([&] { return box_->list(); }));
+    return detail::parse_json(detail::call([&] { return box_->list(); }));
 }
 
 nlohmann::json BackupManager::cleanup(std::uint32_t full_days, std::uint32_t incremental_days,
                                       std::uint32_t differential_days, std::uint32_t keep_last) {
-    return parse(detail::call([&] { return box_->cleanup(full_days, incremental_days, differential_days, keep_last); }));
+    return detail::parse_json(detail::call([&] { return box_->cleanup(full_days, incremental_days, differential_days, keep_last); }));
 }
 
 BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron, Handler handler)
     : box_(detail::call([&] {
-          if (!handler) throw Error(RSDB_ERR_NULL, "handler must not be empty");
+          if (!handler) Error::raise(RSDB_ERR_NULL, "handler must not be empty");
           auto observer = std::make_unique<ffi::MessageObserver>(
               [h = std::move(handler)](const std::string&, const std::string& payload) {
                   h(nlohmann::json::parse(payload));
@@ -68,7 +64,7 @@ BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron
 BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron, const std::string& kind,
                                  Handler handler)
     : box_(detail::call([&] {
-          if (!handler) throw Error(RSDB_ERR_NULL, "handler must not be empty");
+          if (!handler) Error::raise(RSDB_ERR_NULL, "handler must not be empty");
           auto observer = std::make_unique<ffi::MessageObserver>(
               [h = std::move(handler)](const std::string&, const std::string& payload) {
                   h(nlohmann::json::parse(payload));
@@ -83,20 +79,20 @@ RecoveryManager::RecoveryManager(const Config& config)
     : box_(detail::call([&] { return ffi::recovery_from_config(config.raw()); })) {}
 
 nlohmann::json RecoveryManager::restore(const std::string& backup_id, const std::string& target_url) {
-    return parse(detail::call([&] { return box_->restore_database(backup_id, target_url); }));
+    return detail::parse_json(detail::call([&] { return box_->restore_database(backup_id, target_url); }));
 }
 
 nlohmann::json RecoveryManager::restore_cluster(const nlohmann::json& options) {
     const std::string text = detail::dump_json(options);
-    return parse(detail::call([&] { return box_->restore_cluster(text); }));
+    return detail::parse_json(detail::call([&] { return box_->restore_cluster(text); }));
 }
 
 nlohmann::json RecoveryManager::test_restore(const std::string& backup_id) {
-    return parse(detail::call([&] { return box_->test_restore(backup_id); }));
+    return detail::parse_json(detail::call([&] { return box_->test_restore(backup_id); }));
 }
 
 nlohmann::json RecoveryManager::list_repository() {
-    return parse(detail::call([&] { return box_->list_repository(); }));
+    return detail::parse_json(detail::call([&] { return box_->list_repository(); }));
 }
 
 void RecoveryManager::stop_cluster(const std::string& data_dir) {

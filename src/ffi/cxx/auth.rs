@@ -1,0 +1,207 @@
+//! Login sessions and MFA behind `rootstream::database::models::SessionModel` and
+//! `rootstream::auth::MFAManager`.
+
+use super::{nonempty, to_json, R};
+use crate::auth::mfa::MfaManager;
+use crate::error::Error;
+use crate::models::session::{DeviceInfo, SessionModel, SessionSettings};
+use crate::runtime::block_on;
+
+#[cxx::bridge(namespace = "rootstream::ffi")]
+mod bridge {
+    unsafe extern "C++" {
+        include!("rootstream-db/src/ffi/cxx/config.rs.h");
+        include!("rootstream-db/src/ffi/cxx/db.rs.h");
+        include!("rootstream-db/src/ffi/cxx/cache.rs.h");
+        type ConfigBox = crate::ffi::cxx::config::ConfigBox;
+        type DbBox = crate::ffi::cxx::db::DbBox;
+        type RedisBox = crate::ffi::cxx::cache::RedisBox;
+    }
+
+    /// Where a login comes from. Each optional text has a `has_` flag; without it the text
+    /// is ignored.
+    struct Device {
+        fingerprint: String,
+        ip_address: String,
+        has_ip_address: bool,
+        user_agent: String,
+        has_user_agent: bool,
+        geo_location: String,
+        has_geo_location: bool,
+    }
+
+    /// A session handed out by create or refresh: its token (empty when refresh kept the old
+    /// one) and the session record as JSON.
+    struct IssuedSession {
+        token: String,
+        session_json: String,
+    }
+
+    extern "Rust" {
+        type SessionsBox;
+        fn sessions_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Box<SessionsBox>;
+        fn create(
+            self: &SessionsBox,
+            user_id: i64,
+            device: &Device,
+            remember_me: bool,
+            mfa_required: bool,
+        ) -> Result<IssuedSession>;
+        fn validate(self: &SessionsBox, token: &str, fingerprint: &str, require_mfa: bool) -> Result<String>;
+        fn refresh(self: &SessionsBox, token: &str, fingerprint: &str, rotate: bool) -> Result<IssuedSession>;
+        fn revoke(self: &SessionsBox, session_id: i64, reason: &str) -> Result<()>;
+        fn revoke_token(self: &SessionsBox, token: &str) -> Result<()>;
+        fn revoke_all(self: &SessionsBox, user_id: i64, keep_session_id: i64, reason: &str) -> Result<u64>;
+        fn list(self: &SessionsBox, user_id: i64) -> Result<String>;
+        fn cleanup(self: &SessionsBox) -> Result<String>;
+        fn stats_json(self: &SessionsBox) -> String;
+
+        type MfaBox;
+        fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Result<Box<MfaBox>>;
+        fn mfa_new_without_redis(cfg: &ConfigBox, db: &DbBox) -> Result<Box<MfaBox>>;
+        fn base64_decode(text: &str) -> Result<Vec<u8>>;
+        fn totp_code(secret_base32: &str, unix_time: u64) -> Result<String>;
+        fn begin_enrollment(self: &MfaBox, user_id: i64, account_name: &str) -> Result<String>;
+        fn confirm_enrollment(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<String>;
+        fn verify(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<bool>;
+        fn verify_backup_code(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<bool>;
+        fn complete_login(
+            self: &MfaBox,
+            sessions: &SessionsBox,
+            token: &str,
+            fingerprint: &str,
+            code: &str,
+            ip: &str,
+        ) -> Result<String>;
+        fn regenerate_backup_codes(self: &MfaBox, user_id: i64) -> Result<String>;
+        fn unenroll(self: &MfaBox, user_id: i64) -> Result<()>;
+        fn admin_reset(self: &MfaBox, sessions: &SessionsBox, user_id: i64, reason: &str) -> Result<u64>;
+        fn status(self: &MfaBox, user_id: i64) -> Result<String>;
+        fn rotate_keys(self: &MfaBox) -> Result<u64>;
+    }
+}
+
+use super::cache::RedisBox;
+use super::config::ConfigBox;
+use super::db::DbBox;
+
+/// Sessions behind `rootstream::database::models::SessionModel`.
+pub struct SessionsBox(pub(crate) SessionModel);
+
+// SAFETY: the id names the C++ declaration cxx generates for `SessionsBox` in auth.rs.h.
+unsafe impl cxx::ExternType for SessionsBox {
+    type Id = cxx::type_id!("rootstream::ffi::SessionsBox");
+    type Kind = cxx::kind::Opaque;
+}
+
+fn sessions_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Box<SessionsBox> {
+    Box::new(SessionsBox(SessionModel::new(db.0.clone(), redis.0.clone(), SessionSettings::from_config(&cfg.0))))
+}
+
+impl SessionsBox {
+    fn create(
+        &self,
+        user_id: i64,
+        device: &bridge::Device,
+        remember_me: bool,
+        mfa_required: bool,
+    ) -> R<bridge::IssuedSession> {
+        let text = |v: &String, present: bool| present.then(|| v.clone());
+        let device = DeviceInfo {
+            fingerprint: device.fingerprint.clone(),
+            ip_address: text(&device.ip_address, device.has_ip_address),
+            user_agent: text(&device.user_agent, device.has_user_agent),
+            geo_location: text(&device.geo_location, device.has_geo_location),
+        };
+        let c = block_on(self.0.create(user_id, &device, remember_me, mfa_required))?;
+        Ok(bridge::IssuedSession { token: c.token.expose().to_string(), session_json: to_json(&c.session)? })
+    }
+    fn validate(&self, token: &str, fingerprint: &str, require_mfa: bool) -> R<String> {
+        to_json(&block_on(self.0.validate(token, fingerprint, require_mfa))?)
+    }
+    fn refresh(&self, token: &str, fingerprint: &str, rotate: bool) -> R<bridge::IssuedSession> {
+        let (t, s) = block_on(self.0.refresh(token, fingerprint, rotate))?;
+        let token = t.as_ref().map(|t| t.expose().to_string()).unwrap_or_default();
+        Ok(bridge::IssuedSession { token, session_json: to_json(&s)? })
+    }
+    fn revoke(&self, session_id: i64, reason: &str) -> R<()> {
+        Ok(block_on(self.0.revoke(session_id, nonempty(reason)))?)
+    }
+    fn revoke_token(&self, token: &str) -> R<()> {
+        Ok(block_on(self.0.revoke_token(token))?)
+    }
+    fn revoke_all(&self, user_id: i64, keep_session_id: i64, reason: &str) -> R<u64> {
+        let keep = (keep_session_id != 0).then_some(keep_session_id);
+        Ok(block_on(self.0.revoke_all(user_id, keep, nonempty(reason)))?)
+    }
+    fn list(&self, user_id: i64) -> R<String> {
+        to_json(&block_on(self.0.list(user_id))?)
+    }
+    fn cleanup(&self) -> R<String> {
+        let (ended, deleted) = block_on(self.0.cleanup())?;
+        to_json(&serde_json::json!({"ended": ended, "deleted": deleted}))
+    }
+    fn stats_json(&self) -> String {
+        serde_json::to_string(&self.0.stats()).unwrap_or_default()
+    }
+}
+
+/// The manager behind `rootstream::auth::MFAManager`.
+pub struct MfaBox(MfaManager);
+
+fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> R<Box<MfaBox>> {
+    Ok(Box::new(MfaBox(MfaManager::new(db.0.clone(), Some(redis.0.clone()), &cfg.0)?)))
+}
+
+fn mfa_new_without_redis(cfg: &ConfigBox, db: &DbBox) -> R<Box<MfaBox>> {
+    Ok(Box::new(MfaBox(MfaManager::new(db.0.clone(), None, &cfg.0)?)))
+}
+
+fn totp_code(secret_base32: &str, unix_time: u64) -> R<String> {
+    Ok(crate::auth::totp::code_for_base32(secret_base32, unix_time)?)
+}
+
+fn base64_decode(text: &str) -> R<Vec<u8>> {
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| Error::invalid(format!("base64: {e}")))?)
+}
+
+impl MfaBox {
+    fn begin_enrollment(&self, user_id: i64, account_name: &str) -> R<String> {
+        to_json(&block_on(self.0.begin_enrollment(user_id, account_name))?)
+    }
+    fn confirm_enrollment(&self, user_id: i64, code: &str, ip: &str) -> R<String> {
+        to_json(&block_on(self.0.confirm_enrollment(user_id, code, nonempty(ip)))?)
+    }
+    fn verify(&self, user_id: i64, code: &str, ip: &str) -> R<bool> {
+        Ok(block_on(self.0.verify(user_id, code, nonempty(ip), None))?)
+    }
+    fn verify_backup_code(&self, user_id: i64, code: &str, ip: &str) -> R<bool> {
+        Ok(block_on(self.0.verify_backup_code(user_id, code, nonempty(ip), None))?)
+    }
+    fn complete_login(
+        &self,
+        sessions: &SessionsBox,
+        token: &str,
+        fingerprint: &str,
+        code: &str,
+        ip: &str,
+    ) -> R<String> {
+        to_json(&block_on(self.0.complete_login(&sessions.0, token, fingerprint, code, nonempty(ip)))?)
+    }
+    fn regenerate_backup_codes(&self, user_id: i64) -> R<String> {
+        to_json(&block_on(self.0.regenerate_backup_codes(user_id))?)
+    }
+    fn unenroll(&self, user_id: i64) -> R<()> {
+        Ok(block_on(self.0.unenroll(user_id))?)
+    }
+    fn admin_reset(&self, sessions: &SessionsBox, user_id: i64, reason: &str) -> R<u64> {
+        Ok(block_on(self.0.admin_reset(&sessions.0, user_id, nonempty(reason)))?.sessions_revoked)
+    }
+    fn status(&self, user_id: i64) -> R<String> {
+        to_json(&block_on(self.0.status(user_id))?)
+    }
+    fn rotate_keys(&self) -> R<u64> {
+        Ok(block_on(self.0.rotate_keys())?)
+    }
+}
