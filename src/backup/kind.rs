@@ -54,6 +54,13 @@ pub enum BackupKind {
     Physical(PhysicalKind),
 }
 
+impl Default for BackupKind {
+    /// The kind taken when a caller names none: a logical backup, which needs no WAL archive.
+    fn default() -> Self {
+        BackupKind::Logical
+    }
+}
+
 impl BackupKind {
     /// Every accepted name, in the order the help texts list them.
     pub const NAMES: [&'static str; 4] = ["logical", "full", "incremental", "differential"];

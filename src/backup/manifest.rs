@@ -174,8 +174,8 @@ pub fn check_id(backup_id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::envelope::Keyring;
     use crate::backup::storage::LocalStorage;
+    use crate::crypto::envelope::Keyring;
     use std::sync::Arc;
 
     fn manifest(id: &str) -> Manifest {

@@ -4,8 +4,8 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::backup::{
-    BackupKind, BackupManager, ClusterRestoreOptions, Manifest, Progress, PushOutcome, RecoveryManager, RecoveryTarget,
-    RetentionPolicy, WalArchive,
+    BackupKind, BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome, RecoveryManager,
+    RecoveryTarget, RetentionPolicy, WalArchive,
 };
 use rootstream_db::db::migrations;
 use rootstream_db::models::session::{SessionModel, SessionSettings, OPERATOR_REVOKE_REASON};
@@ -80,13 +80,13 @@ fn cli() -> Command {
                         .arg(
                             Arg::new("type")
                                 .long("type")
-                                .default_value("logical")
                                 .value_parser(BackupKind::NAMES)
-                                .help("logical, or the physical full, incremental or differential"),
+                                .help("logical (the default), or the physical full, incremental or differential"),
                         )
                         .arg(
                             Arg::new("physical")
                                 .long("physical")
+                                .conflicts_with("type")
                                 .action(ArgAction::SetTrue)
                                 .help("Alias of --type full: a physical full backup (pg_basebackup)"),
                         ),
@@ -317,10 +317,11 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
     let bm = BackupManager::new(db, cfg)?;
     match m.subcommand() {
         Some(("create", sub)) => {
-            let mut kind = BackupKind::parse(sub.get_one::<String>("type").expect("default"))?;
-            if sub.get_flag("physical") && kind == BackupKind::Logical {
-                kind = BackupKind::parse("full")?;
-            }
+            let kind = match sub.get_one::<String>("type") {
+                Some(name) => BackupKind::parse(name)?,
+                None if sub.get_flag("physical") => BackupKind::Physical(PhysicalKind::Full),
+                None => BackupKind::default(),
+            };
             let manifest = block_on(bm.create_kind(kind))?;
             print_manifest(&manifest);
         }
