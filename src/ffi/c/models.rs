@@ -2,7 +2,7 @@
 
 use super::db::rsdb_db;
 use super::redis::rsdb_redis;
-use super::{arg_ref, arg_str, guard, guard_void, opt_str, out_ptr, set_out_string};
+use super::{arg_ref, arg_str, guard, hand_out, opt_str, out_ptr, release, set_out_string};
 use crate::models::{NewUser, StreamModel, StreamSessionModel, StreamStats, UserModel};
 use crate::runtime::block_on;
 use serde::Serialize;
@@ -24,7 +24,7 @@ fn json_out<T: Serialize>(out: *mut *mut c_char, v: &T) -> crate::Result<()> {
 pub unsafe extern "C" fn rsdb_users_new(db: *const rsdb_db, out: *mut *mut rsdb_users) -> c_int {
     guard(|| {
         let db = arg_ref(db, "db")?;
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_users(UserModel::new(db.0.clone()))));
+        hand_out(out_ptr(out, "out")?, rsdb_users(UserModel::new(db.0.clone())));
         Ok(())
     })
 }
@@ -32,11 +32,7 @@ pub unsafe extern "C" fn rsdb_users_new(db: *const rsdb_db, out: *mut *mut rsdb_
 /// Releases a user-model handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_users_free(h: *mut rsdb_users) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Registers a user: the password is hashed with Argon2id (never stored), username and email
@@ -201,7 +197,9 @@ pub unsafe extern "C" fn rsdb_users_change_password(
     })
 }
 
-/// Creates a stream-model handle on `db` and `redis` (which it keeps alive).
+/// Creates a stream-model handle on `db` and `redis` (borrowed for the call; the handle keeps
+/// the pool and the client alive). `*out` receives a handle to release with
+/// `rsdb_streams_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_streams_new(
     db: *const rsdb_db,
@@ -211,7 +209,7 @@ pub unsafe extern "C" fn rsdb_streams_new(
     guard(|| {
         let db = arg_ref(db, "db")?;
         let redis = arg_ref(redis, "redis")?;
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_streams(StreamModel::new(db.0.clone(), redis.0.clone()))));
+        hand_out(out_ptr(out, "out")?, rsdb_streams(StreamModel::new(db.0.clone(), redis.0.clone())));
         Ok(())
     })
 }
@@ -219,11 +217,7 @@ pub unsafe extern "C" fn rsdb_streams_new(
 /// Releases a stream-model handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_streams_free(h: *mut rsdb_streams) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Creates a stream for a user with a fresh 256-bit stream key; `description` may be NULL.
@@ -400,12 +394,13 @@ pub unsafe extern "C" fn rsdb_streams_list_live(streams: *const rsdb_streams, st
     })
 }
 
-/// Creates a stream-session handle on `db`.
+/// Creates a stream-session handle on `db` (borrowed for the call; the handle keeps the pool
+/// alive). `*out` receives a handle to release with `rsdb_stream_sessions_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_stream_sessions_new(db: *const rsdb_db, out: *mut *mut rsdb_stream_sessions) -> c_int {
     guard(|| {
         let db = arg_ref(db, "db")?;
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_stream_sessions(StreamSessionModel::new(db.0.clone()))));
+        hand_out(out_ptr(out, "out")?, rsdb_stream_sessions(StreamSessionModel::new(db.0.clone())));
         Ok(())
     })
 }
@@ -413,11 +408,7 @@ pub unsafe extern "C" fn rsdb_stream_sessions_new(db: *const rsdb_db, out: *mut 
 /// Releases a stream-session handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_stream_sessions_free(h: *mut rsdb_stream_sessions) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Opens a session for a stream.
