@@ -455,8 +455,8 @@ int rsdb_mfa_unenroll(const struct rsdb_mfa *mfa, int64_t user_id);
  be NULL) receives how many sessions were revoked. `RSDB_ERR_NOT_FOUND`, with nothing
  revoked, when the user has no enrollment.
  */
-int rsdb_mfa_admin_reset(const rsdb_mfa *mfa,
-                         const rsdb_sessions *sessions,
+int rsdb_mfa_admin_reset(const struct rsdb_mfa *mfa,
+                         const struct rsdb_sessions *sessions,
                          int64_t user_id,
                          const char *reason,
                          uint64_t *revoked);
@@ -616,7 +616,7 @@ int rsdb_recovery_set_progress(struct rsdb_recovery *recovery,
 
 /*
  Restores a logical backup into the database at `target_url` (created when missing), as
- `rsdb_backup_restore`.
+ `rsdb_backup_restore`; `report_json` may be NULL.
  */
 int rsdb_recovery_restore_database(const struct rsdb_recovery *recovery,
                                    const char *backup_id,
@@ -734,8 +734,8 @@ void rsdb_db_close(struct rsdb_db *db);
 int rsdb_db_migrate(const struct rsdb_db *db, int *current_version);
 
 /*
- Executes one statement. `params_json` is a JSON array bound to `$1, $2, ...` (NULL or ""
- for none); values are never spliced into the SQL text. `affected` (may be NULL) receives
+ Executes one statement. `params_json` (may be NULL, or "" for none) is a JSON array bound
+ to `$1, $2, ...`; values are never spliced into the SQL text. `affected` (may be NULL) receives
  the number of rows affected.
  */
 int rsdb_db_execute(const struct rsdb_db *db,
@@ -744,7 +744,7 @@ int rsdb_db_execute(const struct rsdb_db *db,
                     uint64_t *affected);
 
 /*
- Runs a query. `*rows_json` receives a JSON array of row objects keyed by column name;
+ Runs a query; `params_json` (may be NULL) is bound as in `rsdb_db_execute`. `*rows_json` receives a JSON array of row objects keyed by column name;
  release it with `rsdb_string_free`.
  */
 int rsdb_db_query(const struct rsdb_db *db,
@@ -770,7 +770,8 @@ int rsdb_db_health(const struct rsdb_db *db, char **health_json);
 int rsdb_db_begin(const struct rsdb_db *db, struct rsdb_tx **out);
 
 /*
- Executes a statement inside the transaction (see `rsdb_db_execute`).
+ Executes a statement inside the transaction (see `rsdb_db_execute`); `params_json` and
+ `affected` may be NULL.
  */
 int rsdb_tx_execute(const struct rsdb_tx *tx,
                     const char *sql,
@@ -778,7 +779,7 @@ int rsdb_tx_execute(const struct rsdb_tx *tx,
                     uint64_t *affected);
 
 /*
- Runs a query inside the transaction (see `rsdb_db_query`).
+ Runs a query inside the transaction (see `rsdb_db_query`); `params_json` may be NULL.
  */
 int rsdb_tx_query(const struct rsdb_tx *tx,
                   const char *sql,
@@ -928,7 +929,8 @@ int rsdb_users_get_by_username(const struct rsdb_users *users,
 int rsdb_users_get_by_email(const struct rsdb_users *users, const char *email, char **user_json);
 
 /*
- Updates the profile; a NULL field stays as it is. `*user_json` receives the updated user.
+ Updates the profile; `display_name` and `avatar_url` may be NULL (a NULL field stays as it
+ is). `*user_json` receives the updated user.
  */
 int rsdb_users_update_profile(const struct rsdb_users *users,
                               int64_t user_id,
@@ -1035,8 +1037,8 @@ int rsdb_streams_viewer_count(const struct rsdb_streams *streams,
                               int64_t *viewers);
 
 /*
- Records encoder statistics. A negative `bitrate_kbps` or `fps`, or a NULL string, leaves
- that value as it is.
+ Records encoder statistics. A negative `bitrate_kbps` or `fps` leaves that value as it is;
+ `resolution` and `codec` may be NULL, which leaves them as they are.
  */
 int rsdb_streams_update_stats(const struct rsdb_streams *streams,
                               int64_t stream_id,

@@ -329,7 +329,7 @@ pub unsafe extern "C" fn rsdb_recovery_set_progress(
 }
 
 /// Restores a logical backup into the database at `target_url` (created when missing), as
-/// `rsdb_backup_restore`.
+/// `rsdb_backup_restore`; `report_json` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_recovery_restore_database(
     recovery: *const rsdb_recovery,

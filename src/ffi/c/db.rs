@@ -64,8 +64,8 @@ pub unsafe extern "C" fn rsdb_db_migrate(db: *const rsdb_db, current_version: *m
     })
 }
 
-/// Executes one statement. `params_json` is a JSON array bound to `$1, $2, ...` (NULL or ""
-/// for none); values are never spliced into the SQL text. `affected` (may be NULL) receives
+/// Executes one statement. `params_json` (may be NULL, or "" for none) is a JSON array bound
+/// to `$1, $2, ...`; values are never spliced into the SQL text. `affected` (may be NULL) receives
 /// the number of rows affected.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_db_execute(
@@ -86,7 +86,7 @@ pub unsafe extern "C" fn rsdb_db_execute(
     })
 }
 
-/// Runs a query. `*rows_json` receives a JSON array of row objects keyed by column name;
+/// Runs a query; `params_json` (may be NULL) is bound as in `rsdb_db_execute`. `*rows_json` receives a JSON array of row objects keyed by column name;
 /// release it with `rsdb_string_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_db_query(
@@ -152,7 +152,8 @@ fn lock(tx: &rsdb_tx) -> crate::Result<std::sync::MutexGuard<'_, Transaction>> {
     tx.0.lock().map_err(|_| Error::State("the transaction was poisoned by a panic".into()))
 }
 
-/// Executes a statement inside the transaction (see `rsdb_db_execute`).
+/// Executes a statement inside the transaction (see `rsdb_db_execute`); `params_json` and
+/// `affected` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_tx_execute(
     tx: *const rsdb_tx,
@@ -173,7 +174,7 @@ pub unsafe extern "C" fn rsdb_tx_execute(
     })
 }
 
-/// Runs a query inside the transaction (see `rsdb_db_query`).
+/// Runs a query inside the transaction (see `rsdb_db_query`); `params_json` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_tx_query(
     tx: *const rsdb_tx,

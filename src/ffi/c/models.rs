@@ -138,7 +138,8 @@ pub unsafe extern "C" fn rsdb_users_get_by_email(
     })
 }
 
-/// Updates the profile; a NULL field stays as it is. `*user_json` receives the updated user.
+/// Updates the profile; `display_name` and `avatar_url` may be NULL (a NULL field stays as it
+/// is). `*user_json` receives the updated user.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_users_update_profile(
     users: *const rsdb_users,
@@ -361,8 +362,8 @@ pub unsafe extern "C" fn rsdb_streams_viewer_count(
     })
 }
 
-/// Records encoder statistics. A negative `bitrate_kbps` or `fps`, or a NULL string, leaves
-/// that value as it is.
+/// Records encoder statistics. A negative `bitrate_kbps` or `fps` leaves that value as it is;
+/// `resolution` and `codec` may be NULL, which leaves them as they are.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_streams_update_stats(
     streams: *const rsdb_streams,
