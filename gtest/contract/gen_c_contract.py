@@ -9,7 +9,8 @@ Every function the header declares gets test cases derived from its parameter li
   * functions without pointer parameters are called once.
 A pointer parameter is optional when the header's documentation of the function says it may be
 NULL; such parameters get no NULL case. A parameter type the generator does not know stops the
-build, so a new C function can never go untested.
+build, so a new C function can never go untested; so does a constructor whose documentation
+does not name the function that releases what it hands out.
 
 Usage: gen_c_contract.py HEADER OUTPUT.inc
 """
@@ -153,14 +154,38 @@ def cleanup(fname, params, skip):
         kind, _, _ = classify(fname, ptype, pname)
         if kind == "out_handle":
             t = ptype.replace("const ", "").replace("struct ", "").strip()[:-3]
-            release = "rsdb_backup_schedule_stop" if t == "rsdb_backup_schedule" else \
-                {"rsdb_db": "rsdb_db_close", "rsdb_redis": "rsdb_redis_close"}.get(t, t + "_free")
+            release = release_of(t)
             lines.append(f"    EXPECT_EQ({pname}_out, nullptr) << \"a failed call handed out a handle\";")
             lines.append(f"    {release}({pname}_out);")
     return lines
 
 
+def release_of(handle_type):
+    return {"rsdb_backup_schedule": "rsdb_backup_schedule_stop", "rsdb_db": "rsdb_db_close",
+            "rsdb_redis": "rsdb_redis_close"}.get(handle_type, handle_type + "_free")
+
+
+def check_constructor_docs(decls):
+    """Every function that hands out a handle names, in its documentation, the function that
+    releases it (directly, or through the function it is documented to be "like")."""
+    docs = {name: doc for name, _, _, doc in decls}
+    missing = []
+    for fname, _, params, doc in decls:
+        for ptype, pname in params:
+            t = ptype.replace("const ", "").replace("struct ", "").strip()
+            if not t.endswith(" **") or classify(fname, ptype, pname)[0] != "out_handle":
+                continue
+            release = release_of(t[:-3])
+            like = re.search(r"Like `(rsdb_\w+)`", doc)
+            if release not in doc and not (like and release in docs.get(like.group(1), "")):
+                missing.append(f"{fname} (hands out {t[:-3]}; its documentation must name {release})")
+    if missing:
+        sys.exit("gen_c_contract: constructors whose documentation does not name the release "
+                 "function:\n  " + "\n  ".join(missing))
+
+
 def generate(decls):
+    check_constructor_docs(decls)
     cases = []
     names = []
     for fname, ret, params, doc in decls:
