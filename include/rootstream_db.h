@@ -1,12 +1,19 @@
 /*
  * rootstream-db C API.
  *
- * Conventions: every fallible function returns an int status, 0 (RSDB_OK) on success or a
+ * Conventions: every fallible function returns an int holding an rsdb_status: 0 (RSDB_OK) or a
  * negative RSDB_ERR_* code; rsdb_last_error() describes the latest failure on the calling
  * thread. Strings are UTF-8 and NUL-terminated. Strings returned through `char **` out
  * parameters belong to the caller and are released with rsdb_string_free(). Handles are
  * released with their own *_free / *_close function; those accept NULL. Passing NULL where a
  * value is required returns RSDB_ERR_NULL. All handles except rsdb_tx are thread-safe.
+ *
+ * Ownership: pointer parameters are borrowed for the duration of the call only, unless their
+ * documentation says otherwise; the library keeps no pointer into caller memory after it
+ * returns (callbacks' user_data excepted, which must stay valid until the subscription or
+ * schedule ends). Handles a constructor stores in `**out` belong to the caller and are
+ * released with the function its documentation names; strings passed to callbacks are valid
+ * only during the call.
  *
  * Generated from the Rust sources; do not edit.
  */
@@ -20,109 +27,96 @@
 #include <stdint.h>
 
 /*
- Success.
+ The status of a call. Fallible functions return it as an `int` (compare it with these
+ names): `RSDB_OK` or a negative `RSDB_ERR_*` code. A value never changes meaning, and the
+ same values are `rootstream::Error::code()` in the C++ API.
  */
-#define RSDB_OK 0
-
-/*
- A required pointer or handle was NULL.
- */
-#define RSDB_ERR_NULL -1
-
-/*
- A string argument was not valid UTF-8.
- */
-#define RSDB_ERR_INVALID_UTF8 -2
-
-/*
- An argument was malformed or out of range.
- */
-#define RSDB_ERR_INVALID_ARGUMENT -3
-
-/*
- The configuration is incomplete or invalid.
- */
-#define RSDB_ERR_CONFIG -4
-
-/*
- A server could not be reached or the connection broke.
- */
-#define RSDB_ERR_CONNECTION -5
-
-/*
- An operation did not finish in time (including waiting for a pooled connection).
- */
-#define RSDB_ERR_TIMEOUT -6
-
-/*
- The database rejected a statement.
- */
-#define RSDB_ERR_QUERY -7
-
-/*
- A concurrent writer won, or a unique value is already taken.
- */
-#define RSDB_ERR_CONFLICT -8
-
-/*
- The requested object does not exist.
- */
-#define RSDB_ERR_NOT_FOUND -9
-
-/*
- Schema migrations failed or do not match this library.
- */
-#define RSDB_ERR_MIGRATION -10
-
-/*
- Redis answered with an error.
- */
-#define RSDB_ERR_REDIS -11
-
-/*
- A JSON argument could not be parsed or had the wrong shape.
- */
-#define RSDB_ERR_JSON -12
-
-/*
- The object is in the wrong state for this call (e.g. a finished transaction).
- */
-#define RSDB_ERR_STATE -13
-
-/*
- A defect inside the library was caught at the boundary.
- */
-#define RSDB_ERR_PANIC -14
-
-/*
- A file or process operation failed.
- */
-#define RSDB_ERR_IO -15
-
-/*
- Authentication failed (wrong password, unknown or inactive user).
- */
-#define RSDB_ERR_AUTH -16
-
-/*
- The session is valid but its second factor (MFA) has not been passed yet.
- */
-#define RSDB_ERR_MFA_REQUIRED -17
-
-/*
- Too many failed attempts; locked out until the lockout window has passed.
- */
-#define RSDB_ERR_LOCKED -18
-
-/*
- Stored data failed its integrity check (a changed byte, a missing or truncated file).
- */
-#define RSDB_ERR_INTEGRITY -19
-
-/*
- Any other failure.
- */
-#define RSDB_ERR_INTERNAL -99
+typedef enum rsdb_status {
+  /*
+   Success.
+   */
+  RSDB_OK = 0,
+  /*
+   A required pointer or handle was NULL.
+   */
+  RSDB_ERR_NULL = -1,
+  /*
+   A string argument was not valid UTF-8.
+   */
+  RSDB_ERR_INVALID_UTF8 = -2,
+  /*
+   An argument was malformed or out of range.
+   */
+  RSDB_ERR_INVALID_ARGUMENT = -3,
+  /*
+   The configuration is incomplete or invalid.
+   */
+  RSDB_ERR_CONFIG = -4,
+  /*
+   A server could not be reached or the connection broke.
+   */
+  RSDB_ERR_CONNECTION = -5,
+  /*
+   An operation did not finish in time (including waiting for a pooled connection).
+   */
+  RSDB_ERR_TIMEOUT = -6,
+  /*
+   The database rejected a statement.
+   */
+  RSDB_ERR_QUERY = -7,
+  /*
+   A concurrent writer won, or a unique value is already taken.
+   */
+  RSDB_ERR_CONFLICT = -8,
+  /*
+   The requested object does not exist.
+   */
+  RSDB_ERR_NOT_FOUND = -9,
+  /*
+   Schema migrations failed or do not match this library.
+   */
+  RSDB_ERR_MIGRATION = -10,
+  /*
+   Redis answered with an error.
+   */
+  RSDB_ERR_REDIS = -11,
+  /*
+   A JSON argument could not be parsed or had the wrong shape.
+   */
+  RSDB_ERR_JSON = -12,
+  /*
+   The object is in the wrong state for this call (e.g. a finished transaction).
+   */
+  RSDB_ERR_STATE = -13,
+  /*
+   A defect inside the library was caught at the boundary.
+   */
+  RSDB_ERR_PANIC = -14,
+  /*
+   A file or process operation failed.
+   */
+  RSDB_ERR_IO = -15,
+  /*
+   Authentication failed (wrong password, unknown or inactive user).
+   */
+  RSDB_ERR_AUTH = -16,
+  /*
+   The session is valid but its second factor (MFA) has not been passed yet.
+   */
+  RSDB_ERR_MFA_REQUIRED = -17,
+  /*
+   Too many failed attempts; locked out until the lockout window has passed.
+   */
+  RSDB_ERR_LOCKED = -18,
+  /*
+   Stored data failed its integrity check (a changed byte, a missing or truncated file).
+   */
+  RSDB_ERR_INTEGRITY = -19,
+  /*
+   Any other failure.
+   */
+  RSDB_ERR_INTERNAL = -99,
+} rsdb_status;
 
 /*
  Backups of `cfg`'s database into its `backup_dir`. Thread-safe.
@@ -206,7 +200,7 @@ typedef void (*rsdb_progress_cb)(void *user_data, const char *progress_json);
 /*
  Pool counters, filled by `rsdb_db_pool_stats`.
  */
-typedef struct {
+typedef struct rsdb_pool_stats {
   /*
    Configured maximum number of connections.
    */
@@ -238,6 +232,11 @@ typedef void (*rsdb_message_cb)(void *user_data,
                                 const char *channel,
                                 const char *payload,
                                 size_t payload_len);
+
+/*
+ Every status, in header order.
+ */
+#define rsdb_status_ALL { RSDB_OK, RSDB_ERR_NULL, RSDB_ERR_INVALID_UTF8, RSDB_ERR_INVALID_ARGUMENT, RSDB_ERR_CONFIG, RSDB_ERR_CONNECTION, RSDB_ERR_TIMEOUT, RSDB_ERR_QUERY, RSDB_ERR_CONFLICT, RSDB_ERR_NOT_FOUND, RSDB_ERR_MIGRATION, RSDB_ERR_REDIS, RSDB_ERR_JSON, RSDB_ERR_STATE, RSDB_ERR_PANIC, RSDB_ERR_IO, RSDB_ERR_AUTH, RSDB_ERR_MFA_REQUIRED, RSDB_ERR_LOCKED, RSDB_ERR_INTEGRITY, RSDB_ERR_INTERNAL, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -273,15 +272,15 @@ void rsdb_string_free(char *s);
  Creates a session handle with the lifetimes and limits of `cfg` (`session_*` keys) on `db`
  and `redis` (which it keeps alive). Release with `rsdb_sessions_free`.
  */
-int rsdb_sessions_new(const rsdb_config *cfg,
-                      const rsdb_db *db,
-                      const rsdb_redis *redis,
-                      rsdb_sessions **out);
+int rsdb_sessions_new(const struct rsdb_config *cfg,
+                      const struct rsdb_db *db,
+                      const struct rsdb_redis *redis,
+                      struct rsdb_sessions **out);
 
 /*
  Releases a session handle (and stops its background cleanup). NULL is accepted.
  */
-void rsdb_sessions_free(rsdb_sessions *h);
+void rsdb_sessions_free(struct rsdb_sessions *h);
 
 /*
  Creates a session for a user logging in from a device. `fingerprint` is required;
@@ -290,7 +289,7 @@ void rsdb_sessions_free(rsdb_sessions *h);
  token — shown this once, never stored — and `*session_json` (may be NULL) the session.
  Over the per-user limit with policy `refuse`: `RSDB_ERR_CONFLICT`.
  */
-int rsdb_sessions_create(const rsdb_sessions *sessions,
+int rsdb_sessions_create(const struct rsdb_sessions *sessions,
                          int64_t user_id,
                          const char *fingerprint,
                          const char *ip_address,
@@ -307,7 +306,7 @@ int rsdb_sessions_create(const rsdb_sessions *sessions,
  records `session.hijack_suspected`. With `require_mfa` != 0, `RSDB_ERR_MFA_REQUIRED` while
  the second factor is pending. `*session_json` (may be NULL) receives the session.
  */
-int rsdb_sessions_validate(const rsdb_sessions *sessions,
+int rsdb_sessions_validate(const struct rsdb_sessions *sessions,
                            const char *token,
                            const char *fingerprint,
                            int require_mfa,
@@ -317,7 +316,7 @@ int rsdb_sessions_validate(const rsdb_sessions *sessions,
  Extends a valid session by its full lifetime. With `rotate` != 0 the old token stops
  working and `*new_token` receives the new one (else NULL). `*session_json` may be NULL.
  */
-int rsdb_sessions_refresh(const rsdb_sessions *sessions,
+int rsdb_sessions_refresh(const struct rsdb_sessions *sessions,
                           const char *token,
                           const char *fingerprint,
                           int rotate,
@@ -328,19 +327,21 @@ int rsdb_sessions_refresh(const rsdb_sessions *sessions,
  Revokes one session. `reason` may be NULL: the session then records the library's default
  reason (`revoked`).
  */
-int rsdb_sessions_revoke(const rsdb_sessions *sessions, int64_t session_id, const char *reason);
+int rsdb_sessions_revoke(const struct rsdb_sessions *sessions,
+                         int64_t session_id,
+                         const char *reason);
 
 /*
  Revokes the session of a token (logout).
  */
-int rsdb_sessions_revoke_token(const rsdb_sessions *sessions, const char *token);
+int rsdb_sessions_revoke_token(const struct rsdb_sessions *sessions, const char *token);
 
 /*
  Revokes all of a user's sessions except `keep_session_id` (0 keeps none). `reason` may be
  NULL: the sessions then record the library's default reason (`revoked`). `revoked` (may be
  NULL) receives how many.
  */
-int rsdb_sessions_revoke_all(const rsdb_sessions *sessions,
+int rsdb_sessions_revoke_all(const struct rsdb_sessions *sessions,
                              int64_t user_id,
                              int64_t keep_session_id,
                              const char *reason,
@@ -349,43 +350,43 @@ int rsdb_sessions_revoke_all(const rsdb_sessions *sessions,
 /*
  A user's active sessions, newest first, as a JSON array (the "your devices" page).
  */
-int rsdb_sessions_list(const rsdb_sessions *sessions, int64_t user_id, char **sessions_json);
+int rsdb_sessions_list(const struct rsdb_sessions *sessions, int64_t user_id, char **sessions_json);
 
 /*
  Ends expired and idle sessions and deletes sessions ended longer ago than the configured
  retention (`session_retention_days`, default 30). `ended` and `deleted` may be NULL.
  */
-int rsdb_sessions_cleanup(const rsdb_sessions *sessions, uint64_t *ended, uint64_t *deleted);
+int rsdb_sessions_cleanup(const struct rsdb_sessions *sessions, uint64_t *ended, uint64_t *deleted);
 
 /*
  Runs `rsdb_sessions_cleanup` every `interval_ms` in the background (0 stops it).
  */
-int rsdb_sessions_schedule_cleanup(const rsdb_sessions *sessions, uint64_t interval_ms);
+int rsdb_sessions_schedule_cleanup(const struct rsdb_sessions *sessions, uint64_t interval_ms);
 
 /*
  Cache counters: `{"cache_hits":..,"cache_misses":..,"cache_errors":..}`.
  */
-int rsdb_sessions_stats(const rsdb_sessions *sessions, char **stats_json);
+int rsdb_sessions_stats(const struct rsdb_sessions *sessions, char **stats_json);
 
 /*
  Creates an MFA handle. Needs `master_key` in `cfg` (`RSDB_ERR_CONFIG` otherwise); `redis`
  may be NULL (then no `mfa.*` events are published). Release with `rsdb_mfa_free`.
  */
-int rsdb_mfa_new(const rsdb_config *cfg,
-                 const rsdb_db *db,
-                 const rsdb_redis *redis,
-                 rsdb_mfa **out);
+int rsdb_mfa_new(const struct rsdb_config *cfg,
+                 const struct rsdb_db *db,
+                 const struct rsdb_redis *redis,
+                 struct rsdb_mfa **out);
 
 /*
  Releases an MFA handle. NULL is accepted.
  */
-void rsdb_mfa_free(rsdb_mfa *h);
+void rsdb_mfa_free(struct rsdb_mfa *h);
 
 /*
  Starts enrollment: `*enrollment_json` receives `{"secret_base32","otpauth_uri","qr_svg",
  "qr_png"}` (PNG in base64) — show it once. Not active until confirmed with a first code.
  */
-int rsdb_mfa_begin_enrollment(const rsdb_mfa *mfa,
+int rsdb_mfa_begin_enrollment(const struct rsdb_mfa *mfa,
                               int64_t user_id,
                               const char *account_name,
                               char **enrollment_json);
@@ -394,7 +395,7 @@ int rsdb_mfa_begin_enrollment(const rsdb_mfa *mfa,
  Confirms enrollment with a first valid code (`RSDB_ERR_AUTH` if it is not); `*backup_codes_json`
  receives the 10 backup codes as a JSON array — show them once. `ip_address` may be NULL.
  */
-int rsdb_mfa_confirm_enrollment(const rsdb_mfa *mfa,
+int rsdb_mfa_confirm_enrollment(const struct rsdb_mfa *mfa,
                                 int64_t user_id,
                                 const char *code,
                                 const char *ip_address,
@@ -405,7 +406,7 @@ int rsdb_mfa_confirm_enrollment(const rsdb_mfa *mfa,
  `RSDB_ERR_LOCKED` while the user is locked out. Every attempt is logged, with `ip_address`
  (may be NULL).
  */
-int rsdb_mfa_verify(const rsdb_mfa *mfa,
+int rsdb_mfa_verify(const struct rsdb_mfa *mfa,
                     int64_t user_id,
                     const char *code,
                     const char *ip_address,
@@ -415,7 +416,7 @@ int rsdb_mfa_verify(const rsdb_mfa *mfa,
  Checks a backup code (each works once): `*accepted` is 1 or 0. `ip_address` (may be NULL)
  is logged with the attempt.
  */
-int rsdb_mfa_verify_backup_code(const rsdb_mfa *mfa,
+int rsdb_mfa_verify_backup_code(const struct rsdb_mfa *mfa,
                                 int64_t user_id,
                                 const char *code,
                                 const char *ip_address,
@@ -426,8 +427,8 @@ int rsdb_mfa_verify_backup_code(const rsdb_mfa *mfa,
  and marks the session MFA-verified. `RSDB_ERR_AUTH` when the code is not accepted.
  `ip_address` and `session_json` may be NULL.
  */
-int rsdb_mfa_complete_login(const rsdb_mfa *mfa,
-                            const rsdb_sessions *sessions,
+int rsdb_mfa_complete_login(const struct rsdb_mfa *mfa,
+                            const struct rsdb_sessions *sessions,
                             const char *token,
                             const char *fingerprint,
                             const char *code,
@@ -437,7 +438,7 @@ int rsdb_mfa_complete_login(const rsdb_mfa *mfa,
 /*
  Replaces the backup codes; `*backup_codes_json` receives the new set.
  */
-int rsdb_mfa_regenerate_backup_codes(const rsdb_mfa *mfa,
+int rsdb_mfa_regenerate_backup_codes(const struct rsdb_mfa *mfa,
                                      int64_t user_id,
                                      char **backup_codes_json);
 
@@ -446,7 +447,7 @@ int rsdb_mfa_regenerate_backup_codes(const rsdb_mfa *mfa,
  `RSDB_ERR_NOT_FOUND` when the user has no enrollment. For a lost device use
  `rsdb_mfa_admin_reset`, which also revokes the sessions.
  */
-int rsdb_mfa_unenroll(const rsdb_mfa *mfa, int64_t user_id);
+int rsdb_mfa_unenroll(const struct rsdb_mfa *mfa, int64_t user_id);
 
 /*
  The administrator's reset for a lost device: removes the user's MFA and revokes every
@@ -454,8 +455,8 @@ int rsdb_mfa_unenroll(const rsdb_mfa *mfa, int64_t user_id);
  be NULL) receives how many sessions were revoked. `RSDB_ERR_NOT_FOUND`, with nothing
  revoked, when the user has no enrollment.
  */
-int rsdb_mfa_admin_reset(const rsdb_mfa *mfa,
-                         const rsdb_sessions *sessions,
+int rsdb_mfa_admin_reset(const struct rsdb_mfa *mfa,
+                         const struct rsdb_sessions *sessions,
                          int64_t user_id,
                          const char *reason,
                          uint64_t *revoked);
@@ -464,13 +465,13 @@ int rsdb_mfa_admin_reset(const rsdb_mfa *mfa,
  `*status_json` receives `{"enrolled","enabled","confirmed_at","backup_codes_remaining",
  "locked_until","key_id"}`.
  */
-int rsdb_mfa_status(const rsdb_mfa *mfa, int64_t user_id, char **status_json);
+int rsdb_mfa_status(const struct rsdb_mfa *mfa, int64_t user_id, char **status_json);
 
 /*
  Re-encrypts every MFA secret not under the current master key; `rotated` (may be NULL)
  receives how many.
  */
-int rsdb_mfa_rotate_keys(const rsdb_mfa *mfa, uint64_t *rotated);
+int rsdb_mfa_rotate_keys(const struct rsdb_mfa *mfa, uint64_t *rotated);
 
 /*
  The TOTP code (SHA-1, 6 digits, 30 s) of a base32 secret at `unix_time` (0 = now) — what an
@@ -482,24 +483,28 @@ int rsdb_totp_code(const char *secret_base32, uint64_t unix_time, char **code);
  Creates a backup handle. Needs `database_url`, `backup_dir` and `master_key` in `cfg`
  (`RSDB_ERR_CONFIG` otherwise). Release with `rsdb_backup_free`.
  */
-int rsdb_backup_new(const rsdb_config *cfg, const rsdb_db *db, rsdb_backup **out);
+int rsdb_backup_new(const struct rsdb_config *cfg,
+                    const struct rsdb_db *db,
+                    struct rsdb_backup **out);
 
 /*
  Releases a backup handle. NULL is accepted.
  */
-void rsdb_backup_free(rsdb_backup *h);
+void rsdb_backup_free(struct rsdb_backup *h);
 
 /*
  Takes a full logical backup; `*manifest_json` (may be NULL) receives its manifest
  (`backup_id`, sizes, checksum, row counts, ...). On failure the history row is `failed`.
  */
-int rsdb_backup_create_full(const rsdb_backup *backup, char **manifest_json);
+int rsdb_backup_create_full(const struct rsdb_backup *backup, char **manifest_json);
 
 /*
  Reads a backup back completely. `RSDB_ERR_INTEGRITY` names the file and chunk at fault;
  `RSDB_ERR_NOT_FOUND` for an unknown backup. `*manifest_json` may be NULL.
  */
-int rsdb_backup_verify(const rsdb_backup *backup, const char *backup_id, char **manifest_json);
+int rsdb_backup_verify(const struct rsdb_backup *backup,
+                       const char *backup_id,
+                       char **manifest_json);
 
 /*
  Verifies a backup, restores it into the database at `target_url` (created when missing; an
@@ -507,7 +512,7 @@ int rsdb_backup_verify(const rsdb_backup *backup, const char *backup_id, char **
  every table's row count. `*report_json` (may be NULL) receives
  `{"backup_id","target","tables_checked","rows_restored"}`.
  */
-int rsdb_backup_restore(const rsdb_backup *backup,
+int rsdb_backup_restore(const struct rsdb_backup *backup,
                         const char *backup_id,
                         const char *target_url,
                         char **report_json);
@@ -515,7 +520,7 @@ int rsdb_backup_restore(const rsdb_backup *backup,
 /*
  The backup history, newest first, as a JSON array.
  */
-int rsdb_backup_list(const rsdb_backup *backup, char **backups_json);
+int rsdb_backup_list(const struct rsdb_backup *backup, char **backups_json);
 
 /*
  Deletes backups past their retention: `full_days`, `incremental_days` and
@@ -523,7 +528,7 @@ int rsdb_backup_list(const rsdb_backup *backup, char **backups_json);
  keeping the newest `keep_last` of each type whatever their age (the newest full backup is
  always kept). `*report_json` (may be NULL) receives `{"deleted": [...], "kept": n, "bytes_freed": n}`.
  */
-int rsdb_backup_cleanup(const rsdb_backup *backup,
+int rsdb_backup_cleanup(const struct rsdb_backup *backup,
                         uint32_t full_days,
                         uint32_t incremental_days,
                         uint32_t differential_days,
@@ -533,19 +538,21 @@ int rsdb_backup_cleanup(const rsdb_backup *backup,
 /*
  Runs full logical backups on a 5-field cron schedule (UTC) in the background, as
  `rsdb_backup_schedule_start_kind` with kind `"logical"`. Failures and runs missed while
- nothing was running are reported to `callback`. `*out` receives the schedule.
+ nothing was running are reported to `callback`. `*out` receives the schedule, to stop and
+ release with `rsdb_backup_schedule_stop`; `user_data` is the caller's and must stay valid
+ until then.
  */
-int rsdb_backup_schedule_start(const rsdb_backup *backup,
+int rsdb_backup_schedule_start(const struct rsdb_backup *backup,
                                const char *cron,
                                rsdb_schedule_cb callback,
                                void *user_data,
-                               rsdb_backup_schedule **out);
+                               struct rsdb_backup_schedule **out);
 
 /*
  Stops a schedule and releases it. When this returns (outside the callback) the callback is
  not running and will not run again. NULL is accepted.
  */
-void rsdb_backup_schedule_stop(rsdb_backup_schedule *schedule);
+void rsdb_backup_schedule_stop(struct rsdb_backup_schedule *schedule);
 
 /*
  Takes a backup of `kind`: `"logical"` (full pg_dump backup of the database, as
@@ -556,54 +563,62 @@ void rsdb_backup_schedule_stop(rsdb_backup_schedule *schedule);
  without a full physical backup to build on they fail with `RSDB_ERR_STATE`.
  `*manifest_json` may be NULL.
  */
-int rsdb_backup_create(const rsdb_backup *backup, const char *kind, char **manifest_json);
+int rsdb_backup_create(const struct rsdb_backup *backup, const char *kind, char **manifest_json);
 
 /*
  Deletes one backup (its files, and its history row becomes `deleted`).
  `RSDB_ERR_CONFLICT` while another backup builds on it; `RSDB_ERR_NOT_FOUND` for an unknown
  one. `*freed_bytes` (may be NULL) receives the bytes removed.
  */
-int rsdb_backup_delete(const rsdb_backup *backup, const char *backup_id, uint64_t *freed_bytes);
+int rsdb_backup_delete(const struct rsdb_backup *backup,
+                       const char *backup_id,
+                       uint64_t *freed_bytes);
 
 /*
  Like `rsdb_backup_schedule_start`, for backups of `kind` (`"logical"`, `"full"`,
  `"incremental"` or `"differential"`, as in `rsdb_backup_create`).
  */
-int rsdb_backup_schedule_start_kind(const rsdb_backup *backup,
+int rsdb_backup_schedule_start_kind(const struct rsdb_backup *backup,
                                     const char *cron,
                                     const char *kind,
                                     rsdb_schedule_cb callback,
                                     void *user_data,
-                                    rsdb_backup_schedule **out);
+                                    struct rsdb_backup_schedule **out);
 
 /*
  Reports progress of this handle's backups, verifies and restores to `callback` (NULL stops
  reporting). Set it before sharing the handle between threads.
  */
-int rsdb_backup_set_progress(rsdb_backup *backup, rsdb_progress_cb callback, void *user_data);
+int rsdb_backup_set_progress(struct rsdb_backup *backup,
+                             rsdb_progress_cb callback,
+                             void *user_data);
 
 /*
  Creates a recovery handle. With `db` NULL it works from the repository and keys alone
  (disaster recovery: the database is gone); then test restores of logical backups are
  refused. Release with `rsdb_recovery_free`.
  */
-int rsdb_recovery_new(const rsdb_config *cfg, const rsdb_db *db, rsdb_recovery **out);
+int rsdb_recovery_new(const struct rsdb_config *cfg,
+                      const struct rsdb_db *db,
+                      struct rsdb_recovery **out);
 
 /*
  Releases a recovery handle. NULL is accepted.
  */
-void rsdb_recovery_free(rsdb_recovery *h);
+void rsdb_recovery_free(struct rsdb_recovery *h);
 
 /*
  Reports restore progress to `callback` (NULL stops reporting); see `rsdb_progress_cb`.
  */
-int rsdb_recovery_set_progress(rsdb_recovery *recovery, rsdb_progress_cb callback, void *user_data);
+int rsdb_recovery_set_progress(struct rsdb_recovery *recovery,
+                               rsdb_progress_cb callback,
+                               void *user_data);
 
 /*
  Restores a logical backup into the database at `target_url` (created when missing), as
- `rsdb_backup_restore`.
+ `rsdb_backup_restore`; `report_json` may be NULL.
  */
-int rsdb_recovery_restore_database(const rsdb_recovery *recovery,
+int rsdb_recovery_restore_database(const struct rsdb_recovery *recovery,
                                    const char *backup_id,
                                    const char *target_url,
                                    char **report_json);
@@ -619,7 +634,7 @@ int rsdb_recovery_restore_database(const rsdb_recovery *recovery,
  "target","recovery_log","databases":{db:{table:rows}},"running","seconds"}`.
  `RSDB_ERR_INTEGRITY` when a backup file fails authentication (nothing is left behind).
  */
-int rsdb_recovery_restore_cluster(const rsdb_recovery *recovery,
+int rsdb_recovery_restore_cluster(const struct rsdb_recovery *recovery,
                                   const char *options_json,
                                   char **report_json);
 
@@ -628,7 +643,7 @@ int rsdb_recovery_restore_cluster(const rsdb_recovery *recovery,
  free port), checks it and drops the scratch space. `*report_json` (may be NULL) receives
  `{"backup_id","kind","tables_checked","rows","seconds"}`.
  */
-int rsdb_recovery_test_restore(const rsdb_recovery *recovery,
+int rsdb_recovery_test_restore(const struct rsdb_recovery *recovery,
                                const char *backup_id,
                                char **report_json);
 
@@ -636,43 +651,44 @@ int rsdb_recovery_test_restore(const rsdb_recovery *recovery,
  Every backup in the repository, read from the signed manifests (no database needed),
  oldest first, as a JSON array of manifests.
  */
-int rsdb_recovery_list_repository(const rsdb_recovery *recovery, char **backups_json);
+int rsdb_recovery_list_repository(const struct rsdb_recovery *recovery, char **backups_json);
 
 /*
  Stops the server a restore left running in `data_dir` (fast shutdown).
  */
-int rsdb_recovery_stop_cluster(const rsdb_recovery *recovery, const char *data_dir);
+int rsdb_recovery_stop_cluster(const struct rsdb_recovery *recovery, const char *data_dir);
 
 /*
  Archives one WAL file into `cfg`'s repository (PostgreSQL's archive_command; the CLI's
  `rsdb wal-push`). Idempotent: `*already_archived` (may be NULL) is 1 when an identical copy
  was there already; a different file of that name gives `RSDB_ERR_CONFLICT`.
  */
-int rsdb_wal_push(const rsdb_config *cfg, const char *path, int *already_archived);
+int rsdb_wal_push(const struct rsdb_config *cfg, const char *path, int *already_archived);
 
 /*
  Restores archived WAL file `name` to `path` (PostgreSQL's restore_command; the CLI's
  `rsdb wal-fetch`). `RSDB_ERR_NOT_FOUND` when it was never archived.
  */
-int rsdb_wal_fetch(const rsdb_config *cfg, const char *name, const char *path);
+int rsdb_wal_fetch(const struct rsdb_config *cfg, const char *name, const char *path);
 
 /*
  Prepares the repository: creates `backup_dir`, or the S3 bucket of `backup_s3_url` when it
  does not exist. Idempotent.
  */
-int rsdb_backup_init_repository(const rsdb_backup *backup);
+int rsdb_backup_init_repository(const struct rsdb_backup *backup);
 
 /*
  Creates a configuration with defaults (pool of 20, 5 s acquire timeout, ...).
  `*out` receives a handle to release with `rsdb_config_free`.
  */
-int rsdb_config_new(rsdb_config **out);
+int rsdb_config_new(struct rsdb_config **out);
 
 /*
  Creates a configuration from defaults and the `ROOTSTREAM_*` environment variables
  (`ROOTSTREAM_DATABASE_URL`, `ROOTSTREAM_REDIS_URL`, `ROOTSTREAM_POOL_SIZE`, ...).
+ `*out` receives a handle to release with `rsdb_config_free`.
  */
-int rsdb_config_from_env(rsdb_config **out);
+int rsdb_config_from_env(struct rsdb_config **out);
 
 /*
  Sets one key: `database_url`, `pool_size`, `acquire_timeout_ms`, `connect_timeout_ms`,
@@ -685,109 +701,118 @@ int rsdb_config_from_env(rsdb_config **out);
  `session_*` and `mfa_*` keys (the README lists them all). An empty value clears an
  optional key.
  */
-int rsdb_config_set(rsdb_config *cfg, const char *key, const char *value);
+int rsdb_config_set(struct rsdb_config *cfg, const char *key, const char *value);
 
 /*
  Applies a configuration file of `key = value` lines (keys as for `rsdb_config_set`, or their
  `ROOTSTREAM_*` names; `#` comments) — the file `rsdb --config` reads, e.g. the one
  PostgreSQL's archive_command uses. `RSDB_ERR_CONFIG` names the file and line at fault.
  */
-int rsdb_config_load_file(rsdb_config *cfg, const char *path);
+int rsdb_config_load_file(struct rsdb_config *cfg, const char *path);
 
 /*
  Releases a configuration. NULL is accepted.
  */
-void rsdb_config_free(rsdb_config *cfg);
+void rsdb_config_free(struct rsdb_config *cfg);
 
 /*
  Opens a pool for `cfg`'s `database_url` and checks one round trip. `*out` receives a
  handle to release with `rsdb_db_close`. The configuration is copied; it may be freed after.
  */
-int rsdb_db_open(const rsdb_config *cfg, rsdb_db **out);
+int rsdb_db_open(const struct rsdb_config *cfg, struct rsdb_db **out);
 
 /*
  Closes the pool and releases the handle. Transactions still open keep their connection
  until they are freed. NULL is accepted.
  */
-void rsdb_db_close(rsdb_db *db);
+void rsdb_db_close(struct rsdb_db *db);
 
 /*
  Applies the embedded schema migrations (serialized across processes by an advisory lock).
  `current_version` (may be NULL) receives the schema version afterwards.
  */
-int rsdb_db_migrate(const rsdb_db *db, int *current_version);
+int rsdb_db_migrate(const struct rsdb_db *db, int *current_version);
 
 /*
- Executes one statement. `params_json` is a JSON array bound to `$1, $2, ...` (NULL or ""
- for none); values are never spliced into the SQL text. `affected` (may be NULL) receives
+ Executes one statement. `params_json` (may be NULL, or "" for none) is a JSON array bound
+ to `$1, $2, ...`; values are never spliced into the SQL text. `affected` (may be NULL) receives
  the number of rows affected.
  */
-int rsdb_db_execute(const rsdb_db *db,
+int rsdb_db_execute(const struct rsdb_db *db,
                     const char *sql,
                     const char *params_json,
                     uint64_t *affected);
 
 /*
- Runs a query. `*rows_json` receives a JSON array of row objects keyed by column name;
+ Runs a query; `params_json` (may be NULL) is bound as in `rsdb_db_execute`. `*rows_json` receives a JSON array of row objects keyed by column name;
  release it with `rsdb_string_free`.
  */
-int rsdb_db_query(const rsdb_db *db, const char *sql, const char *params_json, char **rows_json);
+int rsdb_db_query(const struct rsdb_db *db,
+                  const char *sql,
+                  const char *params_json,
+                  char **rows_json);
 
 /*
  Fills `*stats` with the pool counters.
  */
-int rsdb_db_pool_stats(const rsdb_db *db, rsdb_pool_stats *stats);
+int rsdb_db_pool_stats(const struct rsdb_db *db, struct rsdb_pool_stats *stats);
 
 /*
  Checks the server: `*health_json` receives `{"latency_ms":..,"server_version":..,
  "in_recovery":..,"database":..,"pool":{..}}`; release it with `rsdb_string_free`.
  */
-int rsdb_db_health(const rsdb_db *db, char **health_json);
+int rsdb_db_health(const struct rsdb_db *db, char **health_json);
 
 /*
  Begins a transaction on a connection of its own (waiting at most the acquire timeout).
  `*out` receives a handle; `rsdb_tx_free` rolls back unless it was committed.
  */
-int rsdb_db_begin(const rsdb_db *db, rsdb_tx **out);
+int rsdb_db_begin(const struct rsdb_db *db, struct rsdb_tx **out);
 
 /*
- Executes a statement inside the transaction (see `rsdb_db_execute`).
+ Executes a statement inside the transaction (see `rsdb_db_execute`); `params_json` and
+ `affected` may be NULL.
  */
-int rsdb_tx_execute(const rsdb_tx *tx,
+int rsdb_tx_execute(const struct rsdb_tx *tx,
                     const char *sql,
                     const char *params_json,
                     uint64_t *affected);
 
 /*
- Runs a query inside the transaction (see `rsdb_db_query`).
+ Runs a query inside the transaction (see `rsdb_db_query`); `params_json` may be NULL.
  */
-int rsdb_tx_query(const rsdb_tx *tx, const char *sql, const char *params_json, char **rows_json);
+int rsdb_tx_query(const struct rsdb_tx *tx,
+                  const char *sql,
+                  const char *params_json,
+                  char **rows_json);
 
 /*
  Commits. Fails with `RSDB_ERR_STATE` when a statement of the transaction failed (it was
  rolled back) or when it was already finished.
  */
-int rsdb_tx_commit(const rsdb_tx *tx);
+int rsdb_tx_commit(const struct rsdb_tx *tx);
 
 /*
  Rolls back. A no-op on a finished transaction.
  */
-int rsdb_tx_rollback(const rsdb_tx *tx);
+int rsdb_tx_rollback(const struct rsdb_tx *tx);
 
 /*
  Releases a transaction, rolling it back if it is still open. NULL is accepted.
  */
-void rsdb_tx_free(rsdb_tx *tx);
+void rsdb_tx_free(struct rsdb_tx *tx);
 
 /*
- Creates an event-store handle on `db` (which it keeps alive).
+ Creates an event-store handle on `db` (borrowed for the call; the handle keeps the pool
+ alive, so `db` may be closed first). `*out` receives a handle to release with
+ `rsdb_events_free`.
  */
-int rsdb_events_new(const rsdb_db *db, rsdb_events **out);
+int rsdb_events_new(const struct rsdb_db *db, struct rsdb_events **out);
 
 /*
  Releases an event-store handle. NULL is accepted.
  */
-void rsdb_events_free(rsdb_events *h);
+void rsdb_events_free(struct rsdb_events *h);
 
 /*
  Appends events to an aggregate expected to be at `expected_version` (0 for a new one).
@@ -796,7 +821,7 @@ void rsdb_events_free(rsdb_events *h);
  version — a concurrent writer won — nothing is written and `RSDB_ERR_CONFLICT` is returned.
  `new_version` (may be NULL) receives the aggregate's version after the append.
  */
-int rsdb_events_append(const rsdb_events *events,
+int rsdb_events_append(const struct rsdb_events *events,
                        const char *aggregate_type,
                        const char *aggregate_id,
                        int64_t expected_version,
@@ -806,7 +831,7 @@ int rsdb_events_append(const rsdb_events *events,
 /*
  The aggregate's events with a version above `after_version`, in order, as a JSON array.
  */
-int rsdb_events_load(const rsdb_events *events,
+int rsdb_events_load(const struct rsdb_events *events,
                      const char *aggregate_type,
                      const char *aggregate_id,
                      int64_t after_version,
@@ -815,7 +840,7 @@ int rsdb_events_load(const rsdb_events *events,
 /*
  The aggregate's current version (0 without events).
  */
-int rsdb_events_version(const rsdb_events *events,
+int rsdb_events_version(const struct rsdb_events *events,
                         const char *aggregate_type,
                         const char *aggregate_id,
                         int64_t *version);
@@ -823,7 +848,7 @@ int rsdb_events_version(const rsdb_events *events,
 /*
  A user's events (audit trail), newest first, at most `limit`, as a JSON array.
  */
-int rsdb_events_by_user(const rsdb_events *events,
+int rsdb_events_by_user(const struct rsdb_events *events,
                         int64_t user_id,
                         int64_t limit,
                         char **events_json);
@@ -831,7 +856,7 @@ int rsdb_events_by_user(const rsdb_events *events,
 /*
  Stores the aggregate's state (`state_json`, any JSON) at `version`.
  */
-int rsdb_events_save_snapshot(const rsdb_events *events,
+int rsdb_events_save_snapshot(const struct rsdb_events *events,
                               const char *aggregate_type,
                               const char *aggregate_id,
                               int64_t version,
@@ -841,7 +866,7 @@ int rsdb_events_save_snapshot(const rsdb_events *events,
  `*json` receives `{"snapshot": {...} or null, "events": [...]}`: the latest snapshot and
  every event after it.
  */
-int rsdb_events_load_from_snapshot(const rsdb_events *events,
+int rsdb_events_load_from_snapshot(const struct rsdb_events *events,
                                    const char *aggregate_type,
                                    const char *aggregate_id,
                                    char **json);
@@ -849,12 +874,12 @@ int rsdb_events_load_from_snapshot(const rsdb_events *events,
 /*
  Creates a user-model handle on `db` (which it keeps alive). Release with `rsdb_users_free`.
  */
-int rsdb_users_new(const rsdb_db *db, rsdb_users **out);
+int rsdb_users_new(const struct rsdb_db *db, struct rsdb_users **out);
 
 /*
  Releases a user-model handle. NULL is accepted.
  */
-void rsdb_users_free(rsdb_users *h);
+void rsdb_users_free(struct rsdb_users *h);
 
 /*
  Registers a user: the password is hashed with Argon2id (never stored), username and email
@@ -862,7 +887,7 @@ void rsdb_users_free(rsdb_users *h);
  exists"), the email must be valid and the password at least 8 characters
  (`RSDB_ERR_INVALID_ARGUMENT`). `display_name` may be NULL. `*user_json` receives the user.
  */
-int rsdb_users_create(const rsdb_users *users,
+int rsdb_users_create(const struct rsdb_users *users,
                       const char *username,
                       const char *email,
                       const char *password,
@@ -873,7 +898,7 @@ int rsdb_users_create(const rsdb_users *users,
  Logs in with a username or email and a password. Wrong password, unknown user and inactive
  account all return `RSDB_ERR_AUTH`. On success records the login and fills `*user_json`.
  */
-int rsdb_users_authenticate(const rsdb_users *users,
+int rsdb_users_authenticate(const struct rsdb_users *users,
                             const char *login,
                             const char *password,
                             char **user_json);
@@ -881,7 +906,7 @@ int rsdb_users_authenticate(const rsdb_users *users,
 /*
  Checks a user's password: `*matches` is 1 or 0.
  */
-int rsdb_users_verify_password(const rsdb_users *users,
+int rsdb_users_verify_password(const struct rsdb_users *users,
                                int64_t user_id,
                                const char *password,
                                int *matches);
@@ -889,22 +914,25 @@ int rsdb_users_verify_password(const rsdb_users *users,
 /*
  Loads a user by id (`RSDB_ERR_NOT_FOUND` when there is none).
  */
-int rsdb_users_get(const rsdb_users *users, int64_t user_id, char **user_json);
+int rsdb_users_get(const struct rsdb_users *users, int64_t user_id, char **user_json);
 
 /*
  Loads a user by username, ignoring case.
  */
-int rsdb_users_get_by_username(const rsdb_users *users, const char *username, char **user_json);
+int rsdb_users_get_by_username(const struct rsdb_users *users,
+                               const char *username,
+                               char **user_json);
 
 /*
  Loads a user by email, ignoring case.
  */
-int rsdb_users_get_by_email(const rsdb_users *users, const char *email, char **user_json);
+int rsdb_users_get_by_email(const struct rsdb_users *users, const char *email, char **user_json);
 
 /*
- Updates the profile; a NULL field stays as it is. `*user_json` receives the updated user.
+ Updates the profile; `display_name` and `avatar_url` may be NULL (a NULL field stays as it
+ is). `*user_json` receives the updated user.
  */
-int rsdb_users_update_profile(const rsdb_users *users,
+int rsdb_users_update_profile(const struct rsdb_users *users,
                               int64_t user_id,
                               const char *display_name,
                               const char *avatar_url,
@@ -913,38 +941,44 @@ int rsdb_users_update_profile(const rsdb_users *users,
 /*
  Marks the user's email as verified.
  */
-int rsdb_users_mark_verified(const rsdb_users *users, int64_t user_id);
+int rsdb_users_mark_verified(const struct rsdb_users *users, int64_t user_id);
 
 /*
  Activates (`active` != 0) or deactivates the account.
  */
-int rsdb_users_set_active(const rsdb_users *users, int64_t user_id, int active);
+int rsdb_users_set_active(const struct rsdb_users *users, int64_t user_id, int active);
 
 /*
  Records a login now.
  */
-int rsdb_users_record_login(const rsdb_users *users, int64_t user_id);
+int rsdb_users_record_login(const struct rsdb_users *users, int64_t user_id);
 
 /*
  Replaces the password (at least 8 characters).
  */
-int rsdb_users_change_password(const rsdb_users *users, int64_t user_id, const char *new_password);
+int rsdb_users_change_password(const struct rsdb_users *users,
+                               int64_t user_id,
+                               const char *new_password);
 
 /*
- Creates a stream-model handle on `db` and `redis` (which it keeps alive).
+ Creates a stream-model handle on `db` and `redis` (borrowed for the call; the handle keeps
+ the pool and the client alive). `*out` receives a handle to release with
+ `rsdb_streams_free`.
  */
-int rsdb_streams_new(const rsdb_db *db, const rsdb_redis *redis, rsdb_streams **out);
+int rsdb_streams_new(const struct rsdb_db *db,
+                     const struct rsdb_redis *redis,
+                     struct rsdb_streams **out);
 
 /*
  Releases a stream-model handle. NULL is accepted.
  */
-void rsdb_streams_free(rsdb_streams *h);
+void rsdb_streams_free(struct rsdb_streams *h);
 
 /*
  Creates a stream for a user with a fresh 256-bit stream key; `description` may be NULL.
  `*stream_json` receives the stream, including `stream_key`.
  */
-int rsdb_streams_create(const rsdb_streams *streams,
+int rsdb_streams_create(const struct rsdb_streams *streams,
                         int64_t user_id,
                         const char *name,
                         const char *description,
@@ -953,52 +987,60 @@ int rsdb_streams_create(const rsdb_streams *streams,
 /*
  Loads a stream by id.
  */
-int rsdb_streams_get(const rsdb_streams *streams, int64_t stream_id, char **stream_json);
+int rsdb_streams_get(const struct rsdb_streams *streams, int64_t stream_id, char **stream_json);
 
 /*
  Loads a stream by its stream key.
  */
-int rsdb_streams_get_by_key(const rsdb_streams *streams,
+int rsdb_streams_get_by_key(const struct rsdb_streams *streams,
                             const char *stream_key,
                             char **stream_json);
 
 /*
  Replaces the stream key; `*stream_json` receives the stream with the new key.
  */
-int rsdb_streams_regenerate_key(const rsdb_streams *streams, int64_t stream_id, char **stream_json);
+int rsdb_streams_regenerate_key(const struct rsdb_streams *streams,
+                                int64_t stream_id,
+                                char **stream_json);
 
 /*
  Goes live (database row, session, event log, Redis live cache, `stream.started` on
  pub/sub). `RSDB_ERR_STATE` when already live. `*session_json` receives the new session.
  */
-int rsdb_streams_start(const rsdb_streams *streams, int64_t stream_id, char **session_json);
+int rsdb_streams_start(const struct rsdb_streams *streams, int64_t stream_id, char **session_json);
 
 /*
  Goes offline; `*session_json` receives the ended session with its duration and viewer
  statistics. `RSDB_ERR_STATE` when not live.
  */
-int rsdb_streams_stop(const rsdb_streams *streams, int64_t stream_id, char **session_json);
+int rsdb_streams_stop(const struct rsdb_streams *streams, int64_t stream_id, char **session_json);
 
 /*
  A viewer joined a live stream; `viewers` (may be NULL) receives the current count.
  */
-int rsdb_streams_viewer_joined(const rsdb_streams *streams, int64_t stream_id, int64_t *viewers);
+int rsdb_streams_viewer_joined(const struct rsdb_streams *streams,
+                               int64_t stream_id,
+                               int64_t *viewers);
 
 /*
  A viewer left; `viewers` (may be NULL) receives the current count (never below zero).
  */
-int rsdb_streams_viewer_left(const rsdb_streams *streams, int64_t stream_id, int64_t *viewers);
+int rsdb_streams_viewer_left(const struct rsdb_streams *streams,
+                             int64_t stream_id,
+                             int64_t *viewers);
 
 /*
  The current viewer count from Redis.
  */
-int rsdb_streams_viewer_count(const rsdb_streams *streams, int64_t stream_id, int64_t *viewers);
+int rsdb_streams_viewer_count(const struct rsdb_streams *streams,
+                              int64_t stream_id,
+                              int64_t *viewers);
 
 /*
- Records encoder statistics. A negative `bitrate_kbps` or `fps`, or a NULL string, leaves
- that value as it is.
+ Records encoder statistics. A negative `bitrate_kbps` or `fps` leaves that value as it is;
+ `resolution` and `codec` may be NULL, which leaves them as they are.
  */
-int rsdb_streams_update_stats(const rsdb_streams *streams,
+int rsdb_streams_update_stats(const struct rsdb_streams *streams,
                               int64_t stream_id,
                               int32_t bitrate_kbps,
                               int32_t fps,
@@ -1008,57 +1050,58 @@ int rsdb_streams_update_stats(const rsdb_streams *streams,
 /*
  The live streams, as a JSON array.
  */
-int rsdb_streams_list_live(const rsdb_streams *streams, char **streams_json);
+int rsdb_streams_list_live(const struct rsdb_streams *streams, char **streams_json);
 
 /*
- Creates a stream-session handle on `db`.
+ Creates a stream-session handle on `db` (borrowed for the call; the handle keeps the pool
+ alive). `*out` receives a handle to release with `rsdb_stream_sessions_free`.
  */
-int rsdb_stream_sessions_new(const rsdb_db *db, rsdb_stream_sessions **out);
+int rsdb_stream_sessions_new(const struct rsdb_db *db, struct rsdb_stream_sessions **out);
 
 /*
  Releases a stream-session handle. NULL is accepted.
  */
-void rsdb_stream_sessions_free(rsdb_stream_sessions *h);
+void rsdb_stream_sessions_free(struct rsdb_stream_sessions *h);
 
 /*
  Opens a session for a stream.
  */
-int rsdb_stream_sessions_create(const rsdb_stream_sessions *sessions,
+int rsdb_stream_sessions_create(const struct rsdb_stream_sessions *sessions,
                                 int64_t stream_id,
                                 char **session_json);
 
 /*
  Loads a session.
  */
-int rsdb_stream_sessions_get(const rsdb_stream_sessions *sessions,
+int rsdb_stream_sessions_get(const struct rsdb_stream_sessions *sessions,
                              int64_t session_id,
                              char **session_json);
 
 /*
  Counts one viewer joining while `current_viewers` are watching (updates total and peak).
  */
-int rsdb_stream_sessions_record_viewer(const rsdb_stream_sessions *sessions,
+int rsdb_stream_sessions_record_viewer(const struct rsdb_stream_sessions *sessions,
                                        int64_t session_id,
                                        int32_t current_viewers);
 
 /*
  Adds transferred bytes.
  */
-int rsdb_stream_sessions_add_bytes(const rsdb_stream_sessions *sessions,
+int rsdb_stream_sessions_add_bytes(const struct rsdb_stream_sessions *sessions,
                                    int64_t session_id,
                                    int64_t bytes);
 
 /*
  Ends a session and computes its duration; `RSDB_ERR_STATE` when already ended.
  */
-int rsdb_stream_sessions_end(const rsdb_stream_sessions *sessions,
+int rsdb_stream_sessions_end(const struct rsdb_stream_sessions *sessions,
                              int64_t session_id,
                              char **session_json);
 
 /*
  A stream's sessions, newest first, as a JSON array.
  */
-int rsdb_stream_sessions_list(const rsdb_stream_sessions *sessions,
+int rsdb_stream_sessions_list(const struct rsdb_stream_sessions *sessions,
                               int64_t stream_id,
                               char **sessions_json);
 
@@ -1066,74 +1109,77 @@ int rsdb_stream_sessions_list(const rsdb_stream_sessions *sessions,
  Creates a client for `cfg`'s `redis_url` and checks that the server answers. `*out`
  receives a handle to release with `rsdb_redis_close`.
  */
-int rsdb_redis_open(const rsdb_config *cfg, rsdb_redis **out);
+int rsdb_redis_open(const struct rsdb_config *cfg, struct rsdb_redis **out);
 
 /*
  Closes the client: its subscriptions end and no callback runs after this returns.
  NULL is accepted.
  */
-void rsdb_redis_close(rsdb_redis *r);
+void rsdb_redis_close(struct rsdb_redis *r);
 
 /*
  PING; `latency_ms` (may be NULL) receives the round trip in milliseconds.
  */
-int rsdb_redis_ping(const rsdb_redis *r, double *latency_ms);
+int rsdb_redis_ping(const struct rsdb_redis *r, double *latency_ms);
 
 /*
  SET `key` to `value`; with `ttl_ms` > 0 the key expires after that many milliseconds.
  */
-int rsdb_redis_set(const rsdb_redis *r, const char *key, const char *value, uint64_t ttl_ms);
+int rsdb_redis_set(const struct rsdb_redis *r, const char *key, const char *value, uint64_t ttl_ms);
 
 /*
  GET: `*value` receives the value, or NULL when the key does not exist.
  */
-int rsdb_redis_get(const rsdb_redis *r, const char *key, char **value);
+int rsdb_redis_get(const struct rsdb_redis *r, const char *key, char **value);
 
 /*
  DEL; `existed` (may be NULL) receives 1 when the key existed.
  */
-int rsdb_redis_del(const rsdb_redis *r, const char *key, int *existed);
+int rsdb_redis_del(const struct rsdb_redis *r, const char *key, int *existed);
 
 /*
  Sets a key's expiry; `applied` (may be NULL) receives 1 when the key exists.
  */
-int rsdb_redis_expire(const rsdb_redis *r, const char *key, uint64_t ttl_ms, int *applied);
+int rsdb_redis_expire(const struct rsdb_redis *r, const char *key, uint64_t ttl_ms, int *applied);
 
 /*
  PTTL: `*ttl_ms` receives the remaining lifetime in milliseconds, -1 for a key without
  expiry and -2 for a missing key (as Redis reports them).
  */
-int rsdb_redis_ttl(const rsdb_redis *r, const char *key, int64_t *ttl_ms);
+int rsdb_redis_ttl(const struct rsdb_redis *r, const char *key, int64_t *ttl_ms);
 
 /*
  INCRBY; `value` (may be NULL) receives the new value.
  */
-int rsdb_redis_incr(const rsdb_redis *r, const char *key, int64_t by, int64_t *value);
+int rsdb_redis_incr(const struct rsdb_redis *r, const char *key, int64_t by, int64_t *value);
 
 /*
  HSET of one field.
  */
-int rsdb_redis_hset(const rsdb_redis *r, const char *key, const char *field, const char *value);
+int rsdb_redis_hset(const struct rsdb_redis *r,
+                    const char *key,
+                    const char *field,
+                    const char *value);
 
 /*
  HGET: `*value` receives the value, or NULL when the key or field does not exist.
  */
-int rsdb_redis_hget(const rsdb_redis *r, const char *key, const char *field, char **value);
+int rsdb_redis_hget(const struct rsdb_redis *r, const char *key, const char *field, char **value);
 
 /*
  HGETALL: `*json` receives a JSON object of field → value (`{}` for a missing key).
  */
-int rsdb_redis_hgetall(const rsdb_redis *r, const char *key, char **json);
+int rsdb_redis_hgetall(const struct rsdb_redis *r, const char *key, char **json);
 
 /*
  HDEL of one field; `existed` (may be NULL) receives 1 when it existed.
  */
-int rsdb_redis_hdel(const rsdb_redis *r, const char *key, const char *field, int *existed);
+int rsdb_redis_hdel(const struct rsdb_redis *r, const char *key, const char *field, int *existed);
 
 /*
  LPUSH (`left` != 0) or RPUSH; `length` (may be NULL) receives the new list length.
  */
-int rsdb_redis_push(const rsdb_redis *r,
+int rsdb_redis_push(const struct rsdb_redis *r,
                     const char *key,
                     const char *value,
                     int left,
@@ -1142,12 +1188,12 @@ int rsdb_redis_push(const rsdb_redis *r,
 /*
  LPOP (`left` != 0) or RPOP: `*value` receives the element, or NULL for an empty list.
  */
-int rsdb_redis_pop(const rsdb_redis *r, const char *key, int left, char **value);
+int rsdb_redis_pop(const struct rsdb_redis *r, const char *key, int left, char **value);
 
 /*
  LRANGE with inclusive indices (negative counts from the end): `*json` receives a JSON array.
  */
-int rsdb_redis_lrange(const rsdb_redis *r,
+int rsdb_redis_lrange(const struct rsdb_redis *r,
                       const char *key,
                       int64_t start,
                       int64_t stop,
@@ -1156,7 +1202,7 @@ int rsdb_redis_lrange(const rsdb_redis *r,
 /*
  PUBLISH; `receivers` (may be NULL) receives how many subscribers got the message.
  */
-int rsdb_redis_publish(const rsdb_redis *r,
+int rsdb_redis_publish(const struct rsdb_redis *r,
                        const char *channel,
                        const char *message,
                        int64_t *receivers);
@@ -1166,7 +1212,7 @@ int rsdb_redis_publish(const rsdb_redis *r,
  once Redis confirmed it; the subscription is renewed after reconnects. `user_data` is
  passed back to every call. `*subscription_id` receives the id for `rsdb_redis_unsubscribe`.
  */
-int rsdb_redis_subscribe(const rsdb_redis *r,
+int rsdb_redis_subscribe(const struct rsdb_redis *r,
                          const char *pattern,
                          rsdb_message_cb callback,
                          void *user_data,
@@ -1176,20 +1222,22 @@ int rsdb_redis_subscribe(const rsdb_redis *r,
  Ends a subscription. When called outside the callback, the callback is not running when
  this returns and will not run again, so `user_data` may be released.
  */
-int rsdb_redis_unsubscribe(const rsdb_redis *r, uint64_t subscription_id);
+int rsdb_redis_unsubscribe(const struct rsdb_redis *r, uint64_t subscription_id);
 
 /*
  Runs commands atomically (MULTI/EXEC). `commands_json` is a JSON array of commands, each
  an array of arguments (`[["SET","k","v"],["INCR","n"]]`); `*replies_json` receives an
  array with each command's reply.
  */
-int rsdb_redis_exec_atomic(const rsdb_redis *r, const char *commands_json, char **replies_json);
+int rsdb_redis_exec_atomic(const struct rsdb_redis *r,
+                           const char *commands_json,
+                           char **replies_json);
 
 /*
  Runs one command given as a JSON array of arguments (`["ZADD","board","1","alice"]`);
  `*reply_json` receives its reply as JSON.
  */
-int rsdb_redis_command(const rsdb_redis *r, const char *args_json, char **reply_json);
+int rsdb_redis_command(const struct rsdb_redis *r, const char *args_json, char **reply_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -2,7 +2,8 @@
 # Runs every check and every test of rootstream-db on this machine:
 #   format + lint, the CMake build (crate, C header, cxx glue, C++ wrappers, gtest, examples)
 #   with -Wall -Wextra -Werror, cargo tests, Google Test suites, the examples, and two consumer
-#   projects (C11 and C++17) built against the installed package and against the source tree.
+#   projects (C11 and C++17) built against the installed package (CMake and pkg-config) and
+#   against the source tree.
 # Integration tests talk to real servers in a private stack (scripts/stack.sh) that this script
 # starts on free loopback ports and stops afterwards. Missing Debian packages are installed.
 #
@@ -64,7 +65,7 @@ gtest_passed=$({ grep -Eo '\[  PASSED  \] [0-9]+ test' "$CTEST_LOG" || true; } |
 gtest_failed=$({ grep -Eo '\[  FAILED  \] [0-9]+ test' "$CTEST_LOG" || true; } | awk '{s += $4} END {print s + 0}')
 echo "Google Test cases: $gtest_passed passed, $gtest_failed failed"
 
-say "consumer projects: installed package and source tree"
+say "consumer projects: installed package (CMake, pkg-config) and source tree"
 PREFIX=$BUILD/install
 rm -rf "$PREFIX"
 cmake --install "$BUILD" --prefix "$PREFIX" >/dev/null
@@ -89,6 +90,30 @@ for lang in c cpp; do
             status=1
         fi
     done
+done
+
+# Without CMake: plain compiler calls with the flags the installed pkg-config files give.
+export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+for lang in c cpp; do
+    dir=$BUILD/consumer-$lang-pkgconfig
+    mkdir -p "$dir"
+    if [[ $lang == c ]]; then
+        build=(cc -std=c11 -Wall -Wextra -Werror "$ROOT/tests/consumers/c/main.c" -o "$dir/c_consumer"
+            $(pkg-config --cflags --libs --static rootstream-db))
+    else
+        build=(c++ -std=c++17 -Wall -Wextra -Werror "$ROOT/tests/consumers/cpp/main.cpp" -o "$dir/cpp_consumer"
+            $(pkg-config --cflags --libs --static rootstream-db-cxx))
+    fi
+    consumers=$((consumers + 1))
+    if echo "${build[*]}" >"$dir.log" && "${build[@]}" >>"$dir.log" 2>&1 &&
+        "$dir/${lang}_consumer" >>"$dir.log" 2>&1; then
+        echo "consumer $lang (pkg-config): ok — $(tail -n 1 "$dir.log")"
+    else
+        echo "consumer $lang (pkg-config): FAILED"
+        cat "$dir.log"
+        consumers_failed=$((consumers_failed + 1))
+        status=1
+    fi
 done
 
 # One closing line over every runner: cargo's per-binary results, ctest's and the consumers'.

@@ -3,7 +3,7 @@
 use super::config::rsdb_config;
 use super::db::rsdb_db;
 use super::redis::rsdb_redis;
-use super::{arg_ref, arg_str, guard, guard_void, opt_str, out_ptr, set_out_string};
+use super::{arg_ref, arg_str, guard, hand_out, opt_str, out_ptr, release, set_out_string};
 use crate::auth::mfa::MfaManager;
 use crate::models::session::{CleanupTask, DeviceInfo, SessionModel, SessionSettings};
 use crate::runtime::block_on;
@@ -39,7 +39,7 @@ pub unsafe extern "C" fn rsdb_sessions_new(
         let db = arg_ref(db, "db")?;
         let redis = arg_ref(redis, "redis")?;
         let model = SessionModel::new(db.0.clone(), redis.0.clone(), SessionSettings::from_config(&cfg.0));
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_sessions { model, cleanup: Mutex::new(None) }));
+        hand_out(out_ptr(out, "out")?, rsdb_sessions { model, cleanup: Mutex::new(None) });
         Ok(())
     })
 }
@@ -47,11 +47,7 @@ pub unsafe extern "C" fn rsdb_sessions_new(
 /// Releases a session handle (and stops its background cleanup). NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_sessions_free(h: *mut rsdb_sessions) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Creates a session for a user logging in from a device. `fingerprint` is required;
@@ -256,7 +252,7 @@ pub unsafe extern "C" fn rsdb_mfa_new(
         let db = arg_ref(db, "db")?;
         let redis = redis.as_ref().map(|r| r.0.clone());
         let slot = out_ptr(out, "out")?;
-        *slot = Box::into_raw(Box::new(rsdb_mfa(MfaManager::new(db.0.clone(), redis, &cfg.0)?)));
+        hand_out(slot, rsdb_mfa(MfaManager::new(db.0.clone(), redis, &cfg.0)?));
         Ok(())
     })
 }
@@ -264,11 +260,7 @@ pub unsafe extern "C" fn rsdb_mfa_new(
 /// Releases an MFA handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_mfa_free(h: *mut rsdb_mfa) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Starts enrollment: `*enrollment_json` receives `{"secret_base32","otpauth_uri","qr_svg",

@@ -2,7 +2,7 @@
 
 use super::config::rsdb_config;
 use super::db::rsdb_db;
-use super::{arg_ref, arg_str, guard, guard_void, out_ptr, set_out_string};
+use super::{arg_ref, arg_str, guard, hand_out, out_ptr, release, set_out_string};
 use crate::backup::BackupManager;
 use crate::runtime::block_on;
 use std::ffi::{c_char, c_int};
@@ -26,7 +26,7 @@ pub unsafe extern "C" fn rsdb_backup_new(
         let cfg = arg_ref(cfg, "cfg")?;
         let db = arg_ref(db, "db")?;
         let slot = out_ptr(out, "out")?;
-        *slot = Box::into_raw(Box::new(rsdb_backup(BackupManager::new(db.0.clone(), &cfg.0)?)));
+        hand_out(slot, rsdb_backup(BackupManager::new(db.0.clone(), &cfg.0)?));
         Ok(())
     })
 }
@@ -34,11 +34,7 @@ pub unsafe extern "C" fn rsdb_backup_new(
 /// Releases a backup handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_backup_free(h: *mut rsdb_backup) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Takes a full logical backup; `*manifest_json` (may be NULL) receives its manifest
@@ -154,7 +150,9 @@ unsafe impl Sync for CallbackData {}
 
 /// Runs full logical backups on a 5-field cron schedule (UTC) in the background, as
 /// `rsdb_backup_schedule_start_kind` with kind `"logical"`. Failures and runs missed while
-/// nothing was running are reported to `callback`. `*out` receives the schedule.
+/// nothing was running are reported to `callback`. `*out` receives the schedule, to stop and
+/// release with `rsdb_backup_schedule_stop`; `user_data` is the caller's and must stay valid
+/// until then.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_backup_schedule_start(
     backup: *const rsdb_backup,
@@ -184,11 +182,7 @@ fn json_callback<T: serde::Serialize>(
 /// not running and will not run again. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_backup_schedule_stop(schedule: *mut rsdb_backup_schedule) {
-    guard_void(|| {
-        if !schedule.is_null() {
-            drop(Box::from_raw(schedule));
-        }
-    })
+    release(schedule)
 }
 
 /// Takes a backup of `kind`: `"logical"` (full pg_dump backup of the database, as
@@ -258,7 +252,7 @@ pub unsafe extern "C" fn rsdb_backup_schedule_start_kind(
             what,
             std::sync::Arc::new(json_callback(cb, user_data)),
         )?;
-        *slot = Box::into_raw(Box::new(rsdb_backup_schedule { _running: sched }));
+        hand_out(slot, rsdb_backup_schedule { _running: sched });
         Ok(())
     })
 }
@@ -309,7 +303,7 @@ pub unsafe extern "C" fn rsdb_recovery_new(
         } else {
             crate::backup::RecoveryManager::new(BackupManager::new((*db).0.clone(), &cfg.0)?)
         };
-        *slot = Box::into_raw(Box::new(rsdb_recovery(rm)));
+        hand_out(slot, rsdb_recovery(rm));
         Ok(())
     })
 }
@@ -317,11 +311,7 @@ pub unsafe extern "C" fn rsdb_recovery_new(
 /// Releases a recovery handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_recovery_free(h: *mut rsdb_recovery) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Reports restore progress to `callback` (NULL stops reporting); see `rsdb_progress_cb`.
@@ -339,7 +329,7 @@ pub unsafe extern "C" fn rsdb_recovery_set_progress(
 }
 
 /// Restores a logical backup into the database at `target_url` (created when missing), as
-/// `rsdb_backup_restore`.
+/// `rsdb_backup_restore`; `report_json` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_recovery_restore_database(
     recovery: *const rsdb_recovery,

@@ -1,6 +1,6 @@
 //! C functions for `Config`.
 
-use super::{arg_str, guard, guard_void, out_ptr};
+use super::{arg_str, guard, hand_out, out_ptr, release};
 use crate::config::Config;
 use std::ffi::{c_char, c_int};
 
@@ -13,19 +13,20 @@ pub struct rsdb_config(pub(crate) Config);
 pub unsafe extern "C" fn rsdb_config_new(out: *mut *mut rsdb_config) -> c_int {
     guard(|| {
         let slot = out_ptr(out, "out")?;
-        *slot = Box::into_raw(Box::new(rsdb_config(Config::default())));
+        hand_out(slot, rsdb_config(Config::default()));
         Ok(())
     })
 }
 
 /// Creates a configuration from defaults and the `ROOTSTREAM_*` environment variables
 /// (`ROOTSTREAM_DATABASE_URL`, `ROOTSTREAM_REDIS_URL`, `ROOTSTREAM_POOL_SIZE`, ...).
+/// `*out` receives a handle to release with `rsdb_config_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_config_from_env(out: *mut *mut rsdb_config) -> c_int {
     guard(|| {
         let slot = out_ptr(out, "out")?;
         let cfg = Config::from_env()?;
-        *slot = Box::into_raw(Box::new(rsdb_config(cfg)));
+        hand_out(slot, rsdb_config(cfg));
         Ok(())
     })
 }
@@ -64,9 +65,5 @@ pub unsafe extern "C" fn rsdb_config_load_file(cfg: *mut rsdb_config, path: *con
 /// Releases a configuration. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_config_free(cfg: *mut rsdb_config) {
-    guard_void(|| {
-        if !cfg.is_null() {
-            drop(Box::from_raw(cfg));
-        }
-    })
+    release(cfg)
 }

@@ -1,7 +1,7 @@
 //! C functions for `DatabaseManager`, transactions and migrations.
 
 use super::config::rsdb_config;
-use super::{arg_ref, arg_str, guard, guard_void, opt_str, out_ptr, set_out_string};
+use super::{arg_ref, arg_str, guard, hand_out, opt_str, out_ptr, release_with, set_out_string};
 use crate::db::{migrations, DatabaseManager, Transaction};
 use crate::error::Error;
 use crate::runtime::block_on;
@@ -38,7 +38,7 @@ pub unsafe extern "C" fn rsdb_db_open(cfg: *const rsdb_config, out: *mut *mut rs
         let cfg = arg_ref(cfg, "cfg")?;
         let slot = out_ptr(out, "out")?;
         let db = block_on(DatabaseManager::connect(&cfg.0))?;
-        *slot = Box::into_raw(Box::new(rsdb_db(db)));
+        hand_out(slot, rsdb_db(db));
         Ok(())
     })
 }
@@ -47,12 +47,7 @@ pub unsafe extern "C" fn rsdb_db_open(cfg: *const rsdb_config, out: *mut *mut rs
 /// until they are freed. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_db_close(db: *mut rsdb_db) {
-    guard_void(|| {
-        if !db.is_null() {
-            let db = Box::from_raw(db);
-            db.0.close();
-        }
-    })
+    release_with(db, |db| db.0.close())
 }
 
 /// Applies the embedded schema migrations (serialized across processes by an advisory lock).
@@ -69,8 +64,8 @@ pub unsafe extern "C" fn rsdb_db_migrate(db: *const rsdb_db, current_version: *m
     })
 }
 
-/// Executes one statement. `params_json` is a JSON array bound to `$1, $2, ...` (NULL or ""
-/// for none); values are never spliced into the SQL text. `affected` (may be NULL) receives
+/// Executes one statement. `params_json` (may be NULL, or "" for none) is a JSON array bound
+/// to `$1, $2, ...`; values are never spliced into the SQL text. `affected` (may be NULL) receives
 /// the number of rows affected.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_db_execute(
@@ -91,7 +86,7 @@ pub unsafe extern "C" fn rsdb_db_execute(
     })
 }
 
-/// Runs a query. `*rows_json` receives a JSON array of row objects keyed by column name;
+/// Runs a query; `params_json` (may be NULL) is bound as in `rsdb_db_execute`. `*rows_json` receives a JSON array of row objects keyed by column name;
 /// release it with `rsdb_string_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_db_query(
@@ -148,7 +143,7 @@ pub unsafe extern "C" fn rsdb_db_begin(db: *const rsdb_db, out: *mut *mut rsdb_t
         let db = arg_ref(db, "db")?;
         let slot = out_ptr(out, "out")?;
         let tx = block_on(db.0.begin())?;
-        *slot = Box::into_raw(Box::new(rsdb_tx(Mutex::new(tx))));
+        hand_out(slot, rsdb_tx(Mutex::new(tx)));
         Ok(())
     })
 }
@@ -157,7 +152,8 @@ fn lock(tx: &rsdb_tx) -> crate::Result<std::sync::MutexGuard<'_, Transaction>> {
     tx.0.lock().map_err(|_| Error::State("the transaction was poisoned by a panic".into()))
 }
 
-/// Executes a statement inside the transaction (see `rsdb_db_execute`).
+/// Executes a statement inside the transaction (see `rsdb_db_execute`); `params_json` and
+/// `affected` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_tx_execute(
     tx: *const rsdb_tx,
@@ -178,7 +174,7 @@ pub unsafe extern "C" fn rsdb_tx_execute(
     })
 }
 
-/// Runs a query inside the transaction (see `rsdb_db_query`).
+/// Runs a query inside the transaction (see `rsdb_db_query`); `params_json` may be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_tx_query(
     tx: *const rsdb_tx,
@@ -221,13 +217,10 @@ pub unsafe extern "C" fn rsdb_tx_rollback(tx: *const rsdb_tx) -> c_int {
 /// Releases a transaction, rolling it back if it is still open. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_tx_free(tx: *mut rsdb_tx) {
-    guard_void(|| {
-        if !tx.is_null() {
-            let tx = Box::from_raw(tx);
-            if let Ok(mut t) = tx.0.into_inner() {
-                if t.is_open() {
-                    let _ = block_on(t.rollback());
-                }
+    release_with(tx, |tx| {
+        if let Ok(mut t) = tx.0.into_inner() {
+            if t.is_open() {
+                let _ = block_on(t.rollback());
             }
         }
     })

@@ -1,7 +1,7 @@
 //! C functions for the event store. Events and snapshots cross as JSON.
 
 use super::db::rsdb_db;
-use super::{arg_ref, arg_str, guard, guard_void, out_ptr, set_out_string};
+use super::{arg_ref, arg_str, guard, hand_out, out_ptr, release, set_out_string};
 use crate::error::Error;
 use crate::events::{EventStore, NewEvent};
 use crate::runtime::block_on;
@@ -10,12 +10,14 @@ use std::ffi::{c_char, c_int};
 /// The event store. Thread-safe.
 pub struct rsdb_events(EventStore);
 
-/// Creates an event-store handle on `db` (which it keeps alive).
+/// Creates an event-store handle on `db` (borrowed for the call; the handle keeps the pool
+/// alive, so `db` may be closed first). `*out` receives a handle to release with
+/// `rsdb_events_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_events_new(db: *const rsdb_db, out: *mut *mut rsdb_events) -> c_int {
     guard(|| {
         let db = arg_ref(db, "db")?;
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_events(EventStore::new(db.0.clone()))));
+        hand_out(out_ptr(out, "out")?, rsdb_events(EventStore::new(db.0.clone())));
         Ok(())
     })
 }
@@ -23,11 +25,7 @@ pub unsafe extern "C" fn rsdb_events_new(db: *const rsdb_db, out: *mut *mut rsdb
 /// Releases an event-store handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_events_free(h: *mut rsdb_events) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Appends events to an aggregate expected to be at `expected_version` (0 for a new one).

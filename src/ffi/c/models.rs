@@ -2,7 +2,7 @@
 
 use super::db::rsdb_db;
 use super::redis::rsdb_redis;
-use super::{arg_ref, arg_str, guard, guard_void, opt_str, out_ptr, set_out_string};
+use super::{arg_ref, arg_str, guard, hand_out, opt_str, out_ptr, release, set_out_string};
 use crate::models::{NewUser, StreamModel, StreamSessionModel, StreamStats, UserModel};
 use crate::runtime::block_on;
 use serde::Serialize;
@@ -24,7 +24,7 @@ fn json_out<T: Serialize>(out: *mut *mut c_char, v: &T) -> crate::Result<()> {
 pub unsafe extern "C" fn rsdb_users_new(db: *const rsdb_db, out: *mut *mut rsdb_users) -> c_int {
     guard(|| {
         let db = arg_ref(db, "db")?;
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_users(UserModel::new(db.0.clone()))));
+        hand_out(out_ptr(out, "out")?, rsdb_users(UserModel::new(db.0.clone())));
         Ok(())
     })
 }
@@ -32,11 +32,7 @@ pub unsafe extern "C" fn rsdb_users_new(db: *const rsdb_db, out: *mut *mut rsdb_
 /// Releases a user-model handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_users_free(h: *mut rsdb_users) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Registers a user: the password is hashed with Argon2id (never stored), username and email
@@ -142,7 +138,8 @@ pub unsafe extern "C" fn rsdb_users_get_by_email(
     })
 }
 
-/// Updates the profile; a NULL field stays as it is. `*user_json` receives the updated user.
+/// Updates the profile; `display_name` and `avatar_url` may be NULL (a NULL field stays as it
+/// is). `*user_json` receives the updated user.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_users_update_profile(
     users: *const rsdb_users,
@@ -201,7 +198,9 @@ pub unsafe extern "C" fn rsdb_users_change_password(
     })
 }
 
-/// Creates a stream-model handle on `db` and `redis` (which it keeps alive).
+/// Creates a stream-model handle on `db` and `redis` (borrowed for the call; the handle keeps
+/// the pool and the client alive). `*out` receives a handle to release with
+/// `rsdb_streams_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_streams_new(
     db: *const rsdb_db,
@@ -211,7 +210,7 @@ pub unsafe extern "C" fn rsdb_streams_new(
     guard(|| {
         let db = arg_ref(db, "db")?;
         let redis = arg_ref(redis, "redis")?;
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_streams(StreamModel::new(db.0.clone(), redis.0.clone()))));
+        hand_out(out_ptr(out, "out")?, rsdb_streams(StreamModel::new(db.0.clone(), redis.0.clone())));
         Ok(())
     })
 }
@@ -219,11 +218,7 @@ pub unsafe extern "C" fn rsdb_streams_new(
 /// Releases a stream-model handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_streams_free(h: *mut rsdb_streams) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Creates a stream for a user with a fresh 256-bit stream key; `description` may be NULL.
@@ -367,8 +362,8 @@ pub unsafe extern "C" fn rsdb_streams_viewer_count(
     })
 }
 
-/// Records encoder statistics. A negative `bitrate_kbps` or `fps`, or a NULL string, leaves
-/// that value as it is.
+/// Records encoder statistics. A negative `bitrate_kbps` or `fps` leaves that value as it is;
+/// `resolution` and `codec` may be NULL, which leaves them as they are.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_streams_update_stats(
     streams: *const rsdb_streams,
@@ -400,12 +395,13 @@ pub unsafe extern "C" fn rsdb_streams_list_live(streams: *const rsdb_streams, st
     })
 }
 
-/// Creates a stream-session handle on `db`.
+/// Creates a stream-session handle on `db` (borrowed for the call; the handle keeps the pool
+/// alive). `*out` receives a handle to release with `rsdb_stream_sessions_free`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_stream_sessions_new(db: *const rsdb_db, out: *mut *mut rsdb_stream_sessions) -> c_int {
     guard(|| {
         let db = arg_ref(db, "db")?;
-        *out_ptr(out, "out")? = Box::into_raw(Box::new(rsdb_stream_sessions(StreamSessionModel::new(db.0.clone()))));
+        hand_out(out_ptr(out, "out")?, rsdb_stream_sessions(StreamSessionModel::new(db.0.clone())));
         Ok(())
     })
 }
@@ -413,11 +409,7 @@ pub unsafe extern "C" fn rsdb_stream_sessions_new(db: *const rsdb_db, out: *mut 
 /// Releases a stream-session handle. NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_stream_sessions_free(h: *mut rsdb_stream_sessions) {
-    guard_void(|| {
-        if !h.is_null() {
-            drop(Box::from_raw(h));
-        }
-    })
+    release(h)
 }
 
 /// Opens a session for a stream.

@@ -1,7 +1,7 @@
 //! C functions for `RedisClient`.
 
 use super::config::rsdb_config;
-use super::{arg_ref, arg_str, guard, guard_void, out_ptr, set_out_string};
+use super::{arg_ref, arg_str, guard, hand_out, out_ptr, release_with, set_out_string};
 use crate::cache::client::{parse_args, parse_commands};
 use crate::cache::RedisClient;
 use crate::error::Error;
@@ -33,7 +33,7 @@ pub unsafe extern "C" fn rsdb_redis_open(cfg: *const rsdb_config, out: *mut *mut
         let cfg = arg_ref(cfg, "cfg")?;
         let slot = out_ptr(out, "out")?;
         let c = block_on(RedisClient::connect(&cfg.0))?;
-        *slot = Box::into_raw(Box::new(rsdb_redis(c)));
+        hand_out(slot, rsdb_redis(c));
         Ok(())
     })
 }
@@ -42,13 +42,8 @@ pub unsafe extern "C" fn rsdb_redis_open(cfg: *const rsdb_config, out: *mut *mut
 /// NULL is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_redis_close(r: *mut rsdb_redis) {
-    guard_void(|| {
-        if !r.is_null() {
-            let r = Box::from_raw(r);
-            // Model handles may share this client; its callbacks still end here.
-            r.0.close_subscriptions();
-        }
-    })
+    // Model handles may share this client; its callbacks still end here.
+    release_with(r, |r| r.0.close_subscriptions())
 }
 
 /// PING; `latency_ms` (may be NULL) receives the round trip in milliseconds.
