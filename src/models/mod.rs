@@ -1,4 +1,6 @@
-//! The 24.2 models: users, streams and stream sessions.
+//! The records the platform keeps: users, streams and stream sessions (the 24.2 models), and
+//! login sessions (`session`: tokens, device binding, lifetimes, per-user limits). Each model
+//! works on the pool and, where it caches or announces, on Redis; none reaches up into `auth`.
 
 pub mod session;
 pub mod stream;
