@@ -34,6 +34,8 @@ async fn register_login_update_profile_and_reload() {
     let stored: String = db.query("SELECT password_hash FROM users WHERE id = $1", &[&u.id]).await.unwrap()[0].get(0);
     assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
     assert!(!stored.contains("correct horse"));
+    let users_rows: i64 = db.query("SELECT count(*) FROM users", &[]).await.unwrap()[0].get(0);
+    assert_eq!(users_rows, 1, "one registration writes one row");
 
     let logged_in = users.authenticate("ADA", "correct horse battery").await.unwrap();
     assert_eq!(logged_in.id, u.id);
