@@ -1,5 +1,6 @@
 #include "rootstream/auth/mfa_manager.h"
 
+#include "access.h"
 #include "internal.h"
 
 namespace rootstream {
@@ -11,14 +12,22 @@ std::vector<std::string> strings(const nlohmann::json& j) {
 }
 }  // namespace
 
+struct MFAManager::Impl {
+    rust::Box<ffi::MfaBox> box;
+};
+
 MFAManager::MFAManager(const Config& config, database::DatabaseManager& db, cache::RedisClient* redis)
-    : box_(detail::call([&] {
-          return redis != nullptr ? ffi::mfa_new(config.raw(), db.raw(), redis->raw())
-                                  : ffi::mfa_new_without_redis(config.raw(), db.raw());
-      })) {}
+    : impl_(std::make_unique<Impl>(Impl{detail::call([&] {
+          using detail::Access;
+          return redis != nullptr ? ffi::mfa_new(Access::config(config), Access::db(db), Access::redis(*redis))
+                                  : ffi::mfa_new_without_redis(Access::config(config), Access::db(db));
+      })})) {}
+MFAManager::MFAManager(MFAManager&&) noexcept = default;
+MFAManager& MFAManager::operator=(MFAManager&&) noexcept = default;
+MFAManager::~MFAManager() = default;
 
 Enrollment MFAManager::begin_enrollment(std::int64_t user_id, const std::string& account_name) {
-    auto j = detail::parse_json(detail::call([&] { return box_->begin_enrollment(user_id, account_name); }));
+    auto j = detail::parse_json(detail::call([&] { return impl_->box->begin_enrollment(user_id, account_name); }));
     Enrollment e;
     e.secret_base32 = j.at("secret_base32").get<std::string>();
     e.otpauth_uri = j.at("otpauth_uri").get<std::string>();
@@ -30,43 +39,43 @@ Enrollment MFAManager::begin_enrollment(std::int64_t user_id, const std::string&
 
 std::vector<std::string> MFAManager::confirm_enrollment(std::int64_t user_id, const std::string& code,
                                                         const std::string& ip_address) {
-    return strings(detail::parse_json(detail::call([&] { return box_->confirm_enrollment(user_id, code, ip_address); })));
+    return strings(detail::parse_json(detail::call([&] { return impl_->box->confirm_enrollment(user_id, code, ip_address); })));
 }
 
 bool MFAManager::verify(std::int64_t user_id, const std::string& code, const std::string& ip_address) {
-    return detail::call([&] { return box_->verify(user_id, code, ip_address); });
+    return detail::call([&] { return impl_->box->verify(user_id, code, ip_address); });
 }
 
 bool MFAManager::verify_backup_code(std::int64_t user_id, const std::string& code, const std::string& ip_address) {
-    return detail::call([&] { return box_->verify_backup_code(user_id, code, ip_address); });
+    return detail::call([&] { return impl_->box->verify_backup_code(user_id, code, ip_address); });
 }
 
 nlohmann::json MFAManager::complete_login(database::models::SessionModel& sessions, const std::string& token,
                                           const std::string& fingerprint, const std::string& code,
                                           const std::string& ip_address) {
     return detail::parse_json(detail::call(
-        [&] { return box_->complete_login(sessions.raw(), token, fingerprint, code, ip_address); }));
+        [&] { return impl_->box->complete_login(detail::Access::sessions(sessions), token, fingerprint, code, ip_address); }));
 }
 
 std::vector<std::string> MFAManager::regenerate_backup_codes(std::int64_t user_id) {
-    return strings(detail::parse_json(detail::call([&] { return box_->regenerate_backup_codes(user_id); })));
+    return strings(detail::parse_json(detail::call([&] { return impl_->box->regenerate_backup_codes(user_id); })));
 }
 
 void MFAManager::unenroll(std::int64_t user_id) {
-    detail::call([&] { box_->unenroll(user_id); });
+    detail::call([&] { impl_->box->unenroll(user_id); });
 }
 
 std::uint64_t MFAManager::admin_reset(database::models::SessionModel& sessions, std::int64_t user_id,
                                       const std::string& reason) {
-    return detail::call([&] { return box_->admin_reset(sessions.raw(), user_id, reason); });
+    return detail::call([&] { return impl_->box->admin_reset(detail::Access::sessions(sessions), user_id, reason); });
 }
 
 nlohmann::json MFAManager::status(std::int64_t user_id) {
-    return detail::parse_json(detail::call([&] { return box_->status(user_id); }));
+    return detail::parse_json(detail::call([&] { return impl_->box->status(user_id); }));
 }
 
 std::uint64_t MFAManager::rotate_keys() {
-    return detail::call([&] { return box_->rotate_keys(); });
+    return detail::call([&] { return impl_->box->rotate_keys(); });
 }
 
 std::string totp_code(const std::string& secret_base32, std::uint64_t unix_time) {

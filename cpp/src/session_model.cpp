@@ -1,5 +1,6 @@
 #include "rootstream/database/models/session_model.h"
 
+#include "access.h"
 #include "internal.h"
 
 namespace rootstream {
@@ -20,18 +21,26 @@ ffi::Device to_bridge(const DeviceInfo& d) {
 }
 }  // namespace
 
+struct SessionModel::Impl {
+    rust::Box<ffi::SessionsBox> box;
+};
+
 SessionModel::SessionModel(const Config& config, DatabaseManager& db, cache::RedisClient& redis)
-    : box_(ffi::sessions_new(config.raw(), db.raw(), redis.raw())) {}
+    : impl_(std::make_unique<Impl>(Impl{ffi::sessions_new(detail::Access::config(config), detail::Access::db(db),
+                                                          detail::Access::redis(redis))})) {}
+SessionModel::SessionModel(SessionModel&&) noexcept = default;
+SessionModel& SessionModel::operator=(SessionModel&&) noexcept = default;
+SessionModel::~SessionModel() = default;
 
 CreatedSession SessionModel::create(std::int64_t user_id, const DeviceInfo& device, bool remember_me,
                                     bool mfa_required) {
     // The conversion runs inside call(): a std::string that is not UTF-8 is an InvalidArgument.
-    auto issued = detail::call([&] { return box_->create(user_id, to_bridge(device), remember_me, mfa_required); });
+    auto issued = detail::call([&] { return impl_->box->create(user_id, to_bridge(device), remember_me, mfa_required); });
     return CreatedSession{std::string(issued.token), detail::parse_json(issued.session_json)};
 }
 
 nlohmann::json SessionModel::validate(const std::string& token, const std::string& fingerprint, bool require_mfa) {
-    return detail::parse_json(detail::call([&] { return box_->validate(token, fingerprint, require_mfa); }));
+    return detail::parse_json(detail::call([&] { return impl_->box->validate(token, fingerprint, require_mfa); }));
 }
 
 bool SessionModel::is_valid(const std::string& token, const std::string& fingerprint, bool require_mfa) {
@@ -45,36 +54,40 @@ bool SessionModel::is_valid(const std::string& token, const std::string& fingerp
 }
 
 CreatedSession SessionModel::refresh(const std::string& token, const std::string& fingerprint, bool rotate) {
-    auto issued = detail::call([&] { return box_->refresh(token, fingerprint, rotate); });
+    auto issued = detail::call([&] { return impl_->box->refresh(token, fingerprint, rotate); });
     // An empty token means the old one stays valid.
     return CreatedSession{issued.token.empty() ? token : std::string(issued.token),
                           detail::parse_json(issued.session_json)};
 }
 
 void SessionModel::revoke(std::int64_t session_id, const std::string& reason) {
-    detail::call([&] { box_->revoke(session_id, reason); });
+    detail::call([&] { impl_->box->revoke(session_id, reason); });
 }
 
 void SessionModel::revoke_token(const std::string& token) {
-    detail::call([&] { box_->revoke_token(token); });
+    detail::call([&] { impl_->box->revoke_token(token); });
 }
 
 std::uint64_t SessionModel::revoke_all(std::int64_t user_id, std::int64_t keep_session_id, const std::string& reason) {
-    return detail::call([&] { return box_->revoke_all(user_id, keep_session_id, reason); });
+    return detail::call([&] { return impl_->box->revoke_all(user_id, keep_session_id, reason); });
 }
 
 nlohmann::json SessionModel::list(std::int64_t user_id) {
-    return detail::parse_json(detail::call([&] { return box_->list(user_id); }));
+    return detail::parse_json(detail::call([&] { return impl_->box->list(user_id); }));
 }
 
 nlohmann::json SessionModel::cleanup_expired() {
-    return detail::parse_json(detail::call([&] { return box_->cleanup(); }));
+    return detail::parse_json(detail::call([&] { return impl_->box->cleanup(); }));
 }
 
 nlohmann::json SessionModel::stats() const {
-    return detail::parse_json(box_->stats_json());
+    return detail::parse_json(impl_->box->stats_json());
 }
 
 }  // namespace models
 }  // namespace database
+
+const ffi::SessionsBox& detail::Access::sessions(const database::models::SessionModel& sessions) {
+    return *sessions.impl_->box;
+}
 }  // namespace rootstream

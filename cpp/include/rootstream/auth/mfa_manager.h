@@ -5,11 +5,11 @@
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
 #include "rootstream/database/models/session_model.h"
-#include "rootstream-db/src/ffi/cxx/auth.rs.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +31,11 @@ class MFAManager {
 public:
     /// Needs master_key in config. With redis, mfa.* events are published.
     MFAManager(const Config& config, database::DatabaseManager& db, cache::RedisClient* redis = nullptr);
+    MFAManager(MFAManager&&) noexcept;
+    MFAManager& operator=(MFAManager&&) noexcept;
+    MFAManager(const MFAManager&) = delete;
+    MFAManager& operator=(const MFAManager&) = delete;
+    ~MFAManager();
 
     Enrollment begin_enrollment(std::int64_t user_id, const std::string& account_name);
     /// Confirms with a first code; returns the backup codes. Throws RSDB_ERR_AUTH for a bad code.
@@ -59,7 +64,8 @@ public:
     std::uint64_t rotate_keys();
 
 private:
-    rust::Box<ffi::MfaBox> box_;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 /// The TOTP code (SHA-1, 6 digits, 30 s) of a base32 secret at unix_time (0 = now) — what an

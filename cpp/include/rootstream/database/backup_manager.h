@@ -5,16 +5,19 @@
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
 
-#include "rootstream/cache/message_observer.h"
-#include "rootstream-db/src/ffi/cxx/backup.rs.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace rootstream {
+namespace detail {
+struct Access;
+}  // namespace detail
+
 namespace database {
 
 /// Receives progress: {"backup_id","phase","bytes_done","bytes_total","message"}, on the thread
@@ -29,6 +32,11 @@ using ProgressHandler = std::function<void(const nlohmann::json& progress)>;
 class BackupManager {
 public:
     BackupManager(const Config& config, DatabaseManager& db);
+    BackupManager(BackupManager&&) noexcept;
+    BackupManager& operator=(BackupManager&&) noexcept;
+    BackupManager(const BackupManager&) = delete;
+    BackupManager& operator=(const BackupManager&) = delete;
+    ~BackupManager();
 
     /// Takes a full logical backup; returns its manifest (backup_id, sizes, sha256, row_counts, ...).
     nlohmann::json create_full();
@@ -54,10 +62,10 @@ public:
     nlohmann::json cleanup(std::uint32_t full_days = 0, std::uint32_t incremental_days = 0,
                            std::uint32_t differential_days = 0, std::uint32_t keep_last = 1);
 
-    const ffi::BackupBox& raw() const { return *box_; }
-
 private:
-    rust::Box<ffi::BackupBox> box_;
+    friend struct detail::Access;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 /// Full backups on a 5-field cron schedule (UTC) until destroyed. The handler receives
@@ -71,9 +79,15 @@ public:
     BackupScheduler(BackupManager& backups, const std::string& cron, Handler handler);
     /// Backups of kind "logical", "full", "incremental" or "differential".
     BackupScheduler(BackupManager& backups, const std::string& cron, const std::string& kind, Handler handler);
+    BackupScheduler(BackupScheduler&&) noexcept;
+    BackupScheduler& operator=(BackupScheduler&&) noexcept;
+    BackupScheduler(const BackupScheduler&) = delete;
+    BackupScheduler& operator=(const BackupScheduler&) = delete;
+    ~BackupScheduler();
 
 private:
-    rust::Box<ffi::ScheduleBox> box_;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 /// Restores backups: logical ones into a database, physical ones (with the backups they build
@@ -84,6 +98,11 @@ public:
     explicit RecoveryManager(BackupManager& backups);
     /// From the repository and keys alone, for disaster recovery when the database is gone.
     explicit RecoveryManager(const Config& config);
+    RecoveryManager(RecoveryManager&&) noexcept;
+    RecoveryManager& operator=(RecoveryManager&&) noexcept;
+    RecoveryManager(const RecoveryManager&) = delete;
+    RecoveryManager& operator=(const RecoveryManager&) = delete;
+    ~RecoveryManager();
 
     /// Verifies a logical backup, restores it into the database at target_url (created when missing)
     /// and checks every table's row count. Returns {"backup_id","target","tables_checked","rows_restored"}.
@@ -105,7 +124,8 @@ public:
     void set_progress(ProgressHandler handler);
 
 private:
-    rust::Box<ffi::RecoveryBox> box_;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 /// PostgreSQL's archive_command in-process: archives one WAL file into config's repository.

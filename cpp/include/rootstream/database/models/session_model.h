@@ -4,15 +4,19 @@
 #include "rootstream/cache/redis_client.h"
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
-#include "rootstream-db/src/ffi/cxx/auth.rs.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
 namespace rootstream {
+namespace detail {
+struct Access;
+}  // namespace detail
+
 namespace database {
 namespace models {
 
@@ -37,6 +41,11 @@ class SessionModel {
 public:
     /// Lifetimes and limits come from config (session_* keys).
     SessionModel(const Config& config, DatabaseManager& db, cache::RedisClient& redis);
+    SessionModel(SessionModel&&) noexcept;
+    SessionModel& operator=(SessionModel&&) noexcept;
+    SessionModel(const SessionModel&) = delete;
+    SessionModel& operator=(const SessionModel&) = delete;
+    ~SessionModel();
 
     /// Creates a session; with mfa_required it grants access only after the second factor.
     CreatedSession create(std::int64_t user_id, const DeviceInfo& device, bool remember_me = false,
@@ -62,10 +71,10 @@ public:
     /// {"cache_hits":..,"cache_misses":..,"cache_errors":..}
     nlohmann::json stats() const;
 
-    const ffi::SessionsBox& raw() const { return *box_; }
-
 private:
-    rust::Box<ffi::SessionsBox> box_;
+    friend struct detail::Access;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace models
