@@ -48,7 +48,7 @@ int main() {
         // Second factor: enroll, confirm with a first code, then log in through it.
         rootstream::auth::MFAManager mfa(config, db, &redis);
         models::SessionModel sessions(config, db, redis);
-        if (mfa.status(user->id()).at("enabled").get<bool>()) mfa.unenroll(user->id());
+        if (mfa.status(user->id()).enabled) mfa.unenroll(user->id());
         auto enrollment = mfa.begin_enrollment(user->id(), user->email());
         std::cout << "scan this with an authenticator app: " << enrollment.qr_png.size() << "-byte PNG / "
                   << enrollment.qr_svg.size() << "-byte SVG QR code\n";

@@ -32,6 +32,7 @@ using rootstream::Config;
 using rootstream::Error;
 using rootstream::auth::Enrollment;
 using rootstream::auth::MFAManager;
+using rootstream::auth::MfaStatus;
 using rootstream::cache::RedisClient;
 using rootstream::database::DatabaseManager;
 using rootstream::database::models::CreatedSession;
@@ -631,10 +632,10 @@ TEST_F(Mfa, BeginEnrollmentGivesASecretAnOtpauthUriAndQrCodesButDoesNotEnableMfa
     ASSERT_GT(en.qr_png.size(), 8u);
     EXPECT_TRUE(std::equal(signature.begin(), signature.end(), en.qr_png.begin())) << "a PNG file";
     EXPECT_NE(en.qr_svg.find("<svg"), std::string::npos);
-    json st = mfa().status(user_id_);
-    EXPECT_EQ(st.at("enrolled"), true);
-    EXPECT_EQ(st.at("enabled"), false) << "not enabled before the first code";
-    EXPECT_EQ(st.at("key_id"), key_id_);
+    MfaStatus st = mfa().status(user_id_);
+    EXPECT_TRUE(st.enrolled);
+    EXPECT_FALSE(st.enabled) << "not enabled before the first code";
+    EXPECT_EQ(st.key_id, key_id_);
     EXPECT_TRUE(ThrowsCode([&] { mfa().verify(user_id_, oathtool_code(en.secret_base32, rsdb_test::auth::unix_now())); },
                            RSDB_ERR_STATE));
     EXPECT_NE(mfa().begin_enrollment(user_id_, "player@example.com").secret_base32, en.secret_base32);
@@ -645,7 +646,7 @@ TEST_F(Mfa, ConfirmingWithAnOathtoolCodeEnablesMfaAndGivesTenBackupCodes) {
     Enrollment en = mfa().begin_enrollment(user_id_, "player@example.com");
     const std::int64_t t = fresh_totp_time();
     EXPECT_TRUE(ThrowsCode([&] { mfa().confirm_enrollment(user_id_, wrong_code(en.secret_base32, t)); }, RSDB_ERR_AUTH));
-    EXPECT_EQ(mfa().status(user_id_).at("enabled"), false);
+    EXPECT_FALSE(mfa().status(user_id_).enabled);
     std::vector<std::string> codes = mfa().confirm_enrollment(user_id_, oathtool_code(en.secret_base32, t), "198.51.100.1");
     ASSERT_EQ(codes.size(), 10u);
     EXPECT_EQ(std::set<std::string>(codes.begin(), codes.end()).size(), 10u);
@@ -653,11 +654,13 @@ TEST_F(Mfa, ConfirmingWithAnOathtoolCodeEnablesMfaAndGivesTenBackupCodes) {
         EXPECT_EQ(c.size(), 11u) << c;
         EXPECT_EQ(c[5], '-') << c;
     }
-    json st = mfa().status(user_id_);
-    EXPECT_EQ(st.at("enabled"), true);
-    EXPECT_TRUE(st.at("confirmed_at").is_string());
-    EXPECT_EQ(st.at("backup_codes_remaining"), 10);
-    EXPECT_TRUE(st.at("locked_until").is_null());
+    MfaStatus st = mfa().status(user_id_);
+    EXPECT_TRUE(st.enabled);
+    EXPECT_FALSE(st.confirmed_at.empty());
+    EXPECT_EQ(st.backup_codes_remaining, 10);
+    EXPECT_TRUE(st.locked_until.empty());
+    EXPECT_EQ(st.to_json().at("confirmed_at"), st.confirmed_at);
+    EXPECT_EQ(st.confirmed_at.back(), 'Z') << "RFC 3339 in UTC: " << st.confirmed_at;
     EXPECT_TRUE(ThrowsCode([&] { mfa().confirm_enrollment(user_id_, oathtool_code(en.secret_base32, t + 30)); },
                            RSDB_ERR_STATE));
     EXPECT_TRUE(ThrowsCode([&] { mfa().begin_enrollment(user_id_, "again"); }, RSDB_ERR_STATE));
@@ -720,13 +723,13 @@ TEST_F(Mfa, FiveWrongCodesLockTheUserOutEvenForTheRightCodeUntilTheWindowPasses)
                                           RSDB_ERR_LOCKED);
     EXPECT_NE(lower(msg).find("try again"), std::string::npos) << msg;
     EXPECT_TRUE(ThrowsCode([&] { m->verify_backup_code(user_id_, e.backup_codes[0]); }, RSDB_ERR_LOCKED));
-    EXPECT_TRUE(m->status(user_id_).at("locked_until").is_string());
+    EXPECT_FALSE(m->status(user_id_).locked_until.empty());
     EXPECT_EQ(count("SELECT count(*) AS n FROM mfa_attempts WHERE user_id = $1 AND NOT success AND"
                     " ip_address = '192.0.2.9' AND reason = 'wrong code'",
                     json::array({user_id_})),
               5);
     std::this_thread::sleep_for(3300ms);
-    EXPECT_TRUE(m->status(user_id_).at("locked_until").is_null());
+    EXPECT_TRUE(m->status(user_id_).locked_until.empty());
     const std::int64_t t2 = fresh_totp_time();
     EXPECT_TRUE(m->verify(user_id_, oathtool_code(e.secret, t2), "192.0.2.9")) << "the lock lifted";
     EXPECT_TRUE(m->verify_backup_code(user_id_, e.backup_codes[0])) << "the refused backup code was not spent";
@@ -743,13 +746,13 @@ TEST_F(Mfa, BackupCodesWorkOnceIgnoreCaseAndSeparatorsAndRegeneratingRetiresTheO
     bare.erase(std::remove(bare.begin(), bare.end(), '-'), bare.end());
     EXPECT_TRUE(mfa().verify_backup_code(user_id_, bare)) << bare;
     EXPECT_FALSE(mfa().verify_backup_code(user_id_, e.backup_codes[2]));
-    EXPECT_EQ(mfa().status(user_id_).at("backup_codes_remaining"), 7);
+    EXPECT_EQ(mfa().status(user_id_).backup_codes_remaining, 7);
     std::vector<std::string> fresh = mfa().regenerate_backup_codes(user_id_);
     ASSERT_EQ(fresh.size(), 10u);
-    EXPECT_EQ(mfa().status(user_id_).at("backup_codes_remaining"), 10);
+    EXPECT_EQ(mfa().status(user_id_).backup_codes_remaining, 10);
     EXPECT_FALSE(mfa().verify_backup_code(user_id_, e.backup_codes[3])) << "the old set is gone";
     EXPECT_TRUE(mfa().verify_backup_code(user_id_, fresh[0]));
-    EXPECT_EQ(mfa().status(user_id_).at("backup_codes_remaining"), 9);
+    EXPECT_EQ(mfa().status(user_id_).backup_codes_remaining, 9);
 }
 
 TEST_F(Mfa, TheStoredSecretIsEncryptedAndContainsNeitherItsBytesNorItsBase32) {
@@ -788,7 +791,7 @@ TEST_F(Mfa, RotatingTheMasterKeyReencryptsSecretsSoTheNewKeyAloneVerifies) {
     const std::string new_id = key_id_ + "-next";
     auto rotating = make_mfa({{"master_key", new_key}, {"master_key_id", new_id}, {"master_keys_old", key_id_ + ":" + master_key_}});
     EXPECT_EQ(rotating->rotate_keys(), 1u);
-    EXPECT_EQ(rotating->status(user_id_).at("key_id"), new_id);
+    EXPECT_EQ(rotating->status(user_id_).key_id, new_id);
     EXPECT_EQ(rotating->rotate_keys(), 0u) << "nothing left under an old key";
     auto new_only = make_mfa({{"master_key", new_key}, {"master_key_id", new_id}});
     EXPECT_TRUE(new_only->verify(user_id_, oathtool_code(e.secret, e.t))) << "the new key alone opens the secret";
@@ -818,7 +821,7 @@ TEST_F(MfaLogin, PasswordThenSessionThenSecondFactorThenAccessAndABackupCodeForT
     Enrolled e = enroll(mfa(), ada.id());
     User who = User::authenticate(db(), "ada", password);
     ASSERT_EQ(who.id(), ada.id());
-    const bool needs_mfa = mfa().status(who.id()).at("enabled").get<bool>();
+    const bool needs_mfa = mfa().status(who.id()).enabled;
     ASSERT_TRUE(needs_mfa);
     const DeviceInfo dev{"fp-1", "203.0.113.5", "RootStream/1.0", std::nullopt};
     CreatedSession login = sessions().create(who.id(), dev, false, needs_mfa);
@@ -843,7 +846,7 @@ TEST_F(MfaLogin, PasswordThenSessionThenSecondFactorThenAccessAndABackupCodeForT
     EXPECT_FALSE(sessions().is_valid(second.token, "fp-2", true));
     mfa().complete_login(sessions(), second.token, "fp-2", e.backup_codes[3]);
     EXPECT_TRUE(sessions().is_valid(second.token, "fp-2", true));
-    EXPECT_EQ(mfa().status(who.id()).at("backup_codes_remaining"), 9);
+    EXPECT_EQ(mfa().status(who.id()).backup_codes_remaining, 9);
     CreatedSession third = sessions().create(who.id(), device("fp-3"), false, true);
     EXPECT_TRUE(ThrowsCode([&] { mfa().complete_login(sessions(), third.token, "fp-3", e.backup_codes[3]); },
                            RSDB_ERR_AUTH))
@@ -858,10 +861,11 @@ TEST_F(MfaLogin, PasswordThenSessionThenSecondFactorThenAccessAndABackupCodeForT
 TEST_F(Mfa, UnenrollTurnsTheSecondFactorOff) {
     Enrolled e = enroll();
     mfa().unenroll(user_id_);
-    json st = mfa().status(user_id_);
-    EXPECT_EQ(st.at("enrolled"), false);
-    EXPECT_EQ(st.at("enabled"), false);
-    EXPECT_EQ(st.at("backup_codes_remaining"), 0);
+    MfaStatus st = mfa().status(user_id_);
+    EXPECT_FALSE(st.enrolled);
+    EXPECT_FALSE(st.enabled);
+    EXPECT_EQ(st.backup_codes_remaining, 0);
+    EXPECT_TRUE(st.to_json().at("locked_until").is_null()) << "an unset time is null in the JSON form";
     EXPECT_TRUE(ThrowsCode([&] { mfa().verify(user_id_, oathtool_code(e.secret, e.t)); }, RSDB_ERR_STATE));
     EXPECT_FALSE(mfa().verify_backup_code(user_id_, e.backup_codes[0]));
     EXPECT_TRUE(ThrowsCode([&] { mfa().unenroll(user_id_); }, RSDB_ERR_NOT_FOUND));
@@ -873,7 +877,7 @@ TEST_F(Mfa, AdminResetRemovesMfaAndRevokesEverySessionOfTheUser) {
     CreatedSession full = sessions().create(user_id_, laptop());
     CreatedSession half = sessions().create(user_id_, laptop(), /*remember_me=*/false, /*mfa_required=*/true);
     EXPECT_EQ(mfa().admin_reset(sessions(), user_id_), 2u);
-    EXPECT_EQ(mfa().status(user_id_).at("enrolled"), false);
+    EXPECT_FALSE(mfa().status(user_id_).enrolled);
     EXPECT_EQ(session_row(id_of(full)).at("revoke_reason"), "mfa reset") << "no reason: the library's default";
     EXPECT_EQ(session_row(id_of(half)).at("is_active"), false);
     EXPECT_FALSE(sessions().is_valid(full.token, kLaptop, false));
@@ -988,7 +992,7 @@ TEST_F(BadInput, NulBytesInDeviceFieldsAreInvalidArgumentsNotQueryErrors) {
 TEST_F(BadInput, ARefusedAccountNameStoresNoSecret) {
     EXPECT_TRUE(ThrowsCode([&] { mfa().begin_enrollment(user_id_, "player:one"); }, RSDB_ERR_INVALID_ARGUMENT));
     EXPECT_EQ(count("SELECT count(*) AS n FROM user_mfa"), 0) << "a refused enrollment leaves no secret behind";
-    EXPECT_EQ(mfa().status(user_id_).at("enrolled"), false);
+    EXPECT_FALSE(mfa().status(user_id_).enrolled);
     EXPECT_TRUE(ThrowsCode([&] { mfa().begin_enrollment(user_id_, ""); }, RSDB_ERR_INVALID_ARGUMENT));
 }
 

@@ -27,13 +27,12 @@ MFAManager& MFAManager::operator=(MFAManager&&) noexcept = default;
 MFAManager::~MFAManager() = default;
 
 Enrollment MFAManager::begin_enrollment(std::int64_t user_id, const std::string& account_name) {
-    auto j = detail::parse_json(detail::call([&] { return impl_->box->begin_enrollment(user_id, account_name); }));
+    auto b = detail::call([&] { return impl_->box->begin_enrollment(user_id, account_name); });
     Enrollment e;
-    e.secret_base32 = j.at("secret_base32").get<std::string>();
-    e.otpauth_uri = j.at("otpauth_uri").get<std::string>();
-    e.qr_svg = j.at("qr_svg").get<std::string>();
-    auto png = detail::call([&] { return ffi::base64_decode(j.at("qr_png").get<std::string>()); });
-    e.qr_png.assign(png.begin(), png.end());
+    e.secret_base32 = std::string(b.secret_base32);
+    e.otpauth_uri = std::string(b.otpauth_uri);
+    e.qr_svg = std::string(b.qr_svg);
+    e.qr_png.assign(b.qr_png.begin(), b.qr_png.end());
     return e;
 }
 
@@ -70,8 +69,26 @@ std::uint64_t MFAManager::admin_reset(database::models::SessionModel& sessions, 
     return detail::call([&] { return impl_->box->admin_reset(detail::Access::sessions(sessions), user_id, reason); });
 }
 
-nlohmann::json MFAManager::status(std::int64_t user_id) {
-    return detail::parse_json(detail::call([&] { return impl_->box->status(user_id); }));
+MfaStatus MFAManager::status(std::int64_t user_id) {
+    auto b = detail::call([&] { return impl_->box->status(user_id); });
+    MfaStatus st;
+    st.enrolled = b.enrolled;
+    st.enabled = b.enabled;
+    st.confirmed_at = std::string(b.confirmed_at);
+    st.backup_codes_remaining = b.backup_codes_remaining;
+    st.locked_until = std::string(b.locked_until);
+    if (b.has_key_id) st.key_id = std::string(b.key_id);
+    return st;
+}
+
+nlohmann::json MfaStatus::to_json() const {
+    auto text_or_null = [](const std::string& t) { return t.empty() ? nlohmann::json() : nlohmann::json(t); };
+    return {{"enrolled", enrolled},
+            {"enabled", enabled},
+            {"confirmed_at", text_or_null(confirmed_at)},
+            {"backup_codes_remaining", backup_codes_remaining},
+            {"locked_until", text_or_null(locked_until)},
+            {"key_id", key_id ? nlohmann::json(*key_id) : nlohmann::json()}};
 }
 
 std::uint64_t MFAManager::rotate_keys() {

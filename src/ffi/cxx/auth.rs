@@ -3,7 +3,6 @@
 
 use super::{nonempty, to_json, R};
 use crate::auth::mfa::MfaManager;
-use crate::error::Error;
 use crate::models::session::{DeviceInfo, SessionModel, SessionSettings};
 use crate::runtime::block_on;
 
@@ -37,6 +36,26 @@ mod bridge {
         session_json: String,
     }
 
+    /// What an authenticator app needs, from begin_enrollment.
+    struct MfaEnrollment {
+        secret_base32: String,
+        otpauth_uri: String,
+        qr_svg: String,
+        qr_png: Vec<u8>,
+    }
+
+    /// A user's MFA state. Timestamps are RFC 3339 in UTC, empty when unset; key_id counts
+    /// only with has_key_id.
+    struct MfaStatus {
+        enrolled: bool,
+        enabled: bool,
+        confirmed_at: String,
+        backup_codes_remaining: i64,
+        locked_until: String,
+        key_id: String,
+        has_key_id: bool,
+    }
+
     extern "Rust" {
         type SessionsBox;
         fn sessions_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Box<SessionsBox>;
@@ -59,9 +78,8 @@ mod bridge {
         type MfaBox;
         fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Result<Box<MfaBox>>;
         fn mfa_new_without_redis(cfg: &ConfigBox, db: &DbBox) -> Result<Box<MfaBox>>;
-        fn base64_decode(text: &str) -> Result<Vec<u8>>;
         fn totp_code(secret_base32: &str, unix_time: u64) -> Result<String>;
-        fn begin_enrollment(self: &MfaBox, user_id: i64, account_name: &str) -> Result<String>;
+        fn begin_enrollment(self: &MfaBox, user_id: i64, account_name: &str) -> Result<MfaEnrollment>;
         fn confirm_enrollment(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<String>;
         fn verify(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<bool>;
         fn verify_backup_code(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<bool>;
@@ -76,7 +94,7 @@ mod bridge {
         fn regenerate_backup_codes(self: &MfaBox, user_id: i64) -> Result<String>;
         fn unenroll(self: &MfaBox, user_id: i64) -> Result<()>;
         fn admin_reset(self: &MfaBox, sessions: &SessionsBox, user_id: i64, reason: &str) -> Result<u64>;
-        fn status(self: &MfaBox, user_id: i64) -> Result<String>;
+        fn status(self: &MfaBox, user_id: i64) -> Result<MfaStatus>;
         fn rotate_keys(self: &MfaBox) -> Result<u64>;
     }
 }
@@ -161,14 +179,20 @@ fn totp_code(secret_base32: &str, unix_time: u64) -> R<String> {
     Ok(crate::auth::totp::code_for_base32(secret_base32, unix_time)?)
 }
 
-fn base64_decode(text: &str) -> R<Vec<u8>> {
-    use base64::Engine;
-    Ok(base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| Error::invalid(format!("base64: {e}")))?)
+/// A timestamp as it crosses the bridge: RFC 3339 in UTC, empty for none.
+fn rfc3339(t: Option<&chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).unwrap_or_default()
 }
 
 impl MfaBox {
-    fn begin_enrollment(&self, user_id: i64, account_name: &str) -> R<String> {
-        to_json(&block_on(self.0.begin_enrollment(user_id, account_name))?)
+    fn begin_enrollment(&self, user_id: i64, account_name: &str) -> R<bridge::MfaEnrollment> {
+        let e = block_on(self.0.begin_enrollment(user_id, account_name))?;
+        Ok(bridge::MfaEnrollment {
+            secret_base32: e.secret_base32,
+            otpauth_uri: e.otpauth_uri,
+            qr_svg: e.qr_svg,
+            qr_png: e.qr_png,
+        })
     }
     fn confirm_enrollment(&self, user_id: i64, code: &str, ip: &str) -> R<String> {
         to_json(&block_on(self.0.confirm_enrollment(user_id, code, nonempty(ip)))?)
@@ -198,8 +222,17 @@ impl MfaBox {
     fn admin_reset(&self, sessions: &SessionsBox, user_id: i64, reason: &str) -> R<u64> {
         Ok(block_on(self.0.admin_reset(&sessions.0, user_id, nonempty(reason)))?.sessions_revoked)
     }
-    fn status(&self, user_id: i64) -> R<String> {
-        to_json(&block_on(self.0.status(user_id))?)
+    fn status(&self, user_id: i64) -> R<bridge::MfaStatus> {
+        let st = block_on(self.0.status(user_id))?;
+        Ok(bridge::MfaStatus {
+            enrolled: st.enrolled,
+            enabled: st.enabled,
+            confirmed_at: rfc3339(st.confirmed_at.as_ref()),
+            backup_codes_remaining: st.backup_codes_remaining,
+            locked_until: rfc3339(st.locked_until.as_ref()),
+            has_key_id: st.key_id.is_some(),
+            key_id: st.key_id.unwrap_or_default(),
+        })
     }
     fn rotate_keys(&self) -> R<u64> {
         Ok(block_on(self.0.rotate_keys())?)

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,24 @@ struct Enrollment {
     std::string otpauth_uri;
     std::string qr_svg;
     std::vector<std::uint8_t> qr_png;
+};
+
+/// A user's MFA state. Timestamps are RFC 3339 text in UTC, empty when unset.
+struct MfaStatus {
+    /// A secret exists (enrollment started).
+    bool enrolled = false;
+    /// Enrollment was confirmed: logins need the second factor.
+    bool enabled = false;
+    std::string confirmed_at;
+    std::int64_t backup_codes_remaining = 0;
+    /// Set while too many recent failures lock the user out.
+    std::string locked_until;
+    /// Id of the master key that encrypts the secret.
+    std::optional<std::string> key_id;
+
+    /// {"enrolled","enabled","confirmed_at","backup_codes_remaining","locked_until","key_id"},
+    /// with null for what is unset.
+    nlohmann::json to_json() const;
 };
 
 /// TOTP (RFC 6238: SHA-1, 6 digits, 30 s, ±1 step), each code accepted once, lockout after
@@ -58,8 +77,7 @@ public:
     /// Throws RSDB_ERR_NOT_FOUND, revoking nothing, when the user has no enrollment.
     std::uint64_t admin_reset(database::models::SessionModel& sessions, std::int64_t user_id,
                               const std::string& reason = "");
-    /// {"enrolled","enabled","confirmed_at","backup_codes_remaining","locked_until","key_id"}
-    nlohmann::json status(std::int64_t user_id);
+    MfaStatus status(std::int64_t user_id);
     /// Re-encrypts secrets under the current master key; returns how many.
     std::uint64_t rotate_keys();
 
