@@ -1,12 +1,14 @@
 #include "rootstream/database/backup_manager.h"
 
+#include "access.h"
+
 #include "internal.h"
 
 namespace rootstream {
 namespace database {
 
 BackupManager::BackupManager(const Config& config, DatabaseManager& db)
-    : box_(detail::call([&] { return ffi::backup_new(config.raw(), db.raw()); })) {}
+    : box_(detail::call([&] { return ffi::backup_new(detail::Access::config(config), detail::Access::db(db)); })) {}
 
 nlohmann::json BackupManager::create_full() {
     return detail::parse_json(detail::call([&] { return box_->create_full(); }));
@@ -76,7 +78,7 @@ RecoveryManager::RecoveryManager(BackupManager& backups)
     : box_(detail::call([&] { return ffi::recovery_from_backups(backups.raw()); })) {}
 
 RecoveryManager::RecoveryManager(const Config& config)
-    : box_(detail::call([&] { return ffi::recovery_from_config(config.raw()); })) {}
+    : box_(detail::call([&] { return ffi::recovery_from_config(detail::Access::config(config)); })) {}
 
 nlohmann::json RecoveryManager::restore(const std::string& backup_id, const std::string& target_url) {
     return detail::parse_json(detail::call([&] { return box_->restore_database(backup_id, target_url); }));
@@ -104,11 +106,11 @@ void RecoveryManager::set_progress(ProgressHandler handler) {
 }
 
 bool wal_push(const Config& config, const std::string& path) {
-    return detail::call([&] { return ffi::wal_push(config.raw(), path); });
+    return detail::call([&] { return ffi::wal_push(detail::Access::config(config), path); });
 }
 
 std::uint64_t wal_fetch(const Config& config, const std::string& name, const std::string& path) {
-    return detail::call([&] { return ffi::wal_fetch(config.raw(), name, path); });
+    return detail::call([&] { return ffi::wal_fetch(detail::Access::config(config), name, path); });
 }
 
 }  // namespace database

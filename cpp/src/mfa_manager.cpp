@@ -1,5 +1,7 @@
 #include "rootstream/auth/mfa_manager.h"
 
+#include "access.h"
+
 #include "internal.h"
 
 namespace rootstream {
@@ -13,8 +15,8 @@ std::vector<std::string> strings(const nlohmann::json& j) {
 
 MFAManager::MFAManager(const Config& config, database::DatabaseManager& db, cache::RedisClient* redis)
     : box_(detail::call([&] {
-          return redis != nullptr ? ffi::mfa_new(config.raw(), db.raw(), redis->raw())
-                                  : ffi::mfa_new_without_redis(config.raw(), db.raw());
+          return redis != nullptr ? ffi::mfa_new(detail::Access::config(config), detail::Access::db(db), detail::Access::redis(*redis))
+                                  : ffi::mfa_new_without_redis(detail::Access::config(config), detail::Access::db(db));
       })) {}
 
 Enrollment MFAManager::begin_enrollment(std::int64_t user_id, const std::string& account_name) {

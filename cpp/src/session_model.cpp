@@ -1,5 +1,7 @@
 #include "rootstream/database/models/session_model.h"
 
+#include "access.h"
+
 #include "internal.h"
 
 namespace rootstream {
@@ -21,7 +23,7 @@ ffi::Device to_bridge(const DeviceInfo& d) {
 }  // namespace
 
 SessionModel::SessionModel(const Config& config, DatabaseManager& db, cache::RedisClient& redis)
-    : box_(ffi::sessions_new(config.raw(), db.raw(), redis.raw())) {}
+    : box_(ffi::sessions_new(detail::Access::config(config), detail::Access::db(db), detail::Access::redis(redis))) {}
 
 CreatedSession SessionModel::create(std::int64_t user_id, const DeviceInfo& device, bool remember_me,
                                     bool mfa_required) {

@@ -5,7 +5,6 @@
 #include "rootstream/config.h"
 #include "rootstream/database/database_manager.h"
 
-#include "rootstream/cache/message_observer.h"
 #include "rootstream-db/src/ffi/cxx/backup.rs.h"
 
 #include <nlohmann/json.hpp>

@@ -1,0 +1,52 @@
+// The one internal door from a public class to the bridge object it holds. Public headers
+// only forward-declare rootstream::detail::Access and befriend it; this header (not installed)
+// defines it, so the generated ffi:: types never appear in the installed API.
+#pragma once
+
+#include "rootstream/cache/redis_client.h"
+#include "rootstream/config.h"
+#include "rootstream/database/database_manager.h"
+
+#include "rust/cxx.h"
+#include "rootstream-db/src/ffi/cxx/cache.rs.h"
+#include "rootstream-db/src/ffi/cxx/config.rs.h"
+#include "rootstream-db/src/ffi/cxx/db.rs.h"
+
+namespace rootstream {
+
+struct Config::Impl {
+    rust::Box<ffi::ConfigBox> box;
+};
+
+namespace database {
+struct DatabaseManager::Impl {
+    rust::Box<ffi::DbBox> box;
+};
+struct Transaction::Impl {
+    rust::Box<ffi::TxBox> box;
+};
+}  // namespace database
+
+namespace cache {
+struct RedisClient::Impl {
+    rust::Box<ffi::RedisBox> box;
+};
+}  // namespace cache
+
+namespace detail {
+
+struct Access {
+    static const ffi::ConfigBox& config(const Config& c) { return *c.impl_->box; }
+    static const ffi::DbBox& db(const database::DatabaseManager& d) { return *d.impl_->box; }
+    static const ffi::RedisBox& redis(const cache::RedisClient& r) { return *r.impl_->box; }
+    static Config make_config(rust::Box<ffi::ConfigBox> box) {
+        return Config(std::make_unique<Config::Impl>(Config::Impl{std::move(box)}));
+    }
+    static database::Transaction make_tx(rust::Box<ffi::TxBox> box) {
+        return database::Transaction(
+            std::make_unique<database::Transaction::Impl>(database::Transaction::Impl{std::move(box)}));
+    }
+};
+
+}  // namespace detail
+}  // namespace rootstream
