@@ -1,0 +1,10 @@
+// Compiled with only cpp/include, the C header's folder and nlohmann on the include path (see
+// gtest/CMakeLists.txt): a public header that includes a bridge header or rust/cxx.h fails to
+// build here. Add each public header once it holds its bridge object behind pimpl.
+#include "rootstream/cache/redis_client.h"
+#include "rootstream/config.h"
+#include "rootstream/database/database_manager.h"
+#include "rootstream/database/models/stream_model.h"
+#include "rootstream/database/models/user.h"
+#include "rootstream/error.h"
+#include "rootstream/events/event_store.h"
