@@ -16,13 +16,14 @@ fn main() {
     ];
     cxx_build::bridges(bridges)
         .include("cpp/include")
+        .include("cpp/src")
         .std("c++17")
         .flag_if_supported("-Wno-unused-parameter")
         .compile("rootstream_db_cxxbridge");
     for bridge in bridges {
         println!("cargo:rerun-if-changed={bridge}");
     }
-    println!("cargo:rerun-if-changed=cpp/include/rootstream/cache/message_observer.h");
+    println!("cargo:rerun-if-changed=cpp/src/message_observer.h");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librootstream_db.so");
 
     #[cfg(feature = "c-header")]

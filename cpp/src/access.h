@@ -1,5 +1,6 @@
-// rootstream::detail::Access — the one way the C++ API's sources reach another class's bridge
-// object. Not installed: the public headers only declare it and name it as a friend.
+// The one internal door from a public class to the bridge object it holds. Public headers
+// only forward-declare rootstream::detail::Access and befriend it; this header (not installed)
+// defines it, so the generated ffi:: types never appear in the installed API.
 #pragma once
 
 #include "rootstream/cache/redis_client.h"
@@ -8,6 +9,7 @@
 #include "rootstream/database/database_manager.h"
 #include "rootstream/database/models/session_model.h"
 
+#include "rust/cxx.h"
 #include "rootstream-db/src/ffi/cxx/auth.rs.h"
 #include "rootstream-db/src/ffi/cxx/backup.rs.h"
 #include "rootstream-db/src/ffi/cxx/cache.rs.h"
@@ -15,14 +17,39 @@
 #include "rootstream-db/src/ffi/cxx/db.rs.h"
 
 namespace rootstream {
+
+struct Config::Impl {
+    rust::Box<ffi::ConfigBox> box;
+};
+
+namespace database {
+struct DatabaseManager::Impl {
+    rust::Box<ffi::DbBox> box;
+};
+struct Transaction::Impl {
+    rust::Box<ffi::TxBox> box;
+};
+}  // namespace database
+
+namespace cache {
+struct RedisClient::Impl {
+    rust::Box<ffi::RedisBox> box;
+};
+}  // namespace cache
+
 namespace detail {
 
 struct Access {
-    // Config, DatabaseManager and RedisClient: on their raw() accessors until those classes
-    // hold their bridge objects behind a pimpl; the pimpl-based versions replace these three.
-    static const ffi::ConfigBox& config(const Config& config) { return config.raw(); }
-    static const ffi::DbBox& db(const database::DatabaseManager& db) { return db.raw(); }
-    static const ffi::RedisBox& redis(const cache::RedisClient& redis) { return redis.raw(); }
+    static const ffi::ConfigBox& config(const Config& c) { return *c.impl_->box; }
+    static const ffi::DbBox& db(const database::DatabaseManager& d) { return *d.impl_->box; }
+    static const ffi::RedisBox& redis(const cache::RedisClient& r) { return *r.impl_->box; }
+    static Config make_config(rust::Box<ffi::ConfigBox> box) {
+        return Config(std::make_unique<Config::Impl>(Config::Impl{std::move(box)}));
+    }
+    static database::Transaction make_tx(rust::Box<ffi::TxBox> box) {
+        return database::Transaction(
+            std::make_unique<database::Transaction::Impl>(database::Transaction::Impl{std::move(box)}));
+    }
 
     // Defined next to the classes' Impl (session_model.cpp, backup_manager.cpp).
     static const ffi::SessionsBox& sessions(const database::models::SessionModel& sessions);

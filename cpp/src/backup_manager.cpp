@@ -3,7 +3,7 @@
 #include "access.h"
 #include "internal.h"
 
-#include "rootstream/cache/message_observer.h"
+#include "message_observer.h"
 
 namespace rootstream {
 namespace database {

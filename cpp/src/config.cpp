@@ -1,25 +1,31 @@
 #include "rootstream/config.h"
 
+#include "access.h"
+
 namespace rootstream {
 
-Config::Config() : box_(ffi::config_new()) {}
+Config::Config() : impl_(std::make_unique<Impl>(Impl{ffi::config_new()})) {}
+Config::Config(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Config::Config(Config&&) noexcept = default;
+Config& Config::operator=(Config&&) noexcept = default;
+Config::~Config() = default;
 
 Config Config::from_env() {
-    return detail::call([] { return Config(ffi::config_from_env()); });
+    return detail::call([] { return detail::Access::make_config(ffi::config_from_env()); });
 }
 
 Config& Config::set(const std::string& key, const std::string& value) {
-    detail::call([&] { box_->set(key, value); });
+    detail::call([&] { impl_->box->set(key, value); });
     return *this;
 }
 
 Config& Config::load_file(const std::string& path) {
-    detail::call([&] { box_->load_file(path); });
+    detail::call([&] { impl_->box->load_file(path); });
     return *this;
 }
 
 std::string Config::describe() const {
-    return std::string(box_->debug_string());
+    return std::string(impl_->box->debug_string());
 }
 
 }  // namespace rootstream

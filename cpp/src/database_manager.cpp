@@ -1,5 +1,7 @@
 #include "rootstream/database/database_manager.h"
 
+#include "access.h"
+
 namespace rootstream {
 namespace database {
 
@@ -15,29 +17,28 @@ std::string params_text(const nlohmann::json& params) {
 }
 }  // namespace
 
-// A moved-from optional stays engaged with an empty Box; reset it so the source is closed.
-Transaction::Transaction(Transaction&& other) noexcept : box_(std::move(other.box_)) {
-    other.box_.reset();
-}
+Transaction::Transaction(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+// A moved-from transaction holds no Impl: it is closed.
+Transaction::Transaction(Transaction&& other) noexcept = default;
 
 Transaction& Transaction::operator=(Transaction&& other) noexcept {
     if (this != &other) {
-        if (box_ && (*box_)->is_open()) {
+        if (impl_ && impl_->box->is_open()) {
             try {
-                (*box_)->rollback();
+                impl_->box->rollback();
             } catch (...) {
             }
         }
-        box_ = std::move(other.box_);
-        other.box_.reset();
+        impl_ = std::move(other.impl_);
     }
     return *this;
 }
 
 Transaction::~Transaction() {
-    if (box_ && (*box_)->is_open()) {
+    if (impl_ && impl_->box->is_open()) {
         try {
-            (*box_)->rollback();
+            impl_->box->rollback();
         } catch (...) {
             // A destructor must not throw; the connection is discarded by the library.
         }
@@ -45,52 +46,55 @@ Transaction::~Transaction() {
 }
 
 std::uint64_t Transaction::execute(const std::string& sql, const nlohmann::json& params) {
-    if (!box_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
-    return detail::call([&] { return (*box_)->execute(sql, params_text(params)); });
+    if (!impl_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
+    return detail::call([&] { return impl_->box->execute(sql, params_text(params)); });
 }
 
 nlohmann::json Transaction::query(const std::string& sql, const nlohmann::json& params) {
-    if (!box_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
-    auto text = detail::call([&] { return (*box_)->query(sql, params_text(params)); });
+    if (!impl_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
+    auto text = detail::call([&] { return impl_->box->query(sql, params_text(params)); });
     return nlohmann::json::parse(std::string(text));
 }
 
 void Transaction::commit() {
-    if (!box_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
-    detail::call([&] { (*box_)->commit(); });
+    if (!impl_) Error::raise(RSDB_ERR_STATE, "moved-from transaction");
+    detail::call([&] { impl_->box->commit(); });
 }
 
 void Transaction::rollback() {
-    if (!box_) return;
-    detail::call([&] { (*box_)->rollback(); });
+    if (!impl_) return;
+    detail::call([&] { impl_->box->rollback(); });
 }
 
 bool Transaction::is_open() const {
-    return box_ && (*box_)->is_open();
+    return impl_ && impl_->box->is_open();
 }
 
 DatabaseManager::DatabaseManager(const Config& config)
-    : box_(detail::call([&] { return ffi::db_open(config.raw()); })) {}
+    : impl_(std::make_unique<Impl>(Impl{detail::call([&] { return ffi::db_open(detail::Access::config(config)); })})) {}
+DatabaseManager::DatabaseManager(DatabaseManager&&) noexcept = default;
+DatabaseManager& DatabaseManager::operator=(DatabaseManager&&) noexcept = default;
+DatabaseManager::~DatabaseManager() = default;
 
 int DatabaseManager::migrate() {
-    return detail::call([&] { return box_->migrate(); });
+    return detail::call([&] { return impl_->box->migrate(); });
 }
 
 std::uint64_t DatabaseManager::execute(const std::string& sql, const nlohmann::json& params) {
-    return detail::call([&] { return box_->execute(sql, params_text(params)); });
+    return detail::call([&] { return impl_->box->execute(sql, params_text(params)); });
 }
 
 nlohmann::json DatabaseManager::query(const std::string& sql, const nlohmann::json& params) {
-    auto text = detail::call([&] { return box_->query(sql, params_text(params)); });
+    auto text = detail::call([&] { return impl_->box->query(sql, params_text(params)); });
     return nlohmann::json::parse(std::string(text));
 }
 
 Transaction DatabaseManager::begin() {
-    return Transaction(detail::call([&] { return box_->begin(); }));
+    return detail::Access::make_tx(detail::call([&] { return impl_->box->begin(); }));
 }
 
 PoolStats DatabaseManager::pool_stats() const {
-    auto j = nlohmann::json::parse(std::string(box_->pool_stats_json()));
+    auto j = nlohmann::json::parse(std::string(impl_->box->pool_stats_json()));
     PoolStats s;
     s.max_size = j.at("max_size").get<std::size_t>();
     s.size = j.at("size").get<std::size_t>();
@@ -101,11 +105,11 @@ PoolStats DatabaseManager::pool_stats() const {
 }
 
 nlohmann::json DatabaseManager::health_check() const {
-    return nlohmann::json::parse(std::string(detail::call([&] { return box_->health_json(); })));
+    return nlohmann::json::parse(std::string(detail::call([&] { return impl_->box->health_json(); })));
 }
 
 void DatabaseManager::close() {
-    box_->close();
+    impl_->box->close();
 }
 
 }  // namespace database

@@ -2,12 +2,13 @@
 #pragma once
 
 #include "rootstream/error.h"
-#include "rust/cxx.h"
-#include "rootstream-db/src/ffi/cxx/config.rs.h"
-
+#include <memory>
 #include <string>
 
 namespace rootstream {
+namespace detail {
+struct Access;
+}  // namespace detail
 
 /// Configuration shared by every component. Keys and environment variables are listed in
 /// the README; ROOTSTREAM_<KEY> in the environment overrides the default of <key>.
@@ -15,6 +16,9 @@ class Config {
 public:
     /// Defaults only.
     Config();
+    Config(Config&&) noexcept;
+    Config& operator=(Config&&) noexcept;
+    ~Config();
     /// Defaults overridden by the ROOTSTREAM_* environment variables.
     static Config from_env();
 
@@ -29,12 +33,11 @@ public:
     /// A description with secrets and passwords masked.
     std::string describe() const;
 
-    /// The bridge object, for the other classes.
-    const ffi::ConfigBox& raw() const { return *box_; }
-
 private:
-    explicit Config(rust::Box<ffi::ConfigBox> box) : box_(std::move(box)) {}
-    rust::Box<ffi::ConfigBox> box_;
+    friend struct detail::Access;
+    struct Impl;
+    explicit Config(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace rootstream

@@ -112,7 +112,7 @@ auto call(F&& f) -> decltype(f()) {
     } catch (const Error&) {
         throw;
     } catch (const std::invalid_argument& e) {
-        // rust::Str throws this for strings that are not UTF-8.
+        // The bridge throws this for strings that are not UTF-8.
         Error::raise(RSDB_ERR_INVALID_UTF8, e.what());
     } catch (const std::exception& e) {
         Error::raise_from_bridge(e.what());

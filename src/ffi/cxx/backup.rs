@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[cxx::bridge(namespace = "rootstream::ffi")]
 mod bridge {
     unsafe extern "C++" {
-        include!("rootstream/cache/message_observer.h");
+        include!("message_observer.h");
         include!("rootstream-db/src/ffi/cxx/config.rs.h");
         include!("rootstream-db/src/ffi/cxx/db.rs.h");
         type MessageObserver = crate::ffi::cxx::cache::MessageObserver;

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[cxx::bridge(namespace = "rootstream::ffi")]
 mod bridge {
     unsafe extern "C++" {
-        include!("rootstream/cache/message_observer.h");
+        include!("message_observer.h");
         /// Receives pub/sub messages; implemented in C++ around a std::function.
         type MessageObserver;
         fn on_message(self: &MessageObserver, channel: &str, payload: &[u8]);

@@ -1,10 +1,8 @@
 // rootstream::cache::RedisClient — strings with TTL, hashes, lists, pub/sub, MULTI/EXEC.
 #pragma once
 
-#include "rootstream/cache/message_observer.h"
 #include "rootstream/config.h"
 #include "rootstream/error.h"
-#include "rootstream-db/src/ffi/cxx/cache.rs.h"
 
 #include <nlohmann/json.hpp>
 
@@ -12,11 +10,16 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace rootstream {
+namespace detail {
+struct Access;
+}  // namespace detail
+
 namespace cache {
 
 /// A Redis client over one multiplexed connection that reconnects by itself. Thread-safe.
@@ -27,6 +30,9 @@ public:
 
     /// Connects to config's redis_url and checks that the server answers.
     explicit RedisClient(const Config& config);
+    RedisClient(RedisClient&&) noexcept;
+    RedisClient& operator=(RedisClient&&) noexcept;
+    ~RedisClient();
 
     /// Round trip of a PING.
     std::chrono::microseconds ping();
@@ -81,11 +87,10 @@ public:
     /// {"connected":..,"reconnects":..,"received":..,"subscriptions":..}
     nlohmann::json pubsub_stats() const;
 
-    /// The bridge object, for the model classes.
-    const ffi::RedisBox& raw() const { return *box_; }
-
 private:
-    rust::Box<ffi::RedisBox> box_;
+    friend struct detail::Access;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace cache

@@ -3,17 +3,21 @@
 
 #include "rootstream/config.h"
 #include "rootstream/error.h"
-#include "rootstream-db/src/ffi/cxx/db.rs.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 
 namespace rootstream {
+namespace detail {
+struct Access;
+}  // namespace detail
+
 namespace database {
 
 /// Pool counters at one moment.
@@ -48,9 +52,10 @@ public:
     bool is_open() const;
 
 private:
-    friend class DatabaseManager;
-    explicit Transaction(rust::Box<ffi::TxBox> box) : box_(std::move(box)) {}
-    std::optional<rust::Box<ffi::TxBox>> box_;
+    friend struct detail::Access;
+    struct Impl;
+    explicit Transaction(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
 };
 
 /// A pool of PostgreSQL connections (default 20), shared safely by all threads.
@@ -58,6 +63,9 @@ class DatabaseManager {
 public:
     /// Opens the pool for config's database_url and checks one round trip.
     explicit DatabaseManager(const Config& config);
+    DatabaseManager(DatabaseManager&&) noexcept;
+    DatabaseManager& operator=(DatabaseManager&&) noexcept;
+    ~DatabaseManager();
 
     /// Applies the embedded migrations; returns the schema version.
     int migrate();
@@ -89,11 +97,10 @@ public:
     /// Closes idle connections and refuses new acquires.
     void close();
 
-    /// The bridge object, for the model classes.
-    const ffi::DbBox& raw() const { return *box_; }
-
 private:
-    rust::Box<ffi::DbBox> box_;
+    friend struct detail::Access;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace database

@@ -1,4 +1,5 @@
-// Receives pub/sub messages from the Rust core and forwards them to a std::function.
+// Receives pub/sub messages from the Rust core and forwards them to a std::function. Internal:
+// the cache and backup bridges name it; the public headers take a std::function instead.
 #pragma once
 
 #include "rust/cxx.h"
