@@ -353,9 +353,16 @@ impl MfaManager {
     /// [`RESET_REVOKE_REASON`]), so whoever holds the device or a half-finished login is out;
     /// the user logs in with the password and enrolls again. `NotFound` (and nothing revoked)
     /// when the user has no MFA enrollment.
+    ///
+    /// Sessions are revoked before the enrollment is removed, so a reset that fails half-way
+    /// (say, the database goes away between the two steps) can simply be run again: the
+    /// enrollment is still there to find, and no session outlives a reset that reported success.
     pub async fn admin_reset(&self, sessions: &SessionModel, user_id: i64, reason: Option<&str>) -> Result<AdminReset> {
-        self.unenroll(user_id).await?;
+        if !self.status(user_id).await?.enrolled {
+            return Err(Error::NotFound(format!("MFA enrollment of user {user_id}")));
+        }
         let revoked = sessions.revoke_all(user_id, None, Some(reason.unwrap_or(RESET_REVOKE_REASON))).await?;
+        self.unenroll(user_id).await?;
         Ok(AdminReset { user_id, sessions_revoked: revoked })
     }
 
