@@ -14,6 +14,7 @@ pub mod events;
 pub mod ffi;
 pub mod models;
 pub mod runtime;
+pub mod sync;
 
 pub use cache::RedisClient;
 pub use config::Config;
