@@ -495,6 +495,10 @@ TEST_F(Mfa, EveryMfaFunctionRoundTripsItsValuesThroughTheCApi) {
     EXPECT_TRUE(std::equal(signature.begin(), signature.end(), png.begin())) << "qr_png is base64 of a PNG file";
     OutString out;
     EXPECT_TRUE(Fails(rsdb_mfa_begin_enrollment(mfa_.get(), user_id_ + 1000, "ghost", out.out()), RSDB_ERR_NOT_FOUND));
+    EXPECT_TRUE(out.is_null()) << "a failed call hands out no document";
+    EXPECT_TRUE(Fails(rsdb_mfa_begin_enrollment(mfa_.get(), user_id_, "player:one", out.out()),
+                      RSDB_ERR_INVALID_ARGUMENT));
+    EXPECT_TRUE(out.is_null());
 
     json st = status(mfa_.get(), user_id_);
     EXPECT_EQ(st.at("enrolled"), true);
