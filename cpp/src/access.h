@@ -57,4 +57,15 @@ struct Access {
 };
 
 }  // namespace detail
+
+namespace database {
+namespace models {
+/// The public session record of a bridge record (session_model.cpp; also used by MFAManager).
+Session from_bridge(const ffi::SessionRecord& record);
+}  // namespace models
+}  // namespace database
+
+namespace detail {
+
+}  // namespace detail
 }  // namespace rootstream

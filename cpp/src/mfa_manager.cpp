@@ -7,8 +7,11 @@ namespace rootstream {
 namespace auth {
 
 namespace {
-std::vector<std::string> strings(const nlohmann::json& j) {
-    return j.get<std::vector<std::string>>();
+std::vector<std::string> strings(const rust::Vec<rust::String>& codes) {
+    std::vector<std::string> out;
+    out.reserve(codes.size());
+    for (const auto& c : codes) out.emplace_back(c);
+    return out;
 }
 }  // namespace
 
@@ -38,7 +41,7 @@ Enrollment MFAManager::begin_enrollment(std::int64_t user_id, const std::string&
 
 std::vector<std::string> MFAManager::confirm_enrollment(std::int64_t user_id, const std::string& code,
                                                         const std::string& ip_address) {
-    return strings(detail::parse_json(detail::call([&] { return impl_->box->confirm_enrollment(user_id, code, ip_address); })));
+    return strings(detail::call([&] { return impl_->box->confirm_enrollment(user_id, code, ip_address); }));
 }
 
 bool MFAManager::verify(std::int64_t user_id, const std::string& code, const std::string& ip_address) {
@@ -49,15 +52,15 @@ bool MFAManager::verify_backup_code(std::int64_t user_id, const std::string& cod
     return detail::call([&] { return impl_->box->verify_backup_code(user_id, code, ip_address); });
 }
 
-nlohmann::json MFAManager::complete_login(database::models::SessionModel& sessions, const std::string& token,
-                                          const std::string& fingerprint, const std::string& code,
-                                          const std::string& ip_address) {
-    return detail::parse_json(detail::call(
+database::models::Session MFAManager::complete_login(database::models::SessionModel& sessions,
+                                                     const std::string& token, const std::string& fingerprint,
+                                                     const std::string& code, const std::string& ip_address) {
+    return database::models::from_bridge(detail::call(
         [&] { return impl_->box->complete_login(detail::Access::sessions(sessions), token, fingerprint, code, ip_address); }));
 }
 
 std::vector<std::string> MFAManager::regenerate_backup_codes(std::int64_t user_id) {
-    return strings(detail::parse_json(detail::call([&] { return impl_->box->regenerate_backup_codes(user_id); })));
+    return strings(detail::call([&] { return impl_->box->regenerate_backup_codes(user_id); }));
 }
 
 void MFAManager::unenroll(std::int64_t user_id) {

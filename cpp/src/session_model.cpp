@@ -19,7 +19,67 @@ ffi::Device to_bridge(const DeviceInfo& d) {
     out.geo_location = d.geo_location.value_or("");
     return out;
 }
+
+std::optional<std::string> text(const rust::String& value, bool present) {
+    return present ? std::optional<std::string>(std::string(value)) : std::nullopt;
+}
+
+std::optional<std::string> timestamp(const rust::String& value) {
+    return value.empty() ? std::nullopt : std::optional<std::string>(std::string(value));
+}
+
+nlohmann::json or_null(const std::optional<std::string>& value) {
+    return value ? nlohmann::json(*value) : nlohmann::json();
+}
 }  // namespace
+
+Session from_bridge(const ffi::SessionRecord& r) {
+    Session s;
+    s.id = r.id;
+    s.user_id = r.user_id;
+    s.device_fingerprint = std::string(r.device_fingerprint);
+    s.ip_address = text(r.ip_address, r.has_ip_address);
+    s.user_agent = text(r.user_agent, r.has_user_agent);
+    s.geo_location = text(r.geo_location, r.has_geo_location);
+    s.remember_me = r.remember_me;
+    s.mfa_required = r.mfa_required;
+    s.mfa_verified_at = timestamp(r.mfa_verified_at);
+    s.created_at = std::string(r.created_at);
+    s.expires_at = std::string(r.expires_at);
+    s.last_activity_at = std::string(r.last_activity_at);
+    s.idle_timeout_seconds = r.idle_timeout_seconds;
+    s.is_active = r.is_active;
+    s.revoked_at = timestamp(r.revoked_at);
+    s.revoke_reason = text(r.revoke_reason, r.has_revoke_reason);
+    return s;
+}
+
+nlohmann::json Session::to_json() const {
+    return {{"id", id},
+            {"user_id", user_id},
+            {"device_fingerprint", device_fingerprint},
+            {"ip_address", or_null(ip_address)},
+            {"user_agent", or_null(user_agent)},
+            {"geo_location", or_null(geo_location)},
+            {"remember_me", remember_me},
+            {"mfa_required", mfa_required},
+            {"mfa_verified_at", or_null(mfa_verified_at)},
+            {"created_at", created_at},
+            {"expires_at", expires_at},
+            {"last_activity_at", last_activity_at},
+            {"idle_timeout_seconds", idle_timeout_seconds},
+            {"is_active", is_active},
+            {"revoked_at", or_null(revoked_at)},
+            {"revoke_reason", or_null(revoke_reason)}};
+}
+
+nlohmann::json SessionCleanup::to_json() const {
+    return {{"ended", ended}, {"deleted", deleted}};
+}
+
+nlohmann::json SessionStats::to_json() const {
+    return {{"cache_hits", cache_hits}, {"cache_misses", cache_misses}, {"cache_errors", cache_errors}};
+}
 
 struct SessionModel::Impl {
     rust::Box<ffi::SessionsBox> box;
@@ -36,11 +96,11 @@ CreatedSession SessionModel::create(std::int64_t user_id, const DeviceInfo& devi
                                     bool mfa_required) {
     // The conversion runs inside call(): a std::string that is not UTF-8 is an InvalidArgument.
     auto issued = detail::call([&] { return impl_->box->create(user_id, to_bridge(device), remember_me, mfa_required); });
-    return CreatedSession{std::string(issued.token), detail::parse_json(issued.session_json)};
+    return CreatedSession{std::string(issued.token), from_bridge(issued.session)};
 }
 
-nlohmann::json SessionModel::validate(const std::string& token, const std::string& fingerprint, bool require_mfa) {
-    return detail::parse_json(detail::call([&] { return impl_->box->validate(token, fingerprint, require_mfa); }));
+Session SessionModel::validate(const std::string& token, const std::string& fingerprint, bool require_mfa) {
+    return from_bridge(detail::call([&] { return impl_->box->validate(token, fingerprint, require_mfa); }));
 }
 
 bool SessionModel::is_valid(const std::string& token, const std::string& fingerprint, bool require_mfa) {
@@ -57,7 +117,7 @@ CreatedSession SessionModel::refresh(const std::string& token, const std::string
     auto issued = detail::call([&] { return impl_->box->refresh(token, fingerprint, rotate); });
     // An empty token means the old one stays valid.
     return CreatedSession{issued.token.empty() ? token : std::string(issued.token),
-                          detail::parse_json(issued.session_json)};
+                          from_bridge(issued.session)};
 }
 
 void SessionModel::revoke(std::int64_t session_id, const std::string& reason) {
@@ -72,16 +132,22 @@ std::uint64_t SessionModel::revoke_all(std::int64_t user_id, std::int64_t keep_s
     return detail::call([&] { return impl_->box->revoke_all(user_id, keep_session_id, reason); });
 }
 
-nlohmann::json SessionModel::list(std::int64_t user_id) {
-    return detail::parse_json(detail::call([&] { return impl_->box->list(user_id); }));
+std::vector<Session> SessionModel::list(std::int64_t user_id) {
+    auto records = detail::call([&] { return impl_->box->list(user_id); });
+    std::vector<Session> out;
+    out.reserve(records.size());
+    for (const auto& r : records) out.push_back(from_bridge(r));
+    return out;
 }
 
-nlohmann::json SessionModel::cleanup_expired() {
-    return detail::parse_json(detail::call([&] { return impl_->box->cleanup(); }));
+SessionCleanup SessionModel::cleanup_expired() {
+    auto report = detail::call([&] { return impl_->box->cleanup(); });
+    return SessionCleanup{report.ended, report.deleted};
 }
 
-nlohmann::json SessionModel::stats() const {
-    return detail::parse_json(impl_->box->stats_json());
+SessionStats SessionModel::stats() const {
+    auto counters = impl_->box->stats();
+    return SessionStats{counters.cache_hits, counters.cache_misses, counters.cache_errors};
 }
 
 }  // namespace models

@@ -1,9 +1,9 @@
 //! Login sessions and MFA behind `rootstream::database::models::SessionModel` and
 //! `rootstream::auth::MFAManager`.
 
-use super::{nonempty, to_json, R};
+use super::{nonempty, R};
 use crate::auth::mfa::MfaManager;
-use crate::models::session::{DeviceInfo, SessionModel, SessionSettings};
+use crate::models::session::{DeviceInfo, Session, SessionModel, SessionSettings, SessionStats};
 use crate::runtime::block_on;
 
 #[cxx::bridge(namespace = "rootstream::ffi")]
@@ -29,11 +29,49 @@ mod bridge {
         has_geo_location: bool,
     }
 
+    /// A session as stored (never its token). Timestamps are RFC 3339 in UTC, empty when
+    /// unset; each optional text counts only with its `has_` flag.
+    struct SessionRecord {
+        id: i64,
+        user_id: i64,
+        device_fingerprint: String,
+        ip_address: String,
+        has_ip_address: bool,
+        user_agent: String,
+        has_user_agent: bool,
+        geo_location: String,
+        has_geo_location: bool,
+        remember_me: bool,
+        mfa_required: bool,
+        mfa_verified_at: String,
+        created_at: String,
+        expires_at: String,
+        last_activity_at: String,
+        idle_timeout_seconds: i32,
+        is_active: bool,
+        revoked_at: String,
+        revoke_reason: String,
+        has_revoke_reason: bool,
+    }
+
     /// A session handed out by create or refresh: its token (empty when refresh kept the old
-    /// one) and the session record as JSON.
+    /// one) and the session record.
     struct IssuedSession {
         token: String,
-        session_json: String,
+        session: SessionRecord,
+    }
+
+    /// What a cleanup did: sessions it ended now, ended sessions it deleted.
+    struct SessionCleanupReport {
+        ended: u64,
+        deleted: u64,
+    }
+
+    /// Counters of the session layer.
+    struct SessionCounters {
+        cache_hits: u64,
+        cache_misses: u64,
+        cache_errors: u64,
     }
 
     /// What an authenticator app needs, from begin_enrollment.
@@ -66,21 +104,21 @@ mod bridge {
             remember_me: bool,
             mfa_required: bool,
         ) -> Result<IssuedSession>;
-        fn validate(self: &SessionsBox, token: &str, fingerprint: &str, require_mfa: bool) -> Result<String>;
+        fn validate(self: &SessionsBox, token: &str, fingerprint: &str, require_mfa: bool) -> Result<SessionRecord>;
         fn refresh(self: &SessionsBox, token: &str, fingerprint: &str, rotate: bool) -> Result<IssuedSession>;
         fn revoke(self: &SessionsBox, session_id: i64, reason: &str) -> Result<()>;
         fn revoke_token(self: &SessionsBox, token: &str) -> Result<()>;
         fn revoke_all(self: &SessionsBox, user_id: i64, keep_session_id: i64, reason: &str) -> Result<u64>;
-        fn list(self: &SessionsBox, user_id: i64) -> Result<String>;
-        fn cleanup(self: &SessionsBox) -> Result<String>;
-        fn stats_json(self: &SessionsBox) -> String;
+        fn list(self: &SessionsBox, user_id: i64) -> Result<Vec<SessionRecord>>;
+        fn cleanup(self: &SessionsBox) -> Result<SessionCleanupReport>;
+        fn stats(self: &SessionsBox) -> SessionCounters;
 
         type MfaBox;
         fn mfa_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Result<Box<MfaBox>>;
         fn mfa_new_without_redis(cfg: &ConfigBox, db: &DbBox) -> Result<Box<MfaBox>>;
         fn totp_code(secret_base32: &str, unix_time: u64) -> Result<String>;
         fn begin_enrollment(self: &MfaBox, user_id: i64, account_name: &str) -> Result<MfaEnrollment>;
-        fn confirm_enrollment(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<String>;
+        fn confirm_enrollment(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<Vec<String>>;
         fn verify(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<bool>;
         fn verify_backup_code(self: &MfaBox, user_id: i64, code: &str, ip: &str) -> Result<bool>;
         fn complete_login(
@@ -90,8 +128,8 @@ mod bridge {
             fingerprint: &str,
             code: &str,
             ip: &str,
-        ) -> Result<String>;
-        fn regenerate_backup_codes(self: &MfaBox, user_id: i64) -> Result<String>;
+        ) -> Result<SessionRecord>;
+        fn regenerate_backup_codes(self: &MfaBox, user_id: i64) -> Result<Vec<String>>;
         fn unenroll(self: &MfaBox, user_id: i64) -> Result<()>;
         fn admin_reset(self: &MfaBox, sessions: &SessionsBox, user_id: i64, reason: &str) -> Result<u64>;
         fn status(self: &MfaBox, user_id: i64) -> Result<MfaStatus>;
@@ -132,15 +170,15 @@ impl SessionsBox {
             geo_location: text(&device.geo_location, device.has_geo_location),
         };
         let c = block_on(self.0.create(user_id, &device, remember_me, mfa_required))?;
-        Ok(bridge::IssuedSession { token: c.token.expose().to_string(), session_json: to_json(&c.session)? })
+        Ok(bridge::IssuedSession { token: c.token.expose().to_string(), session: session_record(c.session) })
     }
-    fn validate(&self, token: &str, fingerprint: &str, require_mfa: bool) -> R<String> {
-        to_json(&block_on(self.0.validate(token, fingerprint, require_mfa))?)
+    fn validate(&self, token: &str, fingerprint: &str, require_mfa: bool) -> R<bridge::SessionRecord> {
+        Ok(session_record(block_on(self.0.validate(token, fingerprint, require_mfa))?))
     }
     fn refresh(&self, token: &str, fingerprint: &str, rotate: bool) -> R<bridge::IssuedSession> {
         let (t, s) = block_on(self.0.refresh(token, fingerprint, rotate))?;
         let token = t.as_ref().map(|t| t.expose().to_string()).unwrap_or_default();
-        Ok(bridge::IssuedSession { token, session_json: to_json(&s)? })
+        Ok(bridge::IssuedSession { token, session: session_record(s) })
     }
     fn revoke(&self, session_id: i64, reason: &str) -> R<()> {
         Ok(block_on(self.0.revoke(session_id, nonempty(reason)))?)
@@ -152,15 +190,44 @@ impl SessionsBox {
         let keep = (keep_session_id != 0).then_some(keep_session_id);
         Ok(block_on(self.0.revoke_all(user_id, keep, nonempty(reason)))?)
     }
-    fn list(&self, user_id: i64) -> R<String> {
-        to_json(&block_on(self.0.list(user_id))?)
+    fn list(&self, user_id: i64) -> R<Vec<bridge::SessionRecord>> {
+        Ok(block_on(self.0.list(user_id))?.into_iter().map(session_record).collect())
     }
-    fn cleanup(&self) -> R<String> {
+    fn cleanup(&self) -> R<bridge::SessionCleanupReport> {
         let (ended, deleted) = block_on(self.0.cleanup())?;
-        to_json(&serde_json::json!({"ended": ended, "deleted": deleted}))
+        Ok(bridge::SessionCleanupReport { ended, deleted })
     }
-    fn stats_json(&self) -> String {
-        serde_json::to_string(&self.0.stats()).unwrap_or_default()
+    fn stats(&self) -> bridge::SessionCounters {
+        let SessionStats { cache_hits, cache_misses, cache_errors } = self.0.stats();
+        bridge::SessionCounters { cache_hits, cache_misses, cache_errors }
+    }
+}
+
+/// A session as it crosses the bridge.
+fn session_record(s: Session) -> bridge::SessionRecord {
+    let (has_ip_address, has_user_agent, has_geo_location, has_revoke_reason) =
+        (s.ip_address.is_some(), s.user_agent.is_some(), s.geo_location.is_some(), s.revoke_reason.is_some());
+    bridge::SessionRecord {
+        id: s.id,
+        user_id: s.user_id,
+        device_fingerprint: s.device_fingerprint,
+        ip_address: s.ip_address.unwrap_or_default(),
+        has_ip_address,
+        user_agent: s.user_agent.unwrap_or_default(),
+        has_user_agent,
+        geo_location: s.geo_location.unwrap_or_default(),
+        has_geo_location,
+        remember_me: s.remember_me,
+        mfa_required: s.mfa_required,
+        mfa_verified_at: rfc3339(s.mfa_verified_at.as_ref()),
+        created_at: rfc3339(Some(&s.created_at)),
+        expires_at: rfc3339(Some(&s.expires_at)),
+        last_activity_at: rfc3339(Some(&s.last_activity_at)),
+        idle_timeout_seconds: s.idle_timeout_seconds,
+        is_active: s.is_active,
+        revoked_at: rfc3339(s.revoked_at.as_ref()),
+        revoke_reason: s.revoke_reason.unwrap_or_default(),
+        has_revoke_reason,
     }
 }
 
@@ -194,8 +261,8 @@ impl MfaBox {
             qr_png: e.qr_png,
         })
     }
-    fn confirm_enrollment(&self, user_id: i64, code: &str, ip: &str) -> R<String> {
-        to_json(&block_on(self.0.confirm_enrollment(user_id, code, nonempty(ip)))?)
+    fn confirm_enrollment(&self, user_id: i64, code: &str, ip: &str) -> R<Vec<String>> {
+        Ok(block_on(self.0.confirm_enrollment(user_id, code, nonempty(ip)))?)
     }
     fn verify(&self, user_id: i64, code: &str, ip: &str) -> R<bool> {
         Ok(block_on(self.0.verify(user_id, code, nonempty(ip), None))?)
@@ -210,11 +277,11 @@ impl MfaBox {
         fingerprint: &str,
         code: &str,
         ip: &str,
-    ) -> R<String> {
-        to_json(&block_on(self.0.complete_login(&sessions.0, token, fingerprint, code, nonempty(ip)))?)
+    ) -> R<bridge::SessionRecord> {
+        Ok(session_record(block_on(self.0.complete_login(&sessions.0, token, fingerprint, code, nonempty(ip)))?))
     }
-    fn regenerate_backup_codes(&self, user_id: i64) -> R<String> {
-        to_json(&block_on(self.0.regenerate_backup_codes(user_id))?)
+    fn regenerate_backup_codes(&self, user_id: i64) -> R<Vec<String>> {
+        Ok(block_on(self.0.regenerate_backup_codes(user_id))?)
     }
     fn unenroll(&self, user_id: i64) -> R<()> {
         Ok(block_on(self.0.unenroll(user_id))?)

@@ -64,8 +64,9 @@ public:
     /// while the user is locked out.
     bool verify(std::int64_t user_id, const std::string& code, const std::string& ip_address = "");
     bool verify_backup_code(std::int64_t user_id, const std::string& code, const std::string& ip_address = "");
-    /// The second step of a login: the session becomes MFA-verified. Throws RSDB_ERR_AUTH.
-    nlohmann::json complete_login(database::models::SessionModel& sessions, const std::string& token,
+    /// The second step of a login: the session becomes MFA-verified; returns it. Throws
+    /// RSDB_ERR_AUTH.
+    database::models::Session complete_login(database::models::SessionModel& sessions, const std::string& token,
                                   const std::string& fingerprint, const std::string& code,
                                   const std::string& ip_address = "");
     std::vector<std::string> regenerate_backup_codes(std::int64_t user_id);
