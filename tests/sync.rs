@@ -174,6 +174,10 @@ async fn an_instance_that_starts_after_the_log_was_trimmed_reports_a_resync() {
     // The late instance read the trimmed log at start; its status says so.
     let st = late.status().await.unwrap();
     assert_eq!(st.resyncs, 1, "{st:?}");
+    let r = late.recent_resyncs().pop().unwrap();
+    assert!(r.reason.contains("no snapshot covers it"), "{}", r.reason);
+    assert_eq!((r.expected_seq, r.snapshot_version), (1, None));
+    assert!(r.found_seq > 1);
     assert_eq!(late.get_snapshot("stream", "1").unwrap(), Some(obj(json!({"n": 999}))));
 }
 

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "foundation", sql: include_str!("../../migrations/001_foundation.sql") },
     Migration { version: 2, name: "sessions_mfa", sql: include_str!("../../migrations/002_sessions_mfa.sql") },
     Migration { version: 3, name: "backup_history", sql: include_str!("../../migrations/003_backup_history.sql") },
+    Migration { version: 4, name: "state_sync", sql: include_str!("../../migrations/004_state_sync.sql") },
 ];
 
 /// Key of the advisory lock that serializes migrations (the ASCII of "rsdbmigr").

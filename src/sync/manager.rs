@@ -19,6 +19,10 @@
 
 use super::envelope::{self, Envelope, DELTA_SUFFIX, ENVELOPE_VERSION, MAX_PAYLOAD_BYTES};
 use super::hlc::{HybridClock, PhysicalClock, SystemClock, DEFAULT_MAX_SKEW_MS};
+use super::log::{self, LogId, LogKeys, LogPosition, READ_BATCH};
+use super::receive::{self, Receiver};
+use super::send::{self, Outgoing};
+use super::snapshot::Capture;
 use super::state::{Change, ChangeBody, Conflict, EntityStore, MergeFn, Outcome, Strategy};
 use crate::cache::{Message, RedisClient, SubscriptionId};
 use crate::error::{Error, Result};
@@ -27,20 +31,8 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{watch, Notify};
-
-// Appends the message to the log and publishes "<log id> <message>" on the bus.
-const SEND_SCRIPT: &str = r#"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])
-redis.call('PUBLISH', ARGV[2], id .. ' ' .. ARGV[3])
-return id
-"#;
-
-/// Messages sent per pipelined round trip.
-const SEND_BATCH: usize = 512;
-/// Log entries read per round trip when catching up.
-const READ_BATCH: usize = 1000;
 
 /// How a manager is set up.
 #[derive(Debug, Clone)]
@@ -116,7 +108,9 @@ pub struct SyncStatus {
     pub conflicts: u64,
     /// Messages refused (malformed, unknown entity type, clock too far ahead).
     pub rejected: u64,
-    /// The last log id applied, and log entries after it (at most 10,000 counted).
+    /// Conflicts that could not be written to `sync_conflicts` (still in `recent_conflicts`).
+    pub conflict_write_failures: u64,
+    /// The last log entry taken ("ms-seq"), and log entries after it (at most 10,000 counted).
     pub last_log_id: String,
     pub lag: u64,
 }
@@ -131,64 +125,57 @@ pub struct Resync {
     pub expected_seq: u64,
     pub found_seq: u64,
     pub reason: String,
+    /// The snapshot restored to fill the gap, if one was.
+    pub snapshot_version: Option<i64>,
 }
 
 type EnvelopeCallback = Arc<dyn Fn(&Envelope) + Send + Sync>;
 type ConflictCallback = Arc<dyn Fn(&Conflict) + Send + Sync>;
 type ResyncCallback = Arc<dyn Fn(&Resync) + Send + Sync>;
 
-struct LocalSub {
+pub(crate) struct LocalSub {
     pattern: String,
     callback: EnvelopeCallback,
 }
 
-struct Outgoing {
-    seq: u64,
-    text: String,
-}
-
 #[derive(Default)]
-struct Receiver {
-    last_seq: HashMap<String, u64>,
-    last_id: Option<(u64, u64)>,
-    catching_up: bool,
+pub(crate) struct Counters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) catch_ups: AtomicU64,
+    pub(crate) caught_up_messages: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
+    pub(crate) rejected: AtomicU64,
 }
 
-#[derive(Default)]
-struct Counters {
-    sent: AtomicU64,
-    received: AtomicU64,
-    duplicates: AtomicU64,
-    catch_ups: AtomicU64,
-    caught_up_messages: AtomicU64,
-    resyncs: AtomicU64,
-    conflicts: AtomicU64,
-    rejected: AtomicU64,
-}
-
-struct Inner {
-    redis: RedisClient,
-    opts: SyncOptions,
-    origin: String,
-    log_key: String,
-    bus: String,
-    clock: HybridClock,
-    store: Mutex<EntityStore>,
+pub(crate) struct Inner {
+    pub(crate) redis: RedisClient,
+    pub(crate) opts: SyncOptions,
+    pub(crate) origin: String,
+    pub(crate) keys: LogKeys,
+    pub(crate) clock: HybridClock,
+    pub(crate) store: Mutex<EntityStore>,
     // Held while a message is numbered and queued, so sequence order is outbox order.
-    outbox: Mutex<(u64, VecDeque<Outgoing>)>,
-    outbox_notify: Notify,
-    logged: watch::Sender<u64>,
-    rx: Mutex<Receiver>,
-    subs: Mutex<HashMap<u64, LocalSub>>,
-    next_sub: AtomicU64,
+    pub(crate) outbox: Mutex<(u64, VecDeque<Outgoing>)>,
+    pub(crate) outbox_notify: Notify,
+    pub(crate) logged: watch::Sender<u64>,
+    pub(crate) rx: Mutex<Receiver>,
+    pub(crate) subs: Mutex<HashMap<u64, LocalSub>>,
+    pub(crate) next_sub: AtomicU64,
     // Held while callbacks run, so unsubscribe can wait for one in flight.
-    dispatch: Mutex<()>,
-    on_conflict: Mutex<Vec<ConflictCallback>>,
-    on_resync: Mutex<Vec<ResyncCallback>>,
-    recent_conflicts: Mutex<VecDeque<Conflict>>,
-    counters: Counters,
-    check_now: Notify,
-    closed: AtomicBool,
+    pub(crate) dispatch: Mutex<()>,
+    pub(crate) on_conflict: Mutex<Vec<ConflictCallback>>,
+    pub(crate) on_resync: Mutex<Vec<ResyncCallback>>,
+    pub(crate) recent_conflicts: Mutex<VecDeque<Conflict>>,
+    pub(crate) recent_resyncs: Mutex<VecDeque<Resync>>,
+    pub(crate) counters: Counters,
+    pub(crate) check_now: Notify,
+    pub(crate) closed: AtomicBool,
+    // Where snapshots and conflicts are stored, once a SnapshotManager is attached.
+    pub(crate) db: Mutex<Option<crate::db::DatabaseManager>>,
+    pub(crate) conflict_write_failures: Arc<AtomicU64>,
 }
 
 /// Events and entity state shared between instances. Thread-safe; cheap to clone (clones
@@ -234,6 +221,17 @@ impl StateSyncManager {
     /// and starts the sender and the log check. The built-in entity types (`stream`, `user`,
     /// `session`) are registered with last-writer-wins.
     pub async fn start(redis: RedisClient, opts: SyncOptions) -> Result<Self> {
+        Self::start_with_database(redis, opts, None).await
+    }
+
+    /// Like [`start`](Self::start), with a database (migrated to version 4 or later) from the
+    /// first moment: conflicts are stored in `sync_conflicts`, and a log trimmed past this
+    /// instance's position — also on its first read — is repaired from the latest snapshot.
+    pub async fn start_with_database(
+        redis: RedisClient,
+        opts: SyncOptions,
+        db: Option<crate::db::DatabaseManager>,
+    ) -> Result<Self> {
         opts.check()?;
         let run = crate::crypto::random::token_hex(8)?;
         let origin = format!("{}/{run}", opts.instance);
@@ -243,10 +241,8 @@ impl StateSyncManager {
         for t in BUILT_IN_TYPES {
             store.register_type(t, Strategy::LastWriterWins)?;
         }
-        let tag = format!("{{{}:sync}}", opts.namespace);
         let inner = Arc::new(Inner {
-            log_key: format!("{tag}:log"),
-            bus: format!("{tag}:bus"),
+            keys: LogKeys::new(&opts.namespace),
             redis: redis.clone(),
             origin,
             clock,
@@ -261,14 +257,17 @@ impl StateSyncManager {
             on_conflict: Mutex::new(Vec::new()),
             on_resync: Mutex::new(Vec::new()),
             recent_conflicts: Mutex::new(VecDeque::new()),
+            recent_resyncs: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
             check_now: Notify::new(),
             closed: AtomicBool::new(false),
+            db: Mutex::new(db),
+            conflict_write_failures: Arc::new(AtomicU64::new(0)),
             opts,
         });
         let weak = Arc::downgrade(&inner);
         let bus_sub = redis
-            .subscribe(&inner.bus, move |m: &Message| {
+            .subscribe(&inner.keys.bus, move |m: &Message| {
                 if let Some(inner) = weak.upgrade() {
                     inner.on_bus_message(m);
                 }
@@ -278,7 +277,7 @@ impl StateSyncManager {
         // fresh start) before the background check takes over.
         inner.catch_up().await?;
         let rt = crate::runtime::runtime();
-        let tasks = vec![rt.spawn(sender(inner.clone())), rt.spawn(checker(inner.clone()))];
+        let tasks = vec![rt.spawn(send::sender(inner.clone())), rt.spawn(receive::checker(inner.clone()))];
         let guard = Arc::new(TaskGuard { inner: inner.clone(), bus_sub: Some(bus_sub), tasks });
         Ok(StateSyncManager { inner, _guard: guard })
     }
@@ -286,6 +285,49 @@ impl StateSyncManager {
     /// The origin id this instance stamps on its messages.
     pub fn origin(&self) -> &str {
         &self.inner.origin
+    }
+
+    /// The namespace this instance shares state in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.opts.namespace
+    }
+
+    /// The state and log position, taken together (for snapshots).
+    pub fn capture(&self) -> Capture {
+        let rx = lock(&self.inner.rx);
+        let image = self.inner.store().image().clone();
+        Capture { image, origin_seqs: rx.last_seq.clone(), position: rx.pos.clone() }
+    }
+
+    /// From now on, conflicts are also stored in `sync_conflicts` and a trimmed log is
+    /// repaired from the latest snapshot in `db`.
+    pub(crate) fn attach_snapshots(&self, db: crate::db::DatabaseManager) {
+        *lock(&self.inner.db) = Some(db);
+    }
+
+    /// A store with this manager's entity types and merge functions and no state.
+    pub fn empty_store(&self) -> EntityStore {
+        self.inner.store().empty_like()
+    }
+
+    /// The messages in the log after the entry `after` (all of it when None), in order;
+    /// entries that do not parse are skipped.
+    pub async fn read_log_after(&self, after: Option<LogId>) -> Result<Vec<Envelope>> {
+        let mut out = Vec::new();
+        let mut from = after;
+        loop {
+            let entries = log::read_after(&self.inner.redis, &self.inner.keys, from, READ_BATCH).await?;
+            let n = entries.len();
+            for e in entries {
+                from = Some(e.id);
+                if let Ok(env) = Envelope::parse(&e.body) {
+                    out.push(env);
+                }
+            }
+            if n < READ_BATCH {
+                return Ok(out);
+            }
+        }
     }
 
     /// Declares an entity type and its conflict strategy (see [`Strategy`]).
@@ -412,6 +454,12 @@ impl StateSyncManager {
         lock(&self.inner.recent_conflicts).iter().cloned().collect()
     }
 
+    /// The most recent resynchronizations (at most 100), oldest first — including one that
+    /// happened while the manager started, before any callback could be registered.
+    pub fn recent_resyncs(&self) -> Vec<Resync> {
+        lock(&self.inner.recent_resyncs).iter().cloned().collect()
+    }
+
     /// Reads the log now (normally the background check does, every `check_interval`).
     pub async fn catch_up(&self) -> Result<()> {
         self.inner.catch_up().await
@@ -421,14 +469,8 @@ impl StateSyncManager {
     pub async fn status(&self) -> Result<SyncStatus> {
         let inner = &self.inner;
         let c = &inner.counters;
-        let last = lock(&inner.rx).last_id;
-        let start = match last {
-            Some((ms, n)) => format!("({ms}-{n}"),
-            None => "-".to_string(),
-        };
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(&inner.log_key).arg(&start).arg("+").arg("COUNT").arg(10_000);
-        let behind: Vec<redis::Value> = inner.redis.query(&cmd, true).await?;
+        let pos = lock(&inner.rx).pos.clone();
+        let behind = log::read_after(&inner.redis, &inner.keys, pos.as_ref().map(|p| p.id), 10_000).await?;
         Ok(SyncStatus {
             origin: inner.origin.clone(),
             namespace: inner.opts.namespace.clone(),
@@ -442,24 +484,25 @@ impl StateSyncManager {
             resyncs: c.resyncs.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
-            last_log_id: last.map(|(ms, n)| format!("{ms}-{n}")).unwrap_or_default(),
+            conflict_write_failures: inner.conflict_write_failures.load(Ordering::Relaxed),
+            last_log_id: pos.as_ref().map(LogPosition::id_text).unwrap_or_default(),
             lag: behind.len() as u64,
         })
     }
 }
 
 impl Inner {
-    fn store(&self) -> MutexGuard<'_, EntityStore> {
+    pub(crate) fn store(&self) -> MutexGuard<'_, EntityStore> {
         lock(&self.store)
     }
 
-    fn outbox_lock(&self) -> MutexGuard<'_, (u64, VecDeque<Outgoing>)> {
+    pub(crate) fn outbox_lock(&self) -> MutexGuard<'_, (u64, VecDeque<Outgoing>)> {
         lock(&self.outbox)
     }
 
     // Numbers and queues one message; `make` builds it from its sequence number and may
     // apply it locally. Nothing is applied or numbered when the outbox is full or `make` fails.
-    fn enqueue(&self, make: impl FnOnce(u64) -> Result<Envelope>) -> Result<u64> {
+    pub(crate) fn enqueue(&self, make: impl FnOnce(u64) -> Result<Envelope>) -> Result<u64> {
         let mut outbox = self.outbox_lock();
         if outbox.1.len() >= self.opts.max_outbox {
             return Err(Error::State(format!(
@@ -483,80 +526,8 @@ impl Inner {
         Ok(seq)
     }
 
-    fn on_bus_message(&self, m: &Message) {
-        let text = m.payload_str();
-        let Some((id, body)) = text.split_once(' ') else {
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(log_id) = parse_log_id(id) else {
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let mut rx = lock(&self.rx);
-        if rx.catching_up {
-            // The log read in progress delivers this message in order.
-            return;
-        }
-        if !self.take(&mut rx, log_id, body, false) {
-            // A gap: leave this message to the log read, which starts before it.
-            rx.catching_up = true;
-            drop(rx);
-            self.check_now.notify_one();
-        }
-    }
-
-    // Handles one log entry in order. Returns false (doing nothing) when the entry comes after
-    // a gap in its origin's numbers and `accept_gap` is false.
-    fn take(&self, rx: &mut Receiver, log_id: (u64, u64), body: &str, accept_gap: bool) -> bool {
-        if rx.last_id.is_some_and(|last| log_id <= last) {
-            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        let env = match Envelope::parse(body) {
-            Ok(e) => e,
-            Err(_) => {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                rx.last_id = Some(log_id);
-                return true;
-            }
-        };
-        let last_seq = rx.last_seq.get(&env.origin).copied().unwrap_or(0);
-        if env.seq <= last_seq {
-            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            rx.last_id = Some(log_id);
-            return true;
-        }
-        if env.seq != last_seq + 1 {
-            if !accept_gap {
-                return false;
-            }
-            self.report_resync(Resync {
-                origin: env.origin.clone(),
-                expected_seq: last_seq + 1,
-                found_seq: env.seq,
-                reason: "messages of this origin are no longer in the log".into(),
-            });
-        }
-        rx.last_seq.insert(env.origin.clone(), env.seq);
-        rx.last_id = Some(log_id);
-        let own = env.origin == self.origin;
-        if !own {
-            self.counters.received.fetch_add(1, Ordering::Relaxed);
-            if self.clock.observe(&env.hlc).is_err() {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
-            if env.is_delta() && !self.apply_remote(&env) {
-                return true;
-            }
-        }
-        self.deliver(&env);
-        true
-    }
-
     // Applies another instance's change; false when it was refused.
-    fn apply_remote(&self, env: &Envelope) -> bool {
+    pub(crate) fn apply_remote(&self, env: &Envelope) -> bool {
         let body: ChangeBody = match serde_json::from_value(env.payload.clone()) {
             Ok(b) => b,
             Err(_) => {
@@ -576,6 +547,7 @@ impl Inner {
                     }
                     recent.push_back((*c).clone());
                 }
+                self.store_conflict(&c);
                 let callbacks: Vec<ConflictCallback> = lock(&self.on_conflict).clone();
                 self.run_callbacks(|| callbacks.iter().for_each(|cb| cb(&c)));
                 true
@@ -588,7 +560,30 @@ impl Inner {
         }
     }
 
-    fn deliver(&self, env: &Envelope) {
+    // Writes a conflict to sync_conflicts when a database is attached (in the background: the
+    // receiving thread does not wait for PostgreSQL). A failed write is counted.
+    pub(crate) fn store_conflict(&self, c: &Conflict) {
+        let Some(db) = lock(&self.db).clone() else { return };
+        let (ns, by) = (self.opts.namespace.clone(), self.origin.clone());
+        let c = c.clone();
+        let failures = self.conflict_write_failures.clone();
+        crate::runtime::runtime().spawn(async move {
+            let kept = serde_json::json!({"state": c.kept, "hlc": c.kept_hlc, "vv": c.kept_vv});
+            let lost = serde_json::to_value(&c.lost).unwrap_or_default();
+            let r = db
+                .execute(
+                    "INSERT INTO sync_conflicts (namespace, entity_type, entity_id, kept, lost, reason, detected_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[&ns, &c.entity_type, &c.id, &kept, &lost, &c.reason, &by],
+                )
+                .await;
+            if r.is_err() {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    pub(crate) fn deliver(&self, env: &Envelope) {
         // The list is taken under the dispatch lock, so a subscription removed before it was
         // taken is not called, and unsubscribe waits for one taken before the removal.
         self.run_callbacks(|| {
@@ -601,215 +596,25 @@ impl Inner {
         });
     }
 
-    fn run_callbacks(&self, f: impl FnOnce()) {
+    pub(crate) fn run_callbacks(&self, f: impl FnOnce()) {
         let _running = lock(&self.dispatch);
         IN_CALLBACK.with(|c| c.set(true));
         f();
         IN_CALLBACK.with(|c| c.set(false));
     }
 
-    fn report_resync(&self, r: Resync) {
+    pub(crate) fn report_resync(&self, r: Resync) {
         self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut recent = lock(&self.recent_resyncs);
+            if recent.len() >= 100 {
+                recent.pop_front();
+            }
+            recent.push_back(r.clone());
+        }
         let callbacks: Vec<ResyncCallback> = lock(&self.on_resync).clone();
         self.run_callbacks(|| callbacks.iter().for_each(|cb| cb(&r)));
     }
-
-    // Reads the log from the last id applied to its end.
-    async fn catch_up(&self) -> Result<()> {
-        {
-            lock(&self.rx).catching_up = true;
-        }
-        let result = self.read_log().await;
-        lock(&self.rx).catching_up = false;
-        result
-    }
-
-    async fn read_log(&self) -> Result<()> {
-        let start = lock(&self.rx).last_id;
-        if let Some(last) = start {
-            if let Some(trimmed) = self.max_deleted_id().await? {
-                if trimmed > last {
-                    self.report_resync(Resync {
-                        origin: String::new(),
-                        expected_seq: 0,
-                        found_seq: 0,
-                        reason: format!(
-                            "the log was trimmed up to {}-{}, past the last applied entry {}-{}",
-                            trimmed.0, trimmed.1, last.0, last.1
-                        ),
-                    });
-                }
-            }
-        }
-        let mut counted = false;
-        loop {
-            let from = match lock(&self.rx).last_id {
-                Some((ms, n)) => format!("({ms}-{n}"),
-                None => "-".to_string(),
-            };
-            let mut cmd = redis::cmd("XRANGE");
-            cmd.arg(&self.log_key).arg(&from).arg("+").arg("COUNT").arg(READ_BATCH);
-            let entries: Vec<(String, HashMap<String, String>)> = self.redis.query(&cmd, true).await?;
-            if entries.is_empty() {
-                return Ok(());
-            }
-            if !counted {
-                self.counters.catch_ups.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-            }
-            let mut rx = lock(&self.rx);
-            for (id, fields) in &entries {
-                let Some(log_id) = parse_log_id(id) else { continue };
-                let body = fields.get("m").map(String::as_str).unwrap_or("");
-                let before = rx.last_id;
-                self.take(&mut rx, log_id, body, true);
-                if rx.last_id != before {
-                    self.counters.caught_up_messages.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if entries.len() < READ_BATCH {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn max_deleted_id(&self) -> Result<Option<(u64, u64)>> {
-        let mut cmd = redis::cmd("XINFO");
-        cmd.arg("STREAM").arg(&self.log_key);
-        let info: redis::Value = match self.redis.query(&cmd, true).await {
-            Ok(v) => v,
-            Err(Error::Redis(m)) if m.contains("no such key") => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let pairs: Vec<redis::Value> = match info {
-            redis::Value::Array(v) => v,
-            redis::Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            _ => return Ok(None),
-        };
-        for kv in pairs.chunks(2) {
-            if let [k, v] = kv {
-                let key: String = redis::from_redis_value(k.clone()).unwrap_or_default();
-                if key == "max-deleted-entry-id" {
-                    let id: String = redis::from_redis_value(v.clone()).unwrap_or_default();
-                    return Ok(parse_log_id(&id).filter(|&i| i != (0, 0)));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    async fn send_batch(&self, hash: &str) -> std::result::Result<usize, redis::RedisError> {
-        let batch: Vec<(u64, String)> =
-            self.outbox_lock().1.iter().take(SEND_BATCH).map(|o| (o.seq, o.text.clone())).collect();
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        let mut pipe = redis::pipe();
-        for (_, text) in &batch {
-            pipe.cmd("EVALSHA")
-                .arg(hash)
-                .arg(1)
-                .arg(&self.log_key)
-                .arg(self.opts.log_max_len)
-                .arg(&self.bus)
-                .arg(text)
-                .ignore();
-        }
-        let mut conn = self.redis.connection();
-        tokio::time::timeout(self.redis.timeout(), pipe.query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))??;
-        let last = batch.last().map(|b| b.0).unwrap_or(0);
-        {
-            let mut outbox = self.outbox_lock();
-            while outbox.1.front().is_some_and(|o| o.seq <= last) {
-                outbox.1.pop_front();
-            }
-        }
-        self.counters.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.logged.send_replace(last);
-        Ok(batch.len())
-    }
-}
-
-// Drains the outbox into the log, in order, retrying with backoff while Redis is away.
-async fn sender(inner: Arc<Inner>) {
-    let script = redis::Script::new(SEND_SCRIPT);
-    let hash = script.get_hash().to_string();
-    let mut loaded = false;
-    let mut backoff = Duration::from_millis(20);
-    while !inner.closed.load(Ordering::SeqCst) {
-        if !loaded {
-            let mut cmd = redis::cmd("SCRIPT");
-            cmd.arg("LOAD").arg(SEND_SCRIPT);
-            if inner.redis.query::<String>(&cmd, true).await.is_err() {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-            loaded = true;
-        }
-        let idle = inner.outbox_lock().1.is_empty();
-        if idle {
-            let notified = inner.outbox_notify.notified();
-            if inner.outbox_lock().1.is_empty() {
-                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
-            }
-            continue;
-        }
-        match inner.send_batch(&hash).await {
-            Ok(_) => backoff = Duration::from_millis(20),
-            Err(e) => {
-                // A restarted server has lost its scripts.
-                if e.code() == Some("NOSCRIPT") {
-                    loaded = false;
-                    continue;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-// Reads the log when a gap was seen, after the subscriber reconnected, or when the log's end
-// is past what was applied.
-async fn checker(inner: Arc<Inner>) {
-    let mut reconnects = inner.redis.pubsub_stats().reconnects;
-    let mut last_run = Instant::now();
-    while !inner.closed.load(Ordering::SeqCst) {
-        let _ = tokio::time::timeout(inner.opts.check_interval, inner.check_now.notified()).await;
-        let now_reconnects = inner.redis.pubsub_stats().reconnects;
-        let gap = lock(&inner.rx).catching_up;
-        let due = last_run.elapsed() >= inner.opts.check_interval;
-        if !(gap || now_reconnects != reconnects || due) {
-            continue;
-        }
-        last_run = Instant::now();
-        let needed = gap || now_reconnects != reconnects || inner.log_is_ahead().await.unwrap_or(false);
-        if needed && inner.catch_up().await.is_ok() {
-            reconnects = now_reconnects;
-        }
-    }
-}
-
-impl Inner {
-    async fn log_is_ahead(&self) -> Result<bool> {
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(&self.log_key).arg("+").arg("-").arg("COUNT").arg(1);
-        let last: Vec<(String, HashMap<String, String>)> = self.redis.query(&cmd, true).await?;
-        let end = last.first().and_then(|(id, _)| parse_log_id(id));
-        Ok(match (end, lock(&self.rx).last_id) {
-            (Some(end), Some(applied)) => end > applied,
-            (Some(_), None) => true,
-            (None, _) => false,
-        })
-    }
-}
-
-fn parse_log_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, n) = id.split_once('-')?;
-    Some((ms.parse().ok()?, n.parse().ok()?))
 }
 
 thread_local! {
@@ -817,6 +622,6 @@ thread_local! {
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

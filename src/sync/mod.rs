@@ -5,12 +5,17 @@
 
 pub mod envelope;
 pub mod hlc;
+pub mod log;
 pub mod manager;
+mod receive;
+mod send;
+pub mod snapshot;
 pub mod state;
 pub mod vv;
 
 pub use envelope::{events, Envelope};
 pub use hlc::{HybridClock, PhysicalClock, SystemClock, Timestamp};
 pub use manager::{Resync, StateSyncManager, SyncOptions, SyncStatus};
+pub use snapshot::{SnapshotInfo, SnapshotManager, StoredSnapshot};
 pub use state::{Change, ChangeBody, Conflict, EntityStore, MergeFn, MergeRequest, Outcome, StoreImage, Strategy};
 pub use vv::{Causality, VersionVector};

@@ -377,6 +377,12 @@ impl EntityStore {
         })
     }
 
+    /// A store with the same entity types and merge functions and no state.
+    pub fn empty_like(&self) -> EntityStore {
+        let image = StoreImage { types: self.image.types.clone(), ..StoreImage::default() };
+        EntityStore { image, merges: self.merges.clone() }
+    }
+
     /// Everything the store holds (for snapshots and comparisons).
     pub fn image(&self) -> &StoreImage {
         &self.image
@@ -385,6 +391,45 @@ impl EntityStore {
     /// Replaces the state with an image (a snapshot being restored). Merge functions stay.
     pub fn restore(&mut self, image: StoreImage) {
         self.image = image;
+    }
+
+    /// Joins an image into the state, as if every change it holds were applied here: fields
+    /// and heads this store already has newer versions of stay. Types the image declares
+    /// are registered; a type declared here with another strategy is an error, and then
+    /// nothing is changed.
+    pub fn absorb(&mut self, image: &StoreImage) -> Result<()> {
+        for (t, strategy) in &image.types {
+            if self.image.types.get(t).is_some_and(|s| s != strategy) {
+                return Err(Error::State(format!("entity type {t:?} has another strategy in the snapshot")));
+            }
+        }
+        for (t, strategy) in &image.types {
+            self.register_type(t, *strategy)?;
+        }
+        for (t, entities) in &image.lww {
+            for (id, e) in entities {
+                for (field, (value, hlc)) in &e.fields {
+                    let mut delta = Map::new();
+                    delta.insert(field.clone(), value.clone());
+                    let change = Change {
+                        entity_type: t.clone(),
+                        id: id.clone(),
+                        hlc: hlc.clone(),
+                        body: ChangeBody::Fields { delta },
+                    };
+                    self.apply(&change)?;
+                }
+            }
+        }
+        for (t, entities) in &image.vv {
+            for (id, e) in entities {
+                for h in &e.heads {
+                    let body = ChangeBody::State { state: h.state.clone(), vv: h.vv.clone() };
+                    self.apply(&Change { entity_type: t.clone(), id: id.clone(), hlc: h.hlc.clone(), body })?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
