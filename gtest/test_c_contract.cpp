@@ -4,6 +4,7 @@
 // at build time (gtest/contract/gen_c_contract.py), so a new function is covered as soon as it
 // is declared; this file holds the handles the generated cases borrow.
 #include "c_api_util.h"
+#include "sync_util.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -20,6 +21,9 @@ const char kInvalidUtf8[] = "\xff\xfe invalid";
 void contract_rsdb_schedule_cb(void*, const char*) {}
 void contract_rsdb_progress_cb(void*, const char*) {}
 void contract_rsdb_message_cb(void*, const char*, const char*, size_t) {}
+void contract_rsdb_sync_event_cb(void*, const char*, const char*) {}
+void contract_rsdb_sync_report_cb(void*, const char*) {}
+char* contract_rsdb_sync_merge_cb(void*, const char*, const char*, const char*, const char*) { return nullptr; }
 
 // The functions without pointer parameters: each must work without any handle.
 void contract_call_without_pointers_rsdb_version() {
@@ -97,9 +101,18 @@ protected:
         rsdb_recovery* recovery = nullptr;
         check(rsdb_recovery_new(cfg, db, &recovery), "rsdb_recovery_new");
         recovery_.reset(recovery);
+        rsdb_sync* sync = nullptr;
+        const std::string ns = sync_namespace(prefix());
+        check(rsdb_sync_open(cfg, redis, db, sync_options(ns, "contract").c_str(), &sync), "rsdb_sync_open");
+        sync_.reset(sync);
+        rsdb_snapshots* snapshots = nullptr;
+        check(rsdb_snapshots_new(db, sync, &snapshots), "rsdb_snapshots_new");
+        snapshots_.reset(snapshots);
     }
 
     void TearDown() override {
+        snapshots_.reset();
+        sync_.reset();
         recovery_.reset();
         backup_.reset();
         mfa_.reset();
@@ -132,6 +145,8 @@ protected:
     MfaPtr mfa_;
     BackupPtr backup_;
     RecoveryPtr recovery_;
+    SyncPtr sync_;
+    SnapshotsPtr snapshots_;
 };
 
 #include "c_contract_cases.inc"

@@ -165,6 +165,11 @@ typedef struct rsdb_redis rsdb_redis;
 typedef struct rsdb_sessions rsdb_sessions;
 
 /*
+ Snapshots of an `rsdb_sync`'s state in PostgreSQL. Thread-safe.
+ */
+typedef struct rsdb_snapshots rsdb_snapshots;
+
+/*
  Stream-session operations. Thread-safe.
  */
 typedef struct rsdb_stream_sessions rsdb_stream_sessions;
@@ -173,6 +178,11 @@ typedef struct rsdb_stream_sessions rsdb_stream_sessions;
  Stream operations (database + Redis). Thread-safe.
  */
 typedef struct rsdb_streams rsdb_streams;
+
+/*
+ State shared with other RootStream instances over Redis. Thread-safe.
+ */
+typedef struct rsdb_sync rsdb_sync;
 
 /*
  A transaction holding one pooled connection. Use it from one thread at a time.
@@ -232,6 +242,35 @@ typedef void (*rsdb_message_cb)(void *user_data,
                                 const char *channel,
                                 const char *payload,
                                 size_t payload_len);
+
+/*
+ Merges two concurrent states of a version-vector entity (JSON objects; `older_json` has
+ the earlier timestamp). Returns the merged JSON object as a string allocated with
+ `malloc` (the library frees it), or NULL when it cannot merge (the pair is then recorded
+ as a conflict). Must give the same result for the same arguments on every instance. Runs
+ on a library thread.
+ */
+typedef char *(*rsdb_sync_merge_cb)(void *user_data,
+                                    const char *entity_type,
+                                    const char *id,
+                                    const char *older_json,
+                                    const char *newer_json);
+
+/*
+ Called for each event whose type matches a subscription, after a state change it carries
+ was applied here. `event_type` and `envelope_json` (the whole envelope, see
+ docs/state-sync.md) are valid only during the call. Runs on a library thread, one call at
+ a time; after `rsdb_sync_unsubscribe` or `rsdb_sync_close` returns it is not called again.
+ */
+typedef void (*rsdb_sync_event_cb)(void *user_data,
+                                   const char *event_type,
+                                   const char *envelope_json);
+
+/*
+ Called with a JSON document (a conflict or a resynchronization, see docs/state-sync.md),
+ on a library thread, one call at a time, until `rsdb_sync_close` returns.
+ */
+typedef void (*rsdb_sync_report_cb)(void *user_data, const char *report_json);
 
 /*
  Every status, in header order.
@@ -1238,6 +1277,183 @@ int rsdb_redis_exec_atomic(const struct rsdb_redis *r,
  `*reply_json` receives its reply as JSON.
  */
 int rsdb_redis_command(const struct rsdb_redis *r, const char *args_json, char **reply_json);
+
+/*
+ Starts a manager on `redis`: it subscribes to the namespace's bus, reads what the log
+ holds and starts sending and checking in the background. `db` may be NULL; with it,
+ conflicts are stored in `sync_conflicts` and a trimmed log is repaired from the latest
+ snapshot (the database must be migrated). `options_json` may be NULL or a JSON object with
+ any of `instance` (default: the configuration's `instance_id`), `namespace` (default
+ `rootstream`), `log_max_len`, `max_outbox`, `max_skew_ms`, `check_interval_ms`,
+ `clock_offset_ms`. `*out` receives a handle to release with `rsdb_sync_close`.
+ */
+int rsdb_sync_open(const struct rsdb_config *cfg,
+                   const struct rsdb_redis *redis,
+                   const struct rsdb_db *db,
+                   const char *options_json,
+                   struct rsdb_sync **out);
+
+/*
+ Closes the manager: no callback runs after this returns, and messages still queued for
+ Redis are dropped (call `rsdb_sync_flush` first to keep them). NULL is accepted.
+ */
+void rsdb_sync_close(struct rsdb_sync *s);
+
+/*
+ The origin id this instance stamps on its messages; `*out` receives a string to release
+ with `rsdb_string_free`.
+ */
+int rsdb_sync_origin(const struct rsdb_sync *s, char **out);
+
+/*
+ Declares an entity type and its conflict strategy: `lww` (per-field last writer wins on
+ hybrid logical clocks) or `version_vectors` (concurrent changes go to the merge function,
+ or are recorded as conflicts). `stream`, `user` and `session` are declared `lww`.
+ */
+int rsdb_sync_register_type(const struct rsdb_sync *s,
+                            const char *entity_type,
+                            const char *strategy);
+
+/*
+ Sets the merge function of a `version_vectors` type; a NULL `merge` removes it.
+ `user_data` must stay valid until the function is replaced or the manager is closed.
+ */
+int rsdb_sync_set_merge(const struct rsdb_sync *s,
+                        const char *entity_type,
+                        rsdb_sync_merge_cb merge,
+                        void *user_data);
+
+/*
+ Publishes an event to every instance (this one included): `event_type` such as
+ `stream.started` (types ending in `.delta` are reserved), `payload_json` any JSON value
+ up to 64 KiB (its `id` field, if any, names the entity). Returns once it is queued for
+ Redis; `*seq` (may be NULL) receives its sequence number.
+ */
+int rsdb_sync_publish(const struct rsdb_sync *s,
+                      const char *event_type,
+                      const char *payload_json,
+                      uint64_t *seq);
+
+/*
+ Applies a change to an entity here and sends it to every other instance. `delta_json` is
+ a JSON object of changed fields, null deleting a field, up to 64 KiB. `*outcome_json` (may
+ be NULL) receives what it did here, e.g. `{"outcome":"applied","fields":["title"]}`, to
+ release with `rsdb_string_free`. Nothing is applied when an error is returned.
+ */
+int rsdb_sync_apply_delta(const struct rsdb_sync *s,
+                          const char *entity_type,
+                          const char *id,
+                          const char *delta_json,
+                          char **outcome_json);
+
+/*
+ The entity's state here as a JSON object; `*out` receives it (release with
+ `rsdb_string_free`), or NULL when no change to the entity has been seen.
+ */
+int rsdb_sync_get_snapshot(const struct rsdb_sync *s,
+                           const char *entity_type,
+                           const char *id,
+                           char **out);
+
+/*
+ Waits until every message queued so far is in the log; `RSDB_ERR_TIMEOUT` after
+ `timeout_ms` (the messages stay queued and go out when Redis answers).
+ */
+int rsdb_sync_flush(const struct rsdb_sync *s, uint32_t timeout_ms);
+
+/*
+ Subscribes `callback` to events whose type matches the glob `pattern` (`stream.*`,
+ `*.delta`). `*subscription_id` receives the id for `rsdb_sync_unsubscribe`. `user_data`
+ must stay valid until then.
+ */
+int rsdb_sync_subscribe(const struct rsdb_sync *s,
+                        const char *pattern,
+                        rsdb_sync_event_cb callback,
+                        void *user_data,
+                        uint64_t *subscription_id);
+
+/*
+ Ends a subscription; once this returns its callback is not called again (unless called
+ from inside that callback, where the running call finishes). `RSDB_ERR_NOT_FOUND` for an
+ unknown id.
+ */
+int rsdb_sync_unsubscribe(const struct rsdb_sync *s, uint64_t subscription_id);
+
+/*
+ Calls `callback` with each conflict no merge function resolved, as JSON
+ (`entity_type`, `id`, `kept`, `kept_hlc`, `kept_vv`, `lost`, `reason`).
+ */
+int rsdb_sync_on_conflict(const struct rsdb_sync *s, rsdb_sync_report_cb callback, void *user_data);
+
+/*
+ Calls `callback` whenever part of the history was missing from the log, as JSON
+ (`origin`, `expected_seq`, `found_seq`, `reason`, `snapshot_version`).
+ */
+int rsdb_sync_on_resync(const struct rsdb_sync *s, rsdb_sync_report_cb callback, void *user_data);
+
+/*
+ Counters and positions as JSON (`origin`, `namespace`, `subscriptions`, `sent`, `outbox`,
+ `received`, `duplicates`, `catch_ups`, `caught_up_messages`, `resyncs`, `conflicts`,
+ `rejected`, `conflict_write_failures`, `last_log_id`, `lag`) plus the recent conflicts and
+ resyncs (`recent_conflicts`, `recent_resyncs`); release with `rsdb_string_free`.
+ */
+int rsdb_sync_status(const struct rsdb_sync *s, char **out);
+
+/*
+ Reads the log now instead of waiting for the background check.
+ */
+int rsdb_sync_catch_up(const struct rsdb_sync *s);
+
+/*
+ Snapshots of `sync`'s state stored through `db` (migrated); from now on `sync` also
+ repairs a trimmed log from them. `*out` receives a handle to release with
+ `rsdb_snapshots_free`.
+ */
+int rsdb_snapshots_new(const struct rsdb_db *db,
+                       const struct rsdb_sync *sync,
+                       struct rsdb_snapshots **out);
+
+/*
+ Stops the periodic snapshots and releases the handle. NULL is accepted.
+ */
+void rsdb_snapshots_free(struct rsdb_snapshots *s);
+
+/*
+ Stores the current state as the next version; `*info_json` (may be NULL) receives the
+ snapshot's description (`version`, `log_id`, `entity_count`, `raw_bytes`, `stored_bytes`,
+ `taken_by`, `created_at`).
+ */
+int rsdb_snapshots_take(const struct rsdb_snapshots *s, char **info_json);
+
+/*
+ Every snapshot of the namespace, newest first, as a JSON array of descriptions.
+ */
+int rsdb_snapshots_list(const struct rsdb_snapshots *s, char **out);
+
+/*
+ Deletes all but the newest `keep` snapshots (at least one stays); `*deleted` (may be
+ NULL) receives how many went.
+ */
+int rsdb_snapshots_cleanup(const struct rsdb_snapshots *s, uint32_t keep, uint64_t *deleted);
+
+/*
+ The state rebuilt from the latest snapshot and the later log, as JSON
+ `{"<type>": {"<id>": {…}}}`; release with `rsdb_string_free`.
+ */
+int rsdb_snapshots_reconstruct(const struct rsdb_snapshots *s, char **out);
+
+/*
+ Takes a snapshot every `interval_ms` and keeps the newest `keep`, until
+ `rsdb_snapshots_stop_periodic` or `rsdb_snapshots_free`.
+ */
+int rsdb_snapshots_start_periodic(const struct rsdb_snapshots *s,
+                                  uint32_t interval_ms,
+                                  uint32_t keep);
+
+/*
+ Stops the periodic snapshots (none running is fine).
+ */
+int rsdb_snapshots_stop_periodic(const struct rsdb_snapshots *s);
 
 #ifdef __cplusplus
 }  // extern "C"

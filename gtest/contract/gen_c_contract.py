@@ -31,6 +31,8 @@ HANDLES = {
     "rsdb_mfa": "mfa_",
     "rsdb_backup": "backup_",
     "rsdb_recovery": "recovery_",
+    "rsdb_sync": "sync_",
+    "rsdb_snapshots": "snapshots_",
 }
 RELEASE_SUFFIXES = ("_free", "_close", "_schedule_stop")
 
@@ -45,6 +47,10 @@ STRING_VALUES = {
     "args_json": '"[\\"PING\\"]"',
     "values_json": '"[\\"x\\"]"',
     "options_json": '"{}"',
+    "strategy": '"lww"',
+    "entity_type": '"stream"',
+    "payload_json": '"{}"',
+    "delta_json": '"{}"',
 }
 
 SCALARS = {"int", "int64_t", "uint64_t", "double", "size_t", "int32_t", "uint32_t"}
@@ -162,7 +168,7 @@ def cleanup(fname, params, skip):
 
 def release_of(handle_type):
     return {"rsdb_backup_schedule": "rsdb_backup_schedule_stop", "rsdb_db": "rsdb_db_close",
-            "rsdb_redis": "rsdb_redis_close"}.get(handle_type, handle_type + "_free")
+            "rsdb_redis": "rsdb_redis_close", "rsdb_sync": "rsdb_sync_close"}.get(handle_type, handle_type + "_free")
 
 
 def check_constructor_docs(decls):

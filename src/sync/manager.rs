@@ -68,6 +68,63 @@ impl SyncOptions {
         }
     }
 
+    /// Defaults for the configuration's `instance_id`.
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self::new(&config.instance_id)
+    }
+
+    /// Overrides options from a JSON object with any of the keys `instance`, `namespace`,
+    /// `log_max_len`, `max_outbox`, `max_skew_ms`, `check_interval_ms`, `clock_offset_ms`.
+    /// Unknown keys and wrong types are errors.
+    pub fn apply_json(&mut self, text: &str) -> Result<()> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Json(format!("sync options: {e}")))?;
+        let obj = v.as_object().ok_or_else(|| Error::Json("sync options must be a JSON object".into()))?;
+        const KNOWN: [&str; 7] =
+            ["instance", "namespace", "log_max_len", "max_outbox", "max_skew_ms", "check_interval_ms", "clock_offset_ms"];
+        if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(Error::InvalidArgument(format!("unknown sync option {k:?}; known: {}", KNOWN.join(", "))));
+        }
+        let text = |k: &str| -> Result<Option<String>> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(Error::InvalidArgument(format!("{k} must be a string"))),
+            }
+        };
+        let count = |k: &str| -> Result<Option<u64>> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(n) => n.as_u64().map(Some).ok_or_else(|| Error::InvalidArgument(format!("{k} must be a whole number"))),
+            }
+        };
+        if let Some(v) = text("instance")? {
+            self.instance = v;
+        }
+        if let Some(v) = text("namespace")? {
+            self.namespace = v;
+        }
+        if let Some(v) = count("log_max_len")? {
+            self.log_max_len = v;
+        }
+        if let Some(v) = count("max_outbox")? {
+            self.max_outbox = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = count("max_skew_ms")? {
+            self.max_skew_ms = v;
+        }
+        if let Some(v) = count("check_interval_ms")? {
+            self.check_interval = Duration::from_millis(v.max(1));
+        }
+        match obj.get("clock_offset_ms") {
+            None | Some(Value::Null) => {}
+            Some(n) => {
+                self.clock_offset_ms =
+                    n.as_i64().ok_or_else(|| Error::InvalidArgument("clock_offset_ms must be a whole number".into()))?
+            }
+        }
+        self.check()
+    }
+
     fn check(&self) -> Result<()> {
         if self.instance.is_empty() || self.instance.contains(char::is_whitespace) {
             return Err(Error::InvalidArgument("the sync instance id must be non-empty, without spaces".into()));
@@ -188,22 +245,28 @@ pub struct StateSyncManager {
 
 struct TaskGuard {
     inner: Arc<Inner>,
-    bus_sub: Option<SubscriptionId>,
+    bus_sub: Mutex<Option<SubscriptionId>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
+impl TaskGuard {
+    fn stop(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
         for t in &self.tasks {
             t.abort();
         }
-        if let Some(id) = self.bus_sub {
+        if let Some(id) = lock(&self.bus_sub).take() {
             let redis = self.inner.redis.clone();
             crate::runtime::runtime().spawn(async move {
                 let _ = redis.unsubscribe(id).await;
             });
         }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -278,7 +341,7 @@ impl StateSyncManager {
         inner.catch_up().await?;
         let rt = crate::runtime::runtime();
         let tasks = vec![rt.spawn(send::sender(inner.clone())), rt.spawn(receive::checker(inner.clone()))];
-        let guard = Arc::new(TaskGuard { inner: inner.clone(), bus_sub: Some(bus_sub), tasks });
+        let guard = Arc::new(TaskGuard { inner: inner.clone(), bus_sub: Mutex::new(Some(bus_sub)), tasks });
         Ok(StateSyncManager { inner, _guard: guard })
     }
 
@@ -460,6 +523,22 @@ impl StateSyncManager {
         lock(&self.inner.recent_resyncs).iter().cloned().collect()
     }
 
+    /// Ends the manager for good: no subscription, conflict or resync callback runs after
+    /// this returns (unless called from inside one, where the running one finishes), the
+    /// background tasks stop, and later calls that send are refused. Messages still in the
+    /// outbox are dropped; call [`flush`](Self::flush) first to keep them.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
+        lock(&inner.subs).clear();
+        lock(&inner.on_conflict).clear();
+        lock(&inner.on_resync).clear();
+        if !IN_CALLBACK.with(|c| c.get()) {
+            drop(lock(&inner.dispatch));
+        }
+        self._guard.stop();
+    }
+
     /// Reads the log now (normally the background check does, every `check_interval`).
     pub async fn catch_up(&self) -> Result<()> {
         self.inner.catch_up().await
@@ -503,6 +582,9 @@ impl Inner {
     // Numbers and queues one message; `make` builds it from its sequence number and may
     // apply it locally. Nothing is applied or numbered when the outbox is full or `make` fails.
     pub(crate) fn enqueue(&self, make: impl FnOnce(u64) -> Result<Envelope>) -> Result<u64> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::State("the state sync manager is closed".into()));
+        }
         let mut outbox = self.outbox_lock();
         if outbox.1.len() >= self.opts.max_outbox {
             return Err(Error::State(format!(

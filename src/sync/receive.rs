@@ -32,6 +32,9 @@ enum Source<'a> {
 
 impl Inner {
     pub(crate) fn on_bus_message(&self, m: &Message) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(entry) = LogEntry::from_bus(&m.payload_str()) else {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return;

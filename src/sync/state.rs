@@ -132,6 +132,19 @@ pub enum Outcome {
     Conflict(Box<Conflict>),
 }
 
+impl Outcome {
+    /// `{"outcome":"applied","fields":[…]}`, `{"outcome":"unchanged"}`, `{"outcome":"merged"}`
+    /// or `{"outcome":"conflict","conflict":{…}}`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Outcome::Applied { fields } => serde_json::json!({"outcome": "applied", "fields": fields}),
+            Outcome::Unchanged => serde_json::json!({"outcome": "unchanged"}),
+            Outcome::Merged => serde_json::json!({"outcome": "merged"}),
+            Outcome::Conflict(c) => serde_json::json!({"outcome": "conflict", "conflict": c}),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct LwwEntity {
     // Field → (value, timestamp of its last write); a null value is a deleted field.
