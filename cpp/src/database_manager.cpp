@@ -94,14 +94,9 @@ Transaction DatabaseManager::begin() {
 }
 
 PoolStats DatabaseManager::pool_stats() const {
-    auto j = nlohmann::json::parse(std::string(impl_->box->pool_stats_json()));
-    PoolStats s;
-    s.max_size = j.at("max_size").get<std::size_t>();
-    s.size = j.at("size").get<std::size_t>();
-    s.available = j.at("available").get<std::size_t>();
-    s.in_use = j.at("in_use").get<std::size_t>();
-    s.waiting = j.at("waiting").get<std::size_t>();
-    return s;
+    const auto s = impl_->box->pool_stats();
+    auto n = [](std::uint64_t v) { return static_cast<std::size_t>(v); };
+    return PoolStats{n(s.max_size), n(s.size), n(s.available), n(s.in_use), n(s.waiting)};
 }
 
 nlohmann::json DatabaseManager::health_check() const {
