@@ -131,7 +131,7 @@ int main() {
         auto replies = redis.exec_atomic(json::array({json::array({"INCR", "demo:cpp:counter"}),
                                                       json::array({"EXPIRE", "demo:cpp:counter", "60"})}));
         std::cout << "MULTI/EXEC replies: " << replies.dump() << "\n";
-        std::cout << "health: " << db.health_check().dump() << "\n";
+        std::cout << "health: " << db.health_check().to_json().dump() << "\n";
         std::cout << "complete_workflow_cpp: ok\n";
         return 0;
     } catch (const rootstream::Error& e) {

@@ -291,12 +291,19 @@ TEST_F(ConfigFromEnv, ABadVariableThrowsAConfigErrorNamingTheVariable) {
 
 TEST_F(Database, ConnectsToItsOwnDatabaseAndReportsHealth) {
     auto db = open_db({{"pool_size", "4"}});
-    json h = db->health_check();
-    EXPECT_EQ(h.at("database"), db_name());
-    EXPECT_EQ(h.at("in_recovery"), false);
-    EXPECT_EQ(h.at("server_version").get<std::string>().rfind("15", 0), 0u) << h.dump();
-    EXPECT_GE(h.at("latency_ms").get<double>(), 0.0);
-    EXPECT_EQ(h.at("pool").at("max_size"), 4);
+    const auto h = db->health_check();
+    EXPECT_EQ(h.database, db_name());
+    EXPECT_FALSE(h.in_recovery);
+    EXPECT_EQ(h.server_version.rfind("15", 0), 0u) << h.server_version;
+    EXPECT_GE(h.latency_ms, 0.0);
+    EXPECT_EQ(h.pool.max_size, 4u);
+    const json j = h.to_json();
+    EXPECT_EQ(j.at("database"), db_name());
+    EXPECT_EQ(j.at("in_recovery"), false);
+    EXPECT_EQ(j.at("server_version"), h.server_version);
+    EXPECT_EQ(j.at("latency_ms"), h.latency_ms);
+    EXPECT_EQ(j.at("pool").at("max_size"), 4);
+    EXPECT_EQ(j.at("pool").size(), 5u);
 }
 
 TEST_F(Database, MigrateReturnsTheVersionAndIsIdempotent) {

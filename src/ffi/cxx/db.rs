@@ -20,6 +20,15 @@ mod bridge {
         waiting: u64,
     }
 
+    /// The result of a health check: round trip, server, standby flag, database, pool.
+    struct Health {
+        latency_ms: f64,
+        server_version: String,
+        in_recovery: bool,
+        database: String,
+        pool: PoolStats,
+    }
+
     extern "Rust" {
         type DbBox;
         fn db_open(cfg: &ConfigBox) -> Result<Box<DbBox>>;
@@ -28,7 +37,7 @@ mod bridge {
         fn query(self: &DbBox, sql: &str, params_json: &str) -> Result<String>;
         fn begin(self: &DbBox) -> Result<Box<TxBox>>;
         fn pool_stats(self: &DbBox) -> PoolStats;
-        fn health_json(self: &DbBox) -> Result<String>;
+        fn health(self: &DbBox) -> Result<Health>;
         fn close(self: &DbBox);
 
         type TxBox;
@@ -41,7 +50,19 @@ mod bridge {
 }
 
 use super::config::ConfigBox;
-use bridge::PoolStats;
+use bridge::{Health, PoolStats};
+
+impl From<crate::db::Health> for Health {
+    fn from(h: crate::db::Health) -> Self {
+        Health {
+            latency_ms: h.latency_ms,
+            server_version: h.server_version,
+            in_recovery: h.in_recovery,
+            database: h.database,
+            pool: h.pool.into(),
+        }
+    }
+}
 
 impl From<crate::db::PoolStats> for PoolStats {
     fn from(s: crate::db::PoolStats) -> Self {
@@ -85,8 +106,8 @@ impl DbBox {
     fn pool_stats(&self) -> PoolStats {
         self.0.stats().into()
     }
-    fn health_json(&self) -> R<String> {
-        Ok(serde_json::to_string(&block_on(self.0.health_check())?)?)
+    fn health(&self) -> R<Health> {
+        Ok(block_on(self.0.health_check())?.into())
     }
     fn close(&self) {
         self.0.close()
