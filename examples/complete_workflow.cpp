@@ -76,7 +76,7 @@ int main() {
 
         models::StreamModel streams(db, redis);
         auto stream = streams.create(user->id(), "C++ speedrun", std::string("glitchless"));
-        std::int64_t stream_id = stream.at("id").get<std::int64_t>();
+        std::int64_t stream_id = stream.id;
         auto session = streams.start(stream_id);
         streams.viewer_joined(stream_id);
         streams.viewer_joined(stream_id);
@@ -84,8 +84,8 @@ int main() {
         std::cout << "viewers now: " << streams.viewer_left(stream_id) << "\n";
         streams.update_stats(stream_id, models::StreamStats{8000, 60, std::string("2560x1440"), std::string("av1")});
         auto ended = streams.stop(stream_id);
-        std::cout << "ended session " << session.at("id") << ": peak " << ended.at("peak_viewers") << ", "
-                  << ended.at("duration_seconds") << " s\n";
+        std::cout << "ended session " << session.id << ": peak " << ended.peak_viewers << ", "
+                  << ended.duration_seconds.value_or(0) << " s\n";
         {
             std::unique_lock<std::mutex> lock(m);
             if (!cv.wait_for(lock, 2s, [&] { return seen.size() >= 2; })) {
@@ -131,7 +131,7 @@ int main() {
         auto replies = redis.exec_atomic(json::array({json::array({"INCR", "demo:cpp:counter"}),
                                                       json::array({"EXPIRE", "demo:cpp:counter", "60"})}));
         std::cout << "MULTI/EXEC replies: " << replies.dump() << "\n";
-        std::cout << "health: " << db.health_check().dump() << "\n";
+        std::cout << "health: " << db.health_check().to_json().dump() << "\n";
         std::cout << "complete_workflow_cpp: ok\n";
         return 0;
     } catch (const rootstream::Error& e) {

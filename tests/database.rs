@@ -265,3 +265,127 @@ async fn a_cached_statement_survives_the_table_changing_under_it() {
     // Same SQL text, same pooled connection: the stale cached plan is replaced transparently.
     assert_eq!(db.query_json("SELECT * FROM evolving", None).await.unwrap(), json!([{"a": 1, "b": "x"}]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_stats_follow_the_configuration_and_use_and_an_exhausted_begin_times_out() {
+    let db = pool("3", "400").await;
+    db.query_json("SELECT 1", None).await.unwrap();
+    let idle = db.stats();
+    assert_eq!((idle.max_size, idle.in_use, idle.waiting), (3, 0, 0));
+    assert!(idle.size >= 1, "{idle:?}");
+    assert_eq!(idle.available, idle.size, "idle connections are all available");
+    let mut held = vec![db.begin().await.unwrap()];
+    let busy = db.stats();
+    assert_eq!(busy.in_use, 1);
+    assert_eq!(busy.size, busy.available + busy.in_use, "{busy:?}");
+    held.push(db.begin().await.unwrap());
+    held.push(db.begin().await.unwrap());
+    match db.begin().await {
+        Err(Error::Timeout(msg)) => assert!(msg.contains("pool"), "{msg}"),
+        other => panic!("expected a pool timeout from begin, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(db.stats().available, 0);
+    assert!(
+        matches!(db.execute_json("SELECT 1", None).await, Err(Error::Timeout(ref m)) if m.contains("pool")),
+        "statements outside a transaction need a connection too"
+    );
+    held.pop();
+    let next = db.begin().await.expect("a released connection serves the next transaction");
+    assert_eq!(next.query_json("SELECT 1 AS one", None).await.unwrap(), json!([{"one": 1}]));
+    drop(next);
+    drop(held);
+    for _ in 0..50 {
+        if db.stats().in_use == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(db.stats().in_use, 0, "every connection went back to the pool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_rows_are_seen_inside_the_transaction_only() {
+    let db = pool("3", "2000").await;
+    db.batch_execute("CREATE TABLE items (name TEXT, qty INT)").await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.is_open());
+    assert_eq!(tx.execute_json("INSERT INTO items VALUES ($1, $2)", Some(r#"["w", 2]"#)).await.unwrap(), 1);
+    assert_eq!(tx.query_json("SELECT qty FROM items", None).await.unwrap(), json!([{"qty": 2}]));
+    let outside = db.query_json("SELECT count(*)::int AS n FROM items", None).await.unwrap();
+    assert_eq!(outside, json!([{"n": 0}]), "other connections do not see uncommitted rows");
+    tx.commit().await.unwrap();
+    assert!(!tx.is_open());
+    assert_eq!(db.query_json("SELECT count(*)::int AS n FROM items", None).await.unwrap(), json!([{"n": 1}]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mebibyte_parameter_round_trips_and_an_overlong_username_is_refused_by_the_server() {
+    let db = pool("2", "2000").await;
+    migrations::migrate(&db).await.unwrap();
+    let mib = "y".repeat(1 << 20);
+    let rows =
+        db.query_json("SELECT $1::text AS v, length($1::text) AS n", Some(&json!([mib]).to_string())).await.unwrap();
+    assert_eq!((&rows[0]["v"], &rows[0]["n"]), (&json!(mib), &json!(1 << 20)));
+    let e = db
+        .execute_json(
+            "INSERT INTO users (username, email, password_hash) VALUES ($1, 'big@example.com', 'x')",
+            Some(&json!([mib]).to_string()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Query(_)), "{e:?}");
+    assert!(e.to_string().contains("22001"), "the SQLSTATE for a value too long: {e}");
+    let n = db.query_json("SELECT count(*)::int AS n FROM users", None).await.unwrap();
+    assert_eq!(n, json!([{"n": 0}]), "refused, not truncated");
+    // A mebibyte of SQL text is one statement like any other.
+    let literal = db.query_json(&format!("SELECT length('{mib}') AS n"), None).await.unwrap();
+    assert_eq!(literal, json!([{"n": 1 << 20}]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_parameters_in_a_transaction_leave_every_table_in_place() {
+    let db = pool("2", "2000").await;
+    migrations::migrate(&db).await.unwrap();
+    db.batch_execute("CREATE TABLE students (name TEXT); INSERT INTO students VALUES ('bobby')").await.unwrap();
+    let hostile = [
+        "'; DROP TABLE users; --",
+        "Robert'); DROP TABLE students;--",
+        "' OR 1=1 --",
+        "$1",
+        "$2::text || $1",
+        "$1; DELETE FROM users WHERE $2 = $2",
+        "back\\slash \\' \\\\ \\x41 \\n",
+        "quotes ' '' \" \"\" ` ´",
+        "E'\\x27; DROP TABLE users; --'",
+        "\"]}, {\"injected\": true}, [\"",
+        "percent % underscore _ star *",
+        "ünïcødé Grüße 日本語 🎮 \u{202e}",
+        "line1\nline2\r\n\ttab",
+        "-- just a comment",
+        "/* comment */ SELECT pg_sleep(10)",
+    ];
+    let mut tx = db.begin().await.unwrap();
+    for (i, s) in hostile.iter().enumerate() {
+        let params = json!([s, format!("u{i}@example.com"), s]).to_string();
+        tx.execute_json(
+            "INSERT INTO users (username, email, password_hash, display_name) VALUES ($1, $2, $3, $1)",
+            Some(&params),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    for s in hostile {
+        let rows = db
+            .query_json(
+                "SELECT username, password_hash, display_name FROM users WHERE username = $1",
+                Some(&json!([s]).to_string()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows, json!([{"username": s, "password_hash": s, "display_name": s}]), "exactly its own row");
+    }
+    assert_eq!(db.query_json("SELECT count(*)::int AS n FROM students", None).await.unwrap(), json!([{"n": 1}]));
+    let users = db.query_json("SELECT count(*)::int AS n FROM users", None).await.unwrap();
+    assert_eq!(users, json!([{"n": hostile.len()}]));
+}

@@ -141,3 +141,114 @@ async fn the_audit_trail_lists_a_users_events_newest_first() {
     assert!(es.append("", "x", 0, &[NewEvent::new("e", json!({}))]).await.is_err());
     assert!(es.append("t", "x", 0, &[]).await.is_err());
 }
+
+async fn event_rows(db: &DatabaseManager) -> i64 {
+    db.query("SELECT count(*) FROM event_log", &[]).await.unwrap()[0].get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_with_expected_versions_keep_payload_metadata_and_user_and_load_after_a_version() {
+    let (_, es) = store().await;
+    assert_eq!(es.current_version("order", "o-1").await.unwrap(), 0);
+    assert!(es.load("order", "o-1", 0).await.unwrap().is_empty());
+    let mut placed = NewEvent::new("order.placed", json!({"total": 42})).by_user(7);
+    placed.metadata = json!({"ip": "10.0.0.1"});
+    let paid = NewEvent::new("order.paid", json!({}));
+    assert_eq!(es.append("order", "o-1", 0, &[placed, paid]).await.unwrap(), 2, "a batch returns its last version");
+    assert_eq!(es.append("order", "o-1", 2, &[NewEvent::new("order.shipped", json!({}))]).await.unwrap(), 3);
+    assert_eq!(
+        es.append("order", "o-2", 0, &[NewEvent::new("order.placed", json!({}))]).await.unwrap(),
+        1,
+        "per aggregate"
+    );
+    let all = es.load("order", "o-1", 0).await.unwrap();
+    let seen: Vec<_> = all.iter().map(|e| (e.version, e.event_type.as_str(), e.aggregate_id.as_str())).collect();
+    assert_eq!(seen, [(1, "order.placed", "o-1"), (2, "order.paid", "o-1"), (3, "order.shipped", "o-1")]);
+    assert_eq!(
+        (&all[0].payload, &all[0].metadata, all[0].user_id),
+        (&json!({"total": 42}), &json!({"ip": "10.0.0.1"}), Some(7))
+    );
+    let tail: Vec<i64> = es.load("order", "o-1", 2).await.unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(tail, [3]);
+    assert!(es.load("order", "o-1", 3).await.unwrap().is_empty(), "nothing after the last version");
+    assert_eq!(es.current_version("order", "o-1").await.unwrap(), 3);
+    assert_eq!(
+        es.append("invoice", "o-1", 0, &[NewEvent::new("invoice.issued", json!({}))]).await.unwrap(),
+        1,
+        "per type"
+    );
+
+    // The faces hand events over as JSON; an event with only its type gets an empty payload
+    // and metadata and no user.
+    let parsed: Vec<NewEvent> = serde_json::from_str(r#"[{"event_type":"order.delivered"}]"#).unwrap();
+    assert_eq!(es.append("order", "o-1", 3, &parsed).await.unwrap(), 4);
+    let delivered = es.load("order", "o-1", 3).await.unwrap().remove(0);
+    assert_eq!((&delivered.payload, &delivered.metadata, delivered.user_id), (&json!({}), &json!({}), None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stale_or_future_expected_version_writes_nothing_and_the_current_one_succeeds() {
+    let (db, es) = store().await;
+    let three = [
+        NewEvent::new("item.added", json!({})),
+        NewEvent::new("item.added", json!({})),
+        NewEvent::new("item.removed", json!({})),
+    ];
+    assert_eq!(es.append("cart", "c-1", 0, &three).await.unwrap(), 3);
+    let before = es.load("cart", "c-1", 0).await.unwrap();
+    let batch = [NewEvent::new("stale.one", json!({})), NewEvent::new("stale.two", json!({}))];
+    for stale in [0, 1, 2, 4, 100] {
+        assert!(matches!(es.append("cart", "c-1", stale, &batch).await, Err(Error::Conflict(_))), "expected {stale}");
+    }
+    let after = es.load("cart", "c-1", 0).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), before.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(event_rows(&db).await, 3, "a refused batch writes none of its events");
+    assert_eq!(es.append("cart", "c-1", 3, &batch).await.unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_snapshot_every_event_is_replayed_and_the_audit_trail_is_limited() {
+    let (_, es) = store().await;
+    es.append(
+        "wallet",
+        "w1",
+        0,
+        &[NewEvent::new("deposited", json!({"amount": 1})), NewEvent::new("deposited", json!({"amount": 2}))],
+    )
+    .await
+    .unwrap();
+    let none = es.load_from_snapshot("wallet", "w1").await.unwrap();
+    assert!(none.snapshot.is_none());
+    assert_eq!(none.events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2]);
+
+    es.append("session", "s-1", 0, &[NewEvent::new("user.logged_in", json!({})).by_user(42)]).await.unwrap();
+    es.append("stream", "st-9", 0, &[NewEvent::new("stream.created", json!({})).by_user(42)]).await.unwrap();
+    es.append("stream", "st-9", 1, &[NewEvent::new("stream.renamed", json!({})).by_user(43)]).await.unwrap();
+    es.append("session", "s-1", 1, &[NewEvent::new("user.logged_out", json!({})).by_user(42)]).await.unwrap();
+    let types = |list: Vec<rootstream_db::events::Event>| list.into_iter().map(|e| e.event_type).collect::<Vec<_>>();
+    assert_eq!(types(es.by_user(42, 100).await.unwrap()), ["user.logged_out", "stream.created", "user.logged_in"]);
+    assert_eq!(types(es.by_user(42, 2).await.unwrap()), ["user.logged_out", "stream.created"], "newest first, limited");
+    assert_eq!(es.by_user(43, 100).await.unwrap().len(), 1);
+    assert!(es.by_user(44, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_aggregate_names_event_types_payloads_and_snapshot_state_are_stored_verbatim() {
+    let (db, es) = store().await;
+    let hostile = ["'; DROP TABLE event_log; --", "quotes ' '' \" `", "back\\slash \\' \\x41 \\n", "$1", "日本語 🎮"];
+    for h in hostile {
+        let payload = json!({"text": h, h: h, "list": [h, format!("{h}{h}")]});
+        let mut e = NewEvent::new(h, payload.clone());
+        e.metadata = json!({"note": h});
+        assert_eq!(es.append(h, h, 0, &[e]).await.unwrap(), 1);
+        let back = es.load(h, h, 0).await.unwrap();
+        assert_eq!(back.len(), 1, "{h}");
+        let b = &back[0];
+        assert_eq!((b.aggregate_type.as_str(), b.aggregate_id.as_str(), b.event_type.as_str()), (h, h, h));
+        assert_eq!((&b.payload, &b.metadata), (&payload, &json!({"note": h})));
+        es.save_snapshot(h, h, 1, &json!({"s": h})).await.unwrap();
+        let snap = es.load_from_snapshot(h, h).await.unwrap().snapshot.unwrap();
+        assert_eq!((snap.aggregate_id.as_str(), &snap.state), (h, &json!({"s": h})));
+    }
+    assert_eq!(event_rows(&db).await, hostile.len() as i64);
+}

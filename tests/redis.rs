@@ -141,3 +141,65 @@ async fn an_unreachable_server_fails_within_the_timeout() {
     assert!(matches!(err, Error::Connection(_) | Error::Timeout(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atomic_batch_returns_each_reply_and_a_refused_batch_runs_nothing() {
+    let r = client().await;
+    let (a, h, b) = (unique("a"), unique("h"), unique("b"));
+    let cmds = rootstream_db::cache::client::parse_commands(
+        &json!([["SET", a, "5"], ["INCRBY", a, 10], ["GET", a], ["HSET", h, "f", "v"]]).to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        json!(r.exec_atomic(&cmds).await.unwrap()),
+        json!(["OK", 15, "15", 1]),
+        "numbers given as JSON numbers too"
+    );
+    assert_eq!(r.get(&a).await.unwrap().as_deref(), Some("15"));
+    assert!(r.exec_atomic(&[]).await.unwrap().is_empty());
+    let nested = r.exec_atomic(&[vec!["SET".into(), b.clone(), "1".into()], vec!["MULTI".into()]]).await;
+    assert!(matches!(nested, Err(Error::InvalidArgument(_))), "{nested:?}");
+    assert_eq!(r.get(&b).await.unwrap(), None, "nothing of a refused batch runs");
+    assert!(matches!(rootstream_db::cache::client::parse_commands(r#"{"SET":"x"}"#), Err(Error::Json(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_one_pattern_keeps_the_clients_other_subscriptions() {
+    let r = client().await;
+    let publisher = client().await;
+    let ns = unique("unsub");
+    let stopped = Arc::new(Mutex::new(Vec::<String>::new()));
+    let kept = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (s1, s2) = (stopped.clone(), kept.clone());
+    let stopped_id = r
+        .subscribe(&format!("{ns}.stream.*"), move |m| s1.lock().unwrap().push(m.payload_str().into_owned()))
+        .await
+        .unwrap();
+    let kept_id =
+        r.subscribe(&format!("{ns}.*"), move |m| s2.lock().unwrap().push(m.payload_str().into_owned())).await.unwrap();
+    publisher.publish(&format!("{ns}.stream.a"), "one").await.unwrap();
+    wait_for("the first message", || stopped.lock().unwrap().len() == 1).await;
+    r.unsubscribe(stopped_id).await.unwrap();
+    publisher.publish(&format!("{ns}.stream.a"), "two").await.unwrap();
+    wait_for("the second message on the kept pattern", || kept.lock().unwrap().iter().any(|p| p == "two")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*stopped.lock().unwrap(), ["one"]);
+    assert_eq!(r.pubsub_stats().subscriptions, 1);
+    r.unsubscribe(kept_id).await.unwrap();
+    assert_eq!(r.pubsub_stats().subscriptions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mebibyte_key_and_value_round_trip_and_hostile_text_is_kept_verbatim() {
+    let r = client().await;
+    let mib = "y".repeat(1 << 20);
+    let k = format!("{}{mib}", unique("big"));
+    r.set(&k, &mib, Some(Duration::from_secs(30))).await.unwrap();
+    assert_eq!(r.get(&k).await.unwrap().as_deref(), Some(mib.as_str()));
+    for s in ["'; DROP TABLE users; --", "\"]}, {\"injected\": true}, [\"", "ünïcødé 日本語 🎮", "line1\nline2\ttab"]
+    {
+        let k = format!("{}{s}", unique("hostile"));
+        r.set(&k, s, Some(Duration::from_secs(30))).await.unwrap();
+        assert_eq!(r.get(&k).await.unwrap().as_deref(), Some(s));
+    }
+}

@@ -8,6 +8,7 @@
 #include "rootstream/database/backup_manager.h"
 #include "rootstream/database/database_manager.h"
 #include "rootstream/database/models/session_model.h"
+#include "rootstream/database/models/user.h"
 
 #include "rust/cxx.h"
 #include "rootstream-db/src/ffi/cxx/auth.rs.h"
@@ -15,6 +16,7 @@
 #include "rootstream-db/src/ffi/cxx/cache.rs.h"
 #include "rootstream-db/src/ffi/cxx/config.rs.h"
 #include "rootstream-db/src/ffi/cxx/db.rs.h"
+#include "rootstream-db/src/ffi/cxx/models.rs.h"
 
 namespace rootstream {
 
@@ -54,6 +56,8 @@ struct Access {
     // Defined next to the classes' Impl (session_model.cpp, backup_manager.cpp).
     static const ffi::SessionsBox& sessions(const database::models::SessionModel& sessions);
     static const ffi::BackupBox& backups(const database::BackupManager& backups);
+    // Defined in user.cpp: the one conversion of a bridged user record.
+    static database::models::User user(const ffi::UserRecord& record);
 };
 
 }  // namespace detail

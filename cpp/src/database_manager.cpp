@@ -94,18 +94,28 @@ Transaction DatabaseManager::begin() {
 }
 
 PoolStats DatabaseManager::pool_stats() const {
-    auto j = nlohmann::json::parse(std::string(impl_->box->pool_stats_json()));
-    PoolStats s;
-    s.max_size = j.at("max_size").get<std::size_t>();
-    s.size = j.at("size").get<std::size_t>();
-    s.available = j.at("available").get<std::size_t>();
-    s.in_use = j.at("in_use").get<std::size_t>();
-    s.waiting = j.at("waiting").get<std::size_t>();
-    return s;
+    const auto s = impl_->box->pool_stats();
+    auto n = [](std::uint64_t v) { return static_cast<std::size_t>(v); };
+    return PoolStats{n(s.max_size), n(s.size), n(s.available), n(s.in_use), n(s.waiting)};
 }
 
-nlohmann::json DatabaseManager::health_check() const {
-    return nlohmann::json::parse(std::string(detail::call([&] { return impl_->box->health_json(); })));
+Health DatabaseManager::health_check() const {
+    const auto h = detail::call([&] { return impl_->box->health(); });
+    auto n = [](std::uint64_t v) { return static_cast<std::size_t>(v); };
+    const PoolStats pool{n(h.pool.max_size), n(h.pool.size), n(h.pool.available), n(h.pool.in_use), n(h.pool.waiting)};
+    return Health{h.latency_ms, std::string(h.server_version), h.in_recovery, std::string(h.database), pool};
+}
+
+nlohmann::json PoolStats::to_json() const {
+    return {{"max_size", max_size}, {"size", size}, {"available", available}, {"in_use", in_use}, {"waiting", waiting}};
+}
+
+nlohmann::json Health::to_json() const {
+    return {{"latency_ms", latency_ms},
+            {"server_version", server_version},
+            {"in_recovery", in_recovery},
+            {"database", database},
+            {"pool", pool.to_json()}};
 }
 
 void DatabaseManager::close() {

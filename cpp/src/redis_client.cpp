@@ -127,8 +127,13 @@ nlohmann::json RedisClient::command(const nlohmann::json& args) {
     return nlohmann::json::parse(std::string(text));
 }
 
-nlohmann::json RedisClient::pubsub_stats() const {
-    return nlohmann::json::parse(std::string(impl_->box->pubsub_stats_json()));
+nlohmann::json PubSubStats::to_json() const {
+    return {{"connected", connected}, {"reconnects", reconnects}, {"received", received}, {"subscriptions", subscriptions}};
+}
+
+PubSubStats RedisClient::pubsub_stats() const {
+    const auto s = impl_->box->pubsub_stats();
+    return PubSubStats{s.connected, s.reconnects, s.received, static_cast<std::size_t>(s.subscriptions)};
 }
 
 }  // namespace cache

@@ -6,31 +6,45 @@
 #include "rootstream-db/src/ffi/cxx/models.rs.h"
 
 namespace rootstream {
+namespace detail {
+
+database::models::User Access::user(const ffi::UserRecord& r) {
+    auto text = [](const rust::String& t, bool present) {
+        return present ? std::optional<std::string>(std::string(t)) : std::nullopt;
+    };
+    return database::models::User(database::models::User::Fields{
+        r.id, std::string(r.username), std::string(r.email), text(r.display_name, r.has_display_name),
+        text(r.avatar_url, r.has_avatar_url), r.is_verified, r.is_active, text(r.last_login_at, !r.last_login_at.empty()),
+        std::string(r.created_at), std::string(r.updated_at)});
+}
+
+}  // namespace detail
+
 namespace database {
 namespace models {
 
 User User::create(DatabaseManager& db, const std::string& username, const std::string& email,
                   const std::string& password, const std::optional<std::string>& display_name) {
-    return User(detail::parse_json(detail::call([&] {
+    return detail::Access::user(detail::call([&] {
         return ffi::user_create(detail::Access::db(db), username, email, password, display_name.value_or(""),
                                 display_name.has_value());
-    })));
+    }));
 }
 
 User User::authenticate(DatabaseManager& db, const std::string& login, const std::string& password) {
-    return User(detail::parse_json(detail::call([&] { return ffi::user_authenticate(detail::Access::db(db), login, password); })));
+    return detail::Access::user(detail::call([&] { return ffi::user_authenticate(detail::Access::db(db), login, password); }));
 }
 
 User User::load_by_id(DatabaseManager& db, std::int64_t id) {
-    return User(detail::parse_json(detail::call([&] { return ffi::user_get(detail::Access::db(db), "id", std::to_string(id)); })));
+    return detail::Access::user(detail::call([&] { return ffi::user_get(detail::Access::db(db), "id", std::to_string(id)); }));
 }
 
 User User::load_by_username(DatabaseManager& db, const std::string& username) {
-    return User(detail::parse_json(detail::call([&] { return ffi::user_get(detail::Access::db(db), "username", username); })));
+    return detail::Access::user(detail::call([&] { return ffi::user_get(detail::Access::db(db), "username", username); }));
 }
 
 User User::load_by_email(DatabaseManager& db, const std::string& email) {
-    return User(detail::parse_json(detail::call([&] { return ffi::user_get(detail::Access::db(db), "email", email); })));
+    return detail::Access::user(detail::call([&] { return ffi::user_get(detail::Access::db(db), "email", email); }));
 }
 
 bool User::verify_password(DatabaseManager& db, const std::string& password) const {
@@ -39,36 +53,44 @@ bool User::verify_password(DatabaseManager& db, const std::string& password) con
 
 void User::update_profile(DatabaseManager& db, const std::optional<std::string>& display_name,
                           const std::optional<std::string>& avatar_url) {
-    data_ = detail::parse_json(detail::call([&] {
+    *this = detail::Access::user(detail::call([&] {
         return ffi::user_update_profile(detail::Access::db(db), id(), display_name.value_or(""), display_name.has_value(),
                                         avatar_url.value_or(""), avatar_url.has_value());
     }));
 }
 
 void User::verify(DatabaseManager& db) {
-    data_ = detail::parse_json(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "verified", true); }));
+    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "verified", true); }));
 }
 
 void User::activate(DatabaseManager& db) {
-    data_ = detail::parse_json(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "active", true); }));
+    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "active", true); }));
 }
 
 void User::deactivate(DatabaseManager& db) {
-    data_ = detail::parse_json(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "active", false); }));
+    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "active", false); }));
 }
 
 void User::record_login(DatabaseManager& db) {
-    data_ = detail::parse_json(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "login", true); }));
+    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "login", true); }));
 }
 
 void User::change_password(DatabaseManager& db, const std::string& new_password) {
     detail::call([&] { ffi::user_change_password(detail::Access::db(db), id(), new_password); });
 }
 
-std::optional<std::string> User::text(const char* key) const {
-    auto it = data_.find(key);
-    if (it == data_.end() || it->is_null()) return std::nullopt;
-    return it->get<std::string>();
+nlohmann::json User::to_json() const {
+    auto or_null = [](const std::optional<std::string>& t) { return t ? nlohmann::json(*t) : nlohmann::json(); };
+    return {{"id", f_.id},
+            {"username", f_.username},
+            {"email", f_.email},
+            {"display_name", or_null(f_.display_name)},
+            {"avatar_url", or_null(f_.avatar_url)},
+            {"is_verified", f_.is_verified},
+            {"is_active", f_.is_active},
+            {"last_login_at", or_null(f_.last_login_at)},
+            {"created_at", f_.created_at},
+            {"updated_at", f_.updated_at}};
 }
 
 }  // namespace models

@@ -21,6 +21,14 @@ mod bridge {
         type ConfigBox = crate::ffi::cxx::config::ConfigBox;
     }
 
+    /// Counters of the client's pub/sub side.
+    struct PubSubStats {
+        connected: bool,
+        reconnects: u64,
+        received: u64,
+        subscriptions: u64,
+    }
+
     extern "Rust" {
         type RedisBox;
         fn redis_open(cfg: &ConfigBox) -> Result<Box<RedisBox>>;
@@ -44,12 +52,24 @@ mod bridge {
         fn unsubscribe(self: &RedisBox, id: u64) -> Result<()>;
         fn exec_atomic(self: &RedisBox, commands_json: &str) -> Result<String>;
         fn command(self: &RedisBox, args_json: &str) -> Result<String>;
-        fn pubsub_stats_json(self: &RedisBox) -> String;
+        fn pubsub_stats(self: &RedisBox) -> PubSubStats;
     }
 }
 
 use super::config::ConfigBox;
 pub use bridge::MessageObserver;
+use bridge::PubSubStats;
+
+impl From<crate::cache::client::PubSubStats> for PubSubStats {
+    fn from(s: crate::cache::client::PubSubStats) -> Self {
+        PubSubStats {
+            connected: s.connected,
+            reconnects: s.reconnects,
+            received: s.received,
+            subscriptions: s.subscriptions as u64,
+        }
+    }
+}
 
 /// The client the stream, session and MFA bridges borrow.
 pub struct RedisBox(pub(crate) RedisClient);
@@ -149,7 +169,7 @@ impl RedisBox {
         let args = crate::cache::client::parse_args(args_json)?;
         Ok(block_on(self.0.command(&args))?.to_string())
     }
-    fn pubsub_stats_json(&self) -> String {
-        serde_json::to_string(&self.0.pubsub_stats()).unwrap_or_default()
+    fn pubsub_stats(&self) -> PubSubStats {
+        self.0.pubsub_stats().into()
     }
 }

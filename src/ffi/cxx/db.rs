@@ -11,6 +11,24 @@ mod bridge {
         type ConfigBox = crate::ffi::cxx::config::ConfigBox;
     }
 
+    /// Pool counters at one moment.
+    struct PoolStats {
+        max_size: u64,
+        size: u64,
+        available: u64,
+        in_use: u64,
+        waiting: u64,
+    }
+
+    /// The result of a health check: round trip, server, standby flag, database, pool.
+    struct Health {
+        latency_ms: f64,
+        server_version: String,
+        in_recovery: bool,
+        database: String,
+        pool: PoolStats,
+    }
+
     extern "Rust" {
         type DbBox;
         fn db_open(cfg: &ConfigBox) -> Result<Box<DbBox>>;
@@ -18,8 +36,8 @@ mod bridge {
         fn execute(self: &DbBox, sql: &str, params_json: &str) -> Result<u64>;
         fn query(self: &DbBox, sql: &str, params_json: &str) -> Result<String>;
         fn begin(self: &DbBox) -> Result<Box<TxBox>>;
-        fn pool_stats_json(self: &DbBox) -> String;
-        fn health_json(self: &DbBox) -> Result<String>;
+        fn pool_stats(self: &DbBox) -> PoolStats;
+        fn health(self: &DbBox) -> Result<Health>;
         fn close(self: &DbBox);
 
         type TxBox;
@@ -32,6 +50,32 @@ mod bridge {
 }
 
 use super::config::ConfigBox;
+use bridge::{Health, PoolStats};
+
+impl From<crate::db::Health> for Health {
+    fn from(h: crate::db::Health) -> Self {
+        Health {
+            latency_ms: h.latency_ms,
+            server_version: h.server_version,
+            in_recovery: h.in_recovery,
+            database: h.database,
+            pool: h.pool.into(),
+        }
+    }
+}
+
+impl From<crate::db::PoolStats> for PoolStats {
+    fn from(s: crate::db::PoolStats) -> Self {
+        let n = |v: usize| v as u64;
+        PoolStats {
+            max_size: n(s.max_size),
+            size: n(s.size),
+            available: n(s.available),
+            in_use: n(s.in_use),
+            waiting: n(s.waiting),
+        }
+    }
+}
 
 /// The pool the model, event, session, MFA and backup bridges borrow.
 pub struct DbBox(pub(crate) DatabaseManager);
@@ -59,11 +103,11 @@ impl DbBox {
     fn begin(&self) -> R<Box<TxBox>> {
         Ok(Box::new(TxBox(block_on(self.0.begin())?)))
     }
-    fn pool_stats_json(&self) -> String {
-        serde_json::to_string(&self.0.stats()).unwrap_or_default()
+    fn pool_stats(&self) -> PoolStats {
+        self.0.stats().into()
     }
-    fn health_json(&self) -> R<String> {
-        Ok(serde_json::to_string(&block_on(self.0.health_check())?)?)
+    fn health(&self) -> R<Health> {
+        Ok(block_on(self.0.health_check())?.into())
     }
     fn close(&self) {
         self.0.close()

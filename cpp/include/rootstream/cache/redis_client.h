@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -21,6 +22,21 @@ struct Access;
 }  // namespace detail
 
 namespace cache {
+
+/// Counters of a client's pub/sub side.
+struct PubSubStats {
+    /// True while the subscriber connection is up.
+    bool connected = false;
+    /// How often the subscriber connection was re-established; messages published while it
+    /// was down were not delivered.
+    std::uint64_t reconnects = 0;
+    /// Messages received since the client was created.
+    std::uint64_t received = 0;
+    /// Registered subscriptions.
+    std::size_t subscriptions = 0;
+    /// {"connected":..,"reconnects":..,"received":..,"subscriptions":..}
+    nlohmann::json to_json() const;
+};
 
 /// A Redis client over one multiplexed connection that reconnects by itself. Thread-safe.
 class RedisClient {
@@ -84,8 +100,8 @@ public:
     nlohmann::json exec_atomic(const nlohmann::json& commands);
     /// One arbitrary command given as an array of arguments; returns its reply.
     nlohmann::json command(const nlohmann::json& args);
-    /// {"connected":..,"reconnects":..,"received":..,"subscriptions":..}
-    nlohmann::json pubsub_stats() const;
+    /// Counters of the pub/sub side.
+    PubSubStats pubsub_stats() const;
 
 private:
     friend struct detail::Access;

@@ -27,6 +27,24 @@ struct PoolStats {
     std::size_t available = 0;
     std::size_t in_use = 0;
     std::size_t waiting = 0;
+    /// {"max_size":..,"size":..,"available":..,"in_use":..,"waiting":..}
+    nlohmann::json to_json() const;
+};
+
+/// The result of DatabaseManager::health_check().
+struct Health {
+    /// The round trip of a SELECT on a pooled connection, in milliseconds.
+    double latency_ms = 0;
+    /// server_version as the server reports it.
+    std::string server_version;
+    /// True when the server is a standby (in recovery) and refuses writes.
+    bool in_recovery = false;
+    /// The database the pool is connected to.
+    std::string database;
+    /// Pool counters at the time of the check.
+    PoolStats pool;
+    /// The same keys as the C API's health JSON, the pool as a nested object.
+    nlohmann::json to_json() const;
 };
 
 /// A transaction on a pooled connection of its own. Rolls back in the destructor unless
@@ -93,7 +111,7 @@ public:
     /// Current pool counters.
     PoolStats pool_stats() const;
     /// Latency, server version, standby flag, database and pool counters.
-    nlohmann::json health_check() const;
+    Health health_check() const;
     /// Closes idle connections and refuses new acquires.
     void close();
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace rootstream {
 namespace database {
@@ -22,28 +23,66 @@ struct StreamStats {
     std::optional<std::string> codec;
 };
 
+/// A stream as stored. Timestamps are RFC 3339 UTC; unset values are nullopt.
+struct Stream {
+    std::int64_t id = 0;
+    std::int64_t user_id = 0;
+    std::string name;
+    std::optional<std::string> description;
+    /// The credential a broadcaster's encoder sends; show it to its owner only.
+    std::string stream_key;
+    bool is_live = false;
+    int viewer_count = 0;
+    std::optional<int> bitrate_kbps;
+    std::optional<int> fps;
+    std::optional<std::string> resolution;
+    std::optional<std::string> codec;
+    std::optional<std::string> started_at;
+    std::optional<std::string> ended_at;
+    std::string created_at;
+    std::string updated_at;
+    /// The same keys as the C API's stream record; unset values are null.
+    nlohmann::json to_json() const;
+};
+
+/// One broadcast of a stream. duration_seconds is set once the session ended.
+struct StreamSession {
+    std::int64_t id = 0;
+    std::int64_t stream_id = 0;
+    std::string started_at;
+    std::optional<std::string> ended_at;
+    std::optional<std::int64_t> duration_seconds;
+    /// Viewers who joined, counted once per join.
+    int total_viewers = 0;
+    /// The most viewers at the same time.
+    int peak_viewers = 0;
+    std::int64_t bytes_transferred = 0;
+    /// The same keys as the C API's stream session record; unset values are null.
+    nlohmann::json to_json() const;
+};
+
 /// Streams: creation with a 256-bit stream key, start/stop (row, session, event log, Redis live
-/// cache, pub/sub event), viewer counts in Redis. Records are JSON objects. Keeps references to
+/// cache, pub/sub event), viewer counts in Redis. Keeps references to
 /// db and redis, which must outlive it.
 class StreamModel {
 public:
     StreamModel(DatabaseManager& db, cache::RedisClient& redis) : db_(db), redis_(redis) {}
 
-    nlohmann::json create(std::int64_t user_id, const std::string& name,
-                          const std::optional<std::string>& description = std::nullopt);
-    nlohmann::json get(std::int64_t stream_id);
-    nlohmann::json get_by_key(const std::string& stream_key);
-    nlohmann::json regenerate_key(std::int64_t stream_id);
+    Stream create(std::int64_t user_id, const std::string& name,
+                  const std::optional<std::string>& description = std::nullopt);
+    Stream get(std::int64_t stream_id);
+    Stream get_by_key(const std::string& stream_key);
+    Stream regenerate_key(std::int64_t stream_id);
     /// Goes live; returns the new session. Throws RSDB_ERR_STATE when already live.
-    nlohmann::json start(std::int64_t stream_id);
+    StreamSession start(std::int64_t stream_id);
     /// Goes offline; returns the ended session with duration and viewer statistics.
-    nlohmann::json stop(std::int64_t stream_id);
+    StreamSession stop(std::int64_t stream_id);
     /// A viewer joined / left; return the current count.
     std::int64_t viewer_joined(std::int64_t stream_id);
     std::int64_t viewer_left(std::int64_t stream_id);
     std::int64_t viewer_count(std::int64_t stream_id);
-    nlohmann::json update_stats(std::int64_t stream_id, const StreamStats& stats);
-    nlohmann::json list_live();
+    Stream update_stats(std::int64_t stream_id, const StreamStats& stats);
+    std::vector<Stream> list_live();
 
 private:
     DatabaseManager& db_;
@@ -55,14 +94,14 @@ class StreamSessionModel {
 public:
     explicit StreamSessionModel(DatabaseManager& db) : db_(db) {}
 
-    nlohmann::json create(std::int64_t stream_id);
-    nlohmann::json get(std::int64_t session_id);
+    StreamSession create(std::int64_t stream_id);
+    StreamSession get(std::int64_t session_id);
     /// Counts one viewer joining while current_viewers are watching.
-    nlohmann::json record_viewer(std::int64_t session_id, int current_viewers);
-    nlohmann::json add_bytes(std::int64_t session_id, std::int64_t bytes);
+    StreamSession record_viewer(std::int64_t session_id, int current_viewers);
+    StreamSession add_bytes(std::int64_t session_id, std::int64_t bytes);
     /// Ends the session; throws RSDB_ERR_STATE when already ended.
-    nlohmann::json end(std::int64_t session_id);
-    nlohmann::json list(std::int64_t stream_id);
+    StreamSession end(std::int64_t session_id);
+    std::vector<StreamSession> list(std::int64_t stream_id);
 
 private:
     DatabaseManager& db_;

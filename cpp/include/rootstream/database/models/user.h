@@ -8,8 +8,13 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace rootstream {
+namespace detail {
+struct Access;
+}  // namespace detail
+
 namespace database {
 namespace models {
 
@@ -41,22 +46,37 @@ public:
     void record_login(DatabaseManager& db);
     void change_password(DatabaseManager& db, const std::string& new_password);
 
-    std::int64_t id() const { return data_.at("id").get<std::int64_t>(); }
-    std::string username() const { return data_.at("username").get<std::string>(); }
-    std::string email() const { return data_.at("email").get<std::string>(); }
-    std::optional<std::string> display_name() const { return text("display_name"); }
-    std::optional<std::string> avatar_url() const { return text("avatar_url"); }
-    bool is_verified() const { return data_.at("is_verified").get<bool>(); }
-    bool is_active() const { return data_.at("is_active").get<bool>(); }
+    std::int64_t id() const { return f_.id; }
+    std::string username() const { return f_.username; }
+    std::string email() const { return f_.email; }
+    std::optional<std::string> display_name() const { return f_.display_name; }
+    std::optional<std::string> avatar_url() const { return f_.avatar_url; }
+    bool is_verified() const { return f_.is_verified; }
+    bool is_active() const { return f_.is_active; }
     /// RFC 3339, or nullopt before the first login.
-    std::optional<std::string> last_login_at() const { return text("last_login_at"); }
-    /// All fields as JSON.
-    const nlohmann::json& to_json() const { return data_; }
+    std::optional<std::string> last_login_at() const { return f_.last_login_at; }
+    /// RFC 3339.
+    std::string created_at() const { return f_.created_at; }
+    std::string updated_at() const { return f_.updated_at; }
+    /// All fields as JSON (unset values are null), with the keys of the C API's user record.
+    nlohmann::json to_json() const;
 
 private:
-    explicit User(nlohmann::json data) : data_(std::move(data)) {}
-    std::optional<std::string> text(const char* key) const;
-    nlohmann::json data_;
+    friend struct detail::Access;
+    struct Fields {
+        std::int64_t id = 0;
+        std::string username;
+        std::string email;
+        std::optional<std::string> display_name;
+        std::optional<std::string> avatar_url;
+        bool is_verified = false;
+        bool is_active = false;
+        std::optional<std::string> last_login_at;
+        std::string created_at;
+        std::string updated_at;
+    };
+    explicit User(Fields f) : f_(std::move(f)) {}
+    Fields f_;
 };
 
 }  // namespace models
