@@ -1315,7 +1315,7 @@ int rsdb_sync_register_type(const struct rsdb_sync *s,
                             const char *strategy);
 
 /*
- Sets the merge function of a `version_vectors` type; a NULL `merge` removes it.
+ Sets the merge function of a `version_vectors` type. `merge` may be NULL, which removes it.
  `user_data` must stay valid until the function is replaced or the manager is closed.
  */
 int rsdb_sync_set_merge(const struct rsdb_sync *s,

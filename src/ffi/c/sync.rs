@@ -120,7 +120,7 @@ pub unsafe extern "C" fn rsdb_sync_register_type(
     })
 }
 
-/// Sets the merge function of a `version_vectors` type; a NULL `merge` removes it.
+/// Sets the merge function of a `version_vectors` type. `merge` may be NULL, which removes it.
 /// `user_data` must stay valid until the function is replaced or the manager is closed.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_sync_set_merge(
