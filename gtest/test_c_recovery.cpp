@@ -314,6 +314,8 @@ TEST_F(CRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWork
 
     // A logical restore with a handle from the repository alone.
     RecoveryPtr recovery = make_recovery(false);
+    EventLog progress;
+    ASSERT_RSDB_OK(rsdb_recovery_set_progress(recovery.get(), json_to_log, &progress));
     ScratchDatabases scratch(stack().database_url);
     const std::string target = scratch.create();
     OutString report;
@@ -321,10 +323,15 @@ TEST_F(CRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWork
     const json r = report.parse();
     EXPECT_EQ(r.at("backup_id"), logical_id);
     EXPECT_EQ(r.at("tables_checked").get<size_t>(), logical.at("row_counts").size()) << r.dump();
+    EXPECT_TRUE(progress.has_phase("done")) << progress.summary();
+    EXPECT_TRUE(WellFormedProgress(progress.events()));
     {
         DbPtr restored = open_db(target);
         EXPECT_EQ(ids_of(query(restored.get(), kLedgerIds)), (Ids{1, 2}));
     }
+    const std::string second = scratch.create();
+    EXPECT_RSDB_OK(rsdb_recovery_restore_database(recovery.get(), logical_id.c_str(), second.c_str(), nullptr))
+        << "the report is optional";
     OutString tested;
     EXPECT_TRUE(Fails(rsdb_recovery_test_restore(recovery.get(), logical_id.c_str(), tested.out()), RSDB_ERR_CONFIG,
                       "database"));
@@ -332,6 +339,7 @@ TEST_F(CRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWork
     RecoveryPtr with_db = make_recovery(true);
     ASSERT_RSDB_OK(rsdb_recovery_test_restore(with_db.get(), logical_id.c_str(), tested.out()));
     EXPECT_EQ(tested.parse().at("kind"), "logical");
+    EXPECT_RSDB_OK(rsdb_recovery_test_restore(with_db.get(), logical_id.c_str(), nullptr)) << "the report is optional";
 
     // init_repository.
     TempDir parent;

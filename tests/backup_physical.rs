@@ -209,6 +209,10 @@ async fn a_flipped_byte_or_missing_file_in_a_physical_backup_is_caught_and_resto
     let err = rm.restore_cluster(&opts).await.unwrap_err();
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     assert!(!opts.data_dir.exists(), "a refused restore leaves no data directory behind");
+    assert!(
+        matches!(rm.test_restore(&full.backup_id).await, Err(Error::Integrity(_))),
+        "a test restore refuses it too"
+    );
 
     std::fs::remove_file(&file).unwrap();
     let err = bm.verify(&full.backup_id).unwrap_err();
@@ -472,7 +476,12 @@ async fn the_repository_alone_lists_and_restores_and_each_restore_refuses_the_ot
 
     let mut repo_only = cfg.clone();
     repo_only.set("database_url", "").unwrap();
-    let rm = RecoveryManager::from_config(&repo_only).unwrap();
+    let mut rm = RecoveryManager::from_config(&repo_only).unwrap();
+    let phases = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = phases.clone();
+    rm.set_progress(Some(std::sync::Arc::new(move |p: &rootstream_db::backup::Progress| {
+        sink.lock().unwrap().push(p.phase.clone())
+    })));
     let listed = rm.list_repository().unwrap();
     let at = |id: &str| listed.iter().position(|m| m.backup_id == id).unwrap_or_else(|| panic!("{id} not listed"));
     assert!(at(&logical.backup_id) < at(&full.backup_id), "oldest first");
@@ -484,6 +493,7 @@ async fn the_repository_alone_lists_and_restores_and_each_restore_refuses_the_ot
     let target = create_database().await;
     let report = rm.restore_database(&logical.backup_id, &stack().url_for(&target)).await.unwrap();
     assert_eq!(report.tables_checked, logical.row_counts.len());
+    assert!(phases.lock().unwrap().iter().any(|p| p == "done"), "{:?}", phases.lock().unwrap());
     let (c, conn) = tokio_postgres::connect(&stack().url_for(&target), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let ids: Vec<i32> =
@@ -555,4 +565,6 @@ async fn delete_is_refused_while_an_incremental_or_a_differential_builds_on_a_ba
     assert_eq!(status(full.clone()).await, "deleted");
     assert!(matches!(bm.verify(&full), Err(Error::NotFound(_))));
     assert!(matches!(bm.delete("full-20000101T000000Z-000000").await, Err(Error::NotFound(_))));
+    // With the only full backup gone, an incremental has nothing to build on.
+    assert!(matches!(bm.create_physical(PhysicalKind::Incremental).await, Err(Error::State(_))));
 }
