@@ -32,10 +32,9 @@ int run(Config& config) {
     db.execute("INSERT INTO example_scores VALUES ('ada', 10)");
 
     const auto logical = backups.create("logical");
-    std::cout << "logical backup " << logical["backup_id"].get<std::string>() << "\n";
+    std::cout << "logical backup " << logical.backup_id << "\n";
     const auto full = backups.create("full");
-    std::cout << "physical full backup " << full["backup_id"].get<std::string>() << ", WAL "
-              << full["physical"]["start_wal"].get<std::string>() << "\n";
+    std::cout << "physical full backup " << full.backup_id << ", WAL " << full.physical->start_wal << "\n";
 
     db.execute("UPDATE example_scores SET score = 20 WHERE player = 'ada'");
     const std::string moment = db.query(
@@ -44,9 +43,9 @@ int run(Config& config) {
     db.execute("UPDATE example_scores SET score = 999 WHERE player = 'ada'");  // the mistake to undo
 
     const auto diff = backups.create("differential");
-    std::cout << "differential backup " << diff["backup_id"].get<std::string>() << " builds on "
-              << diff["physical"]["parent_backup_id"].get<std::string>() << "\n";
-    backups.verify(diff["backup_id"]);
+    std::cout << "differential backup " << diff.backup_id << " builds on "
+              << diff.physical->parent_backup_id.value_or("?") << "\n";
+    backups.verify(diff.backup_id);
 
     // Recovery from the repository alone, as after losing the server.
     RecoveryManager recovery(config);
@@ -57,14 +56,17 @@ int run(Config& config) {
                              ("rsdb-example-pitr-cpp-" + std::to_string(::time(nullptr))))
                                 .string();
     std::cout << "recovering to " << moment << " into " << dir << "\n";
-    const auto report = recovery.restore_cluster(
-        {{"data_dir", dir}, {"target_time", moment}, {"keep_running", true}});
-    for (const auto& line : report["recovery_log"]) std::cout << "  server: " << line.get<std::string>() << "\n";
+    rootstream::database::ClusterRestoreOptions options;
+    options.data_dir = dir;
+    options.target_time = moment;
+    options.keep_running = true;
+    const auto report = recovery.restore_cluster(options);
+    for (const auto& line : report.recovery_log) std::cout << "  server: " << line << "\n";
 
     const std::string dbname = db.query("SELECT current_database() AS d")[0]["d"];
     Config restored_config;
     restored_config.set("database_url", "postgresql://postgres@127.0.0.1:" +
-                                            std::to_string(report["port"].get<int>()) + "/" + dbname);
+                                            std::to_string(report.port) + "/" + dbname);
     int score = 0;
     {
         DatabaseManager restored(restored_config);
@@ -80,9 +82,9 @@ int run(Config& config) {
     }
 
     RecoveryManager checks(backups);
-    const auto test = checks.test_restore(logical["backup_id"]);
-    std::cout << "test restore of " << test["backup_id"].get<std::string>() << ": " << test["tables_checked"]
-              << " tables, " << test["rows"] << " rows, scratch database dropped\n";
+    const auto test = checks.test_restore(logical.backup_id);
+    std::cout << "test restore of " << test.backup_id << ": " << test.tables_checked << " tables, " << test.rows
+              << " rows, scratch database dropped\n";
     std::cout << "repository holds " << recovery.list_repository().size() << " backups\n";
     return 0;
 }

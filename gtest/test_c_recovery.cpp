@@ -1,5 +1,10 @@
-// Physical backups, WAL archiving and point-in-time recovery (rsdb_backup_create/delete,
-// rsdb_recovery_*, rsdb_wal_push/fetch) through the C API, against the stack's PostgreSQL cluster,
+// The C face of physical backups, WAL archiving and point-in-time recovery
+// (rsdb_backup_create/delete/init_repository/set_progress/schedule_start_kind, rsdb_recovery_*,
+// rsdb_wal_push/fetch): every function is called, its JSON and out-values arrive with the core's
+// values, core errors arrive as their status codes, restore options are JSON checked by the core,
+// and the C-only contract holds (NULL, optional outputs, invalid UTF-8). What recovery does
+// (chains, stop points, retention, WAL idempotence) is specified once, in tests/backup_physical.rs.
+// Runs against the stack's PostgreSQL cluster,
 // whose archive_command stores WAL into the stack's repository with the rsdb of this build (see
 // scripts/stack.sh, setup_archiving). Every test has its own database for the backup history and
 // a `ledger` table whose ids show which commits a restore brought back; it takes its own full
@@ -200,214 +205,118 @@ protected:
     std::vector<std::string> taken_;
 };
 
-int64_t ledger_rows(const json& report, const std::string& db) {
-    return report.at("databases").at(db).at("public.ledger").get<int64_t>();
-}
 
-// ---------------------------------------------------------------- chains and point in time
+// ---------------------------------------------------------------- physical backups and restores
 
-TEST_F(CRecoveryTest, FullIncrementalAndDifferentialRestoreToTheirOwnEndsAndPitrStopsBetweenTwoCommits) {
-    insert(1);
-    const json full = create("full");
-    const std::string full_id = full.at("backup_id").get<std::string>();
-    EXPECT_EQ(full_id.rfind("base-", 0), 0u) << full_id;
-    EXPECT_EQ(full.at("backup_type"), "full");
-    ASSERT_TRUE(full.contains("physical")) << full.dump();
-    EXPECT_TRUE(full["physical"].at("parent_backup_id").is_null()) << full.dump();
-    EXPECT_EQ(full["physical"].at("base_backup_id"), full_id);
-
-    insert(2);
-    const json incr = create("incremental");
-    const std::string incr_id = incr.at("backup_id").get<std::string>();
-    EXPECT_EQ(incr.at("backup_type"), "incremental");
-    EXPECT_EQ(incr.at("physical").at("parent_backup_id"), full_id);
-
-    insert(3);
-    // A moment between two commits: 3 is in, 4 is not.
-    const std::string between = server_clock();
-    ASSERT_EQ(between.back(), 'Z') << between;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-    insert(4);
-    const json diff = create("differential");
-    const std::string diff_id = diff.at("backup_id").get<std::string>();
-    EXPECT_EQ(diff.at("backup_type"), "differential");
-    EXPECT_EQ(diff.at("physical").at("parent_backup_id"), full_id) << "a differential builds on the full backup";
-    // After every backup: no restore to a backup's end may bring it back.
-    insert(5);
-
-    for (const auto& id : {full_id, incr_id, diff_id}) {
-        EXPECT_RSDB_OK(rsdb_backup_verify(backup_.get(), id.c_str(), nullptr)) << id;
-    }
-    // The history rows carry the method and the chain.
-    EXPECT_EQ(history(full_id), (json{{"status", "completed"}, {"backup_type", "full"}, {"method", "pg_basebackup"},
-                                      {"parent_backup_id", nullptr}}));
-    EXPECT_EQ(history(incr_id), (json{{"status", "completed"}, {"backup_type", "incremental"}, {"method", "wal"},
-                                      {"parent_backup_id", full_id}}));
-    EXPECT_EQ(history(diff_id), (json{{"status", "completed"}, {"backup_type", "differential"}, {"method", "wal"},
-                                      {"parent_backup_id", full_id}}));
-
-    // Recovery from the repository and keys alone.
-    RecoveryPtr recovery = make_recovery(false);
-    EventLog progress;
-    ASSERT_RSDB_OK(rsdb_recovery_set_progress(recovery.get(), json_to_log, &progress));
-
-    Restored r = restore_and_read(recovery.get(), {{"backup_id", full_id}});
-    EXPECT_EQ(r.ids, (Ids{1}));
-    EXPECT_EQ(r.report.at("backup_id"), full_id);
-    EXPECT_EQ(r.report.at("chain"), json::array({full_id}));
-    EXPECT_EQ(ledger_rows(r.report, db_name()), 1) << r.report.dump();
-    for (const char* phase : {"restore", "check", "done"}) {
-        EXPECT_TRUE(progress.has_phase(phase)) << "no " << phase << " progress in " << progress.summary();
-    }
-    EXPECT_TRUE(WellFormedProgress(progress.events()));
-    for (const auto& e : progress.events()) {
-        if (e.at("phase") == "done") {
-            EXPECT_EQ(e.at("backup_id"), full_id) << e.dump();
-        }
-        if (e.at("phase") == "restore") {
-            ASSERT_TRUE(e.at("bytes_total").is_number_unsigned()) << "a restore knows its total: " << e.dump();
-            EXPECT_LE(e.at("bytes_done").get<uint64_t>(), e.at("bytes_total").get<uint64_t>()) << e.dump();
-        }
-    }
-
-    // NULL stops the reports; a fixed port and no report.
-    ASSERT_RSDB_OK(rsdb_recovery_set_progress(recovery.get(), nullptr, nullptr));
-    progress.clear();
-    {
-        DataDir dir("fixed-port", stopper(recovery.get()));
-        const int port = rsdb_test::unused_tcp_port();
-        ASSERT_GT(port, 0);
-        const json options = {{"data_dir", dir.path()}, {"backup_id", incr_id}, {"port", port}, {"keep_running", true}};
-        ASSERT_RSDB_OK(rsdb_recovery_restore_cluster(recovery.get(), options.dump().c_str(), nullptr));
-        ASSERT_TRUE(dir.server_running());
-        {
-            DbPtr restored = open_db(restored_url(port, db_name()));
-            EXPECT_EQ(ids_of(query(restored.get(), kLedgerIds)), (Ids{1, 2}));
-        }
-        ASSERT_RSDB_OK(rsdb_recovery_stop_cluster(recovery.get(), dir.path().c_str()));
-        EXPECT_FALSE(dir.server_running());
-    }
-    EXPECT_TRUE(progress.events().empty()) << progress.summary();
-
-    r = restore_and_read(recovery.get(), {{"backup_id", diff_id}});
-    EXPECT_EQ(r.ids, (Ids{1, 2, 3, 4}));
-    EXPECT_EQ(r.report.at("chain"), json::array({full_id, diff_id})) << "a differential needs only the full";
-    EXPECT_EQ(ledger_rows(r.report, db_name()), 4);
-
-    // Point in time: from the full backup plus archived WAL, to the moment between 3 and 4.
-    r = restore_and_read(recovery.get(), {{"backup_id", full_id}, {"target_time", between}});
-    EXPECT_EQ(r.ids, (Ids{1, 2, 3})) << "kept the commit before the target, not the one after";
-    EXPECT_EQ(r.report.at("chain"), json::array({full_id}));
-    bool stopped_before_commit = false;
-    for (const auto& line : r.report.at("recovery_log")) {
-        stopped_before_commit |= line.get<std::string>().find("recovery stopping before commit") != std::string::npos;
-    }
-    EXPECT_TRUE(stopped_before_commit) << r.report.at("recovery_log").dump();
-
-    // A target before the chosen backup ended is refused before anything is written.
-    DataDir early("early", stopper(recovery.get()));
-    const json options = {{"data_dir", early.path()}, {"backup_id", diff_id}, {"target_time", between}};
-    OutString out;
-    EXPECT_TRUE(Fails(rsdb_recovery_restore_cluster(recovery.get(), options.dump().c_str(), out.out()),
-                      RSDB_ERR_INVALID_ARGUMENT, "before backup"));
-    EXPECT_TRUE(out.is_null());
-    EXPECT_FALSE(early.exists());
-}
-
-// ---------------------------------------------------------------- test restores
-
-TEST_F(CRecoveryTest, TestRestoreChecksAPhysicalAndALogicalBackupInScratchSpace) {
+TEST_F(CRecoveryTest, PhysicalBackupsRestoresAndProgressReturnTheirJsonThroughTheCApi) {
     insert(1);
     EventLog backup_progress;
     ASSERT_RSDB_OK(rsdb_backup_set_progress(backup_.get(), json_to_log, &backup_progress));
     const json full = create("full");
     const std::string full_id = full.at("backup_id").get<std::string>();
+    EXPECT_EQ(full.at("backup_type"), "full");
+    ASSERT_TRUE(full.contains("physical")) << full.dump();
+    EXPECT_TRUE(full["physical"].at("parent_backup_id").is_null()) << full.dump();
+    EXPECT_EQ(full["physical"].at("base_backup_id"), full_id);
     EXPECT_TRUE(backup_progress.has_phase("done")) << backup_progress.summary();
     EXPECT_TRUE(WellFormedProgress(backup_progress.events()));
     for (const auto& e : backup_progress.events()) EXPECT_EQ(e.at("backup_id"), full_id) << e.dump();
     ASSERT_RSDB_OK(rsdb_backup_set_progress(backup_.get(), nullptr, nullptr));
     backup_progress.clear();
 
-    const json logical = create("logical");
-    const std::string logical_id = logical.at("backup_id").get<std::string>();
-    EXPECT_TRUE(backup_progress.events().empty()) << "reports after NULL: " << backup_progress.summary();
-    EXPECT_EQ(history(logical_id).value("method", ""), "pg_dump");
-    EXPECT_FALSE(logical.contains("physical")) << logical.dump();
+    insert(2);
+    const json incr = create("incremental");
+    const std::string incr_id = incr.at("backup_id").get<std::string>();
+    EXPECT_EQ(incr.at("physical").at("parent_backup_id"), full_id);
+    EXPECT_TRUE(backup_progress.events().empty()) << "NULL stops the reports: " << backup_progress.summary();
+    insert(3);
+    const std::string between = server_clock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    insert(4);
+    const std::string diff_id = create("differential").at("backup_id").get<std::string>();
+    OutString verified;
+    ASSERT_RSDB_OK(rsdb_backup_verify(backup_.get(), incr_id.c_str(), verified.out()));
+    EXPECT_EQ(verified.parse(), incr);
 
-    RecoveryPtr recovery = make_recovery(true);
+    // list_repository from the repository alone: the manifests create returned, oldest first.
+    RecoveryPtr recovery = make_recovery(false);
+    OutString listed_out;
+    ASSERT_RSDB_OK(rsdb_recovery_list_repository(recovery.get(), listed_out.out()));
+    const json listed = listed_out.parse();
+    int at_full = -1;
+    int at_incr = -1;
+    for (size_t i = 0; i < listed.size(); ++i) {
+        if (listed[i].at("backup_id") == full_id) at_full = static_cast<int>(i);
+        if (listed[i].at("backup_id") == incr_id) at_incr = static_cast<int>(i);
+    }
+    ASSERT_GE(at_full, 0);
+    ASSERT_GE(at_incr, 0);
+    EXPECT_LT(at_full, at_incr);
+    EXPECT_EQ(listed[at_full], full);
+    EXPECT_EQ(listed[at_incr], incr);
+
+    // restore_cluster: the options' JSON arrives (backup_id, target_time, port, timeout_s).
     EventLog progress;
     ASSERT_RSDB_OK(rsdb_recovery_set_progress(recovery.get(), json_to_log, &progress));
-    OutString out;
-    ASSERT_RSDB_OK(rsdb_recovery_test_restore(recovery.get(), full_id.c_str(), out.out()));
-    json r = out.parse();
-    EXPECT_EQ(r.at("backup_id"), full_id);
-    EXPECT_EQ(r.at("kind"), "physical");
-    EXPECT_GT(r.at("tables_checked").get<int64_t>(), 0) << r.dump();
-    EXPECT_GE(r.at("rows").get<int64_t>(), 1) << r.dump();
-    EXPECT_GT(r.at("seconds").get<double>(), 0.0);
+    const int port = rsdb_test::unused_tcp_port();
+    ASSERT_GT(port, 0);
+    const Restored r = restore_and_read(
+        recovery.get(), {{"backup_id", incr_id}, {"target_time", between}, {"port", port}, {"timeout_s", 600}});
+    EXPECT_EQ(r.ids, (Ids{1, 2, 3})) << "target_time arrived";
+    EXPECT_EQ(r.report.at("backup_id"), incr_id);
+    EXPECT_EQ(r.report.at("port"), port);
+    EXPECT_EQ(r.report.at("chain"), json::array({full_id, incr_id}));
+    EXPECT_EQ(r.report.at("databases").at(db_name()).at("public.ledger"), 3) << r.report.dump();
+    EXPECT_TRUE(r.report.at("recovery_log").is_array() && !r.report["recovery_log"].empty()) << r.report.dump();
+    EXPECT_TRUE(r.report.at("target").is_string() && r.report.at("seconds").is_number()) << r.report.dump();
     for (const char* phase : {"restore", "check", "done"}) {
         EXPECT_TRUE(progress.has_phase(phase)) << "no " << phase << " progress in " << progress.summary();
     }
+    EXPECT_TRUE(WellFormedProgress(progress.events()));
+    ASSERT_RSDB_OK(rsdb_recovery_set_progress(recovery.get(), nullptr, nullptr));
+    progress.clear();
 
-    ASSERT_RSDB_OK(rsdb_recovery_test_restore(recovery.get(), logical_id.c_str(), out.out()));
-    r = out.parse();
-    EXPECT_EQ(r.at("backup_id"), logical_id);
-    EXPECT_EQ(r.at("kind"), "logical");
-    const json& counts = logical.at("row_counts");
-    int64_t rows = 0;
-    for (const auto& [table, n] : counts.items()) rows += n.get<int64_t>();
-    EXPECT_EQ(r.at("tables_checked").get<size_t>(), counts.size()) << r.dump();
-    EXPECT_EQ(r.at("rows").get<int64_t>(), rows) << r.dump();
-    EXPECT_EQ(counts.at("public.ledger").get<int64_t>(), 1) << logical.dump();
-    EXPECT_RSDB_OK(rsdb_recovery_test_restore(recovery.get(), logical_id.c_str(), nullptr));
-    EXPECT_EQ(query(db_.get(), kScratchDatabases).at(0).at("n"), "0") << "the scratch databases are dropped";
+    // test_restore of a physical backup, and the report is optional.
+    OutString tested;
+    ASSERT_RSDB_OK(rsdb_recovery_test_restore(recovery.get(), full_id.c_str(), tested.out()));
+    const json t = tested.parse();
+    EXPECT_EQ(t.at("backup_id"), full_id);
+    EXPECT_EQ(t.at("kind"), "physical");
+    EXPECT_GT(t.at("tables_checked").get<int64_t>(), 0) << t.dump();
+    EXPECT_TRUE(progress.events().empty()) << progress.summary();
 
-    // From the repository alone there is no server to restore a logical backup into.
-    RecoveryPtr bare = make_recovery(false);
-    EXPECT_TRUE(Fails(rsdb_recovery_test_restore(bare.get(), logical_id.c_str(), out.out()), RSDB_ERR_CONFIG,
-                      "database"));
-    EXPECT_TRUE(out.is_null());
+    // delete: a conflict while another backup builds on it, else the bytes freed.
+    uint64_t freed = 0;
+    EXPECT_TRUE(Fails(rsdb_backup_delete(backup_.get(), full_id.c_str(), &freed), RSDB_ERR_CONFLICT, incr_id));
+    EXPECT_EQ(freed, 0u);
+    ASSERT_RSDB_OK(rsdb_backup_delete(backup_.get(), incr_id.c_str(), &freed));
+    EXPECT_GT(freed, 0u);
+    ASSERT_RSDB_OK(rsdb_backup_delete(backup_.get(), diff_id.c_str(), nullptr));
+    ASSERT_RSDB_OK(rsdb_backup_delete(backup_.get(), full_id.c_str(), nullptr));
+    EXPECT_TRUE(Fails(rsdb_backup_delete(backup_.get(), full_id.c_str(), &freed), RSDB_ERR_NOT_FOUND));
+    EXPECT_TRUE(Fails(rsdb_backup_delete(backup_.get(), "../etc", &freed), RSDB_ERR_INVALID_ARGUMENT));
 }
 
-// ---------------------------------------------------------------- repository
+// ---------------------------------------------------------------- repository, WAL, schedules
 
-TEST_F(CRecoveryTest, ListRepositoryReadsTheSignedManifestsWithoutTheDatabase) {
-    const json logical = create("logical");
-    insert(1);
-    const json full = create("full");
+TEST_F(CRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWorkThroughTheCApi) {
+    OutString manifest;
+    EXPECT_TRUE(Fails(rsdb_backup_create(backup_.get(), "incremental", manifest.out()), RSDB_ERR_STATE,
+                      "full physical backup"));
+    EXPECT_TRUE(manifest.is_null());
+    EXPECT_TRUE(Fails(rsdb_backup_create(backup_.get(), "weekly", manifest.out()), RSDB_ERR_INVALID_ARGUMENT, "weekly"));
 
-    RecoveryPtr recovery = make_recovery(false);
-    OutString out;
-    ASSERT_RSDB_OK(rsdb_recovery_list_repository(recovery.get(), out.out()));
-    const json listed = out.parse();
-    ASSERT_TRUE(listed.is_array()) << listed.dump();
-    int at_logical = -1;
-    int at_full = -1;
-    for (size_t i = 0; i < listed.size(); ++i) {
-        ASSERT_TRUE(listed[i].contains("backup_id") && listed[i].contains("backup_type")) << listed[i].dump();
-        if (listed[i]["backup_id"] == logical["backup_id"]) at_logical = static_cast<int>(i);
-        if (listed[i]["backup_id"] == full["backup_id"]) at_full = static_cast<int>(i);
-    }
-    ASSERT_GE(at_logical, 0) << "the logical backup is not listed";
-    ASSERT_GE(at_full, 0) << "the physical backup is not listed";
-    EXPECT_LT(at_logical, at_full) << "oldest first";
-    EXPECT_EQ(listed[at_logical], logical) << "the listed manifest is the one create returned";
-    EXPECT_EQ(listed[at_full], full);
-    EXPECT_FALSE(listed[at_logical].contains("physical"));
-    EXPECT_TRUE(listed[at_full].at("physical").is_object());
-}
-
-TEST_F(CRecoveryTest, ALogicalBackupRestoresIntoAnEmptyDatabaseFromTheRepositoryAlone) {
     insert(1);
     insert(2);
     const json logical = create("logical");
     const std::string logical_id = logical.at("backup_id").get<std::string>();
-    const std::string full_id = create("full").at("backup_id").get<std::string>();
-    ScratchDatabases scratch(stack().database_url);
+    EXPECT_FALSE(logical.contains("physical"));
 
+    // A logical restore with a handle from the repository alone.
     RecoveryPtr recovery = make_recovery(false);
     EventLog progress;
     ASSERT_RSDB_OK(rsdb_recovery_set_progress(recovery.get(), json_to_log, &progress));
+    ScratchDatabases scratch(stack().database_url);
     const std::string target = scratch.create();
     OutString report;
     ASSERT_RSDB_OK(rsdb_recovery_restore_database(recovery.get(), logical_id.c_str(), target.c_str(), report.out()));
@@ -421,191 +330,85 @@ TEST_F(CRecoveryTest, ALogicalBackupRestoresIntoAnEmptyDatabaseFromTheRepository
         EXPECT_EQ(ids_of(query(restored.get(), kLedgerIds)), (Ids{1, 2}));
     }
     const std::string second = scratch.create();
-    EXPECT_RSDB_OK(rsdb_recovery_restore_database(recovery.get(), logical_id.c_str(), second.c_str(), nullptr));
-    {
-        DbPtr restored = open_db(second);
-        EXPECT_EQ(ids_of(query(restored.get(), kLedgerIds)), (Ids{1, 2}));
-    }
+    EXPECT_RSDB_OK(rsdb_recovery_restore_database(recovery.get(), logical_id.c_str(), second.c_str(), nullptr))
+        << "the report is optional";
+    OutString tested;
+    EXPECT_TRUE(Fails(rsdb_recovery_test_restore(recovery.get(), logical_id.c_str(), tested.out()), RSDB_ERR_CONFIG,
+                      "database"));
+    EXPECT_TRUE(tested.is_null());
+    RecoveryPtr with_db = make_recovery(true);
+    ASSERT_RSDB_OK(rsdb_recovery_test_restore(with_db.get(), logical_id.c_str(), tested.out()));
+    EXPECT_EQ(tested.parse().at("kind"), "logical");
+    EXPECT_RSDB_OK(rsdb_recovery_test_restore(with_db.get(), logical_id.c_str(), nullptr)) << "the report is optional";
 
-    // Each kind goes its own way: a physical backup is no dump, a logical one no cluster.
-    const std::string third = scratch.create();
-    EXPECT_TRUE(Fails(rsdb_recovery_restore_database(recovery.get(), full_id.c_str(), third.c_str(), report.out()),
-                      RSDB_ERR_INVALID_ARGUMENT, "physical"));
-    EXPECT_TRUE(report.is_null());
-    DataDir dir("logical", stopper(recovery.get()));
-    const json options = {{"data_dir", dir.path()}, {"backup_id", logical_id}};
-    EXPECT_TRUE(Fails(rsdb_recovery_restore_cluster(recovery.get(), options.dump().c_str(), report.out()),
-                      RSDB_ERR_INVALID_ARGUMENT, "logical"));
-    EXPECT_TRUE(report.is_null());
-    EXPECT_FALSE(dir.exists());
-}
-
-TEST_F(CRecoveryTest, InitRepositoryCreatesTheDirectoryAndIsIdempotent) {
-    ASSERT_RSDB_OK(rsdb_backup_init_repository(backup_.get())) << "the stack's repository exists already";
+    // init_repository.
     TempDir parent;
-    const std::string fresh = parent.path() + "/repo/nested";
+    const std::string fresh = parent.path() + "/repo";
     ConfigPtr cfg;
     ASSERT_NO_FATAL_FAILURE(make_config(true, &cfg));
     ASSERT_RSDB_OK(rsdb_config_set(cfg.get(), "backup_dir", fresh.c_str()));
     rsdb_backup* raw = nullptr;
     ASSERT_RSDB_OK(rsdb_backup_new(cfg.get(), db_.get(), &raw));
     BackupPtr b(raw);
-    EXPECT_FALSE(std::filesystem::exists(fresh));
     ASSERT_RSDB_OK(rsdb_backup_init_repository(b.get()));
     EXPECT_TRUE(std::filesystem::is_directory(fresh));
-    ASSERT_RSDB_OK(rsdb_backup_init_repository(b.get()));
-    OutString m;
-    ASSERT_RSDB_OK(rsdb_backup_create(b.get(), "logical", m.out()));
-    EXPECT_TRUE(std::filesystem::exists(fresh + "/" + m.parse().at("backup_id").get<std::string>() + "/manifest.json"));
-
     ASSERT_RSDB_OK(rsdb_config_set(cfg.get(), "backup_dir", "/proc/rsdb-nope/repo"));
     ASSERT_RSDB_OK(rsdb_backup_new(cfg.get(), db_.get(), &raw));
     BackupPtr bad(raw);
     EXPECT_TRUE(Fails(rsdb_backup_init_repository(bad.get()), RSDB_ERR_IO, "/proc/rsdb-nope"));
-}
 
-// ---------------------------------------------------------------- integrity
-
-TEST_F(CRecoveryTest, AFlippedByteInABaseBackupFailsVerifyAndRestoreClusterLeavesNoDataDirectory) {
-    insert(1);
-    const std::string id = create("full").at("backup_id").get<std::string>();
-    const std::string file = archive_.backup_file(id, "base.tar.zst.enc");
-    ASSERT_RSDB_OK(rsdb_backup_verify(backup_.get(), id.c_str(), nullptr));
-    {
-        RestoreFileOnExit repair(file);
-        std::string bad = repair.original();
-        ASSERT_GT(bad.size(), 1000u);
-        bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x01);
-        write_file(file, bad);
-
-        OutString manifest;
-        EXPECT_TRUE(Fails(rsdb_backup_verify(backup_.get(), id.c_str(), manifest.out()), RSDB_ERR_INTEGRITY,
-                          "base.tar.zst.enc: chunk"));
-        EXPECT_TRUE(manifest.is_null());
-
-        RecoveryPtr recovery = make_recovery(false);
-        DataDir dir("flipped", stopper(recovery.get()));
-        const json options = {{"data_dir", dir.path()}, {"backup_id", id}, {"keep_running", true}};
-        OutString report;
-        EXPECT_TRUE(Fails(rsdb_recovery_restore_cluster(recovery.get(), options.dump().c_str(), report.out()),
-                          RSDB_ERR_INTEGRITY, "chunk"));
-        EXPECT_TRUE(report.is_null());
-        EXPECT_FALSE(dir.exists()) << "a refused restore left " << dir.path() << " behind";
-        EXPECT_TRUE(Fails(rsdb_recovery_test_restore(recovery.get(), id.c_str(), report.out()), RSDB_ERR_INTEGRITY));
-    }
-    EXPECT_RSDB_OK(rsdb_backup_verify(backup_.get(), id.c_str(), nullptr)) << "the repaired backup verifies";
-}
-
-// ---------------------------------------------------------------- delete and dependencies
-
-TEST_F(CRecoveryTest, DeleteIsRefusedForABackupAnIncrementalBuildsOnAndWorksOtherwise) {
-    insert(1);
-    const std::string full_id = create("full").at("backup_id").get<std::string>();
-    insert(2);
-    const std::string incr_id = create("incremental").at("backup_id").get<std::string>();
-
-    uint64_t freed = 12345;
-    EXPECT_TRUE(Fails(rsdb_backup_delete(backup_.get(), full_id.c_str(), &freed), RSDB_ERR_CONFLICT, incr_id));
-    EXPECT_EQ(freed, 12345u) << "a refused delete reports nothing";
-    EXPECT_RSDB_OK(rsdb_backup_verify(backup_.get(), full_id.c_str(), nullptr)) << "the refused delete kept it whole";
-    EXPECT_EQ(history_status(full_id), "completed");
-
-    ASSERT_RSDB_OK(rsdb_backup_delete(backup_.get(), incr_id.c_str(), &freed));
-    EXPECT_GT(freed, 0u);
-    EXPECT_FALSE(std::filesystem::exists(archive_.backup_dir + "/" + incr_id));
-    EXPECT_EQ(history_status(incr_id), "deleted");
-
-    ASSERT_RSDB_OK(rsdb_backup_delete(backup_.get(), full_id.c_str(), nullptr)) << "nothing builds on it any more";
-    EXPECT_FALSE(std::filesystem::exists(archive_.backup_dir + "/" + full_id));
-    EXPECT_EQ(history_status(full_id), "deleted");
-    EXPECT_TRUE(Fails(rsdb_backup_verify(backup_.get(), full_id.c_str(), nullptr), RSDB_ERR_NOT_FOUND));
-    // With both gone there is nothing an incremental could build on.
-    EXPECT_TRUE(Fails(rsdb_backup_create(backup_.get(), "incremental", nullptr), RSDB_ERR_STATE));
-
-    EXPECT_TRUE(Fails(rsdb_backup_delete(backup_.get(), "full-20000101T000000Z-000000", &freed), RSDB_ERR_NOT_FOUND));
-    EXPECT_TRUE(Fails(rsdb_backup_delete(backup_.get(), "../etc", &freed), RSDB_ERR_INVALID_ARGUMENT));
-}
-
-TEST_F(CRecoveryTest, AnIncrementalOrDifferentialWithNoPhysicalFullInThisHistoryIsAStateError) {
-    // A logical backup is nothing WAL can be replayed onto.
-    create("logical");
-    for (const char* kind : {"incremental", "differential"}) {
-        SCOPED_TRACE(kind);
-        OutString manifest;
-        EXPECT_TRUE(
-            Fails(rsdb_backup_create(backup_.get(), kind, manifest.out()), RSDB_ERR_STATE, "full physical backup"));
-        EXPECT_TRUE(manifest.is_null());
-    }
-    OutString manifest;
-    EXPECT_TRUE(
-        Fails(rsdb_backup_create(backup_.get(), "weekly", manifest.out()), RSDB_ERR_INVALID_ARGUMENT, "weekly"));
-    EXPECT_TRUE(Fails(rsdb_backup_create(backup_.get(), "", manifest.out()), RSDB_ERR_INVALID_ARGUMENT));
-    EXPECT_TRUE(manifest.is_null());
-}
-
-// ---------------------------------------------------------------- WAL archive
-
-TEST_F(CRecoveryTest, WalPushIsIdempotentRefusesOtherContentsAndWalFetchRoundTrips) {
-    // Only the repository and key: no database.
-    ConfigPtr cfg;
-    ASSERT_NO_FATAL_FAILURE(make_config(false, &cfg));
-    TempDir scratch;
+    // wal_push / wal_fetch with the repository and key alone.
+    ConfigPtr repo;
+    ASSERT_NO_FATAL_FAILURE(make_config(false, &repo));
+    TempDir wal_dir;
     const std::string name = unused_wal_name(archive_);
-    const std::string object = archive_.wal_object(name);
     struct RemoveObject {
         std::string path;
         ~RemoveObject() {
             std::error_code ec;
             std::filesystem::remove(path, ec);
         }
-    } remove_object{object};
-    const std::string segment = scratch.path() + "/" + name;
+    } remove_object{archive_.wal_object(name)};
+    const std::string segment = wal_dir.path() + "/" + name;
     const std::string data = rsdb_test::recovery::wal_segment_bytes();
     write_file(segment, data);
-
     int already = -1;
-    ASSERT_RSDB_OK(rsdb_wal_push(cfg.get(), segment.c_str(), &already));
+    ASSERT_RSDB_OK(rsdb_wal_push(repo.get(), segment.c_str(), &already));
     EXPECT_EQ(already, 0) << "stored";
-    ASSERT_TRUE(std::filesystem::exists(object));
-    const std::string stored = read_file(object);
-    EXPECT_EQ(stored.find(data.substr(4096, 256)), std::string::npos) << "the archived object holds the data in plain";
-    // PostgreSQL retries a segment whose archiving it did not see succeed: same answer.
-    already = -1;
-    ASSERT_RSDB_OK(rsdb_wal_push(cfg.get(), segment.c_str(), &already));
+    ASSERT_RSDB_OK(rsdb_wal_push(repo.get(), segment.c_str(), &already));
     EXPECT_EQ(already, 1) << "already archived";
-    EXPECT_RSDB_OK(rsdb_wal_push(cfg.get(), segment.c_str(), nullptr));
-
-    // A different file of that name is refused and the archived one kept.
+    EXPECT_RSDB_OK(rsdb_wal_push(repo.get(), segment.c_str(), nullptr));
     write_file(segment, "something else");
-    already = -1;
-    EXPECT_TRUE(Fails(rsdb_wal_push(cfg.get(), segment.c_str(), &already), RSDB_ERR_CONFLICT, name));
-    EXPECT_EQ(read_file(object), stored);
-
-    const std::string fetched = scratch.path() + "/fetched";
-    ASSERT_RSDB_OK(rsdb_wal_fetch(cfg.get(), name.c_str(), fetched.c_str()));
-    const std::string back = read_file(fetched);
-    EXPECT_EQ(back.size(), data.size());
-    EXPECT_TRUE(back == data) << "wal_fetch returned other bytes than were pushed";
-
-    // Never archived: not found, and nothing written.
-    const std::string missing = unused_wal_name(archive_);
-    const std::string nothing = scratch.path() + "/nothing";
-    EXPECT_TRUE(Fails(rsdb_wal_fetch(cfg.get(), missing.c_str(), nothing.c_str()), RSDB_ERR_NOT_FOUND));
+    EXPECT_TRUE(Fails(rsdb_wal_push(repo.get(), segment.c_str(), &already), RSDB_ERR_CONFLICT, name));
+    const std::string fetched = wal_dir.path() + "/fetched";
+    ASSERT_RSDB_OK(rsdb_wal_fetch(repo.get(), name.c_str(), fetched.c_str()));
+    EXPECT_TRUE(read_file(fetched) == data) << "wal_fetch returned other bytes than were pushed";
+    const std::string nothing = wal_dir.path() + "/nothing";
+    EXPECT_TRUE(Fails(rsdb_wal_fetch(repo.get(), unused_wal_name(archive_).c_str(), nothing.c_str()),
+                      RSDB_ERR_NOT_FOUND));
+    EXPECT_TRUE(Fails(rsdb_wal_fetch(repo.get(), "../x", nothing.c_str()), RSDB_ERR_INVALID_ARGUMENT));
     EXPECT_FALSE(std::filesystem::exists(nothing));
 
-    // Names that are not WAL file names.
-    for (const std::string& bad : {std::string("../x"), std::string("../../etc/passwd"), std::string("x"),
-                                   std::string("00000001000000ff000000aa"), std::string("")}) {
-        SCOPED_TRACE("name \"" + bad + "\"");
-        EXPECT_TRUE(Fails(rsdb_wal_fetch(cfg.get(), bad.c_str(), nothing.c_str()), RSDB_ERR_INVALID_ARGUMENT));
-        EXPECT_FALSE(std::filesystem::exists(nothing));
-    }
-    const std::string not_wal = scratch.path() + "/notes.txt";
-    write_file(not_wal, "hello");
-    EXPECT_TRUE(Fails(rsdb_wal_push(cfg.get(), not_wal.c_str(), &already), RSDB_ERR_INVALID_ARGUMENT, "notes.txt"));
-    const std::string absent = scratch.path() + "/" + missing;
-    EXPECT_TRUE(Fails(rsdb_wal_push(cfg.get(), absent.c_str(), &already), RSDB_ERR_IO, missing));
-    EXPECT_FALSE(std::filesystem::exists(archive_.wal_object(missing)));
+    // Schedules by kind: the callback gets the core's event on a library thread.
+    EventLog events;
+    rsdb_backup_schedule* sched = nullptr;
+    EXPECT_TRUE(Fails(rsdb_backup_schedule_start_kind(backup_.get(), "0 3 * * *", "weekly", json_to_log, &events, &sched),
+                      RSDB_ERR_INVALID_ARGUMENT, "weekly"));
+    EXPECT_EQ(sched, nullptr);
+    EXPECT_TRUE(Fails(rsdb_backup_schedule_start_kind(backup_.get(), "61 * * * *", "full", json_to_log, &events, &sched),
+                      RSDB_ERR_INVALID_ARGUMENT));
+    EXPECT_EQ(sched, nullptr);
+    ASSERT_RSDB_OK(rsdb_db_execute(db_.get(), "UPDATE backup_history SET finished_at = now() - interval '2 days'",
+                                   nullptr, nullptr));
+    ASSERT_RSDB_OK(rsdb_backup_schedule_start_kind(backup_.get(), "0 3 * * *", "logical", json_to_log, &events, &sched));
+    SchedulePtr logical_schedule(sched);
+    ASSERT_TRUE(events.wait_for(1, std::chrono::seconds(10))) << "no missed-run report";
+    logical_schedule.reset();
+    const auto got = events.events();
+    ASSERT_GE(got.size(), 1u) << events.summary();
+    EXPECT_EQ(got[0].at("event"), "missed") << got[0].dump();
+    EXPECT_EQ(got[0].at("kind"), "logical") << got[0].dump();
+    EXPECT_EQ(got[0].at("schedule"), "0 3 * * *");
 }
 
 // ---------------------------------------------------------------- restore options
@@ -660,41 +463,6 @@ TEST_F(CRecoveryTest, RestoreOptionsAreCheckedAndANonEmptyDataDirectoryIsRefused
     }
     EXPECT_EQ(entries, 1u);
     EXPECT_FALSE(dir.server_running());
-}
-
-// ---------------------------------------------------------------- schedules by kind
-
-TEST_F(CRecoveryTest, SchedulesTakeAKindAndRefuseAnUnknownKindOrABadCron) {
-    EventLog events;
-    rsdb_backup_schedule* raw = nullptr;
-    EXPECT_TRUE(Fails(rsdb_backup_schedule_start_kind(backup_.get(), "0 3 * * *", "weekly", json_to_log, &events, &raw),
-                      RSDB_ERR_INVALID_ARGUMENT, "weekly"));
-    EXPECT_EQ(raw, nullptr);
-    for (const char* cron : {"61 * * * *", "* * * *", "every night"}) {
-        SCOPED_TRACE(cron);
-        EXPECT_TRUE(Fails(rsdb_backup_schedule_start_kind(backup_.get(), cron, "full", json_to_log, &events, &raw),
-                          RSDB_ERR_INVALID_ARGUMENT));
-        EXPECT_EQ(raw, nullptr);
-    }
-
-    // A logical backup two days old: the logical schedule reports the run it missed; a schedule
-    // of physical full backups has no backup of its kind, so nothing to report.
-    create("logical");
-    ASSERT_RSDB_OK(rsdb_db_execute(db_.get(), "UPDATE backup_history SET finished_at = now() - interval '2 days'",
-                                   nullptr, nullptr));
-    ASSERT_RSDB_OK(rsdb_backup_schedule_start_kind(backup_.get(), "0 3 * * *", "full", json_to_log, &events, &raw));
-    SchedulePtr physical(raw);
-    ASSERT_RSDB_OK(rsdb_backup_schedule_start_kind(backup_.get(), "0 3 * * *", "logical", json_to_log, &events, &raw));
-    SchedulePtr logical(raw);
-    ASSERT_TRUE(events.wait_for(1, std::chrono::seconds(10))) << "no missed-run report";
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    physical.reset();
-    logical.reset();
-    const auto got = events.events();
-    ASSERT_EQ(got.size(), 1u) << events.summary();
-    EXPECT_EQ(got[0].at("event"), "missed") << got[0].dump();
-    EXPECT_EQ(got[0].at("kind"), "logical") << got[0].dump();
-    EXPECT_EQ(got[0].at("schedule"), "0 3 * * *");
 }
 
 // ---------------------------------------------------------------- C API hygiene

@@ -79,6 +79,14 @@ async fn a_full_backup_restores_to_an_identical_database() {
     assert_eq!(m.row_counts["public.users"], 3000);
     assert_eq!(m.row_counts["public.big"], 60000);
     assert!(m.files[0].stored_bytes < m.files[0].plain_bytes, "compressed: {:?}", m.files[0]);
+    // The manifest describes the stored file exactly (checked here with an independent SHA-256).
+    assert_eq!(m.files.len(), 1);
+    assert_eq!(m.files[0].name, "dump.zst.enc");
+    assert!(m.files[0].chunks >= 2, "the dump spans several 1 MiB chunks: {:?}", m.files[0]);
+    let stored = std::fs::read(std::path::Path::new(_dir.path()).join(&m.backup_id).join("dump.zst.enc")).unwrap();
+    assert_eq!(stored.len() as u64, m.files[0].stored_bytes);
+    assert_eq!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored)), m.files[0].sha256);
+    assert_eq!(bm.verify(&m.backup_id).unwrap(), m, "verify returns the manifest create_full returned");
     let listed = bm.list().await.unwrap();
     assert_eq!((listed[0].backup_id.as_str(), listed[0].status.as_str()), (m.backup_id.as_str(), "completed"));
     assert_eq!(listed[0].compressed_size_bytes, Some(m.files[0].stored_bytes as i64));
@@ -92,6 +100,14 @@ async fn a_full_backup_restores_to_an_identical_database() {
     admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
     let report = bm.restore(&m.backup_id, &target_url).await.unwrap();
     assert_eq!(report.rows_restored, m.row_counts.values().sum::<i64>());
+    assert_eq!(report.backup_id, m.backup_id);
+    assert_eq!(report.tables_checked, m.row_counts.len());
+    // The snapshot holds the backup's own history row as it was while the dump ran.
+    let (restored_db, conn) = tokio_postgres::connect(&target_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = restored_db.query("SELECT backup_id, status FROM backup_history", &[]).await.unwrap();
+    let history: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(history, vec![(m.backup_id.clone(), "in_progress".to_owned())]);
     let restored = plain_dump(&target_url);
     assert!(original.contains("plaintext-marker-7f1c9e42 2999"), "the comparison covers the data");
     if original != restored {
@@ -114,7 +130,11 @@ async fn the_backup_holds_no_plaintext_and_every_flipped_byte_or_missing_file_is
     let m = bm.create_full().await.unwrap();
     let file = std::path::Path::new(dir.path()).join(&m.backup_id).join("dump.zst.enc");
     let bytes = std::fs::read(&file).unwrap();
-    assert!(!bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "no plaintext in the backup");
+    for plain in [MARKER, "user2999@example.com", "CREATE TABLE"] {
+        assert!(!bytes.windows(plain.len()).any(|w| w == plain.as_bytes()), "{plain:?} in plaintext in the backup");
+    }
+    let manifest_text = std::fs::read(file.with_file_name("manifest.json")).unwrap();
+    assert!(!manifest_text.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "no plaintext in the manifest");
     bm.verify(&m.backup_id).unwrap();
 
     for pos in [9usize, bytes.len() / 2, bytes.len() - 3] {
@@ -162,10 +182,109 @@ async fn an_unwritable_target_fails_cleanly_and_is_recorded() {
     let err = bm.create_full().await.unwrap_err();
     assert!(matches!(err, Error::Io(ref m) if m.contains("/proc/rsdb-no-such-place")), "{err}");
     let list = bm.list().await.unwrap();
+    assert_eq!(list.len(), 1);
     assert_eq!(list[0].status, "failed");
-    assert!(list[0].error_message.as_deref().unwrap_or("").contains("cannot create"));
-    // The database is unharmed.
+    let message = list[0].error_message.as_deref().unwrap_or("");
+    assert!(message.contains("cannot create") && message.contains("/proc/rsdb-no-such-place"), "{message}");
+    assert!(!std::path::Path::new("/proc/rsdb-no-such-place").exists());
+    // The database is unharmed, and a backup into the right place works afterwards.
     assert_eq!(db.query("SELECT count(*) FROM users", &[]).await.unwrap()[0].get::<_, i64>(0), 3000);
+    let m = _bm.create_full().await.unwrap();
+    let list = bm.list().await.unwrap();
+    assert_eq!((list[0].backup_id.as_str(), list[0].status.as_str()), (m.backup_id.as_str(), "completed"));
+}
+
+/// Tables outside the system schemas of the database `name`: 0 where nothing was restored.
+async fn user_tables(name: &str) -> i64 {
+    let (c, conn) = tokio_postgres::connect(&stack().url_for(name), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.query_one("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_a_damaged_unknown_or_foreign_backup_before_it_writes_into_the_target() {
+    let (cfg, db, bm, dir) = setup().await;
+    let m = bm.create_full().await.unwrap();
+    let id = m.backup_id.clone();
+    let chunks = m.files[0].chunks;
+    let file = std::path::Path::new(dir.path()).join(&id).join("dump.zst.enc");
+    let original = std::fs::read(&file).unwrap();
+    let target = create_database().await;
+    let target_url = stack().url_for(&target);
+    let integrity = |r: Result<(), Error>, needle: &str| match r {
+        Err(Error::Integrity(msg)) => assert!(msg.contains(needle), "{msg} should mention {needle}"),
+        other => panic!("{other:?} is not an integrity error about {needle}"),
+    };
+
+    // A flipped byte: the error names the chunk at fault, and restore refuses it too.
+    for (pos, chunk) in [(20, Some(0)), (original.len() / 2, None), (original.len() - 3, Some(chunks - 1))] {
+        let mut bad = original.clone();
+        bad[pos] ^= 0x01;
+        std::fs::write(&file, &bad).unwrap();
+        let needle = chunk.map(|c| format!("dump.zst.enc: chunk {c}")).unwrap_or("dump.zst.enc: chunk".into());
+        integrity(bm.verify(&id).map(|_| ()), &needle);
+        integrity(bm.restore(&id, &target_url).await.map(|_| ()), "dump.zst.enc: chunk");
+    }
+    std::fs::write(&file, &original).unwrap();
+
+    // An edited manifest (one row count changed) is about the manifest, for verify and restore.
+    let manifest = file.with_file_name("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let from = format!("\"public.big\": {}", m.row_counts["public.big"]);
+    assert!(text.contains(&from), "{text}");
+    std::fs::write(&manifest, text.replace(&from, &format!("\"public.big\": {}", m.row_counts["public.big"] - 1)))
+        .unwrap();
+    integrity(bm.verify(&id).map(|_| ()), "manifest");
+    integrity(bm.restore(&id, &target_url).await.map(|_| ()), "manifest");
+    std::fs::write(&manifest, &text).unwrap();
+
+    // A deleted dump is missing.
+    std::fs::remove_file(&file).unwrap();
+    integrity(bm.restore(&id, &target_url).await.map(|_| ()), "dump.zst.enc is missing");
+    std::fs::write(&file, &original).unwrap();
+
+    // An unknown id is not found; an id that is a path is refused before any file is read.
+    let unknown = "full-20000101T000000Z-000000";
+    assert!(matches!(bm.verify(unknown), Err(Error::NotFound(_))));
+    assert!(matches!(bm.restore(unknown, &target_url).await, Err(Error::NotFound(_))));
+    let dir_name = std::path::Path::new(dir.path()).file_name().unwrap().to_str().unwrap().to_owned();
+    let traversal = format!("../{dir_name}/{id}");
+    assert!(std::path::Path::new(dir.path()).join(&traversal).join("manifest.json").exists());
+    for bad in [traversal.as_str(), "../etc", "", "wal"] {
+        assert!(matches!(bm.verify(bad), Err(Error::InvalidArgument(_))), "{bad:?}");
+        assert!(matches!(bm.restore(bad, &target_url).await, Err(Error::InvalidArgument(_))), "{bad:?}");
+    }
+
+    // Another master key, under the same key id or another one, says so.
+    for key_id in ["test-k1", "other-key"] {
+        let mut other = cfg.clone();
+        other.set("master_key", &"33".repeat(32)).unwrap();
+        other.set("master_key_id", key_id).unwrap();
+        let wrong = BackupManager::new(db.clone(), &other).unwrap();
+        integrity(wrong.verify(&id).map(|_| ()), "master key");
+        integrity(wrong.restore(&id, &target_url).await.map(|_| ()), "master key");
+    }
+
+    assert_eq!(user_tables(&target).await, 0, "a refused restore wrote into the target");
+    bm.verify(&id).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_backup_dir_or_master_key_is_a_config_error_naming_it() {
+    let (cfg, db, bm, _dir) = setup().await;
+    for key in ["backup_dir", "master_key"] {
+        let mut c = cfg.clone();
+        c.set(key, "").unwrap();
+        match BackupManager::new(db.clone(), &c) {
+            Err(Error::Config(msg)) => assert!(msg.contains(key), "{msg}"),
+            Err(other) => panic!("{key}: {other:?}"),
+            Ok(_) => panic!("{key}: accepted"),
+        }
+    }
+    assert!(bm.list().await.unwrap().is_empty(), "no backup was attempted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,4 +437,48 @@ async fn the_scheduler_fires_every_minute_and_reports_a_missed_run() {
     };
     drop(every);
     bm.verify(&id).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_by_kind_report_missed_runs_of_their_own_kind_and_refuse_a_bad_cron() {
+    use rootstream_db::backup::{BackupKind, BackupScheduler, PhysicalKind, ScheduleEvent};
+    use std::sync::{Arc, Mutex};
+    let (_cfg, db, bm, _dir) = setup().await;
+    let events = Arc::new(Mutex::new(Vec::<ScheduleEvent>::new()));
+    let sink = events.clone();
+    let cb: rootstream_db::backup::schedule::ScheduleCallback = Arc::new(move |e| sink.lock().unwrap().push(e.clone()));
+    let bad = BackupScheduler::start_with(
+        bm.clone(),
+        "0 25 * * *",
+        BackupKind::Physical(PhysicalKind::Differential),
+        cb.clone(),
+    );
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))));
+
+    // Only a logical backup is in the history, two days old: the logical schedule missed a run;
+    // the incremental one has no backup of its kind to have missed.
+    bm.create_full().await.unwrap();
+    db.execute("UPDATE backup_history SET finished_at = now() - interval '2 days'", &[]).await.unwrap();
+    let incremental = BackupScheduler::start_with(
+        bm.clone(),
+        "0 3 * * *",
+        BackupKind::Physical(PhysicalKind::Incremental),
+        cb.clone(),
+    )
+    .unwrap();
+    let logical = BackupScheduler::start_with(bm.clone(), "0 3 * * *", BackupKind::Logical, cb).unwrap();
+    for _ in 0..250 {
+        if !events.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop((incremental, logical));
+    let got = events.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        matches!(&got[0], ScheduleEvent::Missed { kind, schedule, .. } if kind == "logical" && schedule == "0 3 * * *"),
+        "{got:?}"
+    );
 }

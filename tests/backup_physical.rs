@@ -60,6 +60,9 @@ async fn restore_ids(
     opts.keep_running = true;
     opts.timeout = Duration::from_secs(300);
     let report = rm.restore_cluster(&opts).await.unwrap_or_else(|e| panic!("restore failed: {e}"));
+    assert!(report.running, "keep_running leaves the server running");
+    assert_eq!(report.data_dir, dir.display().to_string());
+    assert!(report.port > 0 && report.seconds > 0.0, "{report:?}");
     let (client, conn) = tokio_postgres::connect(
         &format!("host=127.0.0.1 port={} user=postgres dbname={db_name}", report.port),
         tokio_postgres::NoTls,
@@ -70,6 +73,7 @@ async fn restore_ids(
     let ids: Vec<i32> =
         client.query("SELECT id FROM ledger ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     drop(client);
+    assert_eq!(report.databases[db_name]["public.ledger"], ids.len() as i64, "the report counts what came back");
     rootstream_db::backup::cluster::stop_cluster(cfg, &dir).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     (ids, report)
@@ -118,6 +122,25 @@ async fn incremental_and_differential_chains_restore_and_pitr_stops_between_two_
     assert_eq!(rows[0].get::<_, Option<String>>(2).as_deref(), Some(diff.backup_id.as_str()));
     assert!(rows[0].get::<_, Option<String>>(4).is_some());
     assert_eq!(bm.chain(&incr2.backup_id).unwrap().len(), 3);
+    let row = |id: String| {
+        let db = db.clone();
+        async move {
+            let r = db
+                .query(
+                    "SELECT status, backup_type, method, parent_backup_id FROM backup_history WHERE backup_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            let r = &r[0];
+            (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, Option<String>>(3))
+        }
+    };
+    assert_eq!(row(full.backup_id.clone()).await, ("completed".into(), "full".into(), "pg_basebackup".into(), None));
+    assert_eq!(
+        row(diff.backup_id.clone()).await,
+        ("completed".into(), "differential".into(), "wal".into(), Some(full.backup_id.clone()))
+    );
     for m in [&full, &incr1, &diff, &incr2] {
         bm.verify(&m.backup_id).unwrap();
     }
@@ -142,6 +165,7 @@ async fn incremental_and_differential_chains_restore_and_pitr_stops_between_two_
     // Point in time: from the full backup plus archived WAL, to the moment between 3 and 4.
     let (ids, report) = restore_ids(&cfg, &name, Some(&full.backup_id), RecoveryTarget::Time(between)).await;
     assert_eq!(ids, vec![1, 2, 3], "kept the commit before the target, not the one after");
+    assert!(report.target.starts_with("time "), "{}", report.target);
     assert!(
         report.recovery_log.iter().any(|l| l.contains("recovery stopping before commit")),
         "{:?}",
@@ -159,7 +183,8 @@ async fn incremental_and_differential_chains_restore_and_pitr_stops_between_two_
     let rm = RecoveryManager::from_config(&cfg).unwrap();
     let mut opts = ClusterRestoreOptions::new(scratch_dir("early"), RecoveryTarget::Time(full.started_at));
     opts.backup_id = Some(incr2.backup_id.clone());
-    assert!(matches!(rm.restore_cluster(&opts).await, Err(Error::InvalidArgument(_))));
+    let err = rm.restore_cluster(&opts).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("before backup")), "{err}");
     assert!(!opts.data_dir.exists());
 }
 
@@ -184,6 +209,10 @@ async fn a_flipped_byte_or_missing_file_in_a_physical_backup_is_caught_and_resto
     let err = rm.restore_cluster(&opts).await.unwrap_err();
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     assert!(!opts.data_dir.exists(), "a refused restore leaves no data directory behind");
+    assert!(
+        matches!(rm.test_restore(&full.backup_id).await, Err(Error::Integrity(_))),
+        "a test restore refuses it too"
+    );
 
     std::fs::remove_file(&file).unwrap();
     let err = bm.verify(&full.backup_id).unwrap_err();
@@ -336,7 +365,15 @@ async fn test_restore_checks_physical_and_logical_backups_in_scratch_space() {
     }
     let r = rm.test_restore(&logical.backup_id).await.unwrap();
     assert_eq!(r.kind, "logical");
-    assert!(r.tables_checked > 0);
+    assert_eq!(r.backup_id, logical.backup_id);
+    assert_eq!(r.tables_checked, logical.row_counts.len());
+    assert_eq!(r.rows, logical.row_counts.values().sum::<i64>());
+    // Without the database there is nowhere to make the scratch database.
+    let mut repo_only = cfg.clone();
+    repo_only.set("database_url", "").unwrap();
+    let bare = RecoveryManager::from_config(&repo_only).unwrap();
+    let err = bare.test_restore(&logical.backup_id).await.unwrap_err();
+    assert!(matches!(err, Error::Config(ref m) if m.contains("database")), "{err}");
     let scratch: i64 =
         db.query("SELECT count(*) FROM pg_database WHERE datname LIKE 'rsdb_check_%'", &[]).await.unwrap()[0].get(0);
     assert_eq!(scratch, 0, "the scratch database is dropped");
@@ -354,8 +391,14 @@ async fn an_incremental_needs_a_full_physical_backup_and_the_cli_takes_all_three
     let odb = DatabaseManager::connect(&other).await.unwrap();
     migrations::migrate(&odb).await.unwrap();
     let obm = BackupManager::new(odb.clone(), &other).unwrap();
+    for kind in [PhysicalKind::Incremental, PhysicalKind::Differential] {
+        let err = obm.create_physical(kind).await.unwrap_err();
+        assert!(matches!(err, Error::State(ref m) if m.contains("full physical backup")), "{kind:?}: {err}");
+    }
+    // A logical backup in the history is no base for them either.
+    obm.create_full().await.unwrap();
     let err = obm.create_physical(PhysicalKind::Incremental).await.unwrap_err();
-    assert!(matches!(err, Error::State(ref m) if m.contains("full physical backup")), "{err}");
+    assert!(matches!(err, Error::State(_)), "{err}");
 
     let conf = stack().var("ROOTSTREAM_TEST_ARCHIVE_CONF");
     let url = other.database_url.clone().unwrap();
@@ -383,4 +426,145 @@ async fn an_incremental_needs_a_full_physical_backup_and_the_cli_takes_all_three
     assert_eq!(bad.status.code(), Some(2));
     let neither = run(&["restore", "some-id"]);
     assert_eq!(neither.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_progress_names_the_backup_and_restore_cluster_reports_its_phases() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, mut bm) = setup().await;
+    insert(&db, 1).await;
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<rootstream_db::backup::Progress>::new()));
+    let sink = events.clone();
+    let cb: rootstream_db::backup::ProgressFn = std::sync::Arc::new(move |p| sink.lock().unwrap().push(p.clone()));
+    bm.set_progress(Some(cb.clone()));
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    let got = std::mem::take(&mut *events.lock().unwrap());
+    assert!(got.iter().any(|p| p.phase == "done"), "{got:?}");
+    assert!(got.iter().all(|p| p.backup_id == full.backup_id && !p.message.is_empty()), "{got:?}");
+    bm.set_progress(None);
+    insert(&db, 2).await;
+    let incr = bm.create_physical(PhysicalKind::Incremental).await.unwrap();
+    assert!(events.lock().unwrap().is_empty(), "no callback, no reports");
+
+    let mut rm = RecoveryManager::from_config(&cfg).unwrap();
+    rm.set_progress(Some(cb));
+    let mut opts = ClusterRestoreOptions::new(scratch_dir("progress"), RecoveryTarget::EndOfBackup);
+    opts.backup_id = Some(incr.backup_id.clone());
+    opts.port = closed_port();
+    let report = rm.restore_cluster(&opts).await.unwrap();
+    assert_eq!(report.port, opts.port, "a port that is asked for is used");
+    assert!(!report.running && !opts.data_dir.join("postmaster.pid").exists(), "stopped without keep_running");
+    assert_eq!(report.databases[&db_name(&cfg)]["public.ledger"], 2);
+    let got = events.lock().unwrap().clone();
+    for want in ["restore", "check", "done"] {
+        assert!(got.iter().any(|p| p.phase == want), "no {want} progress in {got:?}");
+    }
+    assert!(got.iter().all(|p| p.bytes_total.is_none_or(|t| p.bytes_done <= t)), "{got:?}");
+    assert!(got.iter().filter(|p| p.phase == "restore").all(|p| p.bytes_total.is_some()), "a restore knows its total");
+    assert!(got.iter().filter(|p| p.phase == "done").all(|p| p.backup_id == incr.backup_id), "{got:?}");
+    std::fs::remove_dir_all(&opts.data_dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_alone_lists_and_restores_and_each_restore_refuses_the_other_kind() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, bm) = setup().await;
+    insert(&db, 1).await;
+    insert(&db, 2).await;
+    let logical = bm.create_full().await.unwrap();
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap();
+
+    let mut repo_only = cfg.clone();
+    repo_only.set("database_url", "").unwrap();
+    let mut rm = RecoveryManager::from_config(&repo_only).unwrap();
+    let phases = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = phases.clone();
+    rm.set_progress(Some(std::sync::Arc::new(move |p: &rootstream_db::backup::Progress| {
+        sink.lock().unwrap().push(p.phase.clone())
+    })));
+    let listed = rm.list_repository().unwrap();
+    let at = |id: &str| listed.iter().position(|m| m.backup_id == id).unwrap_or_else(|| panic!("{id} not listed"));
+    assert!(at(&logical.backup_id) < at(&full.backup_id), "oldest first");
+    assert_eq!(listed[at(&logical.backup_id)], logical, "the signed manifest as create returned it");
+    assert_eq!(listed[at(&full.backup_id)], full);
+    assert!(listed[at(&full.backup_id)].is_physical());
+
+    // A logical backup restores into an empty database from the repository alone.
+    let target = create_database().await;
+    let report = rm.restore_database(&logical.backup_id, &stack().url_for(&target)).await.unwrap();
+    assert_eq!(report.tables_checked, logical.row_counts.len());
+    assert!(phases.lock().unwrap().iter().any(|p| p == "done"), "{:?}", phases.lock().unwrap());
+    let (c, conn) = tokio_postgres::connect(&stack().url_for(&target), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let ids: Vec<i32> =
+        c.query("SELECT id FROM ledger ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![1, 2]);
+
+    // Each restore refuses the other kind, and leaves nothing behind.
+    let other = create_database().await;
+    let err = rm.restore_database(&full.backup_id, &stack().url_for(&other)).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("physical")), "{err}");
+    let mut opts = ClusterRestoreOptions::new(scratch_dir("kind"), RecoveryTarget::EndOfBackup);
+    opts.backup_id = Some(logical.backup_id.clone());
+    let err = rm.restore_cluster(&opts).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("logical")), "{err}");
+    assert!(!opts.data_dir.exists());
+
+    // A data directory that is not empty is refused and left as it was.
+    std::fs::create_dir_all(opts.data_dir.join("sub")).unwrap();
+    opts.backup_id = Some(full.backup_id.clone());
+    let err = rm.restore_cluster(&opts).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("not empty")), "{err}");
+    assert!(opts.data_dir.join("sub").is_dir());
+    assert!(!opts.data_dir.join("postmaster.pid").exists());
+    std::fs::remove_dir_all(&opts.data_dir).unwrap();
+
+    // init_repository creates a missing directory, is idempotent, and names what it cannot create.
+    let fresh = scratch_dir("init").join("repo");
+    let mut c = cfg.clone();
+    c.set("backup_dir", fresh.to_str().unwrap()).unwrap();
+    let fresh_bm = BackupManager::new(db.clone(), &c).unwrap();
+    assert!(!fresh.exists());
+    fresh_bm.init_repository().unwrap();
+    assert!(fresh.is_dir());
+    fresh_bm.init_repository().unwrap();
+    std::fs::remove_dir_all(fresh.parent().unwrap()).unwrap();
+    c.set("backup_dir", "/proc/rsdb-nope/repo").unwrap();
+    let err = BackupManager::new(db.clone(), &c).unwrap().init_repository().unwrap_err();
+    assert!(matches!(err, Error::Io(ref m) if m.contains("/proc/rsdb-nope")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_is_refused_while_an_incremental_or_a_differential_builds_on_a_backup() {
+    let _serial = SERIAL.lock().await;
+    let (_cfg, db, bm) = setup().await;
+    let status = |id: String| {
+        let db = db.clone();
+        async move {
+            db.query("SELECT status FROM backup_history WHERE backup_id = $1", &[&id]).await.unwrap()[0]
+                .get::<_, String>(0)
+        }
+    };
+    insert(&db, 1).await;
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap().backup_id;
+    insert(&db, 2).await;
+    let incr = bm.create_physical(PhysicalKind::Incremental).await.unwrap().backup_id;
+    insert(&db, 3).await;
+    let diff = bm.create_physical(PhysicalKind::Differential).await.unwrap().backup_id;
+
+    let err = bm.delete(&full).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(ref m) if m.contains(&incr)), "{err}");
+    assert_eq!(status(full.clone()).await, "completed");
+    assert!(bm.delete(&incr).await.unwrap() > 0, "the bytes freed");
+    assert_eq!(status(incr.clone()).await, "deleted");
+    let err = bm.delete(&full).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(ref m) if m.contains(&diff)), "the differential builds on it too: {err}");
+    assert!(bm.delete(&diff).await.unwrap() > 0);
+    assert!(bm.delete(&full).await.unwrap() > 0);
+    assert!(matches!(bm.storage().get(&format!("{full}/manifest.json")), Err(Error::NotFound(_))));
+    assert_eq!(status(full.clone()).await, "deleted");
+    assert!(matches!(bm.verify(&full), Err(Error::NotFound(_))));
+    assert!(matches!(bm.delete("full-20000101T000000Z-000000").await, Err(Error::NotFound(_))));
+    // With the only full backup gone, an incremental has nothing to build on.
+    assert!(matches!(bm.create_physical(PhysicalKind::Incremental).await, Err(Error::State(_))));
 }

@@ -22,6 +22,180 @@ struct RecoveryManager::Impl {
     rust::Box<ffi::RecoveryBox> box;
 };
 
+namespace {
+
+std::string text(const rust::String& s) { return std::string(s); }
+
+std::vector<std::string> texts(const rust::Vec<rust::String>& v) { return {v.begin(), v.end()}; }
+
+template <class T>
+std::optional<T> optional(bool present, T value) {
+    return present ? std::optional<T>(std::move(value)) : std::nullopt;
+}
+
+template <class T>
+nlohmann::json or_null(const std::optional<T>& v) {
+    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+std::map<std::string, std::int64_t> table_rows(const rust::Vec<ffi::TableRows>& v) {
+    std::map<std::string, std::int64_t> out;
+    for (const auto& t : v) out.emplace(text(t.table), t.rows);
+    return out;
+}
+
+BackupManifest from_bridge(const ffi::Manifest& m) {
+    BackupManifest out;
+    out.format = m.format;
+    out.backup_id = text(m.backup_id);
+    out.backup_type = text(m.backup_type);
+    out.method = text(m.method);
+    out.database = text(m.database);
+    out.server_version = text(m.server_version);
+    out.started_at = text(m.started_at);
+    out.finished_at = text(m.finished_at);
+    out.compression = text(m.compression);
+    out.encryption = text(m.encryption);
+    out.key_id = text(m.key_id);
+    out.wrapped_key = text(m.wrapped_key);
+    for (const auto& f : m.files) {
+        out.files.push_back(BackupFile{text(f.name), f.chunks, f.plain_bytes, f.stored_bytes, text(f.sha256)});
+    }
+    out.row_counts = table_rows(m.row_counts);
+    if (m.has_physical) {
+        const auto& p = m.physical;
+        out.physical = PhysicalRange{optional(p.has_parent_backup_id, text(p.parent_backup_id)),
+                                     text(p.base_backup_id),
+                                     p.timeline,
+                                     text(p.start_lsn),
+                                     text(p.stop_lsn),
+                                     text(p.start_wal),
+                                     text(p.stop_wal),
+                                     p.wal_segment_size,
+                                     text(p.system_identifier),
+                                     texts(p.wal_segments)};
+    }
+    return out;
+}
+
+std::vector<BackupManifest> from_bridge(const rust::Vec<ffi::Manifest>& v) {
+    std::vector<BackupManifest> out;
+    for (const auto& m : v) out.push_back(from_bridge(m));
+    return out;
+}
+
+BackupInfo from_bridge(const ffi::BackupInfo& b) {
+    return BackupInfo{text(b.backup_id),
+                      text(b.backup_type),
+                      optional(b.has_method, text(b.method)),
+                      optional(b.has_kind, text(b.kind)),
+                      text(b.status),
+                      text(b.path),
+                      optional(b.has_database, text(b.database)),
+                      optional(b.has_size_bytes, b.size_bytes),
+                      optional(b.has_compressed_size_bytes, b.compressed_size_bytes),
+                      text(b.started_at),
+                      optional(!b.finished_at.empty(), text(b.finished_at)),
+                      optional(b.has_error_message, text(b.error_message))};
+}
+
+ClusterReport from_bridge(const ffi::ClusterReport& r) {
+    ClusterReport out{text(r.backup_id), texts(r.chain), text(r.data_dir), r.port, text(r.target),
+                      texts(r.recovery_log), {}, r.running, r.seconds};
+    for (const auto& d : r.databases) out.databases.emplace(text(d.database), table_rows(d.tables));
+    return out;
+}
+
+ffi::ClusterRestoreOptions to_bridge(const ClusterRestoreOptions& o) {
+    ffi::ClusterRestoreOptions out;
+    out.data_dir = o.data_dir;
+    out.has_backup_id = o.backup_id.has_value();
+    out.backup_id = o.backup_id.value_or("");
+    out.port = o.port;
+    out.has_target_time = o.target_time.has_value();
+    out.target_time = o.target_time.value_or("");
+    out.latest = o.latest;
+    out.keep_running = o.keep_running;
+    out.has_timeout_s = o.timeout_s.has_value();
+    out.timeout_s = o.timeout_s.value_or(0);
+    return out;
+}
+
+}  // namespace
+
+nlohmann::json BackupFile::to_json() const {
+    return {{"name", name}, {"chunks", chunks}, {"plain_bytes", plain_bytes}, {"stored_bytes", stored_bytes},
+            {"sha256", sha256}};
+}
+
+nlohmann::json PhysicalRange::to_json() const {
+    return {{"parent_backup_id", or_null(parent_backup_id)},
+            {"base_backup_id", base_backup_id},
+            {"timeline", timeline},
+            {"start_lsn", start_lsn},
+            {"stop_lsn", stop_lsn},
+            {"start_wal", start_wal},
+            {"stop_wal", stop_wal},
+            {"wal_segment_size", wal_segment_size},
+            {"system_identifier", system_identifier},
+            {"wal_segments", wal_segments}};
+}
+
+nlohmann::json BackupManifest::to_json() const {
+    nlohmann::json j = {{"format", format},
+                        {"backup_id", backup_id},
+                        {"backup_type", backup_type},
+                        {"method", method},
+                        {"database", database},
+                        {"server_version", server_version},
+                        {"started_at", started_at},
+                        {"finished_at", finished_at},
+                        {"compression", compression},
+                        {"encryption", encryption},
+                        {"key_id", key_id},
+                        {"wrapped_key", wrapped_key},
+                        {"files", nlohmann::json::array()},
+                        {"row_counts", row_counts}};
+    for (const auto& f : files) j["files"].push_back(f.to_json());
+    if (physical) j["physical"] = physical->to_json();
+    return j;
+}
+
+nlohmann::json BackupInfo::to_json() const {
+    return {{"backup_id", backup_id},
+            {"backup_type", backup_type},
+            {"method", or_null(method)},
+            {"kind", or_null(kind)},
+            {"status", status},
+            {"path", path},
+            {"database", or_null(database)},
+            {"size_bytes", or_null(size_bytes)},
+            {"compressed_size_bytes", or_null(compressed_size_bytes)},
+            {"started_at", started_at},
+            {"finished_at", or_null(finished_at)},
+            {"error_message", or_null(error_message)}};
+}
+
+nlohmann::json CleanupReport::to_json() const {
+    return {{"deleted", deleted}, {"kept", kept}, {"wal_deleted", wal_deleted}, {"bytes_freed", bytes_freed}};
+}
+
+nlohmann::json RestoreReport::to_json() const {
+    return {{"backup_id", backup_id}, {"target", target}, {"tables_checked", tables_checked},
+            {"rows_restored", rows_restored}};
+}
+
+nlohmann::json ClusterReport::to_json() const {
+    return {{"backup_id", backup_id}, {"chain", chain},     {"data_dir", data_dir},
+            {"port", port},           {"target", target},   {"recovery_log", recovery_log},
+            {"databases", databases}, {"running", running}, {"seconds", seconds}};
+}
+
+nlohmann::json TestRestoreReport::to_json() const {
+    return {{"backup_id", backup_id}, {"kind", kind}, {"tables_checked", tables_checked}, {"rows", rows},
+            {"seconds", seconds}};
+}
+
 BackupManager::BackupManager(const Config& config, DatabaseManager& db)
     : impl_(std::make_unique<Impl>(
           Impl{detail::call([&] { return ffi::backup_new(Access::config(config), Access::db(db)); })})) {}
@@ -29,12 +203,12 @@ BackupManager::BackupManager(BackupManager&&) noexcept = default;
 BackupManager& BackupManager::operator=(BackupManager&&) noexcept = default;
 BackupManager::~BackupManager() = default;
 
-nlohmann::json BackupManager::create_full() {
-    return detail::parse_json(detail::call([&] { return impl_->box->create_full(); }));
+BackupManifest BackupManager::create_full() {
+    return from_bridge(detail::call([&] { return impl_->box->create_full(); }));
 }
 
-nlohmann::json BackupManager::create(const std::string& kind) {
-    return detail::parse_json(detail::call([&] { return impl_->box->create(kind); }));
+BackupManifest BackupManager::create(const std::string& kind) {
+    return from_bridge(detail::call([&] { return impl_->box->create(kind); }));
 }
 
 void BackupManager::init_repository() {
@@ -59,17 +233,21 @@ void BackupManager::set_progress(ProgressHandler handler) {
     detail::call([&] { impl_->box->set_progress(progress_observer(std::move(handler))); });
 }
 
-nlohmann::json BackupManager::verify(const std::string& backup_id) {
-    return detail::parse_json(detail::call([&] { return impl_->box->verify(backup_id); }));
+BackupManifest BackupManager::verify(const std::string& backup_id) {
+    return from_bridge(detail::call([&] { return impl_->box->verify(backup_id); }));
 }
 
-nlohmann::json BackupManager::list() {
-    return detail::parse_json(detail::call([&] { return impl_->box->list(); }));
+std::vector<BackupInfo> BackupManager::list() {
+    std::vector<BackupInfo> out;
+    for (const auto& b : detail::call([&] { return impl_->box->list(); })) out.push_back(from_bridge(b));
+    return out;
 }
 
-nlohmann::json BackupManager::cleanup(std::uint32_t full_days, std::uint32_t incremental_days,
-                                      std::uint32_t differential_days, std::uint32_t keep_last) {
-    return detail::parse_json(detail::call([&] { return impl_->box->cleanup(full_days, incremental_days, differential_days, keep_last); }));
+CleanupReport BackupManager::cleanup(std::uint32_t full_days, std::uint32_t incremental_days,
+                                     std::uint32_t differential_days, std::uint32_t keep_last) {
+    const auto r = detail::call(
+        [&] { return impl_->box->cleanup(full_days, incremental_days, differential_days, keep_last); });
+    return CleanupReport{texts(r.deleted), r.kept, r.wal_deleted, r.bytes_freed};
 }
 
 BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron, Handler handler)
@@ -107,21 +285,22 @@ RecoveryManager::RecoveryManager(RecoveryManager&&) noexcept = default;
 RecoveryManager& RecoveryManager::operator=(RecoveryManager&&) noexcept = default;
 RecoveryManager::~RecoveryManager() = default;
 
-nlohmann::json RecoveryManager::restore(const std::string& backup_id, const std::string& target_url) {
-    return detail::parse_json(detail::call([&] { return impl_->box->restore_database(backup_id, target_url); }));
+RestoreReport RecoveryManager::restore(const std::string& backup_id, const std::string& target_url) {
+    const auto r = detail::call([&] { return impl_->box->restore_database(backup_id, target_url); });
+    return RestoreReport{text(r.backup_id), text(r.target), r.tables_checked, r.rows_restored};
 }
 
-nlohmann::json RecoveryManager::restore_cluster(const nlohmann::json& options) {
-    const std::string text = detail::dump_json(options);
-    return detail::parse_json(detail::call([&] { return impl_->box->restore_cluster(text); }));
+ClusterReport RecoveryManager::restore_cluster(const ClusterRestoreOptions& options) {
+    return from_bridge(detail::call([&] { return impl_->box->restore_cluster(to_bridge(options)); }));
 }
 
-nlohmann::json RecoveryManager::test_restore(const std::string& backup_id) {
-    return detail::parse_json(detail::call([&] { return impl_->box->test_restore(backup_id); }));
+TestRestoreReport RecoveryManager::test_restore(const std::string& backup_id) {
+    const auto r = detail::call([&] { return impl_->box->test_restore(backup_id); });
+    return TestRestoreReport{text(r.backup_id), text(r.kind), r.tables_checked, r.rows, r.seconds};
 }
 
-nlohmann::json RecoveryManager::list_repository() {
-    return detail::parse_json(detail::call([&] { return impl_->box->list_repository(); }));
+std::vector<BackupManifest> RecoveryManager::list_repository() {
+    return from_bridge(detail::call([&] { return impl_->box->list_repository(); }));
 }
 
 void RecoveryManager::stop_cluster(const std::string& data_dir) {

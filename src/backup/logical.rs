@@ -104,7 +104,7 @@ impl BackupManager {
     /// does not exist; an existing one should be empty.
     pub async fn restore(&self, backup_id: &str, target_url: &str) -> Result<RestoreReport> {
         let m = self.verify(backup_id)?;
-        if m.physical.is_some() {
+        if m.is_physical() {
             return Err(Error::invalid(format!(
                 "backup {backup_id} is a physical backup: restore it into a data directory (RecoveryManager::restore_cluster)"
             )));

@@ -4,6 +4,7 @@
 //! reads a whole backup back.
 
 use super::archive::{sha256_of, ChunkReader};
+use super::kind::{BackupKind, PhysicalKind};
 use super::manager::BackupManager;
 use crate::crypto::envelope::{constant_time_eq, Key};
 use crate::error::{Error, Result};
@@ -70,6 +71,28 @@ pub struct PhysicalInfo {
     pub system_identifier: String,
     /// Every WAL segment stored in this backup.
     pub wal_segments: Vec<String>,
+}
+
+impl Manifest {
+    /// The kind of this backup: a manifest with a WAL range is physical (its `backup_type` is
+    /// `full`, `incremental` or `differential`), one without is a logical dump. A physical
+    /// manifest whose type this version does not know counts as a physical full backup.
+    pub fn kind(&self) -> BackupKind {
+        match &self.physical {
+            None => BackupKind::Logical,
+            Some(_) => BackupKind::Physical(PhysicalKind::parse(&self.backup_type).unwrap_or(PhysicalKind::Full)),
+        }
+    }
+
+    /// `logical` or `physical` (the tool that wrote it is in the `method` field).
+    pub fn backup_method(&self) -> &'static str {
+        self.kind().method()
+    }
+
+    /// Whether this is a physical backup of the cluster.
+    pub fn is_physical(&self) -> bool {
+        self.physical.is_some()
+    }
 }
 
 pub(crate) fn manifest_context(backup_id: &str) -> Vec<u8> {
@@ -220,5 +243,37 @@ mod tests {
         storage.put("full-1/manifest.mac", b"not hex").unwrap();
         assert!(bm.manifest("full-1").unwrap_err().to_string().contains("manifest.mac is corrupt"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_says_its_kind_and_method_from_its_wal_range_and_type() {
+        let logical = manifest("full-1");
+        assert_eq!(logical.kind(), BackupKind::Logical);
+        assert_eq!(logical.backup_method(), "logical");
+        assert!(!logical.is_physical());
+        for (ty, kind) in [
+            ("full", PhysicalKind::Full),
+            ("incremental", PhysicalKind::Incremental),
+            ("differential", PhysicalKind::Differential),
+        ] {
+            let mut m = manifest("base-1");
+            m.backup_type = ty.into();
+            m.method = "pg_basebackup".into();
+            m.physical = Some(PhysicalInfo {
+                parent_backup_id: None,
+                base_backup_id: "base-1".into(),
+                timeline: 1,
+                start_lsn: "0/2000028".into(),
+                stop_lsn: "0/2000100".into(),
+                start_wal: "000000010000000000000002".into(),
+                stop_wal: "000000010000000000000002".into(),
+                wal_segment_size: 16 << 20,
+                system_identifier: "1".into(),
+                wal_segments: vec![],
+            });
+            assert_eq!(m.kind(), BackupKind::Physical(kind), "{ty}");
+            assert_eq!(m.backup_method(), "physical", "{ty}");
+            assert!(m.is_physical());
+        }
     }
 }

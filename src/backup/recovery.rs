@@ -47,6 +47,9 @@ impl RecoveryTarget {
     }
 }
 
+/// The longest a physical restore may be given to recover (a week).
+const MAX_TIMEOUT_S: u64 = 7 * 86400;
+
 /// What to restore and where.
 #[derive(Debug, Clone)]
 pub struct ClusterRestoreOptions {
@@ -113,15 +116,43 @@ impl ClusterRestoreOptions {
                     .ok_or_else(|| Error::invalid(format!("{k} must be a whole number up to {max}"))),
             }
         };
-        let dir =
-            text_of("data_dir")?.filter(|d| !d.is_empty()).ok_or_else(|| Error::invalid("data_dir is required"))?;
-        let target =
-            RecoveryTarget::parse(text_of("target_time")?.as_deref(), flag("latest")?, "target_time", "latest")?;
-        let mut opts = ClusterRestoreOptions::new(dir, target);
-        opts.backup_id = text_of("backup_id")?;
-        opts.port = number("port", u16::MAX as u64)?.unwrap_or(0) as u16;
-        opts.keep_running = flag("keep_running")?;
-        if let Some(t) = number("timeout_s", 7 * 86400)? {
+        ClusterRestoreOptions::from_parts(
+            text_of("data_dir")?.as_deref().unwrap_or_default(),
+            text_of("backup_id")?.as_deref(),
+            number("port", u16::MAX as u64)?.unwrap_or(0),
+            text_of("target_time")?.as_deref(),
+            flag("latest")?,
+            flag("keep_running")?,
+            number("timeout_s", MAX_TIMEOUT_S)?,
+        )
+    }
+
+    /// Options from their parts, with the checks every face shares: `data_dir` is required,
+    /// `port` is at most 65535, `target_time` (RFC 3339) and `latest` exclude each other, and
+    /// `timeout_s` (none: an hour) is at most a week.
+    pub fn from_parts(
+        data_dir: &str,
+        backup_id: Option<&str>,
+        port: u64,
+        target_time: Option<&str>,
+        latest: bool,
+        keep_running: bool,
+        timeout_s: Option<u64>,
+    ) -> Result<Self> {
+        if data_dir.is_empty() {
+            return Err(Error::invalid("data_dir is required"));
+        }
+        let port = u16::try_from(port)
+            .map_err(|_| Error::invalid(format!("port must be a whole number up to {}", u16::MAX)))?;
+        let target = RecoveryTarget::parse(target_time, latest, "target_time", "latest")?;
+        let mut opts = ClusterRestoreOptions::new(data_dir, target);
+        opts.backup_id = backup_id.map(str::to_owned);
+        opts.port = port;
+        opts.keep_running = keep_running;
+        if let Some(t) = timeout_s {
+            if t > MAX_TIMEOUT_S {
+                return Err(Error::invalid(format!("timeout_s must be a whole number up to {MAX_TIMEOUT_S}")));
+            }
             opts.timeout = Duration::from_secs(t.max(1));
         }
         Ok(opts)
@@ -246,7 +277,7 @@ impl RecoveryManager {
         if let Some(id) = &opts.backup_id {
             return Ok(id.clone());
         }
-        let physical: Vec<Manifest> = self.list_repository()?.into_iter().filter(|m| m.physical.is_some()).collect();
+        let physical: Vec<Manifest> = self.list_repository()?.into_iter().filter(Manifest::is_physical).collect();
         let pick = match &opts.target {
             RecoveryTarget::Time(t) => physical.iter().rev().find(|m| m.finished_at <= *t),
             _ => physical.last(),
@@ -610,7 +641,7 @@ impl RecoveryManager {
     pub async fn test_restore(&self, backup_id: &str) -> Result<TestRestoreReport> {
         let t0 = Instant::now();
         let m = self.backups.manifest(backup_id)?;
-        if m.physical.is_none() {
+        if !m.is_physical() {
             let db = self.backups.db()?;
             let scratch = format!("rsdb_check_{}", hex::encode(crate::crypto::random::bytes(6)?));
             db.execute(&format!("CREATE DATABASE {scratch}"), &[]).await?;
@@ -711,6 +742,58 @@ mod tests {
             "not json",
         ] {
             assert!(ClusterRestoreOptions::from_json(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn restore_options_refuse_unknown_keys_wrong_types_and_bad_targets_naming_the_option() {
+        let d = r#""data_dir":"/x""#;
+        for (text, needle) in [
+            ("{}".to_owned(), "data_dir"),
+            (r#"{"backup_id":"base-x"}"#.to_owned(), "data_dir"),
+            (r#"{"data_dir":7}"#.to_owned(), "data_dir must be a string"),
+            (format!(r#"{{{d},"colour":"blue"}}"#), "unknown restore option \"colour\""),
+            (format!(r#"{{{d},"target_time":"yesterday"}}"#), "target_time"),
+            (format!(r#"{{{d},"target_time":"2026-11-25 10:00"}}"#), "target_time"),
+            (format!(r#"{{{d},"latest":true,"target_time":"2026-11-25T10:00:00+01:00"}}"#), "exclude"),
+            (format!(r#"{{{d},"latest":"yes"}}"#), "latest must be true or false"),
+            (format!(r#"{{{d},"keep_running":1}}"#), "keep_running must be true or false"),
+            (format!(r#"{{{d},"timeout_s":-1}}"#), "timeout_s"),
+            (format!(r#"{{{d},"timeout_s":700000}}"#), "timeout_s"),
+            (format!(r#"{{{d},"port":70000}}"#), "port"),
+            (format!(r#"{{{d},"port":"5432"}}"#), "port"),
+            (format!(r#"{{{d},"backup_id":1}}"#), "backup_id must be a string"),
+            ("[\"/x\"]".to_owned(), "object"),
+        ] {
+            let err = ClusterRestoreOptions::from_json(&text).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{text}: {err:?}");
+            assert!(err.to_string().contains(needle), "{text}: {err} should mention {needle}");
+        }
+        assert!(matches!(ClusterRestoreOptions::from_json("not json"), Err(Error::Json(_))));
+    }
+
+    #[test]
+    fn restore_options_from_parts_apply_the_same_checks_as_from_json() {
+        let t = "2026-11-25T10:15:00+05:30";
+        let o = ClusterRestoreOptions::from_parts("/x", Some("base-1"), 5999, Some(t), false, true, Some(0)).unwrap();
+        assert_eq!((o.data_dir.as_path(), o.backup_id.as_deref(), o.port), (Path::new("/x"), Some("base-1"), 5999));
+        assert!(o.keep_running);
+        assert_eq!(o.timeout, Duration::from_secs(1), "a zero timeout is one second");
+        let want: DateTime<Utc> = "2026-11-25T04:45:00Z".parse().unwrap();
+        assert_eq!(o.target, RecoveryTarget::Time(want), "an offset is honoured");
+        let d = ClusterRestoreOptions::from_parts("/x", None, 0, None, false, false, None).unwrap();
+        assert_eq!((d.target, d.timeout, d.backup_id), (RecoveryTarget::EndOfBackup, Duration::from_secs(3600), None));
+        for (err, needle) in [
+            (ClusterRestoreOptions::from_parts("", None, 0, None, false, false, None), "data_dir"),
+            (ClusterRestoreOptions::from_parts("/x", None, 65536, None, false, false, None), "port"),
+            (ClusterRestoreOptions::from_parts("/x", None, 0, Some(t), true, false, None), "exclude"),
+            (
+                ClusterRestoreOptions::from_parts("/x", None, 0, None, false, false, Some(MAX_TIMEOUT_S + 1)),
+                "timeout_s",
+            ),
+        ] {
+            let err = err.unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains(needle), "{err}");
         }
     }
 

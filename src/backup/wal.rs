@@ -288,7 +288,16 @@ mod tests {
         ] {
             check_name(ok).unwrap();
         }
-        for bad in ["", "../etc/passwd", "00000001000000000000000g", "x.history", "000000010000000000000003.backup"] {
+        for bad in [
+            "",
+            "x",
+            "../x",
+            "../etc/passwd",
+            "00000001000000000000000g",
+            "00000001000000ff000000aa",
+            "x.history",
+            "000000010000000000000003.backup",
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         let seg = 16 << 20;
@@ -302,7 +311,7 @@ mod tests {
 
     #[test]
     fn push_is_idempotent_and_fetch_round_trips() {
-        let dir = std::env::temp_dir().join(format!("rsdb-wal-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("rsdb-wal-{}-{}", std::process::id(), rand::random::<u32>()));
         let keyring = Keyring::new("k1", Key::generate().unwrap()).unwrap();
         let archive = WalArchive::new(Arc::new(LocalStorage::new(dir.join("repo"))), keyring.clone());
         std::fs::create_dir_all(dir.join("pg_wal")).unwrap();
@@ -311,16 +320,30 @@ mod tests {
         std::fs::write(&seg, &data).unwrap();
         assert_eq!(archive.push(&seg).unwrap(), PushOutcome::Stored);
         assert_eq!(archive.push(&seg).unwrap(), PushOutcome::AlreadyArchived);
+        let stored = dir.join("repo/wal/000000010000000000000001");
+        let archived = std::fs::read(&stored).unwrap();
+        assert!(!archived.windows(256).any(|w| w == &data[4096..4352]), "the archived object holds no plaintext");
         std::fs::write(&seg, b"different").unwrap();
-        assert!(matches!(archive.push(&seg), Err(Error::Conflict(_))));
+        let err = archive.push(&seg).unwrap_err();
+        assert!(matches!(err, Error::Conflict(ref m) if m.contains("000000010000000000000001")), "{err}");
+        assert_eq!(std::fs::read(&stored).unwrap(), archived, "the archived copy is kept");
         let out = dir.join("restored");
-        archive.fetch("000000010000000000000001", &out).unwrap();
+        assert_eq!(archive.fetch("000000010000000000000001", &out).unwrap(), data.len() as u64);
         assert_eq!(std::fs::read(&out).unwrap(), data);
-        assert!(matches!(archive.fetch("000000010000000000000002", &out), Err(Error::NotFound(_))));
+        let nothing = dir.join("nothing");
+        assert!(matches!(archive.fetch("000000010000000000000002", &nothing), Err(Error::NotFound(_))));
+        assert!(matches!(archive.fetch("../x", &nothing), Err(Error::InvalidArgument(_))));
+        assert!(!nothing.exists(), "a refused fetch writes nothing");
+        // Only WAL files are pushed, and a missing one is an I/O error naming it.
+        std::fs::write(dir.join("pg_wal/notes.txt"), b"hello").unwrap();
+        let err = archive.push(&dir.join("pg_wal/notes.txt")).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("notes.txt")), "{err}");
+        let err = archive.push(&dir.join("pg_wal/000000010000000000000009")).unwrap_err();
+        assert!(matches!(err, Error::Io(ref m) if m.contains("000000010000000000000009")), "{err}");
+        assert!(!dir.join("repo/wal/000000010000000000000009").exists());
         let other = WalArchive::new(archive.storage.clone(), Keyring::new("k1", Key::generate().unwrap()).unwrap());
         assert!(matches!(other.read("000000010000000000000001"), Err(Error::Integrity(_))));
         // A flipped byte in the stored object is refused.
-        let stored = dir.join("repo/wal/000000010000000000000001");
         let mut bytes = std::fs::read(&stored).unwrap();
         let n = bytes.len();
         bytes[n - 100] ^= 1;

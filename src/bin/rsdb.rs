@@ -302,7 +302,7 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
                 println!(
                     "{}  {:<8} {:<12} {:>14}  finished {}",
                     b.backup_id,
-                    if b.physical.is_some() { "physical" } else { "logical" },
+                    b.backup_method(),
                     b.backup_type,
                     size_text(stored, sub.get_flag("bytes")),
                     b.finished_at.to_rfc3339()
