@@ -13,6 +13,7 @@ fn main() {
         "src/ffi/cxx/events.rs",
         "src/ffi/cxx/auth.rs",
         "src/ffi/cxx/backup.rs",
+        "src/ffi/cxx/sync.rs",
     ];
     cxx_build::bridges(bridges)
         .include("cpp/include")
@@ -24,6 +25,7 @@ fn main() {
         println!("cargo:rerun-if-changed={bridge}");
     }
     println!("cargo:rerun-if-changed=cpp/src/message_observer.h");
+    println!("cargo:rerun-if-changed=cpp/src/sync_observer.h");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librootstream_db.so");
 
     #[cfg(feature = "c-header")]

@@ -12,3 +12,5 @@
 #include "rootstream/error.h"
 #include "rootstream/events/event_store.h"
 #include "rootstream/rootstream_db.hpp"
+#include "rootstream/sync/snapshot_manager.h"
+#include "rootstream/sync/state_sync_manager.h"

@@ -9,6 +9,7 @@
 #include "rootstream/database/database_manager.h"
 #include "rootstream/database/models/session_model.h"
 #include "rootstream/database/models/user.h"
+#include "rootstream/sync/state_sync_manager.h"
 
 #include "rust/cxx.h"
 #include "rootstream-db/src/ffi/cxx/auth.rs.h"
@@ -17,6 +18,7 @@
 #include "rootstream-db/src/ffi/cxx/config.rs.h"
 #include "rootstream-db/src/ffi/cxx/db.rs.h"
 #include "rootstream-db/src/ffi/cxx/models.rs.h"
+#include "rootstream-db/src/ffi/cxx/sync.rs.h"
 
 namespace rootstream {
 
@@ -39,9 +41,16 @@ struct RedisClient::Impl {
 };
 }  // namespace cache
 
+namespace sync {
+struct StateSyncManager::Impl {
+    rust::Box<ffi::SyncBox> box;
+};
+}  // namespace sync
+
 namespace detail {
 
 struct Access {
+    static const ffi::SyncBox& sync(const sync::StateSyncManager& s) { return *s.impl_->box; }
     static const ffi::ConfigBox& config(const Config& c) { return *c.impl_->box; }
     static const ffi::DbBox& db(const database::DatabaseManager& d) { return *d.impl_->box; }
     static const ffi::RedisBox& redis(const cache::RedisClient& r) { return *r.impl_->box; }

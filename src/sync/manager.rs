@@ -79,8 +79,15 @@ impl SyncOptions {
     pub fn apply_json(&mut self, text: &str) -> Result<()> {
         let v: Value = serde_json::from_str(text).map_err(|e| Error::Json(format!("sync options: {e}")))?;
         let obj = v.as_object().ok_or_else(|| Error::Json("sync options must be a JSON object".into()))?;
-        const KNOWN: [&str; 7] =
-            ["instance", "namespace", "log_max_len", "max_outbox", "max_skew_ms", "check_interval_ms", "clock_offset_ms"];
+        const KNOWN: [&str; 7] = [
+            "instance",
+            "namespace",
+            "log_max_len",
+            "max_outbox",
+            "max_skew_ms",
+            "check_interval_ms",
+            "clock_offset_ms",
+        ];
         if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(Error::InvalidArgument(format!("unknown sync option {k:?}; known: {}", KNOWN.join(", "))));
         }
@@ -94,7 +101,9 @@ impl SyncOptions {
         let count = |k: &str| -> Result<Option<u64>> {
             match obj.get(k) {
                 None | Some(Value::Null) => Ok(None),
-                Some(n) => n.as_u64().map(Some).ok_or_else(|| Error::InvalidArgument(format!("{k} must be a whole number"))),
+                Some(n) => {
+                    n.as_u64().map(Some).ok_or_else(|| Error::InvalidArgument(format!("{k} must be a whole number")))
+                }
             }
         };
         if let Some(v) = text("instance")? {

@@ -10,4 +10,6 @@
 #include "rootstream/database/models/stream_model.h"
 #include "rootstream/database/models/user.h"
 #include "rootstream/events/event_store.h"
+#include "rootstream/sync/snapshot_manager.h"
+#include "rootstream/sync/state_sync_manager.h"
 #include "rootstream/error.h"

@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod models;
+pub mod sync;
 
 use crate::error::Error;
 use std::fmt;
