@@ -233,15 +233,21 @@ fn main() {
     );
 
     // Propagation latency.
+    // Also timed on this side: until the log has the delta (flush), and the PUBLISH round trip.
     let n = LATENCY_SAMPLES + LATENCY_WARMUP;
+    let mut ours_send = Vec::new();
     paced(n, |t, i| {
         sender.apply_delta("stream", &(i % 100).to_string(), &delta(Some(t), i)).unwrap();
+        rt.block_on(sender.flush(Duration::from_secs(5))).unwrap();
+        ours_send.push(now_ns() - t);
     });
     let (got, _, ours50, ours99) = peer.ask("ours", n as u64);
     assert_eq!(got, n as u64, "the receiver missed deltas");
+    let mut raw_send = Vec::new();
     paced(n, |t, _| {
         rt.block_on(redis::cmd("PUBLISH").arg(&raw_channel).arg(raw_payload(t)).query_async::<i64>(&mut raw_conn))
             .unwrap();
+        raw_send.push(now_ns() - t);
     });
     let (got, _, raw50, raw99) = peer.ask("raw", n as u64);
     assert_eq!(got, n as u64, "the raw subscriber missed messages");
@@ -255,6 +261,15 @@ fn main() {
         us(raw99),
         ours50 as f64 / raw50.max(1) as f64,
         ours99 as f64 / raw99.max(1) as f64
+    );
+    let (s50, r50) = (pct(&mut ours_send[LATENCY_WARMUP..], 0.5), pct(&mut raw_send[LATENCY_WARMUP..], 0.5));
+    println!(
+        "{:<44} ours p50 {:>7.1} µs (apply_delta until the log has it) | raw p50 {:>7.1} µs (PUBLISH round trip) \
+         | ratio {:.2}",
+        "  of which the sending side",
+        us(s50),
+        us(r50),
+        s50 as f64 / r50.max(1) as f64
     );
 
     // Throughput: updates applied here from WRITER_THREADS threads, counted there.
