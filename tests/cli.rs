@@ -202,3 +202,75 @@ async fn the_backup_commands_from_init_to_cleanup() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     std::fs::remove_dir_all(&repo).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_status_prints_the_counters_and_sync_tail_prints_each_envelope_as_a_json_line() {
+    use rootstream_db::sync::{events, StateSyncManager, SyncOptions};
+    use std::io::{BufRead, BufReader};
+    let cfg = redis_config();
+    let ns = unique("cli-sync");
+    let mut opts = SyncOptions::new("cli-test");
+    opts.namespace = ns.clone();
+    let a = StateSyncManager::start(RedisClient::connect(&cfg).await.unwrap(), opts).await.unwrap();
+    a.apply_delta("stream", "1", serde_json::json!({"title": "x"}).as_object().unwrap()).unwrap();
+    a.flush(std::time::Duration::from_secs(5)).await.unwrap();
+
+    let out = rsdb(&cfg, &["sync", "status", "--namespace", &ns]);
+    assert!(out.status.success(), "{}", text(&out));
+    for field in ["subscriptions:", "sent:", "received:", "lag:", "catch-ups:", "resyncs:", "conflicts:", "rejected:"] {
+        assert!(text(&out).contains(field), "status prints {field}: {}", text(&out));
+    }
+    let out = rsdb(&cfg, &["sync", "status", "--namespace", &ns, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["namespace"], ns.as_str(), "{v}");
+    // The new manager read the one change from the log at start and is not behind it.
+    assert_eq!(
+        (v["received"].as_u64(), v["catch_ups"].as_u64(), v["lag"].as_u64()),
+        (Some(1), Some(1), Some(0)),
+        "{v}"
+    );
+    for field in ["subscriptions", "sent", "resyncs", "conflicts", "rejected"] {
+        assert_eq!(v[field], 0, "{field}: {v}");
+    }
+    let out = rsdb(&cfg, &["sync", "status", "--namespace", "has space"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_rsdb"))
+        .args(["sync", "tail", "stream.*", "--namespace", &ns, "--count", "2"])
+        .env("ROOTSTREAM_REDIS_URL", cfg.redis_url.as_deref().unwrap())
+        .env_remove("ROOTSTREAM_DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Publish once the tail has subscribed (it says so on stderr).
+    let mut ready = String::new();
+    let mut stderr = BufReader::new(tail.stderr.take().unwrap());
+    stderr.read_line(&mut ready).unwrap();
+    assert!(ready.contains("tailing"), "{ready}");
+    a.publish(events::VIEWER_JOINED, serde_json::json!({"id": 9})).unwrap();
+    a.publish(events::STREAM_STARTED, serde_json::json!({"id": 7, "title": "live"})).unwrap();
+    a.publish(events::STREAM_STOPPED, serde_json::json!({"id": 7})).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tail.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            tail.kill().unwrap();
+            panic!("rsdb sync tail --count 2 did not stop after two events");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = tail.wait_with_output().unwrap();
+    drop(stderr);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (lines[0]["type"].as_str(), lines[1]["type"].as_str()),
+        (Some("stream.started"), Some("stream.stopped"))
+    );
+    assert_eq!(lines[0]["origin"], a.origin());
+    assert_eq!(lines[0]["payload"]["title"], "live");
+    assert_eq!(lines[1]["seq"].as_u64(), Some(lines[0]["seq"].as_u64().unwrap() + 1));
+}

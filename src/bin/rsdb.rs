@@ -10,6 +10,7 @@ use rootstream_db::backup::{
 use rootstream_db::db::migrations;
 use rootstream_db::models::session::{SessionModel, SessionSettings, OPERATOR_REVOKE_REASON};
 use rootstream_db::runtime::block_on;
+use rootstream_db::sync::{StateSyncManager, SyncOptions};
 use rootstream_db::{Config, DatabaseManager, Error, RedisClient};
 use std::process::ExitCode;
 
@@ -202,6 +203,98 @@ fn cli() -> Command {
                 )
                 .subcommand(Command::new("rotate-keys").about("Re-encrypt MFA secrets under the current master key")),
         )
+        .subcommand(sync_command())
+}
+
+fn sync_command() -> Command {
+    let namespace = Arg::new("namespace")
+        .long("namespace")
+        .default_value("rootstream")
+        .help("The state-sync namespace (instances with the same one share state)");
+    Command::new("sync")
+        .about("State sync between instances (needs Redis)")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("status")
+                .about(
+                    "Start a manager in the namespace and print its counters: subscriptions, sent, received, \
+                     lag behind the log, catch-ups (gaps repaired), resyncs, conflicts, rejected",
+                )
+                .arg(namespace.clone())
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
+        )
+        .subcommand(
+            Command::new("tail")
+                .about("Print each event whose type matches PATTERN as one JSON envelope per line, until interrupted")
+                .arg(Arg::new("pattern").required(true).help("A glob over event types: stream.*, *.delta, *"))
+                .arg(namespace)
+                .arg(
+                    Arg::new("count")
+                        .long("count")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .help("Stop after this many events"),
+                ),
+        )
+}
+
+fn sync_manager(cfg: &Config, m: &ArgMatches) -> Result<StateSyncManager, Error> {
+    let mut opts = SyncOptions::new(&cfg.instance_id);
+    opts.namespace = m.get_one::<String>("namespace").expect("has a default").clone();
+    let redis = block_on(RedisClient::connect(cfg))?;
+    block_on(StateSyncManager::start(redis, opts))
+}
+
+fn sync_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+    match m.subcommand() {
+        Some(("status", sub)) => sync_status(&sync_manager(cfg, sub)?, sub.get_flag("json")),
+        Some(("tail", sub)) => {
+            let pattern = sub.get_one::<String>("pattern").expect("required");
+            sync_tail(&sync_manager(cfg, sub)?, pattern, sub.get_one::<u64>("count").copied())
+        }
+        _ => Err(Error::invalid("unknown sync command")),
+    }
+}
+
+fn sync_status(manager: &StateSyncManager, json: bool) -> Result<(), Error> {
+    let st = block_on(manager.status())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!("origin:        {}", st.origin);
+    println!("namespace:     {}", st.namespace);
+    println!("subscriptions: {}", st.subscriptions);
+    println!("sent:          {} ({} waiting in the outbox)", st.sent, st.outbox);
+    println!("received:      {} ({} duplicates skipped)", st.received, st.duplicates);
+    println!(
+        "lag:           {} log entries behind (last taken: {})",
+        st.lag,
+        if st.last_log_id.is_empty() { "none" } else { &st.last_log_id }
+    );
+    println!("catch-ups:     {} ({} messages read from the log)", st.catch_ups, st.caught_up_messages);
+    println!("resyncs:       {}", st.resyncs);
+    println!("conflicts:     {} ({} not stored)", st.conflicts, st.conflict_write_failures);
+    println!("rejected:      {}", st.rejected);
+    Ok(())
+}
+
+fn sync_tail(manager: &StateSyncManager, pattern: &str, count: Option<u64>) -> Result<(), Error> {
+    use std::io::Write;
+    let (tx, rx) = std::sync::mpsc::channel();
+    manager.subscribe(pattern, move |e| {
+        let _ = tx.send(serde_json::to_string(e));
+    })?;
+    eprintln!("rsdb: tailing {pattern:?} in namespace {}", manager.namespace());
+    let mut printed = 0;
+    while count.is_none_or(|n| printed < n) {
+        let Ok(line) = rx.recv() else { break };
+        // A closed stdout (`| head`) ends the tail.
+        if writeln!(std::io::stdout(), "{}", line?).is_err() {
+            break;
+        }
+        printed += 1;
+    }
+    Ok(())
 }
 
 fn sessions_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
@@ -553,6 +646,7 @@ fn main() -> ExitCode {
         Some(("health", sub)) => health(&cfg, sub.get_flag("json")),
         Some(("sessions", sub)) => sessions_cmd(&cfg, sub),
         Some(("mfa", sub)) => mfa_cmd(&cfg, sub),
+        Some(("sync", sub)) => sync_cmd(&cfg, sub),
         Some(("backup", sub)) => backup_cmd(&cfg, sub),
         Some(("restore", sub)) => restore_cmd(&cfg, sub),
         Some(("wal-push", sub)) => wal_cmd(&cfg, sub, true),

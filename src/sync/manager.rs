@@ -26,7 +26,7 @@ use super::snapshot::Capture;
 use super::state::{Change, ChangeBody, Conflict, EntityStore, MergeFn, Outcome, Strategy};
 use crate::cache::{Message, RedisClient, SubscriptionId};
 use crate::error::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -619,7 +619,7 @@ impl Inner {
 
     // Applies another instance's change; false when it was refused.
     pub(crate) fn apply_remote(&self, env: &Envelope) -> bool {
-        let body: ChangeBody = match serde_json::from_value(env.payload.clone()) {
+        let body = match ChangeBody::deserialize(&env.payload) {
             Ok(b) => b,
             Err(_) => {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! The sending side of a manager: the outbox drained into the log, in order, in pipelined
-//! batches, retried with backoff while Redis is away.
+//! The sending side of a manager: the outbox drained into the log, in order, in batches of one
+//! script call each, retried with backoff while Redis is away.
 
 use super::log::SEND_SCRIPT;
 use super::manager::Inner;
@@ -7,8 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Messages sent per pipelined round trip.
+/// Messages written per script call (one round trip), and the bytes a call carries at most
+/// (beyond its first message).
 const SEND_BATCH: usize = 512;
+const SEND_BATCH_BYTES: usize = 1 << 20;
 
 /// One numbered message waiting for the log.
 pub(crate) struct Outgoing {
@@ -50,27 +52,32 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
     }
 }
 
-// Writes the oldest queued messages; they leave the outbox only once Redis has answered for
-// all of them. A batch cut short is sent again whole: receivers skip the repeats by sequence
+// Writes the oldest queued messages in one script call; they leave the outbox only once Redis
+// has answered. A batch cut short is sent again whole: receivers skip the repeats by sequence
 // number.
 async fn send_batch(inner: &Inner, hash: &str) -> Result<(), redis::RedisError> {
-    let batch: Vec<(u64, String)> =
-        inner.outbox_lock().1.iter().take(SEND_BATCH).map(|o| (o.seq, o.text.clone())).collect();
+    let mut batch: Vec<(u64, String)> = Vec::new();
+    let mut bytes = 0;
+    for o in inner.outbox_lock().1.iter().take(SEND_BATCH) {
+        bytes += o.text.len();
+        if !batch.is_empty() && bytes > SEND_BATCH_BYTES {
+            break;
+        }
+        batch.push((o.seq, o.text.clone()));
+    }
     let Some(&(last, _)) = batch.last() else { return Ok(()) };
-    let mut pipe = redis::pipe();
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(hash)
+        .arg(2)
+        .arg(&inner.keys.stream)
+        .arg(&inner.keys.counter)
+        .arg(inner.opts.log_max_len)
+        .arg(&inner.keys.bus);
     for (_, text) in &batch {
-        pipe.cmd("EVALSHA")
-            .arg(hash)
-            .arg(2)
-            .arg(&inner.keys.stream)
-            .arg(&inner.keys.counter)
-            .arg(inner.opts.log_max_len)
-            .arg(&inner.keys.bus)
-            .arg(text)
-            .ignore();
+        call.arg(text);
     }
     let mut conn = inner.redis.connection();
-    tokio::time::timeout(inner.redis.timeout(), pipe.query_async::<()>(&mut conn))
+    tokio::time::timeout(inner.redis.timeout(), call.query_async::<String>(&mut conn))
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))??;
     {
