@@ -3,7 +3,8 @@
  * and log in a user, protect the account with TOTP MFA (enroll, confirm, log in with password ->
  * session -> second factor -> access, catch a stolen token used from another device), create a stream and run it (start, viewers, stop) while a subscriber
  * watches its events, read its event history, write and read with parameters, use a
- * transaction, cache with a TTL.
+ * transaction, cache with a TTL, and share state between two instances (a change made on one
+ * shows on the other, with its event).
  *
  * Needs ROOTSTREAM_DATABASE_URL and ROOTSTREAM_REDIS_URL (scripts/demo.sh sets them).
  */
@@ -37,6 +38,12 @@ static void on_event(void *user_data, const char *channel, const char *payload, 
     snprintf(in->last_channel, sizeof in->last_channel, "%s", channel);
     printf("  event on %s: %.*s\n", channel, (int)len, payload);
     in->received++;
+}
+
+/* Counts state changes seen by the second instance; runs on a library thread. */
+static void on_change(void *user_data, const char *event_type, const char *envelope_json) {
+    printf("  instance B got %s: %s\n", event_type, envelope_json);
+    (*(volatile int *)user_data)++;
 }
 
 static void sleep_ms(long ms) {
@@ -188,6 +195,36 @@ static int run(rsdb_config *cfg) {
     CHECK(rsdb_db_health(db, &json), "health check");
     printf("health: %s\n", json);
     rsdb_string_free(json);
+
+    /* Two instances sharing state: A changes a stream, B sees the change and the event. */
+    char a_opts[96], b_opts[96];
+    const long run_id = (long)time(NULL);
+    snprintf(a_opts, sizeof a_opts, "{\"namespace\":\"demo_c_%ld\",\"instance\":\"A\"}", run_id);
+    snprintf(b_opts, sizeof b_opts, "{\"namespace\":\"demo_c_%ld\",\"instance\":\"B\"}", run_id);
+    rsdb_sync *a = NULL, *b = NULL;
+    CHECK(rsdb_sync_open(cfg, redis, db, a_opts, &a), "starting sync instance A");
+    CHECK(rsdb_sync_open(cfg, redis, db, b_opts, &b), "starting sync instance B");
+    volatile int changes = 0;
+    uint64_t sync_sub = 0;
+    CHECK(rsdb_sync_subscribe(b, "stream.*", on_change, (void *)&changes, &sync_sub), "subscribing on B");
+    CHECK(rsdb_sync_apply_delta(a, "stream", "demo", "{\"title\":\"C speedrun\",\"viewers\":3}", &json),
+          "changing the stream on A");
+    printf("A applied: %s\n", json);
+    rsdb_string_free(json);
+    CHECK(rsdb_sync_publish(a, "stream.started", "{\"id\":\"demo\"}", NULL), "publishing on A");
+    CHECK(rsdb_sync_flush(a, 5000), "flushing A");
+    for (int i = 0; i < 500 && changes < 2; i++) sleep_ms(10);
+    json = NULL;
+    CHECK(rsdb_sync_get_snapshot(b, "stream", "demo", &json), "reading the state on B");
+    printf("B sees: %s\n", json ? json : "(nothing)");
+    int crossed = json != NULL && strstr(json, "C speedrun") != NULL && changes >= 2;
+    rsdb_string_free(json);
+    rsdb_sync_close(b);
+    rsdb_sync_close(a);
+    if (!crossed) {
+        fprintf(stderr, "complete_workflow_c: the change did not reach instance B\n");
+        return 1;
+    }
 
     rsdb_redis_close(redis);
     rsdb_db_close(db);

@@ -1,7 +1,7 @@
 // The complete workflow through the C++ API: configure from the environment, migrate, register
 // and log in a user, protect the account with TOTP MFA and log in through it, run a stream (start, viewers, stop) while a subscriber watches, read its
 // event history, append to the event store with optimistic concurrency, an RAII transaction,
-// cache with a TTL.
+// cache with a TTL, and two instances sharing state (a change made on one shows on the other).
 //
 // Needs ROOTSTREAM_DATABASE_URL and ROOTSTREAM_REDIS_URL (scripts/demo.sh sets them).
 #include "rootstream/rootstream_db.hpp"
@@ -132,6 +132,28 @@ int main() {
                                                       json::array({"EXPIRE", "demo:cpp:counter", "60"})}));
         std::cout << "MULTI/EXEC replies: " << replies.dump() << "\n";
         std::cout << "health: " << db.health_check().to_json().dump() << "\n";
+
+        // Two instances sharing state: A changes a stream, B's handler sees it already applied.
+        const std::string ns = "demo_cpp_" + std::to_string(std::time(nullptr));
+        rootstream::sync::StateSyncManager a(config, redis, db, {{"namespace", ns}, {"instance", "A"}});
+        rootstream::sync::StateSyncManager b(config, redis, db, {{"namespace", ns}, {"instance", "B"}});
+        std::atomic<int> crossed{0};
+        b.subscribe("stream.*", [&](const json& envelope) {
+            std::cout << "  instance B got " << envelope.at("type").get<std::string>() << " from "
+                      << envelope.at("origin").get<std::string>() << "\n";
+            ++crossed;
+        });
+        std::cout << "A applied: " << a.apply_delta("stream", "demo", {{"title", "C++ speedrun"}, {"viewers", 3}}).dump()
+                  << "\n";
+        a.publish(rootstream::sync::events::kStreamStarted, {{"id", "demo"}});
+        a.flush();
+        for (int i = 0; i < 500 && crossed < 2; ++i) std::this_thread::sleep_for(10ms);
+        auto on_b = b.get_snapshot("stream", "demo");
+        std::cout << "B sees: " << (on_b ? on_b->dump() : "(nothing)") << "\n";
+        if (!on_b || on_b->value("title", "") != "C++ speedrun" || crossed < 2) {
+            std::cerr << "complete_workflow_cpp: the change did not reach instance B\n";
+            return 1;
+        }
         std::cout << "complete_workflow_cpp: ok\n";
         return 0;
     } catch (const rootstream::Error& e) {
