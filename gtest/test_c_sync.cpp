@@ -300,6 +300,70 @@ TEST_F(CSync, BadInputGivesItsStatusAndAppliesNothing) {
     EXPECT_TRUE(state.is_null()) << "nothing was applied";
 }
 
+TEST_F(CSync, ModelHandlesWithASyncManagerAnnounceTheirChangesToAnotherInstance) {
+    SyncPtr a, b;
+    ASSERT_NO_FATAL_FAILURE(open("a", &a));
+    ASSERT_NO_FATAL_FAILURE(open("b", &b));
+    Inbox events;
+    uint64_t sub = 0;
+    ASSERT_RSDB_OK(rsdb_sync_subscribe(b.get(), "*", on_event, &events, &sub));
+    rsdb_users* users_raw = nullptr;
+    ASSERT_RSDB_OK(rsdb_users_new(db_.get(), &users_raw));
+    UsersPtr users(users_raw);
+    rsdb_streams* streams_raw = nullptr;
+    ASSERT_RSDB_OK(rsdb_streams_new(db_.get(), redis_.get(), &streams_raw));
+    StreamsPtr streams(streams_raw);
+    rsdb_sessions* sessions_raw = nullptr;
+    ASSERT_RSDB_OK(rsdb_sessions_new(cfg_.get(), db_.get(), redis_.get(), &sessions_raw));
+    SessionsPtr sessions(sessions_raw);
+    ASSERT_RSDB_OK(rsdb_users_set_sync(users.get(), a.get()));
+    ASSERT_RSDB_OK(rsdb_streams_set_sync(streams.get(), a.get()));
+    ASSERT_RSDB_OK(rsdb_sessions_set_sync(sessions.get(), a.get()));
+
+    OutString user;
+    const int64_t user_id =
+        RSDB_JSON(rsdb_users_create(users.get(), "c_syncer", "c_syncer@example.com", "a long enough password", nullptr,
+                                    user.out()),
+                  user)
+            .at("id")
+            .get<int64_t>();
+    OutString updated;
+    ASSERT_RSDB_OK(rsdb_users_update_profile(users.get(), user_id, "C Speedrunner", nullptr, updated.out()));
+    OutString stream;
+    const int64_t stream_id =
+        RSDB_JSON(rsdb_streams_create(streams.get(), user_id, "run", nullptr, stream.out()), stream).at("id").get<int64_t>();
+    OutString started;
+    ASSERT_RSDB_OK(rsdb_streams_start(streams.get(), stream_id, started.out()));
+    OutString token, issued;
+    ASSERT_RSDB_OK(
+        rsdb_sessions_create(sessions.get(), user_id, "fp", nullptr, nullptr, nullptr, 0, 0, token.out(), issued.out()));
+
+    auto state_on_b = [&](const char* type, int64_t id) {
+        OutString s;
+        const std::string key = std::to_string(id);
+        if (rsdb_sync_get_snapshot(b.get(), type, key.c_str(), s.out()) != RSDB_OK || s.is_null()) return json::object();
+        return s.parse();
+    };
+    ASSERT_TRUE(eventually([&] { return state_on_b("user", user_id).value("display_name", "") == "C Speedrunner"; }));
+    ASSERT_TRUE(eventually([&] { return state_on_b("stream", stream_id).value("live", false); }));
+    const int64_t session_id = issued.parse().at("id").get<int64_t>();
+    ASSERT_TRUE(eventually([&] { return state_on_b("session", session_id).value("active", false); }));
+    ASSERT_TRUE(eventually([&] {
+        std::lock_guard<std::mutex> g(events.m);
+        bool user_ev = false, stream_ev = false, session_ev = false;
+        for (const auto& e : events.items) {
+            user_ev |= e.at("type") == "user.updated";
+            stream_ev |= e.at("type") == "stream.started";
+            session_ev |= e.at("type") == "session.created";
+        }
+        return user_ev && stream_ev && session_ev;
+    }));
+    // NULL detaches.
+    ASSERT_RSDB_OK(rsdb_streams_set_sync(streams.get(), nullptr));
+    ASSERT_RSDB_OK(rsdb_users_set_sync(users.get(), nullptr));
+    ASSERT_RSDB_OK(rsdb_sessions_set_sync(sessions.get(), nullptr));
+}
+
 TEST_F(CSync, AfterCloseReturnsNoCallbackRunsAgain) {
     SyncPtr a, b;
     ASSERT_NO_FATAL_FAILURE(open("a", &a));

@@ -519,6 +519,13 @@ int rsdb_mfa_rotate_keys(const struct rsdb_mfa *mfa, uint64_t *rotated);
 int rsdb_totp_code(const char *secret_base32, uint64_t unix_time, char **code);
 
 /*
+ Announces created and revoked sessions through `sync` from now on (events `session.created`
+ and `session.revoked`, and the shared `session` entity's `user_id` and `active`; never a
+ token). `sync` may be NULL, which stops it.
+ */
+int rsdb_sessions_set_sync(const struct rsdb_sessions *h, const struct rsdb_sync *sync);
+
+/*
  Creates a backup handle. Needs `database_url`, `backup_dir` and `master_key` in `cfg`
  (`RSDB_ERR_CONFIG` otherwise). Release with `rsdb_backup_free`.
  */
@@ -1143,6 +1150,20 @@ int rsdb_stream_sessions_end(const struct rsdb_stream_sessions *sessions,
 int rsdb_stream_sessions_list(const struct rsdb_stream_sessions *sessions,
                               int64_t stream_id,
                               char **sessions_json);
+
+/*
+ Announces start, stop and viewer changes through `sync` from now on (events
+ `stream.started`, `stream.stopped`, `viewer.joined`, `viewer.left`, and the shared `stream`
+ entity's `live`, `session_id` and `viewers`). `sync` may be NULL, which stops it; the handle
+ keeps the manager alive until then.
+ */
+int rsdb_streams_set_sync(const struct rsdb_streams *h, const struct rsdb_sync *sync);
+
+/*
+ Announces profile, verification and activation changes through `sync` from now on (event
+ `user.updated` and the shared `user` entity). `sync` may be NULL, which stops it.
+ */
+int rsdb_users_set_sync(const struct rsdb_users *h, const struct rsdb_sync *sync);
 
 /*
  Creates a client for `cfg`'s `redis_url` and checks that the server answers. `*out`

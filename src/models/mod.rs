@@ -31,3 +31,50 @@ pub(crate) fn check_text(field: &str, value: &str, max_chars: usize, allow_newli
     }
     Ok(())
 }
+
+/// Where a model announces its changes to other instances: nowhere until a
+/// `StateSyncManager` is attached. Clones share the attachment.
+#[derive(Clone, Default)]
+pub(crate) struct Broadcaster {
+    sync: std::sync::Arc<std::sync::RwLock<Option<crate::sync::StateSyncManager>>>,
+}
+
+impl std::fmt::Debug for Broadcaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcaster").field("attached", &self.current().is_some()).finish()
+    }
+}
+
+impl Broadcaster {
+    pub(crate) fn set(&self, sync: Option<crate::sync::StateSyncManager>) {
+        *self.sync.write().unwrap_or_else(|e| e.into_inner()) = sync;
+    }
+
+    fn current(&self) -> Option<crate::sync::StateSyncManager> {
+        self.sync.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies `fields` to the entity's shared state and publishes `event` with `payload` (its
+    /// `id` set to the entity's id). Runs after the change is committed; a manager that cannot
+    /// take more (closed, outbox full) is skipped, since the database already holds the change
+    /// and the manager counts nothing it did not send.
+    pub(crate) fn announce(
+        &self,
+        event: &str,
+        entity: &str,
+        id: i64,
+        payload: &serde_json::Value,
+        fields: serde_json::Value,
+    ) {
+        let Some(sync) = self.current() else { return };
+        let id_text = id.to_string();
+        if let serde_json::Value::Object(fields) = fields {
+            let _ = sync.apply_delta(entity, &id_text, &fields);
+        }
+        let mut payload = payload.clone();
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("id".into(), serde_json::Value::from(id));
+        }
+        let _ = sync.publish(event, payload);
+    }
+}

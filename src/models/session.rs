@@ -244,6 +244,7 @@ pub struct SessionModel {
     events: EventStore,
     settings: SessionSettings,
     counters: Arc<Counters>,
+    broadcast: super::Broadcaster,
 }
 
 impl std::fmt::Debug for SessionModel {
@@ -259,7 +260,21 @@ fn secs(d: Duration) -> f64 {
 impl SessionModel {
     pub fn new(db: DatabaseManager, redis: RedisClient, settings: SessionSettings) -> Self {
         let events = EventStore::new(db.clone());
-        SessionModel { db, redis, events, settings, counters: Arc::new(Counters::default()) }
+        SessionModel {
+            db,
+            redis,
+            events,
+            settings,
+            counters: Arc::new(Counters::default()),
+            broadcast: super::Broadcaster::default(),
+        }
+    }
+
+    /// Announces created and revoked sessions through `sync` from now on (None stops it): the
+    /// events `session.created` and `session.revoked`, and the shared `session` entity's
+    /// `user_id` and `active` fields. No token or hash is ever announced. Clones share this.
+    pub fn set_sync(&self, sync: Option<crate::sync::StateSyncManager>) {
+        self.broadcast.set(sync);
     }
 
     pub fn settings(&self) -> &SessionSettings {
@@ -392,6 +407,7 @@ impl SessionModel {
         if !matches!(sent, Ok(Ok(()))) {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.broadcast_change("session.created", &created);
         Ok(CreatedSession { token, session })
     }
 
@@ -530,7 +546,18 @@ impl SessionModel {
         self.publish_payload(event, &payload).await;
     }
 
+    // Creation and revocation also reach other instances through an attached sync manager.
+    fn broadcast_change(&self, event: &str, payload: &serde_json::Value) {
+        if event == "session.created" || event == "session.revoked" {
+            let id = payload.get("session_id").and_then(serde_json::Value::as_i64).unwrap_or(0);
+            let user = payload.get("user_id").cloned().unwrap_or(serde_json::Value::Null);
+            let fields = json!({"user_id": user, "active": event == "session.created"});
+            self.broadcast.announce(event, "session", id, payload, fields);
+        }
+    }
+
     async fn publish_payload(&self, event: &str, payload: &serde_json::Value) {
+        self.broadcast_change(event, payload);
         if self.redis.publish(event, payload.to_string()).await.is_err() {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }

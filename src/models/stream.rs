@@ -119,11 +119,19 @@ return n
 pub struct StreamModel {
     db: DatabaseManager,
     redis: RedisClient,
+    broadcast: super::Broadcaster,
 }
 
 impl StreamModel {
     pub fn new(db: DatabaseManager, redis: RedisClient) -> Self {
-        StreamModel { db, redis }
+        StreamModel { db, redis, broadcast: super::Broadcaster::default() }
+    }
+
+    /// Announces start, stop and viewer changes through `sync` from now on (None stops it):
+    /// the events `stream.started`, `stream.stopped`, `viewer.joined`, `viewer.left`, and the
+    /// shared `stream` entity's `live`, `session_id`, `viewers` fields. Clones share this.
+    pub fn set_sync(&self, sync: Option<crate::sync::StateSyncManager>) {
+        self.broadcast.set(sync);
     }
 
     /// Creates a stream for a user with a fresh stream key.
@@ -256,6 +264,13 @@ impl StreamModel {
         pipe.atomic().del(&live).hset_multiple(&live, &fields).pexpire(&live, LIVE_TTL.as_millis() as i64);
         pipe.set(viewers_key(id), 0).pexpire(viewers_key(id), LIVE_TTL.as_millis() as i64);
         self.after_commit(id, "started", self.run_pipe(pipe).await).await?;
+        self.broadcast.announce(
+            "stream.started",
+            "stream",
+            id,
+            &payload,
+            json!({"live": true, "session_id": session.id, "viewers": 0, "name": stream.name}),
+        );
         self.after_commit(id, "started", self.redis.publish("stream.started", payload.to_string()).await.map(|_| ()))
             .await?;
         Ok(session)
@@ -318,6 +333,13 @@ impl StreamModel {
         let mut pipe = redis::pipe();
         pipe.atomic().del(live_key(id)).del(viewers_key(id));
         self.after_commit(id, "stopped", self.run_pipe(pipe).await).await?;
+        self.broadcast.announce(
+            "stream.stopped",
+            "stream",
+            id,
+            &payload,
+            json!({"live": false, "session_id": null, "viewers": 0}),
+        );
         self.after_commit(id, "stopped", self.redis.publish("stream.stopped", payload.to_string()).await.map(|_| ()))
             .await?;
         Ok(session)
@@ -357,6 +379,7 @@ impl StreamModel {
             )
             .await?;
         let payload = json!({"type": "viewer.joined", "stream_id": id, "session_id": session_id, "viewers": count});
+        self.broadcast.announce("viewer.joined", "stream", id, &payload, json!({"viewers": count}));
         self.redis.publish("viewer.joined", payload.to_string()).await?;
         Ok(count)
     }
@@ -367,6 +390,7 @@ impl StreamModel {
         cmd.arg(LEAVE_SCRIPT).arg(1).arg(viewers_key(id)).arg(LIVE_TTL.as_millis() as i64);
         let count: i64 = self.redis.query(&cmd, false).await?;
         let payload = json!({"type": "viewer.left", "stream_id": id, "viewers": count});
+        self.broadcast.announce("viewer.left", "stream", id, &payload, json!({"viewers": count}));
         self.redis.publish("viewer.left", payload.to_string()).await?;
         Ok(count)
     }

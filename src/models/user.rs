@@ -114,11 +114,28 @@ fn map_unique(e: Error) -> Error {
 #[derive(Clone, Debug)]
 pub struct UserModel {
     db: DatabaseManager,
+    broadcast: super::Broadcaster,
 }
 
 impl UserModel {
     pub fn new(db: DatabaseManager) -> Self {
-        UserModel { db }
+        UserModel { db, broadcast: super::Broadcaster::default() }
+    }
+
+    /// Announces profile, verification and activation changes through `sync` from now on (None
+    /// stops it): the event `user.updated` and the shared `user` entity's `username`,
+    /// `display_name`, `avatar_url`, `is_active`, `is_verified` fields. Clones share this.
+    pub fn set_sync(&self, sync: Option<crate::sync::StateSyncManager>) {
+        self.broadcast.set(sync);
+    }
+
+    fn announce(&self, user: &User, changed: &[&str]) {
+        let fields = serde_json::json!({
+            "username": user.username, "display_name": user.display_name, "avatar_url": user.avatar_url,
+            "is_active": user.is_active, "is_verified": user.is_verified,
+        });
+        let payload = serde_json::json!({"type": "user.updated", "user_id": user.id, "changed": changed});
+        self.broadcast.announce("user.updated", "user", user.id, &payload, fields);
     }
 
     /// Registers a user. Username and email are unique without regard to case.
@@ -211,7 +228,9 @@ impl UserModel {
         let sql = format!(
             "UPDATE users SET display_name = COALESCE($2, display_name), avatar_url = COALESCE($3, avatar_url) WHERE id = $1 RETURNING {COLUMNS}"
         );
-        self.returning(&sql, id, &[&display_name, &avatar_url]).await
+        let user = self.returning(&sql, id, &[&display_name, &avatar_url]).await?;
+        self.announce(&user, &["display_name", "avatar_url"]);
+        Ok(user)
     }
 
     async fn returning(
@@ -230,13 +249,20 @@ impl UserModel {
 
     /// Marks the account's email as verified.
     pub async fn mark_verified(&self, id: i64) -> Result<User> {
-        self.returning(&format!("UPDATE users SET is_verified = TRUE WHERE id = $1 RETURNING {COLUMNS}"), id, &[]).await
+        let user = self
+            .returning(&format!("UPDATE users SET is_verified = TRUE WHERE id = $1 RETURNING {COLUMNS}"), id, &[])
+            .await?;
+        self.announce(&user, &["is_verified"]);
+        Ok(user)
     }
 
     /// Activates or deactivates the account; a deactivated account cannot log in.
     pub async fn set_active(&self, id: i64, active: bool) -> Result<User> {
-        self.returning(&format!("UPDATE users SET is_active = $2 WHERE id = $1 RETURNING {COLUMNS}"), id, &[&active])
-            .await
+        let user = self
+            .returning(&format!("UPDATE users SET is_active = $2 WHERE id = $1 RETURNING {COLUMNS}"), id, &[&active])
+            .await?;
+        self.announce(&user, &["is_active"]);
+        Ok(user)
     }
 
     /// Records a login now.

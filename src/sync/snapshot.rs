@@ -256,7 +256,9 @@ fn info(r: &Row) -> SnapshotInfo {
         raw_bytes: r.get("raw_bytes"),
         stored_bytes: r.get("stored_bytes"),
         taken_by: r.get("taken_by"),
-        created_at: crate::models::ts(&r.get::<_, chrono::DateTime<chrono::Utc>>("created_at")),
+        created_at: r
+            .get::<_, chrono::DateTime<chrono::Utc>>("created_at")
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     }
 }
 

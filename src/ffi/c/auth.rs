@@ -453,3 +453,15 @@ pub unsafe extern "C" fn rsdb_totp_code(secret_base32: *const c_char, unix_time:
         set_out_string(code, Some(&c))
     })
 }
+
+/// Announces created and revoked sessions through `sync` from now on (events `session.created`
+/// and `session.revoked`, and the shared `session` entity's `user_id` and `active`; never a
+/// token). `sync` may be NULL, which stops it.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_sessions_set_sync(h: *const rsdb_sessions, sync: *const super::sync::rsdb_sync) -> c_int {
+    guard(|| {
+        let h = arg_ref(h, "sessions")?;
+        h.model.set_sync(sync.as_ref().map(|s| s.0.clone()));
+        Ok(())
+    })
+}

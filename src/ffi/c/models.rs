@@ -493,3 +493,27 @@ pub unsafe extern "C" fn rsdb_stream_sessions_list(
         json_out(sessions_json, &block_on(s.0.list_for_stream(stream_id))?)
     })
 }
+
+/// Announces start, stop and viewer changes through `sync` from now on (events
+/// `stream.started`, `stream.stopped`, `viewer.joined`, `viewer.left`, and the shared `stream`
+/// entity's `live`, `session_id` and `viewers`). `sync` may be NULL, which stops it; the handle
+/// keeps the manager alive until then.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_streams_set_sync(h: *const rsdb_streams, sync: *const super::sync::rsdb_sync) -> c_int {
+    guard(|| {
+        let h = arg_ref(h, "streams")?;
+        h.0.set_sync(sync.as_ref().map(|s| s.0.clone()));
+        Ok(())
+    })
+}
+
+/// Announces profile, verification and activation changes through `sync` from now on (event
+/// `user.updated` and the shared `user` entity). `sync` may be NULL, which stops it.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_users_set_sync(h: *const rsdb_users, sync: *const super::sync::rsdb_sync) -> c_int {
+    guard(|| {
+        let h = arg_ref(h, "users")?;
+        h.0.set_sync(sync.as_ref().map(|s| s.0.clone()));
+        Ok(())
+    })
+}
