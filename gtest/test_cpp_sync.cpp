@@ -201,6 +201,37 @@ TEST_F(CppSync, BadInputThrowsTheMatchingSubclassAndAfterCloseSendingIsAStateErr
     EXPECT_THROW(a->publish("stream.started", json::object()), rootstream::StateError);
 }
 
+TEST_F(CppSync, ModelClassesGivenAManagerAnnounceTheirChangesToAnotherInstance) {
+    namespace models = rootstream::database::models;
+    auto a = open("a");
+    auto b = open("b");
+    std::atomic<int> events{0};
+    b->subscribe("*", [&](const json& env) {
+        const auto type = env.at("type").get<std::string>();
+        if (type == "user.updated" || type == "stream.started" || type == "session.created") ++events;
+    });
+    auto user = models::User::create(*db_, "cpp_syncer", "cpp_syncer@example.com", "a long enough password");
+    user.update_profile(*db_, std::string("C++ Speedrunner"), std::nullopt, a.get());
+    models::StreamModel streams(*db_, *redis_);
+    streams.set_sync(a.get());
+    const auto stream = streams.create(user.id(), "run");
+    streams.start(stream.id);
+    streams.viewer_joined(stream.id);
+    models::SessionModel sessions(*config_, *db_, *redis_);
+    sessions.set_sync(a.get());
+    const auto created = sessions.create(user.id(), models::DeviceInfo{"fp", std::nullopt, std::nullopt, std::nullopt});
+    auto on_b = [&](const char* type, std::int64_t id) {
+        return b->get_snapshot(type, std::to_string(id)).value_or(json::object());
+    };
+    ASSERT_TRUE(eventually([&] { return on_b("user", user.id()).value("display_name", "") == "C++ Speedrunner"; }));
+    ASSERT_TRUE(eventually([&] { return on_b("stream", stream.id).value("viewers", 0) == 1; }));
+    EXPECT_EQ(on_b("stream", stream.id).value("live", false), true);
+    ASSERT_TRUE(eventually([&] { return on_b("session", created.session.id).value("active", false); }));
+    ASSERT_TRUE(eventually([&] { return events.load() >= 3; }));
+    streams.set_sync(nullptr);
+    sessions.set_sync(nullptr);
+}
+
 TEST_F(CppSync, ADestroyedManagerCallsNoHandlerAgain) {
     auto a = open("a");
     auto b = open("b");

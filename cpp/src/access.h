@@ -49,6 +49,9 @@ struct StateSyncManager::Impl {
 
 namespace detail {
 
+/// The link of `sync`, or one that announces nothing for nullptr.
+rust::Box<ffi::SyncLink> link_of(const sync::StateSyncManager* sync);
+
 struct Access {
     static const ffi::SyncBox& sync(const sync::StateSyncManager& s) { return *s.impl_->box; }
     static const ffi::ConfigBox& config(const Config& c) { return *c.impl_->box; }

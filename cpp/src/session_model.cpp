@@ -150,6 +150,8 @@ SessionStats SessionModel::stats() const {
     return SessionStats{counters.cache_hits, counters.cache_misses, counters.cache_errors};
 }
 
+void SessionModel::set_sync(sync::StateSyncManager* sync) { impl_->box->set_sync(*detail::link_of(sync)); }
+
 }  // namespace models
 }  // namespace database
 

@@ -6,6 +6,11 @@
 #include "sync_observer.h"
 
 namespace rootstream {
+
+rust::Box<ffi::SyncLink> detail::link_of(const sync::StateSyncManager* sync) {
+    return sync != nullptr ? ffi::sync_link(Access::sync(*sync)) : ffi::sync_link_none();
+}
+
 namespace sync {
 
 namespace {

@@ -118,23 +118,23 @@ Stream StreamModel::regenerate_key(std::int64_t stream_id) {
 }
 
 StreamSession StreamModel::start(std::int64_t stream_id) {
-    return to_session(detail::call([&] { return ffi::stream_start(detail::Access::db(db_), detail::Access::redis(redis_), stream_id); }));
+    return to_session(detail::call([&] { return ffi::stream_start(detail::Access::db(db_), detail::Access::redis(redis_), *detail::link_of(sync_), stream_id); }));
 }
 
 StreamSession StreamModel::stop(std::int64_t stream_id) {
-    return to_session(detail::call([&] { return ffi::stream_stop(detail::Access::db(db_), detail::Access::redis(redis_), stream_id); }));
+    return to_session(detail::call([&] { return ffi::stream_stop(detail::Access::db(db_), detail::Access::redis(redis_), *detail::link_of(sync_), stream_id); }));
 }
 
 std::int64_t StreamModel::viewer_joined(std::int64_t stream_id) {
-    return detail::call([&] { return ffi::stream_viewer(detail::Access::db(db_), detail::Access::redis(redis_), stream_id, 1); });
+    return detail::call([&] { return ffi::stream_viewer(detail::Access::db(db_), detail::Access::redis(redis_), *detail::link_of(sync_), stream_id, 1); });
 }
 
 std::int64_t StreamModel::viewer_left(std::int64_t stream_id) {
-    return detail::call([&] { return ffi::stream_viewer(detail::Access::db(db_), detail::Access::redis(redis_), stream_id, -1); });
+    return detail::call([&] { return ffi::stream_viewer(detail::Access::db(db_), detail::Access::redis(redis_), *detail::link_of(sync_), stream_id, -1); });
 }
 
 std::int64_t StreamModel::viewer_count(std::int64_t stream_id) {
-    return detail::call([&] { return ffi::stream_viewer(detail::Access::db(db_), detail::Access::redis(redis_), stream_id, 0); });
+    return detail::call([&] { return ffi::stream_viewer(detail::Access::db(db_), detail::Access::redis(redis_), *detail::link_of(sync_), stream_id, 0); });
 }
 
 Stream StreamModel::update_stats(std::int64_t stream_id, const StreamStats& stats) {
@@ -143,6 +143,8 @@ Stream StreamModel::update_stats(std::int64_t stream_id, const StreamStats& stat
         return ffi::stream_update_stats(detail::Access::db(db_), detail::Access::redis(redis_), stream_id, to_ffi(stats));
     }));
 }
+
+void StreamModel::set_sync(sync::StateSyncManager* sync) { sync_ = sync; }
 
 std::vector<Stream> StreamModel::list_live() {
     return all<Stream>(detail::call([&] { return ffi::stream_list_live(detail::Access::db(db_), detail::Access::redis(redis_)); }),

@@ -52,28 +52,33 @@ bool User::verify_password(DatabaseManager& db, const std::string& password) con
 }
 
 void User::update_profile(DatabaseManager& db, const std::optional<std::string>& display_name,
-                          const std::optional<std::string>& avatar_url) {
+                          const std::optional<std::string>& avatar_url, sync::StateSyncManager* announce_through) {
     *this = detail::Access::user(detail::call([&] {
-        return ffi::user_update_profile(detail::Access::db(db), id(), display_name.value_or(""), display_name.has_value(),
-                                        avatar_url.value_or(""), avatar_url.has_value());
+        return ffi::user_update_profile(detail::Access::db(db), *detail::link_of(announce_through), id(),
+                                        display_name.value_or(""), display_name.has_value(), avatar_url.value_or(""),
+                                        avatar_url.has_value());
     }));
 }
 
-void User::verify(DatabaseManager& db) {
-    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "verified", true); }));
+void User::set_flag(DatabaseManager& db, const char* flag, bool value, sync::StateSyncManager* announce_through) {
+    *this = detail::Access::user(detail::call([&] {
+        return ffi::user_set_flag(detail::Access::db(db), *detail::link_of(announce_through), id(), flag, value);
+    }));
 }
 
-void User::activate(DatabaseManager& db) {
-    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "active", true); }));
+void User::verify(DatabaseManager& db, sync::StateSyncManager* announce_through) {
+    set_flag(db, "verified", true, announce_through);
 }
 
-void User::deactivate(DatabaseManager& db) {
-    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "active", false); }));
+void User::activate(DatabaseManager& db, sync::StateSyncManager* announce_through) {
+    set_flag(db, "active", true, announce_through);
 }
 
-void User::record_login(DatabaseManager& db) {
-    *this = detail::Access::user(detail::call([&] { return ffi::user_set_flag(detail::Access::db(db), id(), "login", true); }));
+void User::deactivate(DatabaseManager& db, sync::StateSyncManager* announce_through) {
+    set_flag(db, "active", false, announce_through);
 }
+
+void User::record_login(DatabaseManager& db) { set_flag(db, "login", true, nullptr); }
 
 void User::change_password(DatabaseManager& db, const std::string& new_password) {
     detail::call([&] { ffi::user_change_password(detail::Access::db(db), id(), new_password); });

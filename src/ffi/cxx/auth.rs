@@ -15,6 +15,8 @@ mod bridge {
         type ConfigBox = crate::ffi::cxx::config::ConfigBox;
         type DbBox = crate::ffi::cxx::db::DbBox;
         type RedisBox = crate::ffi::cxx::cache::RedisBox;
+        include!("rootstream-db/src/ffi/cxx/sync.rs.h");
+        type SyncLink = crate::ffi::cxx::sync::SyncLink;
     }
 
     /// Where a login comes from. Each optional text has a `has_` flag; without it the text
@@ -111,6 +113,7 @@ mod bridge {
         fn revoke_all(self: &SessionsBox, user_id: i64, keep_session_id: i64, reason: &str) -> Result<u64>;
         fn list(self: &SessionsBox, user_id: i64) -> Result<Vec<SessionRecord>>;
         fn cleanup(self: &SessionsBox) -> Result<SessionCleanupReport>;
+        fn set_sync(self: &SessionsBox, link: &SyncLink);
         fn stats(self: &SessionsBox) -> SessionCounters;
 
         type MfaBox;
@@ -155,6 +158,10 @@ fn sessions_new(cfg: &ConfigBox, db: &DbBox, redis: &RedisBox) -> Box<SessionsBo
 }
 
 impl SessionsBox {
+    fn set_sync(&self, link: &super::sync::SyncLink) {
+        self.0.set_sync(link.0.clone());
+    }
+
     fn create(
         &self,
         user_id: i64,

@@ -15,6 +15,8 @@ mod bridge {
         include!("rootstream-db/src/ffi/cxx/cache.rs.h");
         type DbBox = crate::ffi::cxx::db::DbBox;
         type RedisBox = crate::ffi::cxx::cache::RedisBox;
+        include!("rootstream-db/src/ffi/cxx/sync.rs.h");
+        type SyncLink = crate::ffi::cxx::sync::SyncLink;
     }
 
     /// A user as stored, without the password hash.
@@ -89,13 +91,14 @@ mod bridge {
         fn user_get(db: &DbBox, by: &str, key: &str) -> Result<UserRecord>;
         fn user_update_profile(
             db: &DbBox,
+            link: &SyncLink,
             id: i64,
             display_name: &str,
             has_display_name: bool,
             avatar_url: &str,
             has_avatar_url: bool,
         ) -> Result<UserRecord>;
-        fn user_set_flag(db: &DbBox, id: i64, flag: &str, value: bool) -> Result<UserRecord>;
+        fn user_set_flag(db: &DbBox, link: &SyncLink, id: i64, flag: &str, value: bool) -> Result<UserRecord>;
         fn user_change_password(db: &DbBox, id: i64, new_password: &str) -> Result<()>;
 
         fn stream_create(
@@ -108,9 +111,9 @@ mod bridge {
         ) -> Result<StreamRecord>;
         fn stream_get(db: &DbBox, redis: &RedisBox, id: i64) -> Result<StreamRecord>;
         fn stream_get_by_key(db: &DbBox, redis: &RedisBox, key: &str) -> Result<StreamRecord>;
-        fn stream_start(db: &DbBox, redis: &RedisBox, id: i64) -> Result<StreamSessionRecord>;
-        fn stream_stop(db: &DbBox, redis: &RedisBox, id: i64) -> Result<StreamSessionRecord>;
-        fn stream_viewer(db: &DbBox, redis: &RedisBox, id: i64, change: i32) -> Result<i64>;
+        fn stream_start(db: &DbBox, redis: &RedisBox, link: &SyncLink, id: i64) -> Result<StreamSessionRecord>;
+        fn stream_stop(db: &DbBox, redis: &RedisBox, link: &SyncLink, id: i64) -> Result<StreamSessionRecord>;
+        fn stream_viewer(db: &DbBox, redis: &RedisBox, link: &SyncLink, id: i64, change: i32) -> Result<i64>;
         fn stream_update_stats(db: &DbBox, redis: &RedisBox, id: i64, stats: &StreamStats) -> Result<StreamRecord>;
         fn stream_regenerate_key(db: &DbBox, redis: &RedisBox, id: i64) -> Result<StreamRecord>;
         fn stream_list_live(db: &DbBox, redis: &RedisBox) -> Result<Vec<StreamRecord>>;
@@ -126,6 +129,7 @@ mod bridge {
 
 use super::cache::RedisBox;
 use super::db::DbBox;
+use super::sync::SyncLink;
 pub use bridge::{StreamRecord, StreamSessionRecord, StreamStats, UserRecord};
 
 fn rec<T, U: From<T>>(value: T) -> R<U> {
@@ -286,17 +290,21 @@ fn user_get(db: &DbBox, by: &str, key: &str) -> R<UserRecord> {
 
 fn user_update_profile(
     db: &DbBox,
+    link: &SyncLink,
     id: i64,
     display_name: &str,
     has_display_name: bool,
     avatar_url: &str,
     has_avatar_url: bool,
 ) -> R<UserRecord> {
-    rec(block_on(users(db).update_profile(id, opt(display_name, has_display_name), opt(avatar_url, has_avatar_url)))?)
+    let u = users(db);
+    u.set_sync(link.0.clone());
+    rec(block_on(u.update_profile(id, opt(display_name, has_display_name), opt(avatar_url, has_avatar_url)))?)
 }
 
-fn user_set_flag(db: &DbBox, id: i64, flag: &str, value: bool) -> R<UserRecord> {
+fn user_set_flag(db: &DbBox, link: &SyncLink, id: i64, flag: &str, value: bool) -> R<UserRecord> {
     let u = users(db);
+    u.set_sync(link.0.clone());
     let user = match flag {
         "verified" => block_on(u.mark_verified(id))?,
         "active" => block_on(u.set_active(id, value))?,
@@ -329,16 +337,23 @@ fn stream_get_by_key(db: &DbBox, redis: &RedisBox, key: &str) -> R<StreamRecord>
     rec(block_on(streams(db, redis).find_by_key(key))?)
 }
 
-fn stream_start(db: &DbBox, redis: &RedisBox, id: i64) -> R<StreamSessionRecord> {
-    rec(block_on(streams(db, redis).start(id))?)
-}
-
-fn stream_stop(db: &DbBox, redis: &RedisBox, id: i64) -> R<StreamSessionRecord> {
-    rec(block_on(streams(db, redis).stop(id))?)
-}
-
-fn stream_viewer(db: &DbBox, redis: &RedisBox, id: i64, change: i32) -> R<i64> {
+// A stream model that announces through `link`'s manager, if it has one.
+fn announcing_streams(db: &DbBox, redis: &RedisBox, link: &SyncLink) -> StreamModel {
     let s = streams(db, redis);
+    s.set_sync(link.0.clone());
+    s
+}
+
+fn stream_start(db: &DbBox, redis: &RedisBox, link: &SyncLink, id: i64) -> R<StreamSessionRecord> {
+    rec(block_on(announcing_streams(db, redis, link).start(id))?)
+}
+
+fn stream_stop(db: &DbBox, redis: &RedisBox, link: &SyncLink, id: i64) -> R<StreamSessionRecord> {
+    rec(block_on(announcing_streams(db, redis, link).stop(id))?)
+}
+
+fn stream_viewer(db: &DbBox, redis: &RedisBox, link: &SyncLink, id: i64, change: i32) -> R<i64> {
+    let s = announcing_streams(db, redis, link);
     Ok(match change.signum() {
         1 => block_on(s.viewer_joined(id))?,
         -1 => block_on(s.viewer_left(id))?,

@@ -70,6 +70,11 @@ mod bridge {
         fn catch_up(self: &SyncBox) -> Result<()>;
         fn close(self: &SyncBox);
 
+        /// An optional manager handed to the model bridges, whose changes it announces.
+        type SyncLink;
+        fn sync_link(sync: &SyncBox) -> Box<SyncLink>;
+        fn sync_link_none() -> Box<SyncLink>;
+
         type SnapshotsBox;
         fn snapshots_new(db: &DbBox, sync: &SyncBox) -> Box<SnapshotsBox>;
         fn take(self: &SnapshotsBox) -> Result<SyncSnapshotInfo>;
@@ -93,6 +98,23 @@ impl Drop for SyncBox {
     fn drop(&mut self) {
         self.0.close();
     }
+}
+
+/// What the model bridges announce through: a manager, or none.
+pub struct SyncLink(pub(crate) Option<StateSyncManager>);
+
+// SAFETY: the id names the C++ declaration cxx generates for `SyncLink` in sync.rs.h.
+unsafe impl cxx::ExternType for SyncLink {
+    type Id = cxx::type_id!("rootstream::ffi::SyncLink");
+    type Kind = cxx::kind::Opaque;
+}
+
+fn sync_link(sync: &SyncBox) -> Box<SyncLink> {
+    Box::new(SyncLink(Some(sync.0.clone())))
+}
+
+fn sync_link_none() -> Box<SyncLink> {
+    Box::new(SyncLink(None))
 }
 
 /// The snapshots a C++ `SnapshotManager` holds.

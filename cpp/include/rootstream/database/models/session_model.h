@@ -17,6 +17,9 @@ namespace rootstream {
 namespace detail {
 struct Access;
 }  // namespace detail
+namespace sync {
+class StateSyncManager;
+}  // namespace sync
 
 namespace database {
 namespace models {
@@ -118,6 +121,10 @@ public:
     /// session_retention_days (default 30).
     SessionCleanup cleanup_expired();
     SessionStats stats() const;
+    /// From now on created and revoked sessions are also announced through `sync` (events
+    /// session.created and session.revoked and the shared "session" entity; never a token);
+    /// nullptr stops it. The manager's state is shared, so it need not outlive this model.
+    void set_sync(sync::StateSyncManager* sync);
 
 private:
     friend struct detail::Access;

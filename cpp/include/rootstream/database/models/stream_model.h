@@ -12,6 +12,10 @@
 #include <vector>
 
 namespace rootstream {
+namespace sync {
+class StateSyncManager;
+}  // namespace sync
+
 namespace database {
 namespace models {
 
@@ -83,10 +87,15 @@ public:
     std::int64_t viewer_count(std::int64_t stream_id);
     Stream update_stats(std::int64_t stream_id, const StreamStats& stats);
     std::vector<Stream> list_live();
+    /// From now on start, stop and viewer changes are also announced through `sync` (events
+    /// stream.started, stream.stopped, viewer.joined, viewer.left and the shared "stream"
+    /// entity); nullptr stops it. `sync` must outlive this model or be detached first.
+    void set_sync(sync::StateSyncManager* sync);
 
 private:
     DatabaseManager& db_;
     cache::RedisClient& redis_;
+    sync::StateSyncManager* sync_ = nullptr;
 };
 
 /// Stream sessions: viewer statistics, bytes transferred, end with computed duration.

@@ -14,6 +14,9 @@ namespace rootstream {
 namespace detail {
 struct Access;
 }  // namespace detail
+namespace sync {
+class StateSyncManager;
+}  // namespace sync
 
 namespace database {
 namespace models {
@@ -37,12 +40,15 @@ public:
     /// True when password is this user's password (constant-time check).
     bool verify_password(DatabaseManager& db, const std::string& password) const;
     /// Changes display name and/or avatar URL; nullopt leaves a field as it is.
+    // With announce_through, profile, verification and activation changes are also announced
+    // to other instances (event user.updated and the shared "user" entity).
     void update_profile(DatabaseManager& db, const std::optional<std::string>& display_name,
-                        const std::optional<std::string>& avatar_url);
+                        const std::optional<std::string>& avatar_url,
+                        sync::StateSyncManager* announce_through = nullptr);
     /// Marks the email as verified.
-    void verify(DatabaseManager& db);
-    void activate(DatabaseManager& db);
-    void deactivate(DatabaseManager& db);
+    void verify(DatabaseManager& db, sync::StateSyncManager* announce_through = nullptr);
+    void activate(DatabaseManager& db, sync::StateSyncManager* announce_through = nullptr);
+    void deactivate(DatabaseManager& db, sync::StateSyncManager* announce_through = nullptr);
     void record_login(DatabaseManager& db);
     void change_password(DatabaseManager& db, const std::string& new_password);
 
@@ -62,6 +68,7 @@ public:
     nlohmann::json to_json() const;
 
 private:
+    void set_flag(DatabaseManager& db, const char* flag, bool value, sync::StateSyncManager* announce_through);
     friend struct detail::Access;
     struct Fields {
         std::int64_t id = 0;
