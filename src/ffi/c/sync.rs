@@ -154,8 +154,10 @@ pub unsafe extern "C" fn rsdb_sync_set_merge(
     })
 }
 
-/// Publishes an event to every instance (this one included): `event_type` such as
-/// `stream.started` (types ending in `.delta` are reserved), `payload_json` any JSON value
+/// Publishes an event to every instance (this one included): `event_type` is one of the types
+/// the models use — `stream.started`, `stream.stopped`, `viewer.joined`, `viewer.left`,
+/// `user.updated`, `session.created`, `session.revoked` — or a name of yours (types ending in
+/// `.delta` are reserved for state changes); `payload_json` any JSON value
 /// up to 64 KiB (its `id` field, if any, names the entity). Returns once it is queued for
 /// Redis; `*seq` (may be NULL) receives its sequence number.
 #[no_mangle]
