@@ -178,3 +178,25 @@ async fn unresolved_conflicts_are_stored_in_postgres_and_given_to_the_callback()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_is_an_integrity_error_and_is_not_restored() {
+    let db = database().await;
+    let ns = unique("snap");
+    let a = manager(&ns, "a", 100_000, None).await;
+    let snaps = SnapshotManager::new(db.clone(), a.clone());
+    a.apply_delta("stream", "1", &obj(json!({"n": 1}))).unwrap();
+    settled(&a).await;
+    snaps.take().await.unwrap();
+    // Flip one byte of the compressed state, in the database itself.
+    db.execute(
+        "UPDATE sync_snapshots SET state = overlay(state placing decode(lpad(to_hex(get_byte(state, 8) # 255), 2, '0'), 'hex') from 9 for 1) WHERE namespace = $1",
+        &[&ns],
+    )
+    .await
+    .unwrap();
+    let err = snaps.load(1).await.unwrap_err();
+    assert!(matches!(err, rootstream_db::Error::Integrity(_)), "{err}");
+    assert!(matches!(snaps.latest().await, Err(rootstream_db::Error::Integrity(_))));
+    assert!(snaps.reconstruct().await.is_err(), "nothing is rebuilt from a damaged snapshot");
+}

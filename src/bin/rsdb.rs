@@ -256,11 +256,11 @@ fn sync_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
 }
 
 fn sync_status(manager: &StateSyncManager, json: bool) -> Result<(), Error> {
-    let st = block_on(manager.status())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        println!("{}", serde_json::to_string_pretty(&block_on(manager.status_report())?)?);
         return Ok(());
     }
+    let st = block_on(manager.status())?;
     println!("origin:        {}", st.origin);
     println!("namespace:     {}", st.namespace);
     println!("subscriptions: {}", st.subscriptions);

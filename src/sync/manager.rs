@@ -433,6 +433,16 @@ impl StateSyncManager {
         })
     }
 
+    /// [`publish`](Self::publish) for a payload given as JSON text (the C and C++ faces): at
+    /// most [`MAX_PAYLOAD_BYTES`], any JSON value.
+    pub fn publish_text(&self, kind: &str, payload_json: &str) -> Result<u64> {
+        if payload_json.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::InvalidArgument(format!("the payload is larger than {MAX_PAYLOAD_BYTES} bytes")));
+        }
+        let payload: Value = serde_json::from_str(payload_json).map_err(|e| Error::Json(format!("payload: {e}")))?;
+        self.publish(kind, payload)
+    }
+
     /// Applies a change to an entity here and sends it to every other instance. The delta is
     /// a JSON object of changed fields; null deletes a field. Returns what it did here. The
     /// change is queued for the log; [`flush`](Self::flush) waits until the log has it.
@@ -546,6 +556,15 @@ impl StateSyncManager {
             drop(lock(&inner.dispatch));
         }
         self._guard.stop();
+    }
+
+    /// [`status`](Self::status) with the recent conflicts and resyncs, as one JSON document
+    /// (what the C and C++ faces and `rsdb sync status --json` hand out).
+    pub async fn status_report(&self) -> Result<Value> {
+        let mut v = serde_json::to_value(self.status().await?)?;
+        v["recent_conflicts"] = serde_json::to_value(self.recent_conflicts())?;
+        v["recent_resyncs"] = serde_json::to_value(self.recent_resyncs())?;
+        Ok(v)
     }
 
     /// Reads the log now (normally the background check does, every `check_interval`).

@@ -83,7 +83,11 @@ impl SnapshotManager {
     pub async fn take(&self) -> Result<SnapshotInfo> {
         let cap = self.sync.capture();
         let json = serde_json::to_vec(&cap.image)?;
-        let state = zstd::bulk::compress(&json, ZSTD_LEVEL)?;
+        // With the frame's checksum, any changed byte fails decompression instead of giving
+        // other, valid-looking state.
+        let mut z = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        z.include_checksum(true)?;
+        let state = z.compress(&json)?;
         let seqs = serde_json::to_value(&cap.origin_seqs)?;
         let log_id = cap.position.as_ref().map(LogPosition::id_text).unwrap_or_default();
         let epoch = cap.position.as_ref().map(|p| p.epoch.clone()).unwrap_or_default();

@@ -171,11 +171,7 @@ pub unsafe extern "C" fn rsdb_sync_publish(
         let s = arg_ref(s, "sync")?;
         let kind = arg_str(event_type, "event_type")?;
         let text = arg_str(payload_json, "payload_json")?;
-        if text.len() > crate::sync::envelope::MAX_PAYLOAD_BYTES {
-            return Err(Error::InvalidArgument("the payload is larger than 64 KiB".into()));
-        }
-        let payload: Value = serde_json::from_str(text).map_err(|e| Error::Json(format!("payload: {e}")))?;
-        let n = s.0.publish(kind, payload)?;
+        let n = s.0.publish_text(kind, text)?;
         if let Some(x) = seq.as_mut() {
             *x = n;
         }
@@ -323,10 +319,7 @@ pub unsafe extern "C" fn rsdb_sync_status(s: *const rsdb_sync, out: *mut *mut c_
     guard(|| {
         let s = arg_ref(s, "sync")?;
         out_ptr(out, "out")?;
-        let mut v = serde_json::to_value(block_on(s.0.status())?)?;
-        v["recent_conflicts"] = serde_json::to_value(s.0.recent_conflicts())?;
-        v["recent_resyncs"] = serde_json::to_value(s.0.recent_resyncs())?;
-        set_out_string(out, Some(&v.to_string()))
+        set_out_string(out, Some(&block_on(s.0.status_report())?.to_string()))
     })
 }
 

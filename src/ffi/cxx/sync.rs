@@ -201,11 +201,7 @@ impl SyncBox {
     }
 
     fn publish(&self, event_type: &str, payload_json: &str) -> R<u64> {
-        if payload_json.len() > crate::sync::envelope::MAX_PAYLOAD_BYTES {
-            return Err(Error::InvalidArgument("the payload is larger than 64 KiB".into()).into());
-        }
-        let payload: Value = serde_json::from_str(payload_json).map_err(|e| Error::Json(format!("payload: {e}")))?;
-        Ok(self.0.publish(event_type, payload)?)
+        Ok(self.0.publish_text(event_type, payload_json)?)
     }
 
     fn apply_delta(&self, entity_type: &str, id: &str, delta_json: &str) -> R<String> {
@@ -245,10 +241,7 @@ impl SyncBox {
     }
 
     fn status_json(&self) -> R<String> {
-        let mut v = serde_json::to_value(block_on(self.0.status())?)?;
-        v["recent_conflicts"] = serde_json::to_value(self.0.recent_conflicts())?;
-        v["recent_resyncs"] = serde_json::to_value(self.0.recent_resyncs())?;
-        Ok(v.to_string())
+        Ok(block_on(self.0.status_report())?.to_string())
     }
 
     fn catch_up(&self) -> R<()> {
