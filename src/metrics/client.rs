@@ -208,7 +208,7 @@ impl InfluxDBClient {
         match self.agent.get(&format!("{}{path}", self.base)).timeout(self.opts.timeout).call() {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(code, _)) => Err(Error::Connection(format!("{path} answered {code}"))),
-            Err(e) => Err(Error::Connection(format!("{path}: {e}"))),
+            Err(e) => Err(Error::Connection(format!("{path}: {}", transport_message(&e)))),
         }
     }
 
@@ -275,7 +275,10 @@ impl InfluxDBClient {
                     Err(WriteFailure::Rejected { status: code, dropped: parse_dropped(&text), message })
                 }
             }
-            Err(e) => Err(WriteFailure::Retryable { message: format!("write failed: {e}"), retry_after: None }),
+            Err(e) => Err(WriteFailure::Retryable {
+                message: format!("write failed: {}", transport_message(&e)),
+                retry_after: None,
+            }),
         }
     }
 
@@ -308,7 +311,7 @@ impl InfluxDBClient {
                 let text = resp.into_string().unwrap_or_default();
                 return Err(Error::Query(format!("query answered {code}: {}", clip(&server_message(&text)))));
             }
-            Err(e) => return Err(Error::Connection(format!("query failed: {e}"))),
+            Err(e) => return Err(Error::Connection(format!("query failed: {}", transport_message(&e)))),
         };
         let text = resp.into_string().map_err(|e| Error::Connection(format!("reading the query answer: {e}")))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json(format!("query answer: {e}")))?;
@@ -423,7 +426,7 @@ impl InfluxDBClient {
                 let text = resp.into_string().unwrap_or_default();
                 Err(Error::Query(format!("Flux query answered {code}: {}", clip(&server_message(&text)))))
             }
-            Err(e) => Err(Error::Connection(format!("Flux query failed: {e}"))),
+            Err(e) => Err(Error::Connection(format!("Flux query failed: {}", transport_message(&e)))),
         }
     }
 
@@ -459,7 +462,27 @@ fn http_json(r: std::result::Result<ureq::Response, ureq::Error>, what: &str) ->
             let text = resp.into_string().unwrap_or_default();
             Err(Error::Query(format!("{what}: answered {code}: {}", clip(&server_message(&text)))))
         }
-        Err(e) => Err(Error::Connection(format!("{what}: {e}"))),
+        Err(e) => Err(Error::Connection(format!("{what}: {}", transport_message(&e)))),
+    }
+}
+
+/// A transport error without its URL (which can hold `p=` or a token-bearing query).
+fn transport_message(e: &ureq::Error) -> String {
+    use std::error::Error as _;
+    match e {
+        ureq::Error::Transport(t) => {
+            let mut m = t.kind().to_string();
+            if let Some(msg) = t.message() {
+                m.push_str(": ");
+                m.push_str(msg);
+            }
+            if let Some(src) = t.source() {
+                m.push_str(": ");
+                m.push_str(&src.to_string());
+            }
+            m
+        }
+        ureq::Error::Status(code, _) => format!("answered {code}"),
     }
 }
 

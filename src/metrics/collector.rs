@@ -8,9 +8,9 @@
 //! - `system` (`host`; `cpu_usage_percent`, `memory_total_bytes`i, `memory_available_bytes`i,
 //!   `memory_used_percent`, `disk_total_bytes`i, `disk_free_bytes`i, `net_rx_bytes`i,
 //!   `net_tx_bytes`i, `process_rss_bytes`i)
-//! - `database` (`database`; `connections`i, `query_time_ms`, `size_bytes`i, `pool_size`i,
+//! - `database` (`database`; `connections`i, `query_seconds`, `size_bytes`i, `pool_size`i,
 //!   `pool_in_use`i, `pool_idle`i, `pool_waiting`i, `pool_max`i)
-//! - `cache` (`server`; `hit_rate`, `keyspace_hits`i, `keyspace_misses`i, `ops_per_sec`i,
+//! - `cache` (`server`; `hit_rate`, `keyspace_hits`i, `keyspace_misses`i, `ops_per_second`i,
 //!   `total_commands`i, `connected_clients`i, `used_memory_bytes`i)
 
 use super::line::{now_ns, Point};
@@ -249,14 +249,14 @@ impl Collector for DatabaseCollector {
                 )
                 .await?
                 .ok_or_else(|| Error::Query("no row".into()))?;
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let ms = t.elapsed().as_secs_f64();
             Ok::<_, Error>((row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2), ms))
         })?;
         let p = self.db.stats();
         Ok(vec![Point::new("database")
             .tag("database", name)
             .field("connections", conns)
-            .field("query_time_ms", ms)
+            .field("query_seconds", ms)
             .field("size_bytes", size)
             .field("pool_size", p.size as i64)
             .field("pool_in_use", p.in_use as i64)
@@ -312,7 +312,7 @@ impl Collector for CacheCollector {
             .field("hit_rate", rate)
             .field("keyspace_hits", hits)
             .field("keyspace_misses", misses)
-            .field("ops_per_sec", num("instantaneous_ops_per_sec")?)
+            .field("ops_per_second", num("instantaneous_ops_per_sec")?)
             .field("total_commands", num("total_commands_processed")?)
             .field("connected_clients", num("connected_clients")?)
             .field("used_memory_bytes", num("used_memory")?)

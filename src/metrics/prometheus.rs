@@ -216,6 +216,48 @@ pub fn library_families(m: &LibraryMetrics) -> Vec<Family> {
     f
 }
 
+fn sanitize(s: &str) -> String {
+    let mut out: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// Collected points as gauges: `rootstream_<measurement>_<field>` with the tags as labels
+/// (numbers and booleans only; a name ending in `_total` is skipped, counters are not guessed).
+pub fn point_families(points: &[super::line::Point]) -> Vec<Family> {
+    use super::line::FieldValue;
+    let mut fams: Vec<Family> = Vec::new();
+    for p in points {
+        for (k, v) in &p.fields {
+            let value = match v {
+                FieldValue::Float(f) => *f,
+                FieldValue::Integer(i) => *i as f64,
+                FieldValue::Unsigned(u) => *u as f64,
+                FieldValue::Bool(b) => f64::from(u8::from(*b)),
+                FieldValue::String(_) => continue,
+            };
+            let name = format!("rootstream_{}_{}", sanitize(&p.measurement), sanitize(k));
+            if name.ends_with("_total") {
+                continue;
+            }
+            let labels: Vec<(String, String)> = p.tags.iter().map(|(tk, tv)| (sanitize(tk), tv.clone())).collect();
+            match fams.iter_mut().find(|f| f.name == name) {
+                Some(f) => f.samples.push((labels, value)),
+                None => fams.push(Family {
+                    help: format!("Field {k} of the {} measurement.", p.measurement),
+                    name,
+                    kind: Kind::Gauge,
+                    samples: vec![(labels, value)],
+                }),
+            }
+        }
+    }
+    fams
+}
+
 /// A minimal HTTP server answering `GET /metrics` with the text `render_fn` returns (404 for
 /// other paths). Binds `addr` (use `127.0.0.1:0` for a free loopback port).
 pub struct MetricsServer {
