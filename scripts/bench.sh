@@ -7,4 +7,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 bash "$ROOT/scripts/install-deps.sh"
 cd "$ROOT"
 cargo bench --no-run "$@"
-exec bash "$ROOT/scripts/stack.sh" run --no-influx -- cargo bench "$@"
+# InfluxDB only for the benchmarks that write metrics.
+stack_opts=(--no-influx)
+for a in "$@"; do [[ $a == metrics ]] && stack_opts=(); done
+exec bash "$ROOT/scripts/stack.sh" run "${stack_opts[@]}" -- cargo bench "$@"

@@ -16,6 +16,9 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     redis-server redis-sentinel
     influxdb
+    # Line protocol on InfluxDB's v2 write path (tests/metrics*.rs), and promtool
+    # (prometheus) to check the Prometheus text export.
+    victoria-metrics prometheus
     cmake ninja-build g++
     googletest libgtest-dev nlohmann-json3-dev lcov
     libssl-dev pkg-config oathtool

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Private, throw-away PostgreSQL 15 + Redis 7 + InfluxDB 1.6 + S3 (moto) stack
-# for tests.
+# Private, throw-away PostgreSQL 15 + Redis 7 + InfluxDB 1.6 + VictoriaMetrics +
+# S3 (moto) stack for tests.
 #
 # Every stack lives in its own directory, listens on 127.0.0.1 only and uses
 # random free ports, so any number of stacks (one per test binary) can run at
@@ -8,20 +8,22 @@
 # services on the standard ports, which this script never touches.
 #
 # Usage:
-#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx] [--no-s3]
+#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx] [--no-vm] [--no-s3]
 #       Start a stack in DIR (must not exist, or be empty). On success prints
 #       `export NAME=value` lines on stdout (also written to DIR/env); all
 #       progress goes to stderr. With --owner-pid, a detached watchdog stops
 #       the stack once PID has exited (even after SIGKILL).
 #   scripts/stack.sh stop DIR
 #       Stop everything started for DIR and remove DIR. Idempotent.
-#   scripts/stack.sh run [--no-influx] [--no-s3] -- CMD [ARGS...]
+#   scripts/stack.sh run [--no-influx] [--no-vm] [--no-s3] -- CMD [ARGS...]
 #       Start a stack in a fresh temporary directory, run CMD with the
 #       variables exported, stop the stack, exit with CMD's status.
 #   scripts/stack.sh env DIR
 #       Print DIR/env.
 #   scripts/stack.sh redis-stop DIR | redis-start DIR
 #       Stop the stack's Redis / start it again on the same port (failure tests).
+#   scripts/stack.sh influx-stop DIR | influx-start DIR
+#       The same for the stack's InfluxDB.
 #
 # Variables: ROOTSTREAM_STACK_DIR, ROOTSTREAM_PG_HOST, ROOTSTREAM_PG_PORT,
 # ROOTSTREAM_PG_USER, ROOTSTREAM_DATABASE_URL, ROOTSTREAM_PG_BIN,
@@ -29,6 +31,9 @@
 # setup_archiving),
 # ROOTSTREAM_REDIS_PORT, ROOTSTREAM_REDIS_URL, ROOTSTREAM_INFLUX_PORT,
 # ROOTSTREAM_INFLUX_URL (the last two are omitted with --no-influx),
+# ROOTSTREAM_VM_PORT, ROOTSTREAM_VM_URL (VictoriaMetrics, which takes line
+# protocol on InfluxDB's v2 write path; omitted with --no-vm; it is on by
+# default because it starts in well under a second),
 # ROOTSTREAM_S3_PORT, ROOTSTREAM_S3_ENDPOINT (http://127.0.0.1:PORT),
 # ROOTSTREAM_S3_REGION, ROOTSTREAM_S3_ACCESS_KEY_ID and
 # ROOTSTREAM_S3_SECRET_ACCESS_KEY (omitted with --no-s3).
@@ -45,6 +50,7 @@ SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE
 PG_BIN=/usr/lib/postgresql/15/bin
 REDIS_SERVER=/usr/bin/redis-server
 INFLUXD=/usr/bin/influxd
+VICTORIA=/usr/bin/victoria-metrics
 TOOLS_DIR=${ROOTSTREAM_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/rootstream-db}
 MOTO_VENV=$TOOLS_DIR/venv
 MOTO_SERVER=$MOTO_VENV/bin/moto_server
@@ -59,7 +65,7 @@ BIND_ATTEMPTS=5
 # Marks a directory as created by this script: `stop` refuses to delete a
 # directory without it, so a mistyped path can never be wiped.
 MARKER=.rootstream-stack
-INSTALL_HINT="run scripts/install-deps.sh (or: apt-get install -y postgresql-15 postgresql-client-15 redis-server redis-tools influxdb)"
+INSTALL_HINT="run scripts/install-deps.sh (or: apt-get install -y postgresql-15 postgresql-client-15 redis-server redis-tools influxdb victoria-metrics)"
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -626,6 +632,37 @@ influx_up() { # DIR HTTP_PORT RPC_PORT
     export_var ROOTSTREAM_INFLUX_URL "http://$HOST:$2"
 }
 
+# ---------------------------------------------------------------- victoriametrics
+
+start_vm() {
+    mkdir -p "$1/vm"
+    start_service vm "$1" vm.log 'address already in use' 1 30
+}
+
+vm_spawn() { # DIR PORT
+    local dir=$1
+    # A small latency offset: the default 30 s hides fresh points from queries.
+    SVC_MATCH="-storageDataPath=$dir/vm"
+    SVC_PID=$(spawn_detached "$dir/vm.pid" "$dir/vm.log" "$VICTORIA" \
+        "-storageDataPath=$dir/vm" "-httpListenAddr=$HOST:$2" \
+        -search.latencyOffset=1s -retentionPeriod=1 -loggerLevel=WARN)
+}
+
+vm_ready() { # DIR PORT
+    [[ $(http_status "$2" /health) == 200 ]] || return 1
+    # Make sure the answer came from our server (ss shows the owner only to root).
+    local listeners
+    listeners=$(ss -Htlnp "sport = :$2" 2>/dev/null || true)
+    if [[ $listeners == *pid=* && $listeners != *"pid=$SVC_PID,"* ]]; then
+        die "the VictoriaMetrics server on port $2 is not the one we started"
+    fi
+}
+
+vm_up() { # DIR PORT
+    export_var ROOTSTREAM_VM_PORT "$2"
+    export_var ROOTSTREAM_VM_URL "http://$HOST:$2"
+}
+
 # ---------------------------------------------------------------- s3 (moto)
 
 # Creates the IAM user the tests sign with, through moto's IAM API (boto3
@@ -703,11 +740,12 @@ write_env() {
 }
 
 cmd_start() {
-    local dir='' owner='' influx=1 s3=1 owner_start t0 wpid b runuser_bin
+    local dir='' owner='' influx=1 vm=1 s3=1 owner_start t0 wpid b runuser_bin
     while (($#)); do
         case $1 in
         --owner-pid) owner=${2:-}; shift 2 || usage ;;
         --no-influx) influx=0; shift ;;
+        --no-vm) vm=0; shift ;;
         --no-s3) s3=0; shift ;;
         -*) usage ;;
         *) [[ -z $dir ]] || usage; dir=$1; shift ;;
@@ -719,6 +757,7 @@ cmd_start() {
     for b in initdb pg_ctl postgres psql; do need_bin "$PG_BIN/$b"; done
     need_bin "$REDIS_SERVER"
     ((influx)) && need_bin "$INFLUXD"
+    ((vm)) && need_bin "$VICTORIA"
     if ((s3)) && [[ ! -x $MOTO_SERVER ]]; then
         die "$MOTO_SERVER not found; run scripts/install-deps.sh (it installs moto into $MOTO_VENV)"
     fi
@@ -753,6 +792,7 @@ cmd_start() {
     start_postgres "$dir"
     start_redis "$dir"
     ((influx)) && start_influx "$dir"
+    ((vm)) && start_vm "$dir"
     ((s3)) && start_s3 "$dir"
     FAIL_LOGS=()
     write_env "$dir"
@@ -855,6 +895,29 @@ cmd_redis_start() { # DIR
     start_service redis "$dir" redis.log 'address already in use' 1 15 "$port"
 }
 
+cmd_influx_stop() { # DIR
+    local dir=${1:-}
+    [[ -n $dir && -f $dir/$MARKER ]] || die "$dir is not a stack directory"
+    stop_service "$dir" influx
+    rm -f "$dir/influx.pid"
+    log "influx stopped"
+}
+
+cmd_influx_start() { # DIR
+    local dir=${1:-} port rpc pid
+    [[ -n $dir && -f $dir/$MARKER ]] || die "$dir is not a stack directory"
+    port=$(sed -n 's/^export ROOTSTREAM_INFLUX_PORT=//p' "$dir/env")
+    [[ -n $port ]] || die "no InfluxDB port recorded in $dir/env"
+    rpc=$(sed -n 's/^bind-address = "[^:]*:\([0-9]*\)"$/\1/p' "$dir/influxdb.conf")
+    [[ -n $rpc ]] || die "no InfluxDB RPC port recorded in $dir/influxdb.conf"
+    pid=$(read_pid "$dir/influx.pid" || true)
+    if [[ -n $pid ]] && proc_matches "$pid" "$dir/influxdb.conf"; then
+        die "the stack's InfluxDB (pid $pid) is still running"
+    fi
+    close_inherited_fds
+    start_service influx "$dir" influx.log 'address already in use' 2 60 "$port" "$rpc"
+}
+
 # ---------------------------------------------------------------- run
 
 RUN_DIR=
@@ -886,6 +949,7 @@ cmd_run() {
     while (($#)); do
         case $1 in
         --no-influx) opts+=(--no-influx); shift ;;
+        --no-vm) opts+=(--no-vm); shift ;;
         --no-s3) opts+=(--no-s3); shift ;;
         --) shift; break ;;
         *) usage ;;
@@ -926,6 +990,8 @@ env)
     ;;
 redis-stop) cmd_redis_stop "$@" ;;
 redis-start) cmd_redis_start "$@" ;;
+influx-stop) cmd_influx_stop "$@" ;;
+influx-start) cmd_influx_start "$@" ;;
 _watchdog) cmd_watchdog "$@" ;;
 *) usage ;;
 esac

@@ -204,6 +204,184 @@ fn cli() -> Command {
                 .subcommand(Command::new("rotate-keys").about("Re-encrypt MFA secrets under the current master key")),
         )
         .subcommand(sync_command())
+        .subcommand(metrics_command())
+}
+
+fn metrics_command() -> Command {
+    Command::new("metrics")
+        .about("Time-series metrics in InfluxDB (ROOTSTREAM_INFLUX_URL; v2 with ROOTSTREAM_INFLUX_ORG and _BUCKET)")
+        .subcommand_required(true)
+        .subcommand(Command::new("init").about(
+            "Create the database and the retention policies: 1 day raw (default), 30 days downsampled by a continuous query",
+        ))
+        .subcommand(
+            Command::new("write")
+                .about("Write one point: rsdb metrics write stream --tag stream_id=42 --field viewers=12i --field fps=59.9")
+                .arg(Arg::new("measurement").required(true).help("The measurement"))
+                .arg(Arg::new("tag").long("tag").action(ArgAction::Append).help("KEY=VALUE (repeatable)"))
+                .arg(
+                    Arg::new("field")
+                        .long("field")
+                        .action(ArgAction::Append)
+                        .required(true)
+                        .help("KEY=VALUE (repeatable): 12i integer, 12u unsigned, true/false, \"text\" string, else a float"),
+                )
+                .arg(
+                    Arg::new("time")
+                        .long("time")
+                        .value_parser(clap::value_parser!(i64))
+                        .help("Timestamp in nanoseconds since the epoch (default: the server's clock)"),
+                ),
+        )
+        .subcommand(
+            Command::new("query")
+                .about("Run an InfluxQL statement (v1) and print InfluxDB's JSON answer")
+                .arg(Arg::new("influxql").required(true).help("The statement"))
+                .arg(Arg::new("epoch").long("epoch").help("Timestamps as ns, u, ms or s since the epoch (default RFC 3339)")),
+        )
+        .subcommand(
+            Command::new("export")
+                .about("Collect system (and database/cache when configured) metrics once and print them")
+                .arg(
+                    Arg::new("prometheus")
+                        .long("prometheus")
+                        .action(ArgAction::SetTrue)
+                        .conflicts_with("json")
+                        .help("Prometheus text format 0.0.4 (the default)"),
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("JSON")),
+        )
+        .subcommand(
+            Command::new("serve")
+                .about("Serve the export at GET /metrics until interrupted")
+                .arg(
+                    Arg::new("listen")
+                        .long("listen")
+                        .default_value("127.0.0.1:9464")
+                        .help("Address to listen on (127.0.0.1:PORT for loopback only, 0.0.0.0:PORT for any)"),
+                ),
+        )
+}
+
+fn parse_kv(s: &str, what: &str) -> Result<(String, String), Error> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| Error::invalid(format!("--{what} {s:?} is not KEY=VALUE")))
+}
+
+fn parse_field_value(v: &str) -> Result<rootstream_db::metrics::FieldValue, Error> {
+    use rootstream_db::metrics::FieldValue;
+    if let Some(text) = v.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        return Ok(FieldValue::String(text.to_owned()));
+    }
+    if v == "true" || v == "false" {
+        return Ok(FieldValue::Bool(v == "true"));
+    }
+    if let Some(i) = v.strip_suffix('i') {
+        return i.parse().map(FieldValue::Integer).map_err(|_| Error::invalid(format!("{v:?} is not an integer")));
+    }
+    if let Some(u) = v.strip_suffix('u') {
+        return u
+            .parse()
+            .map(FieldValue::Unsigned)
+            .map_err(|_| Error::invalid(format!("{v:?} is not an unsigned integer")));
+    }
+    v.parse::<f64>()
+        .map(FieldValue::Float)
+        .map_err(|_| Error::invalid(format!("{v:?} is not a number (quote strings)")))
+}
+
+fn metrics_client(cfg: &Config) -> Result<rootstream_db::metrics::InfluxDBClient, Error> {
+    use rootstream_db::metrics::{ClientOptions, InfluxDBClient};
+    InfluxDBClient::new(ClientOptions::from_config(cfg)?)
+}
+
+/// One collection round of what is configured: system always, PostgreSQL and Redis when set.
+fn metrics_collect(cfg: &Config) -> Result<(Vec<rootstream_db::metrics::Point>, Option<DatabaseManager>), Error> {
+    use rootstream_db::metrics::{CacheCollector, DatabaseCollector, MetricsCollector, SystemCollector};
+    use std::sync::Arc;
+    let mc = MetricsCollector::new();
+    mc.add(Arc::new(SystemCollector::new("/")));
+    let db = cfg.database_url.as_ref().map(|_| DatabaseManager::new(cfg)).transpose()?;
+    if let Some(d) = &db {
+        mc.add(Arc::new(DatabaseCollector::new(d.clone())));
+    }
+    if cfg.redis_url.is_some() {
+        mc.add(Arc::new(CacheCollector::new(RedisClient::new(cfg)?, "redis")));
+    }
+    let r = mc.collect_once();
+    for f in &r.failures {
+        eprintln!("rsdb: collector {} failed: {}", f.collector, f.message);
+    }
+    Ok((r.points, db))
+}
+
+fn metrics_export_text(cfg: &Config, json: bool) -> Result<String, Error> {
+    use rootstream_db::metrics::prometheus::{library_families, point_families, render, LibraryMetrics};
+    let (points, db) = metrics_collect(cfg)?;
+    let mut lib = LibraryMetrics { pool: db.as_ref().map(|d| d.stats()), ..LibraryMetrics::default() };
+    lib.extra = point_families(&points);
+    if json {
+        let rep = rootstream_db::metrics::MetricsReporter::new(None);
+        Ok(format!("{}\n", serde_json::to_string_pretty(&rep.json_export(&lib))?))
+    } else {
+        render(&library_families(&lib))
+    }
+}
+
+fn metrics_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+    use rootstream_db::metrics::{Point, RetentionSetup};
+    match m.subcommand() {
+        Some(("init", _)) => {
+            let c = metrics_client(cfg)?;
+            c.create_database()?;
+            if matches!(c.options().api, rootstream_db::metrics::InfluxApi::V1 { .. }) {
+                c.setup_retention(&RetentionSetup::default())?;
+                println!("database ready: raw_1d (default), downsampled_30d, continuous query downsample_5m");
+            } else {
+                println!("bucket ready");
+            }
+        }
+        Some(("write", sub)) => {
+            let mut p = Point::new(sub.get_one::<String>("measurement").expect("required"));
+            for t in sub.get_many::<String>("tag").into_iter().flatten() {
+                let (k, v) = parse_kv(t, "tag")?;
+                p = p.tag(k, v);
+            }
+            for f in sub.get_many::<String>("field").into_iter().flatten() {
+                let (k, v) = parse_kv(f, "field")?;
+                p = p.field(k, parse_field_value(&v)?);
+            }
+            if let Some(t) = sub.get_one::<i64>("time") {
+                p = p.timestamp_ns(*t);
+            }
+            let c = metrics_client(cfg)?;
+            c.write_point(&p)?;
+            println!("{}", c.encode(&p)?);
+        }
+        Some(("query", sub)) => {
+            let c = metrics_client(cfg)?;
+            let v = c.query(
+                sub.get_one::<String>("influxql").expect("required"),
+                sub.get_one::<String>("epoch").map(String::as_str),
+            )?;
+            println!("{v}");
+        }
+        Some(("export", sub)) => print!("{}", metrics_export_text(cfg, sub.get_flag("json"))?),
+        Some(("serve", sub)) => {
+            let addr = sub.get_one::<String>("listen").expect("has a default");
+            let cfg2 = cfg.clone();
+            let server = rootstream_db::metrics::MetricsServer::start(addr, move || metrics_export_text(&cfg2, false))?;
+            println!("serving http://{}/metrics", server.local_addr());
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        _ => return Err(Error::invalid("unknown metrics command")),
+    }
+    Ok(())
 }
 
 fn sync_command() -> Command {
@@ -647,6 +825,7 @@ fn main() -> ExitCode {
         Some(("sessions", sub)) => sessions_cmd(&cfg, sub),
         Some(("mfa", sub)) => mfa_cmd(&cfg, sub),
         Some(("sync", sub)) => sync_cmd(&cfg, sub),
+        Some(("metrics", sub)) => metrics_cmd(&cfg, sub),
         Some(("backup", sub)) => backup_cmd(&cfg, sub),
         Some(("restore", sub)) => restore_cmd(&cfg, sub),
         Some(("wal-push", sub)) => wal_cmd(&cfg, sub, true),

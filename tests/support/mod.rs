@@ -87,6 +87,14 @@ impl Stack {
         self.script_cmd("redis-start");
     }
 
+    pub fn influx_stop(&self) {
+        self.script_cmd("influx-stop");
+    }
+
+    pub fn influx_start(&self) {
+        self.script_cmd("influx-start");
+    }
+
     fn script_cmd(&self, cmd: &str) {
         let st = Command::new("bash").arg(script()).arg(cmd).arg(&self.dir).status().unwrap();
         assert!(st.success(), "stack.sh {cmd} failed");
