@@ -597,29 +597,15 @@ impl RetentionSetup {
 
 /// An InfluxQL identifier in double quotes (`"` and `\` escaped).
 pub fn quote_ident(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
+    let mut out = String::new();
+    crate::metrics::line::push_quoted(&mut out, s, '"');
     out
 }
 
 /// An InfluxQL string literal in single quotes (`'` and `\` escaped).
 pub fn quote_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('\'');
+    let mut out = String::new();
+    crate::metrics::line::push_quoted(&mut out, s, '\'');
     out
 }
 

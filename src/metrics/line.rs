@@ -291,14 +291,7 @@ fn write_value(out: &mut String, key: &str, v: &FieldValue, unsigned: UnsignedMo
             if s.contains(['\n', '\r']) {
                 return Err(Error::InvalidArgument(format!("string field {key:?} contains a newline")));
             }
-            out.push('"');
-            for c in s.chars() {
-                if c == '"' || c == '\\' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out.push('"');
+            push_quoted(out, s, '"');
         }
     }
     Ok(())
@@ -356,6 +349,20 @@ fn check_name(what: &str, s: &str) -> Result<()> {
 pub fn now_ns() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     d.as_nanos() as i64
+}
+
+/// Appends `s` between two `quote` characters, with `quote` and `\\` escaped by a backslash: the
+/// form of line-protocol string fields and of InfluxQL identifiers and string literals.
+pub(crate) fn push_quoted(out: &mut String, s: &str, quote: char) {
+    out.reserve(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        if c == quote || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push(quote);
 }
 
 #[cfg(test)]
