@@ -2,8 +2,14 @@
 //!
 //! Callers hand points to [`MetricsWriter::write_point`], which encodes them (an invalid point
 //! is an error at once and nothing of it is buffered) and appends the line to a bounded buffer.
-//! One writer thread sends the buffer in batches: as soon as `batch_size` lines are waiting, or
-//! after `flush_interval` when fewer are.
+//! `senders` threads (default 2) send the buffer in batches: as soon as `batch_size` lines are
+//! waiting, or after `flush_interval` when fewer are. Each sender has at most one request in
+//! flight, so up to `senders` batches travel at once.
+//!
+//! **Ordering.** With one sender, batches arrive in the order points were written. With more,
+//! batches may arrive out of order (points inside a batch keep their order). Every point
+//! carries its own timestamp (the writer stamps none of its own), so the stored series is the
+//! same either way; only points written with *no* timestamp get the server's arrival time.
 //!
 //! **Callers never wait on the network.** `write_point` takes the buffer lock, which the writer
 //! thread holds only to move at most `batch_size` lines (microseconds); it never sleeps, retries
@@ -15,8 +21,8 @@
 //! per reason, unless `log_drops` is off):
 //! - [`DropReason::BufferFull`]: the buffer (points or bytes) is full; the **oldest** queued
 //!   points go first. The batch of a request in progress is not queued (it is counted against
-//!   the bound); between attempts a failed batch goes back to the front of the queue, so it is
-//!   the first to be dropped.
+//!   the bound); between attempts a failed batch goes back into the queue at its place in write
+//!   order (before every later point), so it is among the first to be dropped.
 //! - [`DropReason::Rejected`]: the server answered a 4xx other than 408/429 (bad line, unknown
 //!   database, not allowed); retrying cannot help, the batch is dropped with the server's reason.
 //!   When InfluxDB reports a partial write with `dropped=N`, only N points count as dropped.
@@ -25,7 +31,7 @@
 //! - [`DropReason::Shutdown`]: still buffered when the shutdown deadline passed.
 //!
 //! Retries: while the server is down, times out or answers 5xx/408/429, the batch is retried
-//! after a delay drawn at random from `[initial·base^(n-1), initial·base^n]` (capped at
+//! (the backoff is shared: no sender starts a request before it has passed) after a delay drawn at random from `[initial·base^(n-1), initial·base^n]` (capped at
 //! `retry_max_interval`), or after the server's `Retry-After` when it sends one (also capped).
 
 use super::client::{InfluxDBClient, WriteFailure};
@@ -61,6 +67,9 @@ pub struct WriterOptions {
     pub shutdown_timeout: Duration,
     /// Log drops to stderr (at most once a second per reason).
     pub log_drops: bool,
+    /// Sender threads, each with at most one request in flight (1..=16). With more than one,
+    /// batches may arrive out of order (see the module docs).
+    pub senders: usize,
 }
 
 impl Default for WriterOptions {
@@ -76,6 +85,7 @@ impl Default for WriterOptions {
             retry_max_elapsed: Duration::from_secs(180),
             shutdown_timeout: Duration::from_secs(5),
             log_drops: true,
+            senders: 2,
         }
     }
 }
@@ -93,6 +103,9 @@ impl WriterOptions {
         }
         if self.flush_interval.is_zero() {
             return Err(Error::InvalidArgument("flush_interval must be above zero".into()));
+        }
+        if self.senders == 0 || self.senders > 16 {
+            return Err(Error::InvalidArgument(format!("senders {} must be between 1 and 16", self.senders)));
         }
         if self.retry_base == 0 {
             return Err(Error::InvalidArgument("retry_base must be at least 1".into()));
@@ -137,8 +150,8 @@ pub struct DropEvent {
     pub message: String,
 }
 
-/// The drop callback. Called on the writer thread (or in `flush`/`shutdown`); a panic in it is
-/// caught.
+/// The drop callback. Called on a sender thread (or on the thread calling `flush`/`shutdown`),
+/// one call at a time; a panic in it is caught.
 pub type DropCallback = Arc<dyn Fn(&DropEvent) + Send + Sync>;
 
 /// Counters and gauges of a writer.
@@ -193,8 +206,17 @@ struct PendingDrop {
     message: String,
 }
 
+/// Retry state shared by the senders (the server's health, not one batch's).
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+    failing_since: Option<Instant>,
+    retry_at: Option<Instant>,
+}
+
 struct State {
-    queue: VecDeque<String>,
+    /// Lines with their write sequence number, in write order.
+    queue: VecDeque<(u64, String)>,
     queued_bytes: usize,
     inflight_points: usize,
     inflight_bytes: usize,
@@ -206,7 +228,13 @@ struct State {
     /// Points dropped so far (with the delivered counter: what `flush` waits for).
     settled: u64,
     accepted: u64,
+    /// Sender threads still running.
+    running: usize,
+    /// Every sender has ended (or shutdown gave up waiting for them).
     exited: bool,
+    backoff: Backoff,
+    /// When the latest request ended (the flush interval counts from it).
+    last_send: Instant,
     /// Shutdown gave up on a request still in progress at its deadline: its points were counted
     /// as dropped, and the thread must not count them again when the request returns.
     abandoned: bool,
@@ -219,6 +247,8 @@ struct Shared {
     progress: Condvar,
     counters: Counters,
     callback: Mutex<Option<DropCallback>>,
+    /// Held while the callback runs, so calls never overlap.
+    reporting: Mutex<()>,
     last_log: Mutex<[Option<Instant>; 4]>,
     log_suppressed: [AtomicU64; 4],
 }
@@ -259,6 +289,7 @@ impl Shared {
         if events.is_empty() {
             return;
         }
+        let _one_at_a_time = self.reporting.lock().unwrap_or_else(|p| p.into_inner());
         let cb = self.callback.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for ev in &events {
             if let Some(cb) = &cb {
@@ -289,7 +320,7 @@ impl Shared {
 pub struct MetricsWriter {
     shared: Arc<Shared>,
     client: InfluxDBClient,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for MetricsWriter {
@@ -299,11 +330,11 @@ impl std::fmt::Debug for MetricsWriter {
 }
 
 impl MetricsWriter {
-    /// Starts the writer thread.
+    /// Starts the sender threads.
     pub fn new(client: InfluxDBClient, opts: WriterOptions) -> Result<MetricsWriter> {
         opts.validate()?;
+        let senders = opts.senders;
         let shared = Arc::new(Shared {
-            opts,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -315,23 +346,40 @@ impl MetricsWriter {
                 last_error: None,
                 settled: 0,
                 accepted: 0,
+                running: opts.senders,
                 exited: false,
+                backoff: Backoff::default(),
+                last_send: Instant::now(),
                 abandoned: false,
             }),
             wake: Condvar::new(),
             progress: Condvar::new(),
             counters: Counters::default(),
             callback: Mutex::new(None),
+            reporting: Mutex::new(()),
             last_log: Mutex::new([None; 4]),
             log_suppressed: Default::default(),
+            opts,
         });
-        let s2 = shared.clone();
-        let c2 = client.clone();
-        let thread = std::thread::Builder::new()
-            .name("rsdb-metrics".into())
-            .spawn(move || run(s2, c2))
-            .map_err(|e| Error::Internal(format!("could not start the metrics writer thread: {e}")))?;
-        Ok(MetricsWriter { shared, client, thread: Mutex::new(Some(thread)) })
+        let w = MetricsWriter { shared: shared.clone(), client: client.clone(), threads: Mutex::new(Vec::new()) };
+        for i in 0..senders {
+            let (s2, c2) = (shared.clone(), client.clone());
+            match std::thread::Builder::new().name(format!("rsdb-metrics-{i}")).spawn(move || run(s2, c2)) {
+                Ok(h) => w.threads.lock().unwrap_or_else(|p| p.into_inner()).push(h),
+                Err(e) => {
+                    // The senders already started see the shutdown and end.
+                    let mut st = shared.lock();
+                    st.running -= senders - i;
+                    if st.running == 0 {
+                        st.exited = true;
+                    }
+                    drop(st);
+                    w.shutdown(Duration::ZERO);
+                    return Err(Error::Internal(format!("could not start a metrics sender thread: {e}")));
+                }
+            }
+        }
+        Ok(w)
     }
 
     pub fn client(&self) -> &InfluxDBClient {
@@ -392,7 +440,7 @@ impl MetricsWriter {
             || st.queued_bytes + st.inflight_bytes + line.len() > opts.max_buffer_bytes
         {
             match st.queue.pop_front() {
-                Some(old) => {
+                Some((_, old)) => {
                     st.queued_bytes -= old.len();
                     dropped += 1;
                 }
@@ -414,8 +462,9 @@ impl MetricsWriter {
         }
         if fits {
             st.queued_bytes += line.len();
-            st.queue.push_back(line);
-            if st.queue.len() == opts.batch_size {
+            let seq = st.accepted;
+            st.queue.push_back((seq, line));
+            if st.queue.len() % opts.batch_size == 0 {
                 self.shared.wake.notify_one();
             }
         }
@@ -430,7 +479,7 @@ impl MetricsWriter {
         let mut st = self.shared.lock();
         let target = st.accepted;
         st.flush_wanted = true;
-        self.shared.wake.notify_one();
+        self.shared.wake.notify_all();
         while st.settled + self.shared.counters.delivered.load(Ordering::Relaxed) < target && !st.exited {
             let now = Instant::now();
             if now >= deadline {
@@ -478,13 +527,13 @@ impl MetricsWriter {
         let events = Shared::take_pending(&mut st);
         drop(st);
         self.shared.progress.notify_all();
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            if joined {
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        if joined {
+            for h in handles {
                 let _ = h.join();
             }
-            // Otherwise the thread ends by itself when its request returns.
         }
+        // Otherwise the senders end by themselves when their requests return.
         self.shared.report(events);
         self.stats()
     }
@@ -547,19 +596,44 @@ pub fn backoff_delay(opts: &WriterOptions, attempt: u32, unit_random: f64) -> Du
     Duration::from_secs_f64(if d.is_finite() { d.min(max) } else { max })
 }
 
+/// Ends one sender; the last one marks the writer exited and reports what is pending.
+fn sender_exit(shared: &Shared, mut st: MutexGuard<'_, State>) {
+    st.running = st.running.saturating_sub(1);
+    if st.running > 0 {
+        drop(st);
+        shared.wake.notify_all();
+        return;
+    }
+    st.exited = true;
+    let events = Shared::take_pending(&mut st);
+    drop(st);
+    shared.progress.notify_all();
+    shared.report(events);
+}
+
+/// Puts a failed batch back at its place in write order (the queue is sorted by sequence).
+fn requeue(st: &mut State, batch: Vec<(u64, String)>) {
+    let Some(first) = batch.first().map(|(s, _)| *s) else { return };
+    let at = st.queue.partition_point(|(s, _)| *s < first);
+    let tail = st.queue.split_off(at);
+    for (s, l) in batch {
+        st.queued_bytes += l.len();
+        st.queue.push_back((s, l));
+    }
+    st.queue.extend(tail);
+}
+
 fn run(shared: Arc<Shared>, client: InfluxDBClient) {
     let opts = shared.opts.clone();
     let mut jitter = Jitter::new();
-    let mut last_send = Instant::now();
-    // Retry state of the batch at the front.
-    let mut attempt: u32 = 0;
-    let mut failing_since: Option<Instant> = None;
-    let mut retry_at: Option<Instant> = None;
     let tick = Duration::from_millis(100);
     loop {
         let mut st = shared.lock();
         // Wait for something to do.
         loop {
+            if st.abandoned {
+                return;
+            }
             let now = Instant::now();
             if let Some(dl) = st.shutdown_deadline {
                 if st.queue.is_empty() {
@@ -574,6 +648,7 @@ fn run(shared: Arc<Shared>, client: InfluxDBClient) {
                     break;
                 }
             }
+            let retry_at = st.backoff.retry_at;
             let retry_wait = retry_at.map(|t| t.saturating_duration_since(now));
             let in_backoff = retry_wait.is_some_and(|w| !w.is_zero());
             if !in_backoff && !st.queue.is_empty() {
@@ -581,19 +656,19 @@ fn run(shared: Arc<Shared>, client: InfluxDBClient) {
                     || st.flush_wanted
                     || st.shutdown_deadline.is_some()
                     || retry_at.is_some()
-                    || now.duration_since(last_send) >= opts.flush_interval;
+                    || now.duration_since(st.last_send) >= opts.flush_interval;
                 if due {
                     break;
                 }
             }
-            if st.queue.is_empty() {
+            if st.queue.is_empty() && st.inflight_points == 0 {
                 st.flush_wanted = false;
             }
             let mut wait = tick;
             if let Some(w) = retry_wait.filter(|w| !w.is_zero()) {
                 wait = wait.min(w);
             } else if !st.queue.is_empty() {
-                wait = wait.min(opts.flush_interval.saturating_sub(now.duration_since(last_send)));
+                wait = wait.min(opts.flush_interval.saturating_sub(now.duration_since(st.last_send)));
             }
             if let Some(dl) = st.shutdown_deadline {
                 wait = wait.min(dl.saturating_duration_since(now));
@@ -609,30 +684,31 @@ fn run(shared: Arc<Shared>, client: InfluxDBClient) {
         }
         if st.queue.is_empty() {
             // Only reached on shutdown.
-            st.exited = true;
-            let events = Shared::take_pending(&mut st);
-            drop(st);
-            shared.progress.notify_all();
-            shared.report(events);
+            sender_exit(&shared, st);
             return;
         }
         // Take one batch.
         let n = st.queue.len().min(opts.batch_size);
-        let batch: Vec<String> = st.queue.drain(..n).collect();
-        let bytes: usize = batch.iter().map(String::len).sum();
+        let batch: Vec<(u64, String)> = st.queue.drain(..n).collect();
+        let bytes: usize = batch.iter().map(|(_, l)| l.len()).sum();
         st.queued_bytes -= bytes;
-        st.inflight_points = n;
-        st.inflight_bytes = bytes;
-        if st.queue.is_empty() {
-            st.flush_wanted = false;
+        st.inflight_points += n;
+        st.inflight_bytes += bytes;
+        // A batch sent after the backoff is the retry; the others wait for its answer.
+        if st.backoff.retry_at.is_some() {
+            st.backoff.retry_at = Some(Instant::now() + opts.retry_max_interval);
         }
         let deadline = st.shutdown_deadline;
         let events = Shared::take_pending(&mut st);
+        let more = !st.queue.is_empty();
         drop(st);
+        if more {
+            shared.wake.notify_one();
+        }
         shared.report(events);
 
         let mut body = Vec::with_capacity(bytes + n);
-        for (i, l) in batch.iter().enumerate() {
+        for (i, (_, l)) in batch.iter().enumerate() {
             if i > 0 {
                 body.push(b'\n');
             }
@@ -643,57 +719,53 @@ fn run(shared: Arc<Shared>, client: InfluxDBClient) {
             timeout = timeout.min(dl.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
         }
         let result = client.send(&body, timeout);
-        last_send = Instant::now();
+        drop(body);
+        let ended = Instant::now();
 
         let mut st = shared.lock();
         if st.abandoned {
             return;
         }
-        st.inflight_points = 0;
-        st.inflight_bytes = 0;
+        st.last_send = ended;
+        st.inflight_points -= n;
+        st.inflight_bytes -= bytes;
         match result {
             Ok(()) => {
                 shared.counters.delivered.fetch_add(n as u64, Ordering::Relaxed);
                 shared.counters.batches.fetch_add(1, Ordering::Relaxed);
-                attempt = 0;
-                failing_since = None;
-                retry_at = None;
+                st.backoff = Backoff::default();
             }
             Err(WriteFailure::Rejected { message, dropped, .. }) => {
                 let lost = dropped.map_or(n as u64, |d| d.min(n as u64));
                 shared.counters.delivered.fetch_add(n as u64 - lost, Ordering::Relaxed);
                 shared.note_drop(&mut st, DropReason::Rejected, lost, &message);
                 st.last_error = Some(message);
-                attempt = 0;
-                failing_since = None;
-                retry_at = None;
+                // The server answered: it is up.
+                st.backoff = Backoff::default();
             }
             Err(WriteFailure::Retryable { message, retry_after }) => {
-                attempt += 1;
-                let since = *failing_since.get_or_insert(last_send);
-                if last_send.duration_since(since) >= opts.retry_max_elapsed {
+                st.backoff.attempt += 1;
+                let attempt = st.backoff.attempt;
+                let since = *st.backoff.failing_since.get_or_insert(ended);
+                if ended.duration_since(since) >= opts.retry_max_elapsed {
                     let msg = format!("gave up after {attempt} attempt(s): {message}");
                     shared.note_drop(&mut st, DropReason::RetriesExhausted, n as u64, &msg);
-                    attempt = 0;
-                    failing_since = None;
-                    retry_at = None;
+                    st.backoff = Backoff::default();
                 } else {
                     shared.counters.retries.fetch_add(1, Ordering::Relaxed);
                     let delay = match retry_after {
                         Some(ra) => ra.min(opts.retry_max_interval),
                         None => backoff_delay(&opts, attempt, jitter.next_f64()),
                     };
-                    retry_at = Some(Instant::now() + delay);
-                    // Back to the front of the queue, so drop-oldest applies to it first.
-                    for l in batch.into_iter().rev() {
-                        st.queued_bytes += l.len();
-                        st.queue.push_front(l);
-                    }
+                    st.backoff.retry_at = Some(Instant::now() + delay);
+                    // Back into the queue at its place, so drop-oldest applies to it first.
+                    requeue(&mut st, batch);
                 }
                 st.last_error = Some(message);
             }
         }
         drop(st);
+        shared.wake.notify_all();
         shared.progress.notify_all();
     }
 }
