@@ -258,6 +258,9 @@ impl MfaManager {
                 }
             }
         };
+        if !ok {
+            crate::metrics::library::bump(&crate::metrics::library::counters().mfa_failures, 1);
+        }
         self.log_attempt(user_id, session_id, method, ok, reason, ip).await?;
         if !ok {
             self.announce("mfa.failed", user_id, json!({"method": method, "reason": reason, "ip_address": ip})).await;
@@ -296,6 +299,9 @@ impl MfaManager {
             .await?
             .is_some();
         let reason = if used { "ok" } else { "wrong or used backup code" };
+        if !used {
+            crate::metrics::library::bump(&crate::metrics::library::counters().mfa_failures, 1);
+        }
         self.log_attempt(user_id, session_id, "backup_code", used, reason, ip).await?;
         if used {
             self.announce("mfa.backup_code_used", user_id, json!({"ip_address": ip})).await;

@@ -35,6 +35,12 @@ impl BackupManager {
     /// snapshot as the dump. Returns the manifest; on failure the history row says why and the
     /// partial files are removed.
     pub async fn create_full(&self) -> Result<Manifest> {
+        let r = self.create_full_counted().await;
+        crate::metrics::library::backup_outcome(r.is_ok());
+        r
+    }
+
+    async fn create_full_counted(&self) -> Result<Manifest> {
         let started = Utc::now();
         let backup_id = Self::new_id("full")?;
         self.history_start(&backup_id, "full", "pg_dump", None).await?;

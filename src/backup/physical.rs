@@ -158,6 +158,12 @@ impl BackupManager {
     /// archiving into this repository (`archive_command = 'rsdb --config FILE wal-push %p'`),
     /// and a full physical backup to build on; they refuse to cross a timeline change.
     pub async fn create_physical(&self, kind: PhysicalKind) -> Result<Manifest> {
+        let r = self.create_physical_counted(kind).await;
+        crate::metrics::library::backup_outcome(r.is_ok());
+        r
+    }
+
+    async fn create_physical_counted(&self, kind: PhysicalKind) -> Result<Manifest> {
         let started = Utc::now();
         let backup_id = Self::new_id(kind.id_prefix())?;
         let parent = match kind {

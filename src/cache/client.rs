@@ -147,7 +147,10 @@ impl RedisClient {
 
     /// GET as raw bytes; `None` when the key does not exist.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.run(true, |mut c| async move { c.get::<_, Option<Vec<u8>>>(key).await }).await
+        let v = self.run(true, |mut c| async move { c.get::<_, Option<Vec<u8>>>(key).await }).await?;
+        let c = crate::metrics::library::counters();
+        crate::metrics::library::bump(if v.is_some() { &c.cache_hits } else { &c.cache_misses }, 1);
+        Ok(v)
     }
 
     /// DEL; true when the key existed.

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod collector;
 pub mod flux;
+pub mod library;
 pub mod line;
 pub mod prometheus;
 pub mod reporter;
@@ -15,6 +16,7 @@ pub use collector::{
     CacheCollector, Collector, CollectorFailure, DatabaseCollector, MetricsCollector, StreamCollector, StreamMetrics,
     SystemCollector,
 };
+pub use library::{counters, LibraryCounters};
 pub use line::{FieldValue, Point, Precision, UnsignedMode};
 pub use prometheus::{LibraryMetrics, MetricsServer};
 pub use reporter::{Alert, AlertRule, Comparison, MetricsReporter, Percentiles, Severity};

@@ -151,7 +151,8 @@ pub struct LibraryMetrics {
     pub extra: Vec<Family>,
 }
 
-/// The families of a [`LibraryMetrics`] snapshot, named `rootstream_*`.
+/// The families of a [`LibraryMetrics`] snapshot, named `rootstream_*`, followed by the
+/// process-wide counters of [`super::library`] (sessions, MFA failures, backups, cache).
 pub fn library_families(m: &LibraryMetrics) -> Vec<Family> {
     let mut f = Vec::new();
     if let Some(w) = &m.writer {
@@ -212,6 +213,7 @@ pub fn library_families(m: &LibraryMetrics) -> Vec<Family> {
         }
         f.push(ok);
     }
+    f.extend(super::library::counter_families());
     f.extend(m.extra.iter().cloned());
     f
 }

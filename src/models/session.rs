@@ -386,6 +386,9 @@ impl SessionModel {
         };
         let session = Session::from_row(row);
         let evicted: serde_json::Value = row.get("evicted");
+        let lib = crate::metrics::library::counters();
+        crate::metrics::library::bump(&lib.sessions_created, 1);
+        crate::metrics::library::bump(&lib.sessions_revoked, evicted.as_array().map_or(0, |a| a.len() as u64));
         for e in evicted.as_array().into_iter().flatten() {
             let id = e["id"].as_i64().unwrap_or_default();
             self.invalidate_cache(e["token_hash"].as_str().unwrap_or_default()).await;
@@ -460,6 +463,7 @@ impl SessionModel {
         if stale {
             self.touch(&session, &hash, now).await?;
         }
+        crate::metrics::library::bump(&crate::metrics::library::counters().sessions_validated, 1);
         Ok(session)
     }
 
@@ -597,6 +601,7 @@ impl SessionModel {
                 &[&s.id, &reason],
             )
             .await?;
+        crate::metrics::library::bump(&crate::metrics::library::counters().sessions_revoked, 1);
         self.invalidate_cache(hash).await;
         self.announce("session.revoked", s.id, s.user_id, json!({"reason": reason})).await;
         Ok(())
@@ -615,6 +620,7 @@ impl SessionModel {
             .await?;
         match row {
             Some(r) => {
+                crate::metrics::library::bump(&crate::metrics::library::counters().sessions_revoked, 1);
                 self.invalidate_cache(&r.get::<_, Option<String>>(1).unwrap_or_default()).await;
                 self.announce("session.revoked", id, r.get(0), json!({"reason": reason})).await;
                 Ok(())
@@ -645,6 +651,7 @@ impl SessionModel {
                 &[&user_id, &keep, &reason],
             )
             .await?;
+        crate::metrics::library::bump(&crate::metrics::library::counters().sessions_revoked, rows.len() as u64);
         for r in &rows {
             self.invalidate_cache(&r.get::<_, Option<String>>(1).unwrap_or_default()).await;
             self.announce("session.revoked", r.get(0), user_id, json!({"reason": reason})).await;
