@@ -24,6 +24,14 @@ void contract_rsdb_message_cb(void*, const char*, const char*, size_t) {}
 void contract_rsdb_sync_event_cb(void*, const char*, const char*) {}
 void contract_rsdb_sync_report_cb(void*, const char*) {}
 char* contract_rsdb_sync_merge_cb(void*, const char*, const char*, const char*, const char*) { return nullptr; }
+void contract_rsdb_metrics_drop_cb(void*, const char*, uint64_t, const char*) {}
+void contract_rsdb_metrics_failure_cb(void*, const char*, const char*) {}
+void contract_rsdb_metrics_alert_cb(void*, const char*) {}
+
+// Valid values of the input structs the generated cases pass.
+const rsdb_metrics_field kContractFields[] = {{"value", RSDB_METRICS_FLOAT, 1.0, 0, 0, 0, nullptr}};
+const rsdb_metrics_point kContractPoint = {"contract", nullptr, 0, kContractFields, 1, 0, 0};
+const rsdb_stream_metrics kContractStream = {"contract", 1, 1000.0, 30.0, 1280, 720, 1.0, 1};
 
 // The functions without pointer parameters: each must work without any handle.
 void contract_call_without_pointers_rsdb_version() {
@@ -108,9 +116,32 @@ protected:
         rsdb_snapshots* snapshots = nullptr;
         check(rsdb_snapshots_new(db, sync, &snapshots), "rsdb_snapshots_new");
         snapshots_.reset(snapshots);
+        // Metrics handles: nothing is sent while they are made; the client points at the
+        // stack's InfluxDB, or a closed port without one (the cases fail before any request).
+        const char* influx = std::getenv("ROOTSTREAM_INFLUX_URL");
+        const std::string influx_url = influx != nullptr && *influx != '\0'
+                                           ? influx
+                                           : "http://127.0.0.1:" + std::to_string(rsdb_test::unused_tcp_port());
+        rsdb_metrics_client* mc = nullptr;
+        check(rsdb_metrics_client_new_v1(influx_url.c_str(), "rsdb_contract", nullptr, &mc), "rsdb_metrics_client_new_v1");
+        metrics_client_.reset(mc);
+        rsdb_metrics_writer* mw = nullptr;
+        check(rsdb_metrics_writer_new(mc, "{\"log_drops\": false, \"shutdown_timeout_ms\": 100}", &mw),
+              "rsdb_metrics_writer_new");
+        metrics_writer_.reset(mw);
+        rsdb_metrics_collector* mcol = nullptr;
+        check(rsdb_metrics_collector_new(&mcol), "rsdb_metrics_collector_new");
+        metrics_collector_.reset(mcol);
+        rsdb_metrics_reporter* mr = nullptr;
+        check(rsdb_metrics_reporter_new(mc, &mr), "rsdb_metrics_reporter_new");
+        metrics_reporter_.reset(mr);
     }
 
     void TearDown() override {
+        metrics_reporter_.reset();
+        metrics_collector_.reset();
+        metrics_writer_.reset();
+        metrics_client_.reset();
         snapshots_.reset();
         sync_.reset();
         recovery_.reset();
@@ -147,6 +178,10 @@ protected:
     RecoveryPtr recovery_;
     SyncPtr sync_;
     SnapshotsPtr snapshots_;
+    MetricsClientPtr metrics_client_;
+    MetricsWriterPtr metrics_writer_;
+    MetricsCollectorPtr metrics_collector_;
+    MetricsReporterPtr metrics_reporter_;
 };
 
 #include "c_contract_cases.inc"

@@ -27,6 +27,32 @@
 #include <stdint.h>
 
 /*
+ `rsdb_metrics_field.kind`: a float (`float_value`; NaN and infinities are refused).
+ */
+#define RSDB_METRICS_FLOAT 0
+
+/*
+ `rsdb_metrics_field.kind`: a signed integer (`int_value`).
+ */
+#define RSDB_METRICS_INTEGER 1
+
+/*
+ `rsdb_metrics_field.kind`: an unsigned integer (`uint_value`; written as an integer over
+ the v1 API, which has no unsigned type, so it must fit in int64 there).
+ */
+#define RSDB_METRICS_UNSIGNED 2
+
+/*
+ `rsdb_metrics_field.kind`: a boolean (`bool_value`, zero or not).
+ */
+#define RSDB_METRICS_BOOL 3
+
+/*
+ `rsdb_metrics_field.kind`: a string (`string_value`, UTF-8).
+ */
+#define RSDB_METRICS_STRING 4
+
+/*
  The status of a call. Fallible functions return it as an `int` (compare it with these
  names): `RSDB_OK` or a negative `RSDB_ERR_*` code. A value never changes meaning, and the
  same values are `rootstream::Error::code()` in the C++ API.
@@ -144,6 +170,27 @@ typedef struct rsdb_db rsdb_db;
 typedef struct rsdb_events rsdb_events;
 
 /*
+ A client for one InfluxDB server and database (v1) or bucket (v2). Thread-safe.
+ */
+typedef struct rsdb_metrics_client rsdb_metrics_client;
+
+/*
+ Collectors (stream, system, database, cache) run once or periodically into a writer.
+ Thread-safe.
+ */
+typedef struct rsdb_metrics_collector rsdb_metrics_collector;
+
+/*
+ Dashboards, percentiles, exports, the `/metrics` endpoint and threshold alerts. Thread-safe.
+ */
+typedef struct rsdb_metrics_reporter rsdb_metrics_reporter;
+
+/*
+ A background batching writer over a client. Thread-safe.
+ */
+typedef struct rsdb_metrics_writer rsdb_metrics_writer;
+
+/*
  The MFA manager. Thread-safe.
  */
 typedef struct rsdb_mfa rsdb_mfa;
@@ -232,6 +279,132 @@ typedef struct rsdb_pool_stats {
    */
   size_t waiting;
 } rsdb_pool_stats;
+
+/*
+ One tag of a point. Both strings are required, UTF-8, non-empty.
+ */
+typedef struct rsdb_metrics_tag {
+  const char *key;
+  const char *value;
+} rsdb_metrics_tag;
+
+/*
+ One field of a point: `key` (required) and the value member that `kind` (an
+ `RSDB_METRICS_*` constant) names; the other members are ignored.
+ */
+typedef struct rsdb_metrics_field {
+  const char *key;
+  int kind;
+  double float_value;
+  int64_t int_value;
+  uint64_t uint_value;
+  int bool_value;
+  const char *string_value;
+} rsdb_metrics_field;
+
+/*
+ A point in structured form; the library writes its line protocol (escaping, sorted tags,
+ the client's precision). `tags` may be NULL when `tag_count` is 0; at least one field is
+ required. With `has_timestamp` zero the server stamps the point on arrival.
+ */
+typedef struct rsdb_metrics_point {
+  const char *measurement;
+  const struct rsdb_metrics_tag *tags;
+  size_t tag_count;
+  const struct rsdb_metrics_field *fields;
+  size_t field_count;
+  int has_timestamp;
+  int64_t timestamp_ns;
+} rsdb_metrics_point;
+
+/*
+ Called for points a writer dropped: `reason` (`buffer_full`, `rejected`,
+ `retries_exhausted`, `shutdown`), how many points since the last call for that reason, and
+ the latest message (the server's answer, or what was full). Strings are valid only during
+ the call. It runs on one of the writer's sender threads, or on the thread calling
+ `rsdb_metrics_writer_flush`/`_shutdown`/`_free`, one call at a time; it must not call
+ `rsdb_metrics_writer_flush`, `_shutdown` or `_free` itself. Once `rsdb_metrics_writer_shutdown`
+ or `rsdb_metrics_writer_free` has returned it is never called again.
+ */
+typedef void (*rsdb_metrics_drop_cb)(void *user_data,
+                                     const char *reason,
+                                     uint64_t points,
+                                     const char *message);
+
+/*
+ A writer's counters and gauges. Every accepted point ends delivered or dropped, and every
+ drop is counted by reason.
+ */
+typedef struct rsdb_metrics_writer_stats {
+  /*
+   Points accepted by the write functions.
+   */
+  uint64_t accepted;
+  /*
+   Points the server took.
+   */
+  uint64_t delivered;
+  /*
+   Dropped because the buffer (points or bytes) was full; the oldest go first.
+   */
+  uint64_t dropped_buffer_full;
+  /*
+   Dropped because the server refused the batch for good (a 4xx other than 408/429).
+   */
+  uint64_t dropped_rejected;
+  /*
+   Dropped after the server stayed down or failing for `retry_max_elapsed_ms`.
+   */
+  uint64_t dropped_retries_exhausted;
+  /*
+   Still buffered when the shutdown deadline passed.
+   */
+  uint64_t dropped_shutdown;
+  /*
+   Write requests that succeeded.
+   */
+  uint64_t batches;
+  /*
+   Failed attempts that were retried.
+   */
+  uint64_t retries;
+  /*
+   Points held now (queued and in flight).
+   */
+  uint64_t buffered_points;
+  /*
+   Line-protocol bytes held now.
+   */
+  uint64_t buffered_bytes;
+} rsdb_metrics_writer_stats;
+
+/*
+ The state of one live stream, as the streaming code reports it (`stream_id` required).
+ */
+typedef struct rsdb_stream_metrics {
+  const char *stream_id;
+  int64_t viewers;
+  double bitrate_kbps;
+  double fps;
+  int64_t width;
+  int64_t height;
+  double duration_seconds;
+  int64_t bytes_sent;
+} rsdb_stream_metrics;
+
+/*
+ Called with a collector's failure: the collector's name and the message. Runs on the
+ collection thread (or the thread calling `rsdb_metrics_collector_collect_once`); never after
+ `rsdb_metrics_collector_free` has returned.
+ */
+typedef void (*rsdb_metrics_failure_cb)(void *user_data, const char *collector, const char *message);
+
+/*
+ Called with an alert that fired, as JSON (`rule`, `metric`, `value`, `threshold`,
+ `severity`, `message`), on the thread calling `rsdb_metrics_reporter_check`; never after
+ `rsdb_metrics_reporter_free` has returned.
+ */
+typedef void (*rsdb_metrics_alert_cb)(void *user_data, const char *alert_json);
 
 /*
  Called for each message on a subscribed pattern, on the client's dispatcher thread, one
@@ -916,6 +1089,391 @@ int rsdb_events_load_from_snapshot(const struct rsdb_events *events,
                                    const char *aggregate_type,
                                    const char *aggregate_id,
                                    char **json);
+
+/*
+ A v1-API client (InfluxDB 1.x, or the v1-compatible endpoints of 2.x/3.x) for `url` (e.g.
+ `http://127.0.0.1:8086`) and `database`. `options_json` may be NULL or a JSON object with
+ any of `precision` (`ns`, `us`, `ms`, `s`; default `ns`), `timeout_ms` (one request;
+ default 10000), `retention_policy`, `username`, `password`. Nothing is sent yet. `*out`
+ receives a handle to release with `rsdb_metrics_client_free`.
+ */
+int rsdb_metrics_client_new_v1(const char *url,
+                               const char *database,
+                               const char *options_json,
+                               struct rsdb_metrics_client **out);
+
+/*
+ A v2-API client (`/api/v2/write` with `org` and `bucket`). `token` may be NULL (no
+ `Authorization` header). `options_json` may be NULL or a JSON object with `precision` and
+ `timeout_ms`. `*out` receives a handle to release with `rsdb_metrics_client_free`.
+ */
+int rsdb_metrics_client_new_v2(const char *url,
+                               const char *org,
+                               const char *bucket,
+                               const char *token,
+                               const char *options_json,
+                               struct rsdb_metrics_client **out);
+
+/*
+ A client from the configuration: `influx_url`, and v2 when `influx_org` and
+ `influx_bucket` are set (with `influx_token`), otherwise v1 with `influx_database` (default
+ `rootstream`). `RSDB_ERR_CONFIG` when `influx_url` is not set. `*out` receives a handle to
+ release with `rsdb_metrics_client_free`.
+ */
+int rsdb_metrics_client_from_config(const struct rsdb_config *cfg,
+                                    struct rsdb_metrics_client **out);
+
+/*
+ Releases a client. NULL is accepted. Writers made from it keep their own copy.
+ */
+void rsdb_metrics_client_free(struct rsdb_metrics_client *c);
+
+/*
+ Checks that the server answers (`/ping`, or `/health` on v2).
+ */
+int rsdb_metrics_client_ping(const struct rsdb_metrics_client *c);
+
+/*
+ Writes one point now, in one request (no buffering, no retry). An invalid point (empty or
+ control characters in names, NaN or infinite floats, no fields, invalid UTF-8) is
+ `RSDB_ERR_INVALID_ARGUMENT`/`RSDB_ERR_INVALID_UTF8` and nothing is sent.
+ */
+int rsdb_metrics_client_write_point(const struct rsdb_metrics_client *c,
+                                    const struct rsdb_metrics_point *point);
+
+/*
+ Writes `count` points in one request; when any is invalid nothing is sent. `points` may be
+ NULL when `count` is 0.
+ */
+int rsdb_metrics_client_write_points(const struct rsdb_metrics_client *c,
+                                     const struct rsdb_metrics_point *points,
+                                     size_t count);
+
+/*
+ Sends newline-separated lines of line protocol, already in the client's precision, in one
+ request. The server checks them (a bad line is `RSDB_ERR_QUERY`).
+ */
+int rsdb_metrics_client_write_lines(const struct rsdb_metrics_client *c, const char *lines);
+
+/*
+ The line protocol this client writes for `point` (for `rsdb_metrics_writer_write_line`);
+ `*out` receives it, to release with `rsdb_string_free`.
+ */
+int rsdb_metrics_client_encode(const struct rsdb_metrics_client *c,
+                               const struct rsdb_metrics_point *point,
+                               char **out);
+
+/*
+ Runs an InfluxQL query (v1 API) and stores InfluxDB's JSON answer in `*out` (release with
+ `rsdb_string_free`). `epoch` may be NULL (RFC 3339 times) or one of `ns`, `u`, `ms`, `s`,
+ `m`, `h`. An error the server reports for a statement is `RSDB_ERR_QUERY`.
+ */
+int rsdb_metrics_client_query(const struct rsdb_metrics_client *c,
+                              const char *influxql,
+                              const char *epoch,
+                              char **out);
+
+/*
+ Runs a Flux query (v2 API, `/api/v2/query`) and stores the annotated CSV answer in `*out`
+ (release with `rsdb_string_free`).
+ */
+int rsdb_metrics_client_query_flux(const struct rsdb_metrics_client *c,
+                                   const char *flux,
+                                   char **out);
+
+/*
+ Creates the client's database (v1; exists already is fine).
+ */
+int rsdb_metrics_client_create_database(const struct rsdb_metrics_client *c);
+
+/*
+ Creates the client's bucket (v2) keeping points `retention_seconds` (0: forever).
+ */
+int rsdb_metrics_client_create_bucket(const struct rsdb_metrics_client *c,
+                                      uint64_t retention_seconds);
+
+/*
+ Sets up retention on the client's database (v1): a default policy for raw points (1 day),
+ one for downsampled points (30 days) and a continuous query filling it (5 m means).
+ `options_json` may be NULL (those defaults) or a JSON object with any of `raw_policy`,
+ `raw_duration`, `downsampled_policy`, `downsampled_duration`, `interval`,
+ `continuous_query`.
+ */
+int rsdb_metrics_client_setup_retention(const struct rsdb_metrics_client *c,
+                                        const char *options_json);
+
+/*
+ Starts a background batching writer over a copy of `client`. `options_json` may be NULL or
+ a JSON object with any of `batch_size` (5000), `flush_interval_ms` (1000),
+ `max_buffer_points` (100000), `max_buffer_bytes` (64 MiB), `retry_initial_ms` (1000),
+ `retry_base` (2), `retry_max_interval_ms` (30000), `retry_max_elapsed_ms` (180000),
+ `shutdown_timeout_ms` (5000, used by `rsdb_metrics_writer_free`), `log_drops` (true),
+ `senders` (2: requests in flight at once; with more than one, batches may arrive out of
+ order). `*out` receives a handle to release with `rsdb_metrics_writer_free`.
+ */
+int rsdb_metrics_writer_new(const struct rsdb_metrics_client *client,
+                            const char *options_json,
+                            struct rsdb_metrics_writer **out);
+
+/*
+ Shuts the writer down (delivering what is buffered within its `shutdown_timeout_ms`, the
+ rest counted as dropped) and releases it. The drop callback is not called after this
+ returns. NULL is accepted.
+ */
+void rsdb_metrics_writer_free(struct rsdb_metrics_writer *w);
+
+/*
+ Sets the drop callback (see `rsdb_metrics_drop_cb`). `callback` may be NULL, which removes
+ it. `user_data` must stay valid until the callback is replaced or the writer is shut down.
+ */
+int rsdb_metrics_writer_set_drop_callback(const struct rsdb_metrics_writer *w,
+                                          rsdb_metrics_drop_cb callback,
+                                          void *user_data);
+
+/*
+ Buffers one point (never waits on the network). An invalid point is
+ `RSDB_ERR_INVALID_ARGUMENT`/`RSDB_ERR_INVALID_UTF8` and nothing of it is buffered;
+ `RSDB_ERR_STATE` after shutdown. When the buffer is full the oldest points are dropped
+ (counted, reported), not this call's.
+ */
+int rsdb_metrics_writer_write_point(const struct rsdb_metrics_writer *w,
+                                    const struct rsdb_metrics_point *point);
+
+/*
+ Buffers `count` points; when any is invalid none is buffered. `points` may be NULL when
+ `count` is 0.
+ */
+int rsdb_metrics_writer_write_points(const struct rsdb_metrics_writer *w,
+                                     const struct rsdb_metrics_point *points,
+                                     size_t count);
+
+/*
+ Buffers one prepared line of line protocol in the client's precision (from
+ `rsdb_metrics_client_encode`, or your own), without a newline. Only its shape is checked
+ here; the server checks its content (a bad line is dropped as `rejected`).
+ */
+int rsdb_metrics_writer_write_line(const struct rsdb_metrics_writer *w, const char *line);
+
+/*
+ Sends what is buffered and waits until every point accepted before the call is delivered or
+ dropped; `RSDB_ERR_TIMEOUT` after `timeout_ms` (the points stay buffered).
+ */
+int rsdb_metrics_writer_flush(const struct rsdb_metrics_writer *w, uint32_t timeout_ms);
+
+/*
+ Stops accepting points, delivers what is buffered until `timeout_ms` passes and drops the
+ rest (`shutdown`, counted and reported), then stops the senders. Returns within about
+ `timeout_ms` + 100 ms even when a request hangs. Idempotent. `*stats` (may be NULL)
+ receives the final statistics. The drop callback is not called after this returns.
+ */
+int rsdb_metrics_writer_shutdown(const struct rsdb_metrics_writer *w,
+                                 uint32_t timeout_ms,
+                                 struct rsdb_metrics_writer_stats *stats);
+
+/*
+ The writer's statistics now.
+ */
+int rsdb_metrics_writer_get_stats(const struct rsdb_metrics_writer *w,
+                                  struct rsdb_metrics_writer_stats *stats);
+
+/*
+ The writer's statistics as JSON (`accepted`, `delivered`, `dropped` by reason,
+ `dropped_total`, `batches`, `retries`, `buffered_points`, `buffered_bytes`, `last_error`);
+ release with `rsdb_string_free`.
+ */
+int rsdb_metrics_writer_stats_json(const struct rsdb_metrics_writer *w, char **out);
+
+/*
+ A collector set holding the stream collector (fed by `rsdb_metrics_collector_update_stream`);
+ add the others with the `rsdb_metrics_collector_add_*` functions. `*out` receives a handle
+ to release with `rsdb_metrics_collector_free`.
+ */
+int rsdb_metrics_collector_new(struct rsdb_metrics_collector **out);
+
+/*
+ Stops periodic collection (waiting for a round in progress) and releases the handle. The
+ failure callback is not called after this returns. NULL is accepted.
+ */
+void rsdb_metrics_collector_free(struct rsdb_metrics_collector *c);
+
+/*
+ Adds the system collector: cpu, memory, disk (of `disk_path`) and network from `/proc`.
+ `disk_path` may be NULL (`/`).
+ */
+int rsdb_metrics_collector_add_system(const struct rsdb_metrics_collector *c,
+                                      const char *disk_path);
+
+/*
+ Adds the database collector (connections, query time, size, pool statistics) on `db`.
+ */
+int rsdb_metrics_collector_add_database(const struct rsdb_metrics_collector *c,
+                                        const struct rsdb_db *db);
+
+/*
+ Adds the cache collector (hit rate, operations, memory from Redis `INFO`) on `redis`,
+ tagging its points `server=<server>`.
+ */
+int rsdb_metrics_collector_add_cache(const struct rsdb_metrics_collector *c,
+                                     const struct rsdb_redis *redis,
+                                     const char *server);
+
+/*
+ Records the latest state of a stream (one `stream` point per stream and round).
+ */
+int rsdb_metrics_collector_update_stream(const struct rsdb_metrics_collector *c,
+                                         const struct rsdb_stream_metrics *metrics);
+
+/*
+ Forgets a stream (it ended); `*removed` (may be NULL) receives 1 when it was known.
+ */
+int rsdb_metrics_collector_remove_stream(const struct rsdb_metrics_collector *c,
+                                         const char *stream_id,
+                                         int *removed);
+
+/*
+ Sets the failure callback (see `rsdb_metrics_failure_cb`). `callback` may be NULL, which
+ removes it. `user_data` must stay valid until it is replaced or the handle is freed.
+ */
+int rsdb_metrics_collector_set_failure_callback(const struct rsdb_metrics_collector *c,
+                                                rsdb_metrics_failure_cb callback,
+                                                void *user_data);
+
+/*
+ Runs every collector once; one that fails is reported and the others still run. `*out`
+ receives JSON `{"points": [{"measurement", "tags", "fields", "time_ns"}], "failures":
+ [{"collector", "message"}]}` (integer fields as `{"i": n}`); release with
+ `rsdb_string_free`.
+ */
+int rsdb_metrics_collector_collect_once(const struct rsdb_metrics_collector *c, char **out);
+
+/*
+ Collects every `interval_ms` on a background thread into `writer` until
+ `rsdb_metrics_collector_stop` or `rsdb_metrics_collector_free` (the writer stays usable
+ meanwhile; freeing it first makes the rounds' writes fail quietly). `RSDB_ERR_STATE` when
+ already running.
+ */
+int rsdb_metrics_collector_start(const struct rsdb_metrics_collector *c,
+                                 const struct rsdb_metrics_writer *writer,
+                                 uint32_t interval_ms);
+
+/*
+ Stops periodic collection (waits for a round in progress; not running is fine).
+ */
+int rsdb_metrics_collector_stop(const struct rsdb_metrics_collector *c);
+
+/*
+ Per-collector counters as a JSON array of `{"name", "runs_ok", "runs_failed",
+ "last_error"}`; release with `rsdb_string_free`.
+ */
+int rsdb_metrics_collector_stats(const struct rsdb_metrics_collector *c, char **out);
+
+/*
+ A reporter. `client` may be NULL: then only the exports and alerts work (dashboards and
+ percentiles need it). `*out` receives a handle to release with `rsdb_metrics_reporter_free`.
+ */
+int rsdb_metrics_reporter_new(const struct rsdb_metrics_client *client,
+                              struct rsdb_metrics_reporter **out);
+
+/*
+ Stops the `/metrics` endpoint and releases the reporter. Alert callbacks are not called
+ after this returns. NULL is accepted.
+ */
+void rsdb_metrics_reporter_free(struct rsdb_metrics_reporter *r);
+
+/*
+ Chooses what the exports include besides the process-wide counters (sessions, MFA
+ failures, backups, cache): a writer's buffer and drops, a database pool, collectors' runs.
+ `writer`, `db` and `collector` may be NULL (left out); each call replaces all three. The
+ reporter keeps its own references (the handles may be freed before it).
+ */
+int rsdb_metrics_reporter_attach(const struct rsdb_metrics_reporter *r,
+                                 const struct rsdb_metrics_writer *writer,
+                                 const struct rsdb_db *db,
+                                 const struct rsdb_metrics_collector *collector);
+
+/*
+ The Prometheus text exposition (format 0.0.4) of the library's counters and gauges; release
+ with `rsdb_string_free`.
+ */
+int rsdb_metrics_reporter_prometheus(const struct rsdb_metrics_reporter *r, char **out);
+
+/*
+ The same snapshot as JSON: `{"<name>": {"type", "help", "samples": [{"labels", "value"}]}}`;
+ release with `rsdb_string_free`.
+ */
+int rsdb_metrics_reporter_json(const struct rsdb_metrics_reporter *r, char **out);
+
+/*
+ Serves `GET /metrics` (the Prometheus text) on `addr` (`127.0.0.1:0` picks a free loopback
+ port; `0.0.0.0:9464` listens on every interface) until `rsdb_metrics_reporter_serve_stop` or
+ `rsdb_metrics_reporter_free`. `*bound_addr` (may be NULL) receives the address it listens
+ on, to release with `rsdb_string_free`. `RSDB_ERR_STATE` when already serving.
+ */
+int rsdb_metrics_reporter_serve(const struct rsdb_metrics_reporter *r,
+                                const char *addr,
+                                char **bound_addr);
+
+/*
+ Stops the `/metrics` endpoint (not running is fine).
+ */
+int rsdb_metrics_reporter_serve_stop(const struct rsdb_metrics_reporter *r);
+
+/*
+ Mean viewers, bitrate, fps and the most bytes of `stream_id` per `interval` (an InfluxQL
+ duration such as `1m`) between `start_ns` and `end_ns`, as a JSON array of `{"time_ns",
+ "viewers", "bitrate_kbps", "fps", "bytes_sent"}`; release with `rsdb_string_free`.
+ */
+int rsdb_metrics_reporter_stream_dashboard(const struct rsdb_metrics_reporter *r,
+                                           const char *stream_id,
+                                           int64_t start_ns,
+                                           int64_t end_ns,
+                                           const char *interval,
+                                           char **out);
+
+/*
+ p50/p95/p99 (nearest rank) of `field` of `measurement` between `start_ns` and `end_ns`,
+ where the tags of `tags_json` (`{"tag": "value"}`) match, as JSON `{"count", "p50", "p95",
+ "p99"}`; release with `rsdb_string_free`. `tags_json` may be NULL. `RSDB_ERR_NOT_FOUND`
+ when there are no values.
+ */
+int rsdb_metrics_reporter_percentiles(const struct rsdb_metrics_reporter *r,
+                                      const char *measurement,
+                                      const char *field,
+                                      const char *tags_json,
+                                      int64_t start_ns,
+                                      int64_t end_ns,
+                                      char **out);
+
+/*
+ p50/p95/p99 (nearest rank) of `count` values in memory, as JSON like
+ `rsdb_metrics_reporter_percentiles`. NaN is `RSDB_ERR_INVALID_ARGUMENT`; no values is
+ `RSDB_ERR_NOT_FOUND`. `values` may be NULL when `count` is 0.
+ */
+int rsdb_metrics_percentiles_of(const double *values, size_t count, char **out);
+
+/*
+ Adds a threshold rule from JSON `{"name", "metric", "comparison": "above"|"below",
+ "threshold", "severity": "info"|"warning"|"critical"}`.
+ */
+int rsdb_metrics_reporter_add_rule(const struct rsdb_metrics_reporter *r, const char *rule_json);
+
+/*
+ Adds an alert callback (see `rsdb_metrics_alert_cb`). `user_data` must stay valid until the
+ reporter is freed.
+ */
+int rsdb_metrics_reporter_on_alert(const struct rsdb_metrics_reporter *r,
+                                   rsdb_metrics_alert_cb callback,
+                                   void *user_data);
+
+/*
+ Checks named values (`{"stream.fps": 24, "system.cpu_usage_percent": 93}`) against the
+ rules; every alert that fires goes to every callback (on this thread, before this returns).
+ `*fired_json` (may be NULL) receives the JSON array of the alerts, to release with
+ `rsdb_string_free`.
+ */
+int rsdb_metrics_reporter_check(const struct rsdb_metrics_reporter *r,
+                                const char *metrics_json,
+                                char **fired_json);
 
 /*
  Creates a user-model handle on `db` (which it keeps alive). Release with `rsdb_users_free`.

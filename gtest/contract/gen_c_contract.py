@@ -33,7 +33,18 @@ HANDLES = {
     "rsdb_recovery": "recovery_",
     "rsdb_sync": "sync_",
     "rsdb_snapshots": "snapshots_",
+    "rsdb_metrics_client": "metrics_client_",
+    "rsdb_metrics_writer": "metrics_writer_",
+    "rsdb_metrics_collector": "metrics_collector_",
+    "rsdb_metrics_reporter": "metrics_reporter_",
 }
+# Input structs the functions read: the fixture's valid value of each (see test_c_contract.cpp).
+IN_STRUCTS = {
+    "rsdb_metrics_point": "&kContractPoint",
+    "rsdb_stream_metrics": "&kContractStream",
+}
+# Output structs the functions fill.
+OUT_STRUCTS = {"rsdb_pool_stats", "rsdb_metrics_writer_stats"}
 RELEASE_SUFFIXES = ("_free", "_close", "_schedule_stop")
 
 # Valid values for string parameters whose content is checked before a later parameter is
@@ -51,6 +62,10 @@ STRING_VALUES = {
     "entity_type": '"stream"',
     "payload_json": '"{}"',
     "delta_json": '"{}"',
+    "rule_json": '"{\\"name\\":\\"r\\",\\"metric\\":\\"m\\",\\"comparison\\":\\"above\\",\\"threshold\\":1,\\"severity\\":\\"info\\"}"',
+    "metrics_json": '"{}"',
+    "addr": '"127.0.0.1:0"',
+    "interval": '"1m"',
 }
 
 SCALARS = {"int", "int64_t", "uint64_t", "double", "size_t", "int32_t", "uint32_t"}
@@ -118,8 +133,10 @@ def classify(fname, ptype, pname):
             return "handle", f"{HANDLES[base]}.get()", True
         if base in SCALARS:
             return "out_scalar", f"&{pname}_out", True
-        if base == "rsdb_pool_stats":
+        if base in OUT_STRUCTS:
             return "out_struct", f"&{pname}_out", True
+        if base in IN_STRUCTS and ptype.startswith("const "):
+            return "in_struct", IN_STRUCTS[base], True
         if base == "void":
             return "user_data", "nullptr", False
     if t.startswith("rsdb_") and t.endswith("_cb"):

@@ -37,6 +37,10 @@ RSDB_TEST_DELETER(MfaFree, rsdb_mfa, rsdb_mfa_free);
 RSDB_TEST_DELETER(BackupFree, rsdb_backup, rsdb_backup_free);
 RSDB_TEST_DELETER(RecoveryFree, rsdb_recovery, rsdb_recovery_free);
 RSDB_TEST_DELETER(ScheduleStop, rsdb_backup_schedule, rsdb_backup_schedule_stop);
+RSDB_TEST_DELETER(MetricsClientFree, rsdb_metrics_client, rsdb_metrics_client_free);
+RSDB_TEST_DELETER(MetricsWriterFree, rsdb_metrics_writer, rsdb_metrics_writer_free);
+RSDB_TEST_DELETER(MetricsCollectorFree, rsdb_metrics_collector, rsdb_metrics_collector_free);
+RSDB_TEST_DELETER(MetricsReporterFree, rsdb_metrics_reporter, rsdb_metrics_reporter_free);
 #undef RSDB_TEST_DELETER
 
 using ConfigPtr = std::unique_ptr<rsdb_config, ConfigFree>;
@@ -52,6 +56,10 @@ using MfaPtr = std::unique_ptr<rsdb_mfa, MfaFree>;
 using BackupPtr = std::unique_ptr<rsdb_backup, BackupFree>;
 using RecoveryPtr = std::unique_ptr<rsdb_recovery, RecoveryFree>;
 using SchedulePtr = std::unique_ptr<rsdb_backup_schedule, ScheduleStop>;
+using MetricsClientPtr = std::unique_ptr<rsdb_metrics_client, MetricsClientFree>;
+using MetricsWriterPtr = std::unique_ptr<rsdb_metrics_writer, MetricsWriterFree>;
+using MetricsCollectorPtr = std::unique_ptr<rsdb_metrics_collector, MetricsCollectorFree>;
+using MetricsReporterPtr = std::unique_ptr<rsdb_metrics_reporter, MetricsReporterFree>;
 
 /// A string returned through `char **`, released with rsdb_string_free.
 class OutString {

@@ -280,6 +280,113 @@ namespace {
 
 }  // namespace
 
+::testing::AssertionResult stop_influx(const Stack& stack) {
+    if (stack.stack_dir.empty()) return ::testing::AssertionFailure() << "ROOTSTREAM_STACK_DIR is not set; " << kHowToRun;
+    const std::string script = std::string(RSDB_SOURCE_DIR) + "/scripts/stack.sh";
+    int rc = run_program({find_program("bash"), script, "influx-stop", stack.stack_dir});
+    if (rc != 0) return ::testing::AssertionFailure() << "stack.sh influx-stop exited with status " << rc;
+    return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult start_influx(const Stack& stack) {
+    if (stack.stack_dir.empty()) return ::testing::AssertionFailure() << "ROOTSTREAM_STACK_DIR is not set; " << kHowToRun;
+    const std::string script = std::string(RSDB_SOURCE_DIR) + "/scripts/stack.sh";
+    int rc = run_program({find_program("bash"), script, "influx-start", stack.stack_dir});
+    if (rc != 0) return ::testing::AssertionFailure() << "stack.sh influx-start exited with status " << rc;
+    const int port = port_of(env_or_empty("ROOTSTREAM_INFLUX_URL"));
+    if (!wait_for([&] { return http_get(port, "/ping").first == 204; }, std::chrono::seconds(30))) {
+        return ::testing::AssertionFailure() << "InfluxDB did not answer /ping after influx-start";
+    }
+    return ::testing::AssertionSuccess();
+}
+
+std::string env_value(const char* name) { return env_or_empty(name); }
+
+int url_port(const std::string& url) { return port_of(url); }
+
+std::pair<int, std::string> http_get(int port, const std::string& path) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return {0, ""};
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        close(fd);
+        return {0, ""};
+    }
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+        close(fd);
+        return {0, ""};
+    }
+    std::string resp;
+    char buf[8192];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        resp.append(buf, static_cast<size_t>(n));
+    }
+    close(fd);
+    // "HTTP/1.x NNN ..."
+    if (resp.size() < 12 || resp.compare(0, 5, "HTTP/") != 0) return {0, resp};
+    const int status = std::atoi(resp.c_str() + resp.find(' ') + 1);
+    const auto body_at = resp.find("\r\n\r\n");
+    return {status, body_at == std::string::npos ? std::string() : resp.substr(body_at + 4)};
+}
+
+bool on_path(const std::string& name) {
+    std::string path = env_or_empty("PATH");
+    std::stringstream ss(path);
+    std::string dir;
+    while (std::getline(ss, dir, ':')) {
+        if (!dir.empty() && access((dir + "/" + name).c_str(), X_OK) == 0) return true;
+    }
+    return false;
+}
+
+int run_with_stdin(const std::vector<std::string>& args, const std::string& stdin_file, std::string* output) {
+    char out_tmpl[] = "/tmp/rsdb-gt-out-XXXXXX";
+    int out_fd = mkstemp(out_tmpl);
+    if (out_fd < 0) return -1;
+    std::vector<std::string> full = args;
+    full[0] = find_program(args[0].c_str());
+    std::vector<char*> argv;
+    for (const auto& a : full) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(out_fd);
+        unlink(out_tmpl);
+        return -1;
+    }
+    if (pid == 0) {
+        int in = open(stdin_file.empty() ? "/dev/null" : stdin_file.c_str(), O_RDONLY);
+        if (in >= 0) dup2(in, 0);
+        dup2(out_fd, 1);
+        dup2(out_fd, 2);
+        close_range(3, ~0U, 0);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) break;
+    }
+    close(out_fd);
+    if (output != nullptr) {
+        std::ifstream f(out_tmpl);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        *output = ss.str();
+    }
+    unlink(out_tmpl);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 ::testing::AssertionResult stop_redis(const Stack& stack) {
     auto stopped = run_stack_step(stack, "redis-stop");
     if (!stopped) return stopped;

@@ -9,6 +9,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace rsdb_test {
 
@@ -53,6 +55,28 @@ bool redis_answers_ping(const std::string& host, int port,
 /// `start_redis` starts it again on the same port and waits until it answers PING.
 ::testing::AssertionResult stop_redis(const Stack& stack);
 ::testing::AssertionResult start_redis(const Stack& stack);
+
+/// `scripts/stack.sh influx-stop` / `influx-start` on the stack's InfluxDB (started again on the
+/// same port; `start_influx` returns once it answers).
+::testing::AssertionResult stop_influx(const Stack& stack);
+::testing::AssertionResult start_influx(const Stack& stack);
+
+/// The value of an environment variable, or "" when it is unset.
+std::string env_value(const char* name);
+
+/// A plain HTTP/1.0 GET of `path` on 127.0.0.1:`port`: the status code and the body (status 0
+/// when nothing answers).
+std::pair<int, std::string> http_get(int port, const std::string& path);
+
+/// The port of an `http://host:port...` URL (0 when there is none).
+int url_port(const std::string& url);
+
+/// Whether `name` is an executable on PATH.
+bool on_path(const std::string& name);
+
+/// Runs `argv` (argv[0] looked up on PATH) with stdin from `stdin_file` (may be empty) and
+/// returns its exit status; its output goes to `*output` when given.
+int run_with_stdin(const std::vector<std::string>& argv, const std::string& stdin_file, std::string* output);
 
 /// Stops the stack's Redis for the lifetime of the object; the destructor starts it again (if
 /// `restart()` has not already done so), so a failing test never leaves the stack without Redis.

@@ -7,6 +7,7 @@ pub mod collector;
 pub mod flux;
 pub mod library;
 pub mod line;
+pub mod options;
 pub mod prometheus;
 pub mod reporter;
 pub mod writer;

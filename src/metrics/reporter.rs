@@ -50,12 +50,14 @@ pub fn percentiles_of(values: &[f64]) -> Result<Percentiles> {
 
 /// Which way a threshold is crossed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Comparison {
     Above,
     Below,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
     Warning,
