@@ -14,6 +14,7 @@ fn main() {
         "src/ffi/cxx/auth.rs",
         "src/ffi/cxx/backup.rs",
         "src/ffi/cxx/sync.rs",
+        "src/ffi/cxx/metrics.rs",
     ];
     cxx_build::bridges(bridges)
         .include("cpp/include")
