@@ -49,13 +49,9 @@ fn library_snapshot(w: &MetricsWriter, db: Option<&DatabaseManager>, mc: &Metric
         writer: Some(w.stats()),
         pool: db.map(|d| d.stats()),
         collectors: mc.stats().into_iter().map(|s| (s.name, s.runs_ok, s.runs_failed)).collect(),
-        extra: vec![
-            Family::gauge("rootstream_sessions_active", "Sessions currently valid.").sample(&[], 3.0),
-            Family::counter("rootstream_mfa_failures_total", "Failed second-factor checks.").sample(&[], 2.0),
-            Family::counter("rootstream_backups_total", "Backups by outcome.")
-                .sample(&[("outcome", "ok")], 5.0)
-                .sample(&[("outcome", "failed")], 0.0),
-        ],
+        // Sessions, MFA failures, backups and cache GETs are the library's own counters; the
+        // application adds what only it knows.
+        extra: vec![Family::gauge("rootstream_sessions_active", "Sessions currently valid.").sample(&[], 3.0)],
     }
 }
 
@@ -135,6 +131,21 @@ fn collectors_read_the_stacks_servers_and_go_to_influx() {
     assert!(ok, "promtool check metrics failed:\n{out}\n{text}");
     assert!(text.contains("rootstream_metrics_points_dropped_total{reason=\"buffer_full\"} 0"), "{text}");
     assert!(text.contains("rootstream_collector_runs_total{collector=\"system\",outcome=\"error\"}"), "{text}");
+    for family in [
+        "rootstream_sessions_total",
+        "rootstream_mfa_failures_total",
+        "rootstream_backups_total",
+        "rootstream_backup_last_success_timestamp_seconds",
+        "rootstream_cache_gets_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing:\n{text}");
+    }
+    // An application family of a built-in name replaces it (no duplicate family).
+    let mut custom = library_snapshot(&w, Some(&db), &mc);
+    custom.extra.push(Family::counter("rootstream_mfa_failures_total", "Counted by the application.").sample(&[], 7.0));
+    let replaced = rep.prometheus_text(&custom).unwrap();
+    assert!(replaced.contains("rootstream_mfa_failures_total 7"), "{replaced}");
+    assert!(promtool_check(&replaced).0, "{replaced}");
     let j = rep.json_export(&library_snapshot(&w, Some(&db), &mc));
     assert_eq!(j["rootstream_metrics_points_dropped_total"]["type"], json!("counter"));
     assert_eq!(j["rootstream_sessions_active"]["samples"][0]["value"], json!(3.0));

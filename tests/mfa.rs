@@ -533,3 +533,58 @@ async fn one_mebibyte_codes_and_account_names_fail_cleanly() {
     assert!(e.mfa.verify(e.user_id, &oathtool_code(&secret, t), None, None).await.unwrap());
     assert!(sessions.validate(pending.token.expose(), "fp-mfa", false).await.is_ok());
 }
+
+/// The value of the sample whose line starts with `series` (name and labels) in Prometheus text.
+fn sample_of(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_mfa_failures_move_the_library_counters_in_the_prometheus_export() {
+    use rootstream_db::metrics::{LibraryMetrics, MetricsReporter};
+    let e = env_with(|_| {}).await;
+    let rep = MetricsReporter::new(None);
+    let text = || rep.prometheus_text(&LibraryMetrics::default()).unwrap();
+    let before = text();
+    let sessions = SessionModel::new(e.db.clone(), e.redis.clone(), SessionSettings::from_config(&e.cfg));
+    let device = DeviceInfo { fingerprint: "fp-counters".into(), ..Default::default() };
+    let login = sessions.create(e.user_id, &device, false, false).await.unwrap();
+    sessions.validate(login.token.expose(), "fp-counters", false).await.unwrap();
+    sessions.revoke(login.session.id, None).await.unwrap();
+    let (secret, _, t) = enrolled(&e).await;
+    assert!(!e.mfa.verify(e.user_id, &wrong_code(&secret, t), None, None).await.unwrap());
+    let after = text();
+    // Counters are process-wide and other tests run beside this one: at least our own events.
+    for (series, least) in [
+        ("rootstream_sessions_total{event=\"created\"}", 1.0),
+        ("rootstream_sessions_total{event=\"validated\"}", 1.0),
+        ("rootstream_sessions_total{event=\"revoked\"}", 1.0),
+        ("rootstream_mfa_failures_total", 1.0),
+    ] {
+        assert!(sample_of(&after, series) - sample_of(&before, series) >= least, "{series}:\n{before}\n{after}");
+    }
+    for series in ["rootstream_backups_total{outcome=\"taken\"}", "rootstream_cache_gets_total{result=\"hit\"}"] {
+        sample_of(&after, series);
+    }
+    // The text with the new families still passes promtool.
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (Debian prometheus; scripts/install-deps.sh installs it)");
+    child.stdin.take().unwrap().write_all(after.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{after}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -152,7 +152,8 @@ pub struct LibraryMetrics {
 }
 
 /// The families of a [`LibraryMetrics`] snapshot, named `rootstream_*`, followed by the
-/// process-wide counters of [`super::library`] (sessions, MFA failures, backups, cache).
+/// process-wide counters of [`super::library`] (sessions, MFA failures, backups, cache); an
+/// `extra` family of the same name replaces the built-in one.
 pub fn library_families(m: &LibraryMetrics) -> Vec<Family> {
     let mut f = Vec::new();
     if let Some(w) = &m.writer {
@@ -213,7 +214,8 @@ pub fn library_families(m: &LibraryMetrics) -> Vec<Family> {
         }
         f.push(ok);
     }
-    f.extend(super::library::counter_families());
+    // A family the application supplies in `extra` under the same name replaces the built-in one.
+    f.extend(super::library::counter_families().into_iter().filter(|b| m.extra.iter().all(|e| e.name != b.name)));
     f.extend(m.extra.iter().cloned());
     f
 }
