@@ -71,13 +71,14 @@ fn raw(writers: usize) -> f64 {
     (per * writers) as f64 / secs
 }
 
-/// Ours: `writers` threads call write_point; timed until flush returns.
-fn ours(writers: usize) -> (f64, f64) {
+/// Ours: `writers` threads call write_point; timed until flush returns. `senders` is the
+/// writer's sender threads (requests in flight at once).
+fn ours(writers: usize, senders: usize) -> (f64, f64) {
     let c = client("ours");
     let w = Arc::new(
         MetricsWriter::new(
             c.clone(),
-            WriterOptions { batch_size: BATCH, max_buffer_points: POINTS * 2, ..WriterOptions::default() },
+            WriterOptions { batch_size: BATCH, max_buffer_points: POINTS * 2, senders, ..WriterOptions::default() },
         )
         .unwrap(),
     );
@@ -162,12 +163,13 @@ fn main() {
     println!("metrics writes to InfluxDB 1.6, {POINTS} points, batches of {BATCH}");
     // Warm-up.
     raw(1);
-    for writers in [1, 4] {
+    let default_senders = WriterOptions::default().senders;
+    for (writers, senders) in [(1, default_senders), (4, default_senders), (4, 4)] {
         let r = raw(writers);
-        let (o, enqueue) = ours(writers);
+        let (o, enqueue) = ours(writers, senders);
         println!(
-            "{writers} writer(s): background writer {o:.0} points/s, raw POST loop {r:.0} points/s, ratio {:.2}; \
-             one write_point caller hands over {enqueue:.0} points/s",
+            "{writers} writer(s), {senders} sender(s): background writer {o:.0} points/s, raw POST loop ({writers} \
+             thread(s)) {r:.0} points/s, ratio {:.2}; one write_point caller hands over {enqueue:.0} points/s",
             o / r
         );
     }
