@@ -71,9 +71,10 @@ fn raw(writers: usize) -> f64 {
     (per * writers) as f64 / secs
 }
 
-/// Ours: `writers` threads call write_point; timed until flush returns. `senders` is the
+/// Ours: `writers` threads call write_point (or, with `prepared`, write_line with lines encoded
+/// before the clock starts, the raw loop's input); timed until flush returns. `senders` is the
 /// writer's sender threads (requests in flight at once).
-fn ours(writers: usize, senders: usize) -> (f64, f64) {
+fn ours(writers: usize, senders: usize, prepared: bool) -> (f64, f64) {
     let c = client("ours");
     let w = Arc::new(
         MetricsWriter::new(
@@ -84,15 +85,27 @@ fn ours(writers: usize, senders: usize) -> (f64, f64) {
     );
     let t0 = now_ns() - 3_600_000_000_000;
     let per = POINTS / writers;
+    let mut lines: Vec<Vec<String>> = (0..writers)
+        .map(|wi| if prepared { (0..per).map(|i| c.encode(&point(wi, i, t0)).unwrap()).collect() } else { Vec::new() })
+        .collect();
     let start = Instant::now();
     let enqueue_secs: Vec<f64> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..writers)
-            .map(|wi| {
+        let hs: Vec<_> = lines
+            .iter_mut()
+            .enumerate()
+            .map(|(wi, mine)| {
                 let w = w.clone();
+                let mine = std::mem::take(mine);
                 s.spawn(move || {
                     let t = Instant::now();
-                    for i in 0..per {
-                        w.write_point(&point(wi, i, t0)).unwrap();
+                    if prepared {
+                        for l in mine {
+                            w.write_line(l).unwrap();
+                        }
+                    } else {
+                        for i in 0..per {
+                            w.write_point(&point(wi, i, t0)).unwrap();
+                        }
                     }
                     t.elapsed().as_secs_f64()
                 })
@@ -142,7 +155,7 @@ fn memory_while_down() {
     peak = peak.max(rss_bytes());
     let st = w.stats();
     println!(
-        "server down: {n} points written, {} buffered ({} bytes of lines, bound {bound_bytes}), {} dropped (buffer_full); \
+        "server down: {n} points written, {} buffered ({} bytes charged, bound {bound_bytes}), {} dropped (buffer_full); \
          RSS {} MiB -> peak {} MiB (growth {:.1} MiB, {:.2}x the byte bound)",
         st.buffered_points,
         st.buffered_bytes,
@@ -164,13 +177,16 @@ fn main() {
     // Warm-up.
     raw(1);
     let default_senders = WriterOptions::default().senders;
-    for (writers, senders) in [(1, default_senders), (4, default_senders), (4, 4)] {
+    for (writers, senders) in [(1, default_senders), (4, default_senders), (1, 1)] {
         let r = raw(writers);
-        let (o, enqueue) = ours(writers, senders);
+        let (o, enqueue) = ours(writers, senders, false);
+        let (p, _) = ours(writers, senders, true);
         println!(
-            "{writers} writer(s), {senders} sender(s): background writer {o:.0} points/s, raw POST loop ({writers} \
-             thread(s)) {r:.0} points/s, ratio {:.2}; one write_point caller hands over {enqueue:.0} points/s",
-            o / r
+            "{writers} writer(s), {senders} sender(s): background writer {o:.0} points/s (write_point, encoding \
+             included), {p:.0} points/s (write_line, prepared lines); raw POST loop ({writers} thread(s), prepared \
+             lines) {r:.0} points/s; ratios {:.2} / {:.2}; one write_point caller hands over {enqueue:.0} points/s",
+            o / r,
+            p / r
         );
     }
     memory_while_down();

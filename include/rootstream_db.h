@@ -1208,7 +1208,7 @@ int rsdb_metrics_client_setup_retention(const struct rsdb_metrics_client *c,
  `max_buffer_points` (100000), `max_buffer_bytes` (64 MiB), `retry_initial_ms` (1000),
  `retry_base` (2), `retry_max_interval_ms` (30000), `retry_max_elapsed_ms` (180000),
  `shutdown_timeout_ms` (5000, used by `rsdb_metrics_writer_free`), `log_drops` (true),
- `senders` (2: requests in flight at once; with more than one, batches may arrive out of
+ `senders` (4: requests in flight at once; with more than one, batches may arrive out of
  order). `*out` receives a handle to release with `rsdb_metrics_writer_free`.
  */
 int rsdb_metrics_writer_new(const struct rsdb_metrics_client *client,

@@ -59,7 +59,7 @@ public:
     /// Starts the writer over a copy of `client`. Options may hold `batch_size` (5000),
     /// `flush_interval_ms` (1000), `max_buffer_points` (100000), `max_buffer_bytes` (64 MiB),
     /// `retry_initial_ms`, `retry_base`, `retry_max_interval_ms`, `retry_max_elapsed_ms`,
-    /// `shutdown_timeout_ms` (5000, used by the destructor), `log_drops`, `senders` (2; with
+    /// `shutdown_timeout_ms` (5000, used by the destructor), `log_drops`, `senders` (4; with
     /// more than one, batches may arrive out of order).
     explicit MetricsWriter(const InfluxDBClient& client, const nlohmann::json& options = nlohmann::json::object());
     MetricsWriter(MetricsWriter&&) noexcept;
