@@ -25,8 +25,8 @@ async fn discovers_the_master_and_confirms_it_with_role() {
     assert!(r1_r2_ports().contains(&master.port), "{master}");
     assert_eq!(m.current_master(), Some(master.clone()));
     // The address really is a master.
-    let c = redis::Client::open(ha_stack().ha_node_url(if master.port == r1_r2_ports()[0] { "r1" } else { "r2" }))
-        .unwrap();
+    let c =
+        redis::Client::open(ha_stack().ha_node_url(if master.port == r1_r2_ports()[0] { "r1" } else { "r2" })).unwrap();
     let mut conn = c.get_multiplexed_async_connection().await.unwrap();
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.unwrap();
     assert_eq!(role[0], redis::Value::BulkString(b"master".to_vec()));

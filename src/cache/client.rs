@@ -234,12 +234,7 @@ impl RedisClient {
         let conn = manager_conn(&client, timeout)?;
         let pubsub = PubSubWorker::start(Arc::new(client), timeout);
         Ok(RedisClient {
-            inner: Arc::new(Inner {
-                target: Target::Direct(conn),
-                timeout,
-                url_for_messages: redact_url(url),
-                pubsub,
-            }),
+            inner: Arc::new(Inner { target: Target::Direct(conn), timeout, url_for_messages: redact_url(url), pubsub }),
         })
     }
 

@@ -38,8 +38,9 @@ impl NodeAddr {
     /// Parses `host:port`.
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim();
-        let (host, port) =
-            s.rsplit_once(':').ok_or_else(|| Error::Config(format!("a sentinel address must be host:port, got {s:?}")))?;
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| Error::Config(format!("a sentinel address must be host:port, got {s:?}")))?;
         let port: u16 = port
             .parse()
             .ok()
@@ -225,8 +226,8 @@ fn shutdown(shared: &Shared, handles: &Mutex<Vec<tokio::task::JoinHandle<()>>>) 
     shared.notices.lock().unwrap_or_else(|p| p.into_inner()).take();
     let f: Vec<_> = shared.failover_cbs.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
     let e: Vec<_> = shared.event_cbs.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
-    let on_dispatcher = *shared.dispatcher_thread.lock().unwrap_or_else(|p| p.into_inner())
-        == Some(std::thread::current().id());
+    let on_dispatcher =
+        *shared.dispatcher_thread.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id());
     if !on_dispatcher {
         drop(shared.dispatch_lock.lock().unwrap_or_else(|p| p.into_inner()));
     }
@@ -445,10 +446,7 @@ impl RedisSentinelManager {
     }
 }
 
-async fn sentinel_conn(
-    s: &SentinelSettings,
-    addr: &NodeAddr,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+async fn sentinel_conn(s: &SentinelSettings, addr: &NodeAddr) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let client = node_client(addr, s.sentinel_password.as_deref())
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad address", e.to_string())))?;
     client.get_multiplexed_async_connection().await
