@@ -4,6 +4,7 @@
 // at build time (gtest/contract/gen_c_contract.py), so a new function is covered as soon as it
 // is declared; this file holds the handles the generated cases borrow.
 #include "c_api_util.h"
+#include "sentinel_util.h"
 #include "sync_util.h"
 
 #include <cstdlib>
@@ -23,6 +24,7 @@ void contract_rsdb_progress_cb(void*, const char*) {}
 void contract_rsdb_message_cb(void*, const char*, const char*, size_t) {}
 void contract_rsdb_sync_event_cb(void*, const char*, const char*) {}
 void contract_rsdb_sync_report_cb(void*, const char*) {}
+void contract_rsdb_sentinel_failover_cb(void*, const char*) {}
 char* contract_rsdb_sync_merge_cb(void*, const char*, const char*, const char*, const char*) { return nullptr; }
 
 // The functions without pointer parameters: each must work without any handle.
@@ -108,9 +110,20 @@ protected:
         rsdb_snapshots* snapshots = nullptr;
         check(rsdb_snapshots_new(db, sync, &snapshots), "rsdb_snapshots_new");
         snapshots_.reset(snapshots);
+        // With a --sentinel stack, a manager for the rsdb_sentinel_* cases (they skip without).
+        if (auto env = sentinel_env()) {
+            rsdb_config* scfg = nullptr;
+            check(rsdb_config_new(&scfg), "rsdb_config_new");
+            ConfigPtr owned(scfg);
+            check(set_sentinel_config(scfg, *env), "sentinel config");
+            rsdb_sentinel* sentinel = nullptr;
+            check(rsdb_sentinel_open(scfg, &sentinel), "rsdb_sentinel_open");
+            sentinel_.reset(sentinel);
+        }
     }
 
     void TearDown() override {
+        sentinel_.reset();
         snapshots_.reset();
         sync_.reset();
         recovery_.reset();
@@ -147,6 +160,7 @@ protected:
     RecoveryPtr recovery_;
     SyncPtr sync_;
     SnapshotsPtr snapshots_;
+    SentinelPtr sentinel_;
 };
 
 #include "c_contract_cases.inc"

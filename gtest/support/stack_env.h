@@ -54,6 +54,10 @@ bool redis_answers_ping(const std::string& host, int port,
 ::testing::AssertionResult stop_redis(const Stack& stack);
 ::testing::AssertionResult start_redis(const Stack& stack);
 
+/// `scripts/stack.sh STEP DIR ARG` for the Sentinel setup of a `--sentinel` stack: `ha-kill`
+/// (master, replica, r1, r2, s1..s3), `ha-start` (r1, r2, s1..s3), `ha-wait` (seconds).
+::testing::AssertionResult ha_step(const Stack& stack, const std::string& step, const std::string& arg);
+
 /// Stops the stack's Redis for the lifetime of the object; the destructor starts it again (if
 /// `restart()` has not already done so), so a failing test never leaves the stack without Redis.
 class ScopedRedisOutage {

@@ -17,6 +17,7 @@ pub mod db;
 pub mod events;
 pub mod models;
 pub mod redis;
+pub mod sentinel;
 pub mod sync;
 
 use crate::error::{Error, ErrorCode};
