@@ -1,7 +1,8 @@
 // The complete workflow through the C++ API: configure from the environment, migrate, register
 // and log in a user, protect the account with TOTP MFA and log in through it, run a stream (start, viewers, stop) while a subscriber watches, read its
 // event history, append to the event store with optimistic concurrency, an RAII transaction,
-// cache with a TTL, and two instances sharing state (a change made on one shows on the other).
+// cache with a TTL, two instances sharing state (a change made on one shows on the other), and,
+// when ROOTSTREAM_REDIS_SENTINELS is set, the Redis Sentinel setup as the sentinels report it.
 //
 // Needs ROOTSTREAM_DATABASE_URL and ROOTSTREAM_REDIS_URL (scripts/demo.sh sets them).
 #include "rootstream/rootstream_db.hpp"
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <mutex>
@@ -153,6 +155,16 @@ int main() {
         if (!on_b || on_b->value("title", "") != "C++ speedrun" || crossed < 2) {
             std::cerr << "complete_workflow_cpp: the change did not reach instance B\n";
             return 1;
+        }
+        // Redis high availability: what the sentinels report (docs/redis-ha.md).
+        const char* sentinels = std::getenv("ROOTSTREAM_REDIS_SENTINELS");
+        if (sentinels != nullptr && *sentinels != '\0') {
+            rootstream::cache::RedisSentinelManager sentinel(config);
+            std::cout << "sentinel master: " << sentinel.master_address() << "\n";
+            std::cout << "sentinel replicas: " << sentinel.replicas().dump() << "\n";
+            std::cout << "sentinels: " << sentinel.sentinels().dump() << "\n";
+        } else {
+            std::cout << "sentinel: skipped (ROOTSTREAM_REDIS_SENTINELS is not set)\n";
         }
         std::cout << "complete_workflow_cpp: ok\n";
         return 0;

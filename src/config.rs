@@ -383,9 +383,14 @@ impl Config {
             .ok_or_else(|| Error::Config("database_url is not set (ROOTSTREAM_DATABASE_URL)".into()))
     }
 
-    /// True when Redis is reached through Sentinel (`redis_sentinels` and `redis_master_name`
-    /// are both set); `redis_url` is then not needed.
+    /// True when Redis is reached through Sentinel: `redis_sentinels` and `redis_master_name`
+    /// are both set and `redis_url` is not (an explicit URL means a direct connection).
     pub fn uses_sentinel(&self) -> bool {
+        self.sentinel_configured() && self.redis_url.is_none()
+    }
+
+    /// True when `redis_sentinels` and `redis_master_name` are both set.
+    pub fn sentinel_configured(&self) -> bool {
         !self.redis_sentinels.is_empty() && self.redis_master_name.is_some()
     }
 

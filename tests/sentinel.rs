@@ -152,3 +152,40 @@ async fn a_sentinel_configured_client_works_like_a_direct_one() {
     }
     assert!(format!("{c:?}").contains("sentinel master"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsdb_health_shows_the_master_its_replica_and_which_sentinels_answer() {
+    let _g = SERIAL.lock().await;
+    let s = ha_stack();
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rsdb"));
+        cmd.arg("health");
+        if json {
+            cmd.arg("--json");
+        }
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROOTSTREAM_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("ROOTSTREAM_DATABASE_URL", s.admin_url());
+        for k in [
+            "ROOTSTREAM_REDIS_SENTINELS",
+            "ROOTSTREAM_REDIS_MASTER_NAME",
+            "ROOTSTREAM_REDIS_SENTINEL_PASSWORD",
+            "ROOTSTREAM_REDIS_MASTER_PASSWORD",
+        ] {
+            cmd.env(k, s.var(k));
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(false);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sentinel: master \"rsdbmaster\" at 127.0.0.1:"), "{text}");
+    assert!(text.contains("(3/3 sentinels answer)"), "{text}");
+    assert!(text.contains("  replica 127.0.0.1:"), "{text}");
+    assert!(!text.contains(s.var("ROOTSTREAM_REDIS_MASTER_PASSWORD")), "no password in the output");
+    let out = run(true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sentinel"]["answering"], 3, "{v}");
+    assert_eq!(v["sentinel"]["replicas"].as_array().unwrap().len(), 1, "{v}");
+}

@@ -201,6 +201,8 @@ async fn session_validation_keeps_working_across_a_failover() {
         cfg.set(k, &v).unwrap();
     }
     cfg.set("redis_timeout_ms", "500").unwrap();
+    // An explicit redis_url would mean a direct connection.
+    cfg.set("redis_url", "").unwrap();
     let db = DatabaseManager::connect(&cfg).await.unwrap();
     migrations::migrate(&db).await.unwrap();
     let redis = RedisClient::new(&cfg).unwrap();
