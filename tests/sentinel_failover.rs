@@ -165,7 +165,7 @@ async fn writes_resume_after_the_master_is_killed_and_the_old_master_is_never_wr
 
     // Every write acknowledged after the switch is on the new master; none went to the old one.
     let new_url = s.ha_node_url(new_node);
-    let acks = acks.lock().unwrap();
+    let acks: Vec<Ack> = std::mem::take(&mut *acks.lock().unwrap());
     let after: Vec<&Ack> = acks.iter().filter(|a| a.i >= first_new.0).collect();
     assert!(after.iter().all(|a| a.master_port == new_port), "an acknowledged write went to the old master");
     let c = redis::Client::open(new_url.as_str()).unwrap();
