@@ -65,6 +65,8 @@ pub(crate) struct Follower {
     // Set once the pub/sub worker exists; a switch makes it reconnect.
     pubsub: std::sync::OnceLock<Weak<Inner>>,
     switches: AtomicU64,
+    // The generation in use, so commands waiting on the old node give up at once on a switch.
+    generation_tx: tokio::sync::watch::Sender<u64>,
 }
 
 fn manager_conn(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager> {
@@ -96,6 +98,7 @@ impl Follower {
         };
         let Ok(node) = self.node_for(addr, generation) else { return false };
         *self.node.write().unwrap_or_else(|p| p.into_inner()) = node;
+        self.generation_tx.send_replace(generation);
         self.switches.fetch_add(1, Ordering::Relaxed);
         if let Some(inner) = self.pubsub.get().and_then(Weak::upgrade) {
             inner.pubsub.reconnect_now();
@@ -205,6 +208,7 @@ impl RedisClient {
             refresh_lock: tokio::sync::Mutex::new(()),
             pubsub: std::sync::OnceLock::new(),
             switches: AtomicU64::new(0),
+            generation_tx: tokio::sync::watch::channel(1).0,
         });
         let pubsub = PubSubWorker::start(Arc::new(FollowSource(Arc::downgrade(&follower))), timeout);
         let inner = Arc::new(Inner {
@@ -278,7 +282,24 @@ impl RedisClient {
         let mut last = None;
         for attempt in 0..attempts {
             let (generation, conn) = self.inner.current();
-            let r = tokio::time::timeout(self.inner.timeout, f(conn)).await;
+            let r = match &self.inner.target {
+                Target::Direct(_) => tokio::time::timeout(self.inner.timeout, f(conn)).await,
+                Target::Sentinel(follower) => {
+                    // A command waiting on a node the client has just left (the old master, its
+                    // connection still retrying) gives up at once instead of after its retries.
+                    let mut rx = follower.generation_tx.subscribe();
+                    let moved = async move {
+                        let _ = rx.wait_for(|g| *g != generation).await;
+                    };
+                    tokio::select! {
+                        r = tokio::time::timeout(self.inner.timeout, f(conn)) => r,
+                        _ = moved => Ok(Err(redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the master changed while the command was waiting",
+                        )))),
+                    }
+                }
+            };
             if let Target::Sentinel(follower) = &self.inner.target {
                 let readonly = matches!(&r, Ok(Err(e)) if e.code() == Some("READONLY"));
                 let lost = match &r {
