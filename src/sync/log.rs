@@ -1,6 +1,6 @@
 //! The shared log in Redis and the bus beside it.
 //!
-//! One Lua script writes each *batch* of an origin's messages (up to 512, in sequence order):
+//! One Lua script writes each *batch* of an origin's messages (up to 2,048, in sequence order):
 //! it numbers the messages in the log's counter (gapless, from 1, per log *epoch* — a new
 //! epoch starts when the counter is gone, as after a Redis restart without persistence),
 //! appends the batch to the capped stream as one entry (`e` epoch, `n` first number, `c`
@@ -62,8 +62,8 @@ end
 return id
 "#;
 
-/// Log entries (batches of up to 512 messages) read per round trip.
-pub(crate) const READ_BATCH: usize = 16;
+/// Log entries (batches of up to 2,048 messages) read per round trip.
+pub(crate) const READ_BATCH: usize = 8;
 
 /// A stream id: (milliseconds, sequence).
 pub type LogId = (u64, u64);

@@ -1,10 +1,10 @@
 //! `StateSyncManager`: events and entity changes between RootStream instances over Redis.
 //!
-//! Every outgoing message gets the origin's next sequence number and is written by one Lua
-//! script that appends it to a capped Redis stream (the durable, ordered log) and publishes it,
-//! with the log id, on the bus channel — one round trip, one atomic step, so the pub/sub order
-//! is the log order. The log key and the bus channel share a hash tag, so the script also runs
-//! on Redis Cluster.
+//! Every outgoing message gets the origin's next sequence number. A Lua script writes the
+//! queued messages a batch at a time: it appends the batch to a capped Redis stream (the
+//! durable, ordered log) as one entry and publishes the same batch, with the log id, on the bus
+//! channel — one round trip, one atomic step, so the pub/sub order is the log order. The log key
+//! and the bus channel share a hash tag, so the script also runs on Redis Cluster.
 //!
 //! Outgoing messages wait in an outbox, in order, until the log has them: while Redis is down
 //! changes are still applied locally and queued, and they go out in order when it returns
@@ -42,7 +42,8 @@ pub struct SyncOptions {
     pub instance: String,
     /// Names the log and the bus; instances with the same namespace share state.
     pub namespace: String,
-    /// Entries the log keeps at least (`XADD MAXLEN ~`).
+    /// Messages the log keeps at least; older whole batches are trimmed once it holds an
+    /// eighth more (see [`log`](super::log)).
     pub log_max_len: u64,
     /// Messages that may wait in the outbox before `apply_delta` and `publish` refuse more.
     pub max_outbox: usize,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 /// Messages written per script call (one round trip, one log entry, one bus message), and the
 /// bytes a call carries at most (beyond its first message).
-const SEND_BATCH: usize = 512;
-const SEND_BATCH_BYTES: usize = 1 << 20;
+const SEND_BATCH: usize = 2048;
+const SEND_BATCH_BYTES: usize = 2 << 20;
 
 /// One numbered message waiting for the log, as its record in a batch.
 pub(crate) struct Outgoing {
