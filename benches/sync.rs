@@ -273,6 +273,7 @@ fn main() {
     );
 
     // Throughput: updates applied here from WRITER_THREADS threads, counted there.
+    rt.block_on(redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut raw_conn)).unwrap();
     let start = now_ns();
     let per = THROUGHPUT_UPDATES / WRITER_THREADS as u64;
     let writers: Vec<_> = (0..WRITER_THREADS as u64)
@@ -296,6 +297,9 @@ fn main() {
     let apply_rate = THROUGHPUT_UPDATES as f64 / ((applied - start) as f64 / 1e9);
     let log_rate = THROUGHPUT_UPDATES as f64 / ((logged - start) as f64 / 1e9);
 
+    let info: String = rt.block_on(redis::cmd("INFO").arg("commandstats").query_async(&mut raw_conn)).unwrap();
+    let script = info.lines().find_map(|l| l.strip_prefix("cmdstat_evalsha:")).unwrap_or("").to_string();
+
     let start = now_ns();
     rt.block_on(async {
         for chunk in (0..THROUGHPUT_UPDATES).collect::<Vec<_>>().chunks(512) {
@@ -314,6 +318,15 @@ fn main() {
          pipelined PUBLISH {raw_rate:>9.0}/s | ratio {:.3} (target ≥ 100000/s)",
         format!("updates/s, {THROUGHPUT_UPDATES} from {WRITER_THREADS} threads"),
         ours_rate / raw_rate
+    );
+    // Redis's own account of the script: calls (one per batch) and time per call.
+    let stat = |k: &str| script.split(',').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')).unwrap_or("?");
+    println!(
+        "{:<44} {} calls, {} µs per call in Redis ({:.0} messages per call)",
+        "  the send script",
+        stat("calls"),
+        stat("usec_per_call"),
+        THROUGHPUT_UPDATES as f64 / stat("calls").parse::<f64>().unwrap_or(f64::NAN)
     );
     drop(peer);
 
@@ -346,7 +359,11 @@ fn main() {
                 .query_async(&mut raw_conn)
                 .await
                 .unwrap();
-            read += entries.len();
+            // Each entry is a batch; `c` is the number of messages in it.
+            read += entries
+                .iter()
+                .map(|(_, f)| f.get("c").and_then(|c| c.parse::<usize>().ok()).unwrap_or(0))
+                .sum::<usize>();
             match entries.last() {
                 Some((id, _)) if entries.len() == 1000 => from = format!("({id}"),
                 _ => break,

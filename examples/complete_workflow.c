@@ -4,8 +4,9 @@
  * session -> second factor -> access, catch a stolen token used from another device), create a stream and run it (start, viewers, stop) while a subscriber
  * watches its events, read its event history, write and read with parameters, use a
  * transaction, cache with a TTL, and share state between two instances (a change made on one
- * shows on the other, with its event), and write a stream's metrics through the background
- * writer and read them back from InfluxDB.
+ * shows on the other, with its event), write a stream's metrics through the background writer
+ * and read them back from InfluxDB, and, when ROOTSTREAM_REDIS_SENTINELS is set, look at the
+ * Redis Sentinel setup (master, replicas, which sentinels answer).
  *
  * Needs ROOTSTREAM_DATABASE_URL and ROOTSTREAM_REDIS_URL (scripts/demo.sh sets them); the
  * metrics step also needs ROOTSTREAM_INFLUX_URL and is skipped, with a line saying so, without it.
@@ -286,6 +287,24 @@ static int run(rsdb_config *cfg) {
     }
 
     if (metrics_step(cfg) != 0) return 1;
+    /* Redis high availability: what the sentinels report (docs/redis-ha.md). */
+    const char *sentinels = getenv("ROOTSTREAM_REDIS_SENTINELS");
+    if (sentinels != NULL && *sentinels != '\0') {
+        rsdb_sentinel *sentinel = NULL;
+        CHECK(rsdb_sentinel_open(cfg, &sentinel), "opening the sentinel manager");
+        CHECK(rsdb_sentinel_master_addr(sentinel, &json), "asking the sentinels for the master");
+        printf("sentinel master: %s\n", json);
+        rsdb_string_free(json);
+        CHECK(rsdb_sentinel_replicas(sentinel, &json), "listing the replicas");
+        printf("sentinel replicas: %s\n", json);
+        rsdb_string_free(json);
+        CHECK(rsdb_sentinel_sentinels(sentinel, &json), "asking every sentinel");
+        printf("sentinels: %s\n", json);
+        rsdb_string_free(json);
+        rsdb_sentinel_close(sentinel);
+    } else {
+        printf("sentinel: skipped (ROOTSTREAM_REDIS_SENTINELS is not set)\n");
+    }
 
     rsdb_redis_close(redis);
     rsdb_db_close(db);

@@ -1,8 +1,9 @@
 // The complete workflow through the C++ API: configure from the environment, migrate, register
 // and log in a user, protect the account with TOTP MFA and log in through it, run a stream (start, viewers, stop) while a subscriber watches, read its
 // event history, append to the event store with optimistic concurrency, an RAII transaction,
-// cache with a TTL, two instances sharing state (a change made on one shows on the other), and
-// a stream's metrics written through the background writer and read back from InfluxDB.
+// cache with a TTL, two instances sharing state (a change made on one shows on the other),
+// a stream's metrics written through the background writer and read back from InfluxDB, and,
+// when ROOTSTREAM_REDIS_SENTINELS is set, the Redis Sentinel setup as the sentinels report it.
 //
 // Needs ROOTSTREAM_DATABASE_URL and ROOTSTREAM_REDIS_URL (scripts/demo.sh sets them); the
 // metrics step also needs ROOTSTREAM_INFLUX_URL and is skipped, with a line saying so, without it.
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <mutex>
@@ -196,6 +198,16 @@ int main() {
             auto exported = reporter.json_export();
             std::cout << "metrics export: points delivered "
                       << exported["rootstream_metrics_points_delivered_total"]["samples"][0]["value"] << "\n";
+        }
+        // Redis high availability: what the sentinels report (docs/redis-ha.md).
+        const char* sentinels = std::getenv("ROOTSTREAM_REDIS_SENTINELS");
+        if (sentinels != nullptr && *sentinels != '\0') {
+            rootstream::cache::RedisSentinelManager sentinel(config);
+            std::cout << "sentinel master: " << sentinel.master_address() << "\n";
+            std::cout << "sentinel replicas: " << sentinel.replicas().dump() << "\n";
+            std::cout << "sentinels: " << sentinel.sentinels().dump() << "\n";
+        } else {
+            std::cout << "sentinel: skipped (ROOTSTREAM_REDIS_SENTINELS is not set)\n";
         }
         std::cout << "complete_workflow_cpp: ok\n";
         return 0;

@@ -4,6 +4,7 @@
 // at build time (gtest/contract/gen_c_contract.py), so a new function is covered as soon as it
 // is declared; this file holds the handles the generated cases borrow.
 #include "c_api_util.h"
+#include "sentinel_util.h"
 #include "sync_util.h"
 
 #include <cstdlib>
@@ -23,6 +24,7 @@ void contract_rsdb_progress_cb(void*, const char*) {}
 void contract_rsdb_message_cb(void*, const char*, const char*, size_t) {}
 void contract_rsdb_sync_event_cb(void*, const char*, const char*) {}
 void contract_rsdb_sync_report_cb(void*, const char*) {}
+void contract_rsdb_sentinel_failover_cb(void*, const char*) {}
 char* contract_rsdb_sync_merge_cb(void*, const char*, const char*, const char*, const char*) { return nullptr; }
 void contract_rsdb_metrics_drop_cb(void*, const char*, uint64_t, const char*) {}
 void contract_rsdb_metrics_failure_cb(void*, const char*, const char*) {}
@@ -116,6 +118,16 @@ protected:
         rsdb_snapshots* snapshots = nullptr;
         check(rsdb_snapshots_new(db, sync, &snapshots), "rsdb_snapshots_new");
         snapshots_.reset(snapshots);
+        // With a --sentinel stack, a manager for the rsdb_sentinel_* cases (they skip without).
+        if (auto env = sentinel_env()) {
+            rsdb_config* scfg = nullptr;
+            check(rsdb_config_new(&scfg), "rsdb_config_new");
+            ConfigPtr owned(scfg);
+            check(set_sentinel_config(scfg, *env), "sentinel config");
+            rsdb_sentinel* sentinel = nullptr;
+            check(rsdb_sentinel_open(scfg, &sentinel), "rsdb_sentinel_open");
+            sentinel_.reset(sentinel);
+        }
         // Metrics handles: nothing is sent while they are made; the client points at the
         // stack's InfluxDB, or a closed port without one (the cases fail before any request).
         const char* influx = std::getenv("ROOTSTREAM_INFLUX_URL");
@@ -138,6 +150,7 @@ protected:
     }
 
     void TearDown() override {
+        sentinel_.reset();
         metrics_reporter_.reset();
         metrics_collector_.reset();
         metrics_writer_.reset();
@@ -182,6 +195,7 @@ protected:
     MetricsWriterPtr metrics_writer_;
     MetricsCollectorPtr metrics_collector_;
     MetricsReporterPtr metrics_reporter_;
+    SentinelPtr sentinel_;
 };
 
 #include "c_contract_cases.inc"

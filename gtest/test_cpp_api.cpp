@@ -390,6 +390,9 @@ TEST(Errors, EveryCodeIsThrownAsTheSubclassOfItsKindAndKeepsItsCode) {
         } catch (const ConfigError& e) {
             EXPECT_EQ(e.code(), code);
             return "ConfigError";
+        } catch (const FailoverError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "FailoverError";
         } catch (const ConnectionError& e) {
             EXPECT_EQ(e.code(), code);
             return "ConnectionError";
@@ -433,6 +436,7 @@ TEST(Errors, EveryCodeIsThrownAsTheSubclassOfItsKindAndKeepsItsCode) {
     EXPECT_EQ(kind_of(RSDB_ERR_MFA_REQUIRED), "MfaRequired");
     EXPECT_EQ(kind_of(RSDB_ERR_LOCKED), "Locked");
     EXPECT_EQ(kind_of(RSDB_ERR_INTEGRITY), "IntegrityError");
+    EXPECT_EQ(kind_of(RSDB_ERR_FAILOVER), "FailoverError");
     EXPECT_EQ(kind_of(RSDB_ERR_MIGRATION), "Error");
     EXPECT_EQ(kind_of(RSDB_ERR_REDIS), "Error");
     EXPECT_EQ(kind_of(RSDB_ERR_IO), "Error");

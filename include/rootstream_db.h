@@ -139,6 +139,11 @@ typedef enum rsdb_status {
    */
   RSDB_ERR_INTEGRITY = -19,
   /*
+   The Redis master changed (Sentinel failover) while the command was in flight; it may or
+   may not have been applied. Retry: the client already follows the new master.
+   */
+  RSDB_ERR_FAILOVER = -20,
+  /*
    Any other failure.
    */
   RSDB_ERR_INTERNAL = -99,
@@ -205,6 +210,11 @@ typedef struct rsdb_recovery rsdb_recovery;
  A Redis client. Thread-safe: one handle may be shared by all threads.
  */
 typedef struct rsdb_redis rsdb_redis;
+
+/*
+ Finds the Redis master through Sentinel and watches failovers. Thread-safe.
+ */
+typedef struct rsdb_sentinel rsdb_sentinel;
 
 /*
  Sessions. Thread-safe.
@@ -417,6 +427,14 @@ typedef void (*rsdb_message_cb)(void *user_data,
                                 size_t payload_len);
 
 /*
+ Called after a failover of the master with a JSON document (`master_name`, `old` and `new`
+ as `{"host","port"}`, `took_ms` from the first `+sdown` seen to `+switch-master`, and
+ `sentinel`), valid only during the call. Runs on the library thread `rsdb-sentinel`, one
+ call at a time, once per failover; after `rsdb_sentinel_close` returns it is not called again.
+ */
+typedef void (*rsdb_sentinel_failover_cb)(void *user_data, const char *event_json);
+
+/*
  Merges two concurrent states of a version-vector entity (JSON objects; `older_json` has
  the earlier timestamp). Returns the merged JSON object as a string allocated with
  `malloc` (the library frees it), or NULL when it cannot merge (the pair is then recorded
@@ -448,7 +466,7 @@ typedef void (*rsdb_sync_report_cb)(void *user_data, const char *report_json);
 /*
  Every status, in header order.
  */
-#define rsdb_status_ALL { RSDB_OK, RSDB_ERR_NULL, RSDB_ERR_INVALID_UTF8, RSDB_ERR_INVALID_ARGUMENT, RSDB_ERR_CONFIG, RSDB_ERR_CONNECTION, RSDB_ERR_TIMEOUT, RSDB_ERR_QUERY, RSDB_ERR_CONFLICT, RSDB_ERR_NOT_FOUND, RSDB_ERR_MIGRATION, RSDB_ERR_REDIS, RSDB_ERR_JSON, RSDB_ERR_STATE, RSDB_ERR_PANIC, RSDB_ERR_IO, RSDB_ERR_AUTH, RSDB_ERR_MFA_REQUIRED, RSDB_ERR_LOCKED, RSDB_ERR_INTEGRITY, RSDB_ERR_INTERNAL, }
+#define rsdb_status_ALL { RSDB_OK, RSDB_ERR_NULL, RSDB_ERR_INVALID_UTF8, RSDB_ERR_INVALID_ARGUMENT, RSDB_ERR_CONFIG, RSDB_ERR_CONNECTION, RSDB_ERR_TIMEOUT, RSDB_ERR_QUERY, RSDB_ERR_CONFLICT, RSDB_ERR_NOT_FOUND, RSDB_ERR_MIGRATION, RSDB_ERR_REDIS, RSDB_ERR_JSON, RSDB_ERR_STATE, RSDB_ERR_PANIC, RSDB_ERR_IO, RSDB_ERR_AUTH, RSDB_ERR_MFA_REQUIRED, RSDB_ERR_LOCKED, RSDB_ERR_INTEGRITY, RSDB_ERR_FAILOVER, RSDB_ERR_INTERNAL, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -912,7 +930,9 @@ int rsdb_config_from_env(struct rsdb_config **out);
 /*
  Sets one key: `database_url`, `pool_size`, `acquire_timeout_ms`, `connect_timeout_ms`,
  `query_timeout_ms`, `redis_url`, `redis_sentinels` (comma-separated host:port),
- `redis_master_name`, `redis_timeout_ms`, `influx_url`, `influx_database`, `influx_org`,
+ `redis_master_name`, `redis_sentinel_password`, `redis_master_password` (with sentinels and
+ a master name set, `rsdb_redis_open` goes through Sentinel and follows failovers),
+ `redis_timeout_ms`, `influx_url`, `influx_database`, `influx_org`,
  `influx_bucket`, `influx_token`, `master_key` (64 hex digits), `master_key_id`,
  `master_keys_old`, `backup_dir`, `backup_s3_url` (`s3://bucket/prefix`),
  `backup_s3_endpoint`, `backup_s3_region`, `backup_s3_access_key_id`,
@@ -1724,10 +1744,13 @@ int rsdb_streams_set_sync(const struct rsdb_streams *h, const struct rsdb_sync *
 int rsdb_users_set_sync(const struct rsdb_users *h, const struct rsdb_sync *sync);
 
 /*
- Creates a client for `cfg`'s `redis_url` and checks that the server answers. `*out`
+ Creates a client for `cfg`'s `redis_url` (or, with `redis_sentinels` and `redis_master_name`
+ set, for the master the sentinels name, followed across failovers; a command in flight
+ during a switch may fail with `RSDB_ERR_FAILOVER`, retryable) and checks that the server answers. `*out`
  receives a handle to release with `rsdb_redis_close`.
  */
-int rsdb_redis_open(const struct rsdb_config *cfg, struct rsdb_redis **out);
+int rsdb_redis_open(const struct rsdb_config *cfg,
+                    struct rsdb_redis **out);
 
 /*
  Closes the client: its subscriptions end and no callback runs after this returns.
@@ -1856,6 +1879,50 @@ int rsdb_redis_exec_atomic(const struct rsdb_redis *r,
  `*reply_json` receives its reply as JSON.
  */
 int rsdb_redis_command(const struct rsdb_redis *r, const char *args_json, char **reply_json);
+
+/*
+ Opens a manager from `cfg`'s `redis_sentinels`, `redis_master_name`,
+ `redis_sentinel_password`, `redis_master_password` and `redis_timeout_ms`: it resolves the
+ master once (`RSDB_ERR_CONNECTION` when no sentinel answers, within about `redis_timeout_ms`
+ per sentinel; `RSDB_ERR_NOT_FOUND` for an unknown master name; `RSDB_ERR_AUTH` for a wrong
+ password) and subscribes to every sentinel's events. `*out` receives a handle to release with
+ `rsdb_sentinel_close`.
+ */
+int rsdb_sentinel_open(const struct rsdb_config *cfg, struct rsdb_sentinel **out);
+
+/*
+ Closes the manager: its subscriptions end and no callback runs after this returns (unless
+ called from inside the callback). NULL is accepted.
+ */
+void rsdb_sentinel_close(struct rsdb_sentinel *s);
+
+/*
+ Asks the sentinels for the master now (confirmed with `ROLE`); `*out` receives `host:port`,
+ to release with `rsdb_string_free`.
+ */
+int rsdb_sentinel_master_addr(const struct rsdb_sentinel *s, char **out);
+
+/*
+ The replicas of the master as a JSON array of `{"host","port","flags","link_status"}`;
+ release with `rsdb_string_free`.
+ */
+int rsdb_sentinel_replicas(const struct rsdb_sentinel *s, char **out);
+
+/*
+ Every configured sentinel and whether it answers, as a JSON array of `{"address",
+ "answers","master","subscribed","error"}` (the last three only when known); release with
+ `rsdb_string_free`.
+ */
+int rsdb_sentinel_sentinels(const struct rsdb_sentinel *s, char **out);
+
+/*
+ Calls `callback` after every failover of the master (see `rsdb_sentinel_failover_cb` for
+ the thread and the document). `user_data` may be NULL; it must stay valid until
+ `rsdb_sentinel_close`.
+ */
+int rsdb_sentinel_on_failover(const struct rsdb_sentinel *s,
+                              rsdb_sentinel_failover_cb callback,
+                              void *user_data);
 
 /*
  Starts a manager on `redis`: it subscribes to the namespace's bus, reads what the log

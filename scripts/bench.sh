@@ -9,5 +9,9 @@ cd "$ROOT"
 cargo bench --no-run "$@"
 # InfluxDB only for the benchmarks that write metrics.
 stack_opts=(--no-influx)
-for a in "$@"; do [[ $a == metrics ]] && stack_opts=(); done
+# The Redis Sentinel setup only for the benchmarks that fail it over.
+for a in "$@"; do
+    [[ $a == metrics ]] && stack_opts=()
+    [[ $a == sentinel ]] && stack_opts+=(--sentinel)
+done
 exec bash "$ROOT/scripts/stack.sh" run "${stack_opts[@]}" -- cargo bench "$@"

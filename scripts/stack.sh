@@ -8,14 +8,14 @@
 # services on the standard ports, which this script never touches.
 #
 # Usage:
-#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx] [--no-vm] [--no-s3]
+#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx] [--no-vm] [--no-s3] [--sentinel]
 #       Start a stack in DIR (must not exist, or be empty). On success prints
 #       `export NAME=value` lines on stdout (also written to DIR/env); all
 #       progress goes to stderr. With --owner-pid, a detached watchdog stops
 #       the stack once PID has exited (even after SIGKILL).
 #   scripts/stack.sh stop DIR
 #       Stop everything started for DIR and remove DIR. Idempotent.
-#   scripts/stack.sh run [--no-influx] [--no-vm] [--no-s3] -- CMD [ARGS...]
+#   scripts/stack.sh run [--no-influx] [--no-vm] [--no-s3] [--sentinel] -- CMD [ARGS...]
 #       Start a stack in a fresh temporary directory, run CMD with the
 #       variables exported, stop the stack, exit with CMD's status.
 #   scripts/stack.sh env DIR
@@ -24,6 +24,23 @@
 #       Stop the stack's Redis / start it again on the same port (failure tests).
 #   scripts/stack.sh influx-stop DIR | influx-start DIR
 #       The same for the stack's InfluxDB.
+#   scripts/stack.sh start|run ... --sentinel
+#       Also start a Redis Sentinel setup (separate from the plain Redis
+#       above): a password-protected master (node r1) and one replica (r2),
+#       and three sentinels (s1 s2 s3, quorum 2, down-after 1000 ms) that
+#       also require a password. Exports ROOTSTREAM_REDIS_SENTINELS (comma
+#       list of host:port), ROOTSTREAM_REDIS_MASTER_NAME,
+#       ROOTSTREAM_REDIS_SENTINEL_PASSWORD, ROOTSTREAM_REDIS_MASTER_PASSWORD
+#       and ROOTSTREAM_HA_R1_PORT, ROOTSTREAM_HA_R2_PORT.
+#   scripts/stack.sh ha-kill DIR master|replica|r1|r2|s1|s2|s3
+#       kill -9 the node in that role (the sentinels are asked who is master).
+#       Prints the node name killed.
+#   scripts/stack.sh ha-start DIR r1|r2|s1|s2|s3
+#       Start a killed node again on its port with its (possibly rewritten)
+#       configuration.
+#   scripts/stack.sh ha-wait DIR [SECONDS]
+#       Wait until every running sentinel names the same master, that master
+#       has a replica with its link up, and the sentinels know each other.
 #
 # Variables: ROOTSTREAM_STACK_DIR, ROOTSTREAM_PG_HOST, ROOTSTREAM_PG_PORT,
 # ROOTSTREAM_PG_USER, ROOTSTREAM_DATABASE_URL, ROOTSTREAM_PG_BIN,
@@ -49,6 +66,7 @@ SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE
 
 PG_BIN=/usr/lib/postgresql/15/bin
 REDIS_SERVER=/usr/bin/redis-server
+REDIS_SENTINEL=/usr/bin/redis-sentinel
 INFLUXD=/usr/bin/influxd
 VICTORIA=/usr/bin/victoria-metrics
 TOOLS_DIR=${ROOTSTREAM_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/rootstream-db}
@@ -577,6 +595,208 @@ redis_up() { # DIR PORT
     export_var ROOTSTREAM_REDIS_URL "redis://$HOST:$2/"
 }
 
+# ---------------------------------------------------------------- redis sentinel (ha)
+
+HA_MASTER_NAME=rsdbmaster
+HA_NODES="r1 r2 s1 s2 s3"
+
+ha_port() { sed -n "s/^port //p" "$1/ha/$2.conf" | head -n 1; }
+
+# redis-cli against a node of the HA setup, with the right password.
+ha_cli() { # DIR NODE ARGS...
+    local dir=$1 node=$2 pw
+    shift 2
+    if [[ $node == s* ]]; then pw=$(cat "$dir/ha/sentinel.pw"); else pw=$(cat "$dir/ha/master.pw"); fi
+    REDISCLI_AUTH=$pw timeout 3 redis-cli -h "$HOST" -p "$(ha_port "$dir" "$node")" "$@" 2>/dev/null | tr -d '\r'
+}
+
+ha_node_alive() { # DIR NODE
+    local pid
+    pid=$(read_pid "$1/ha/$2.pid" || true)
+    # Redis sets its process title to "redis-server HOST:PORT".
+    [[ -n $pid ]] && proc_matches "$pid" "$HOST:$(ha_port "$1" "$2")"
+}
+
+ha_spawn_node() { # DIR NODE
+    local dir=$1 node=$2 bin=$REDIS_SERVER
+    [[ $node == s* ]] && bin=$REDIS_SENTINEL
+    rm -f "$dir/ha/$node.pid"
+    # The server daemonizes itself and writes its pid file once it has bound its port.
+    (cd / && "$bin" "$dir/ha/$node.conf") </dev/null >>"$dir/ha/$node.log" 2>&1 9>&-
+    local i
+    for ((i = 0; i < 150; i++)); do
+        if ha_node_alive "$dir" "$node" && [[ $(ha_cli "$dir" "$node" PING) == PONG ]]; then return 0; fi
+        sleep 0.1
+    done
+    show_logs "$dir/ha/$node.log"
+    die "ha node $node did not start on port $(ha_port "$dir" "$node")"
+}
+
+start_ha() { # DIR
+    local dir=$1 node p r1 mpw spw i
+    need_bin "$REDIS_SENTINEL"
+    command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found; $INSTALL_HINT"
+    mkdir -p "$dir/ha/r1" "$dir/ha/r2"
+    printf 'ha\n' >>"$dir/services"
+    mpw=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+    spw=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+    printf '%s' "$mpw" >"$dir/ha/master.pw"
+    printf '%s' "$spw" >"$dir/ha/sentinel.pw"
+    chmod 600 "$dir/ha/master.pw" "$dir/ha/sentinel.pw"
+    for node in $HA_NODES; do
+        p=$(random_port)
+        USED_PORTS+="$p "
+        eval "local port_$node=$p"
+    done
+    r1=$port_r1
+    for node in r1 r2; do
+        eval "p=\$port_$node"
+        {
+            printf 'bind %s\nport %s\ndir %s\ndaemonize yes\n' "$HOST" "$p" "$dir/ha/$node"
+            printf 'pidfile %s\nlogfile %s\n' "$dir/ha/$node.pid" "$dir/ha/$node.log"
+            printf 'save ""\nappendonly no\nrequirepass %s\nmasterauth %s\n' "$mpw" "$mpw"
+            printf 'repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n'
+            [[ $node == r2 ]] && printf 'replicaof %s %s\n' "$HOST" "$r1"
+        } >"$dir/ha/$node.conf"
+    done
+    for node in s1 s2 s3; do
+        eval "p=\$port_$node"
+        {
+            printf 'bind %s\nport %s\ndir %s\ndaemonize yes\n' "$HOST" "$p" "$dir/ha"
+            printf 'pidfile %s\nlogfile %s\n' "$dir/ha/$node.pid" "$dir/ha/$node.log"
+            printf 'requirepass %s\nsentinel sentinel-pass %s\n' "$spw" "$spw"
+            printf 'sentinel monitor %s %s %s 2\n' "$HA_MASTER_NAME" "$HOST" "$r1"
+            printf 'sentinel auth-pass %s %s\n' "$HA_MASTER_NAME" "$mpw"
+            printf 'sentinel down-after-milliseconds %s 1000\n' "$HA_MASTER_NAME"
+            printf 'sentinel failover-timeout %s 3000\n' "$HA_MASTER_NAME"
+            printf 'sentinel parallel-syncs %s 1\n' "$HA_MASTER_NAME"
+        } >"$dir/ha/$node.conf"
+    done
+    for node in $HA_NODES; do ha_spawn_node "$dir" "$node"; done
+    wait_ha "$dir" 30
+    export_var ROOTSTREAM_REDIS_SENTINELS "$HOST:$port_s1,$HOST:$port_s2,$HOST:$port_s3"
+    export_var ROOTSTREAM_REDIS_MASTER_NAME "$HA_MASTER_NAME"
+    export_var ROOTSTREAM_REDIS_SENTINEL_PASSWORD "$spw"
+    export_var ROOTSTREAM_REDIS_MASTER_PASSWORD "$mpw"
+    export_var ROOTSTREAM_HA_R1_PORT "$port_r1"
+    export_var ROOTSTREAM_HA_R2_PORT "$port_r2"
+    log "redis sentinel setup ready (master r1 on $HOST:$r1, replica r2, sentinels s1-s3)"
+}
+
+# Only `stop` uses this: the ha "service" is stopped node by node.
+ha_spawn() { return 1; }
+
+ha_stop() { # DIR
+    local dir=$1 node pid ok=0
+    [[ -d $dir/ha ]] || return 0
+    for node in s3 s2 s1 r2 r1; do
+        pid=$(read_pid "$dir/ha/$node.pid" || true)
+        [[ -n $pid ]] || continue
+        terminate "$pid" "$HOST:$(ha_port "$dir" "$node")" "ha $node" || ok=1
+    done
+    return "$ok"
+}
+
+# The node currently master according to the first sentinel that answers.
+ha_master_node() { # DIR
+    local dir=$1 s addr port node
+    for s in s1 s2 s3; do
+        ha_node_alive "$dir" "$s" || continue
+        addr=$(ha_cli "$dir" "$s" SENTINEL get-master-addr-by-name "$HA_MASTER_NAME" | tail -n 1 || true)
+        [[ -n $addr ]] || continue
+        for node in r1 r2; do
+            port=$(ha_port "$dir" "$node")
+            [[ $addr == "$port" ]] && { printf '%s' "$node"; return 0; }
+        done
+    done
+    return 1
+}
+
+wait_ha() { # DIR SECONDS
+    local dir=$1 secs=${2:-30} i s m addrs running other link replica ok
+    for ((i = 0; i < secs * 10; i++)); do
+        ok=1 addrs='' running=0
+        for s in s1 s2 s3; do ha_node_alive "$dir" "$s" && running=$((running + 1)); done
+        ((running > 0)) || die "no sentinel is running"
+        for s in s1 s2 s3; do
+            ha_node_alive "$dir" "$s" || continue
+            m=$(ha_cli "$dir" "$s" SENTINEL get-master-addr-by-name "$HA_MASTER_NAME" | tr '\n' ':' || true)
+            addrs+="$m "
+            other=$(ha_cli "$dir" "$s" SENTINEL master "$HA_MASTER_NAME" |
+                awk 'p { print; exit } $0 == "num-other-sentinels" { p = 1 }' || true)
+            [[ -n $other ]] && ((other >= running - 1)) || ok=0
+        done
+        # Every running sentinel names the same master.
+        [[ $(printf '%s\n' $addrs | sort -u | wc -l) == 1 ]] || ok=0
+        m=$(ha_master_node "$dir" || true)
+        if ((ok)) && [[ -n $m ]] && ha_node_alive "$dir" "$m" &&
+            [[ $(ha_cli "$dir" "$m" ROLE | head -n 1) == master ]]; then
+            replica=r1
+            [[ $m == r1 ]] && replica=r2
+            link=$(ha_cli "$dir" "$replica" INFO replication | sed -n 's/^master_link_status://p' || true)
+            if [[ $link == up ]] && ha_cli "$dir" s1 SENTINEL replicas "$HA_MASTER_NAME" >/dev/null &&
+                [[ $(ha_cli "$dir" "$replica" ROLE | head -n 1) == slave ]]; then
+                # The sentinels must see the replica as healthy too.
+                local flags_ok=1
+                for s in s1 s2 s3; do
+                    ha_node_alive "$dir" "$s" || continue
+                    ha_cli "$dir" "$s" SENTINEL replicas "$HA_MASTER_NAME" |
+                        awk 'p { print; p = 0 } $0 == "flags" { p = 1 }' | grep -qx slave || flags_ok=0
+                done
+                if ((flags_ok)); then
+                    log "ha: master is $m, replica $replica connected"
+                    return 0
+                fi
+            fi
+        fi
+        sleep 0.1
+    done
+    die "ha: the sentinels did not agree on a master with a connected replica within ${secs}s"
+}
+
+ha_dir_check() { [[ -n ${1:-} && -f $1/$MARKER && -d $1/ha ]] || die "${1:-?} is not a stack directory with --sentinel"; }
+
+cmd_ha_kill() { # DIR ROLE
+    local dir=${1:-} role=${2:-} node pid
+    ha_dir_check "$dir"
+    case $role in
+    master) node=$(ha_master_node "$dir") || die "no sentinel names a master" ;;
+    replica)
+        node=$(ha_master_node "$dir") || die "no sentinel names a master"
+        if [[ $node == r1 ]]; then node=r2; else node=r1; fi
+        ;;
+    r1 | r2 | s1 | s2 | s3) node=$role ;;
+    sentinel[123]) node=s${role#sentinel} ;;
+    *) usage ;;
+    esac
+    pid=$(read_pid "$dir/ha/$node.pid" || true)
+    [[ -n $pid ]] && ha_node_alive "$dir" "$node" || die "ha node $node is not running"
+    kill -s KILL "$pid"
+    wait_gone "$pid" 5 || die "ha node $node (pid $pid) survived SIGKILL"
+    rm -f "$dir/ha/$node.pid"
+    log "ha: killed $node ($role, pid $pid)"
+    printf '%s\n' "$node"
+}
+
+cmd_ha_start() { # DIR NODE
+    local dir=${1:-} node=${2:-}
+    ha_dir_check "$dir"
+    case $node in
+    r1 | r2 | s1 | s2 | s3) ;;
+    sentinel[123]) node=s${node#sentinel} ;;
+    *) usage ;;
+    esac
+    ha_node_alive "$dir" "$node" && die "ha node $node is still running"
+    close_inherited_fds
+    ha_spawn_node "$dir" "$node"
+    log "ha: started $node"
+}
+
+cmd_ha_wait() { # DIR [SECONDS]
+    ha_dir_check "${1:-}"
+    wait_ha "$1" "${2:-30}"
+}
+
 # ---------------------------------------------------------------- influxdb
 
 start_influx() {
@@ -740,13 +960,14 @@ write_env() {
 }
 
 cmd_start() {
-    local dir='' owner='' influx=1 vm=1 s3=1 owner_start t0 wpid b runuser_bin
+    local dir='' owner='' influx=1 vm=1 s3=1 ha=0 owner_start t0 wpid b runuser_bin
     while (($#)); do
         case $1 in
         --owner-pid) owner=${2:-}; shift 2 || usage ;;
         --no-influx) influx=0; shift ;;
         --no-vm) vm=0; shift ;;
         --no-s3) s3=0; shift ;;
+        --sentinel) ha=1; shift ;;
         -*) usage ;;
         *) [[ -z $dir ]] || usage; dir=$1; shift ;;
         esac
@@ -794,6 +1015,7 @@ cmd_start() {
     ((influx)) && start_influx "$dir"
     ((vm)) && start_vm "$dir"
     ((s3)) && start_s3 "$dir"
+    ((ha)) && start_ha "$dir"
     FAIL_LOGS=()
     write_env "$dir"
 
@@ -951,6 +1173,7 @@ cmd_run() {
         --no-influx) opts+=(--no-influx); shift ;;
         --no-vm) opts+=(--no-vm); shift ;;
         --no-s3) opts+=(--no-s3); shift ;;
+        --sentinel) opts+=(--sentinel); shift ;;
         --) shift; break ;;
         *) usage ;;
         esac
@@ -992,6 +1215,9 @@ redis-stop) cmd_redis_stop "$@" ;;
 redis-start) cmd_redis_start "$@" ;;
 influx-stop) cmd_influx_stop "$@" ;;
 influx-start) cmd_influx_start "$@" ;;
+ha-kill) cmd_ha_kill "$@" ;;
+ha-start) cmd_ha_start "$@" ;;
+ha-wait) cmd_ha_wait "$@" ;;
 _watchdog) cmd_watchdog "$@" ;;
 *) usage ;;
 esac

@@ -16,6 +16,8 @@ pub const KEYS: &[&str] = &[
     "redis_url",
     "redis_sentinels",
     "redis_master_name",
+    "redis_sentinel_password",
+    "redis_master_password",
     "redis_timeout_ms",
     "influx_url",
     "influx_database",
@@ -65,6 +67,10 @@ pub struct Config {
     pub redis_sentinels: Vec<String>,
     /// The master name the sentinels monitor.
     pub redis_master_name: Option<String>,
+    /// Password of the sentinels themselves (`requirepass` of sentinel; never printed).
+    pub redis_sentinel_password: Option<String>,
+    /// Password of the master and replicas found through the sentinels (never printed).
+    pub redis_master_password: Option<String>,
     /// Redis connect and response timeout (default 2 s).
     pub redis_timeout: Duration,
     /// InfluxDB base URL (`http://127.0.0.1:8086`).
@@ -137,6 +143,8 @@ impl Default for Config {
             redis_url: None,
             redis_sentinels: Vec::new(),
             redis_master_name: None,
+            redis_sentinel_password: None,
+            redis_master_password: None,
             redis_timeout: Duration::from_secs(2),
             influx_url: None,
             influx_database: None,
@@ -273,6 +281,13 @@ impl Config {
                 self.redis_sentinels = value.split(',').filter_map(non_empty).collect();
             }
             "redis_master_name" => self.redis_master_name = non_empty(value),
+            // Passwords are taken as given (no trimming): spaces may be part of them.
+            "redis_sentinel_password" => {
+                self.redis_sentinel_password = if value.is_empty() { None } else { Some(value.to_string()) }
+            }
+            "redis_master_password" => {
+                self.redis_master_password = if value.is_empty() { None } else { Some(value.to_string()) }
+            }
             "redis_timeout_ms" => self.redis_timeout = parse_ms(key, value)?,
             "influx_url" => self.influx_url = non_empty(value),
             "influx_database" => self.influx_database = non_empty(value),
@@ -368,6 +383,17 @@ impl Config {
             .ok_or_else(|| Error::Config("database_url is not set (ROOTSTREAM_DATABASE_URL)".into()))
     }
 
+    /// True when Redis is reached through Sentinel: `redis_sentinels` and `redis_master_name`
+    /// are both set and `redis_url` is not (an explicit URL means a direct connection).
+    pub fn uses_sentinel(&self) -> bool {
+        self.sentinel_configured() && self.redis_url.is_none()
+    }
+
+    /// True when `redis_sentinels` and `redis_master_name` are both set.
+    pub fn sentinel_configured(&self) -> bool {
+        !self.redis_sentinels.is_empty() && self.redis_master_name.is_some()
+    }
+
     /// The Redis URL, or a configuration error naming the key and variable.
     pub fn require_redis_url(&self) -> Result<&str> {
         self.redis_url.as_deref().ok_or_else(|| Error::Config("redis_url is not set (ROOTSTREAM_REDIS_URL)".into()))
@@ -405,6 +431,8 @@ impl fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_sentinels", &self.redis_sentinels)
             .field("redis_master_name", &self.redis_master_name)
+            .field("redis_sentinel_password", &secret(&self.redis_sentinel_password))
+            .field("redis_master_password", &secret(&self.redis_master_password))
             .field("redis_timeout", &self.redis_timeout)
             .field("influx_url", &self.influx_url)
             .field("influx_database", &self.influx_database)
@@ -460,10 +488,13 @@ mod tests {
         c.set("database_url", "postgresql://app:hunter2@db:5432/x").unwrap();
         c.set("master_key", &"ab".repeat(32)).unwrap();
         c.set("influx_token", "tok-secret").unwrap();
+        c.set("redis_sentinel_password", "sent-secret").unwrap();
+        c.set("redis_master_password", "mast-secret").unwrap();
         let s = format!("{c:?}");
         assert!(!s.contains("hunter2"), "{s}");
         assert!(!s.contains(&"ab".repeat(32)), "{s}");
         assert!(!s.contains("tok-secret"), "{s}");
+        assert!(!s.contains("sent-secret") && !s.contains("mast-secret"), "{s}");
         assert!(s.contains("app:***@db:5432"), "{s}");
     }
 

@@ -44,6 +44,9 @@ pub enum ErrorCode {
     Locked = -18,
     /// Stored data failed its integrity check (a changed byte, a missing or truncated file).
     Integrity = -19,
+    /// The Redis master changed (Sentinel failover) while the command was in flight: it may or
+    /// may not have been applied. Retryable; the client already talks to the new master.
+    Failover = -20,
     /// Anything else.
     Internal = -99,
 }
@@ -95,6 +98,8 @@ pub enum Error {
     Locked(String),
     #[error("integrity check failed: {0}")]
     Integrity(String),
+    #[error("redis failover: {0}")]
+    Failover(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -123,6 +128,7 @@ impl Error {
             Error::MfaRequired(_) => ErrorCode::MfaRequired,
             Error::Locked(_) => ErrorCode::Locked,
             Error::Integrity(_) => ErrorCode::Integrity,
+            Error::Failover(_) => ErrorCode::Failover,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

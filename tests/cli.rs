@@ -19,6 +19,10 @@ fn rsdb(cfg: &Config, args: &[&str]) -> Output {
         "ROOTSTREAM_MASTER_KEY_ID",
         "ROOTSTREAM_BACKUP_DIR",
         "ROOTSTREAM_BACKUP_S3_URL",
+        "ROOTSTREAM_REDIS_SENTINELS",
+        "ROOTSTREAM_REDIS_MASTER_NAME",
+        "ROOTSTREAM_REDIS_SENTINEL_PASSWORD",
+        "ROOTSTREAM_REDIS_MASTER_PASSWORD",
     ] {
         cmd.env_remove(k);
     }

@@ -34,6 +34,8 @@ void Error::raise(int code, const std::string& message) {
             throw Locked(code, message);
         case RSDB_ERR_INTEGRITY:
             throw IntegrityError(code, message);
+        case RSDB_ERR_FAILOVER:
+            throw FailoverError(code, message);
         default:
             throw Error(code, message);
     }

@@ -37,6 +37,7 @@ HANDLES = {
     "rsdb_metrics_writer": "metrics_writer_",
     "rsdb_metrics_collector": "metrics_collector_",
     "rsdb_metrics_reporter": "metrics_reporter_",
+    "rsdb_sentinel": "sentinel_",
 }
 # Input structs the functions read: the fixture's valid value of each (see test_c_contract.cpp).
 IN_STRUCTS = {
@@ -45,6 +46,9 @@ IN_STRUCTS = {
 }
 # Output structs the functions fill.
 OUT_STRUCTS = {"rsdb_pool_stats", "rsdb_metrics_writer_stats"}
+# Handles the fixture only has on a stack with that part (`stack.sh --sentinel`); cases that
+# borrow one skip, saying why, when the fixture could not open it.
+OPTIONAL_HANDLES = {"rsdb_sentinel": "sentinel_"}
 RELEASE_SUFFIXES = ("_free", "_close", "_schedule_stop")
 
 # Valid values for string parameters whose content is checked before a later parameter is
@@ -148,6 +152,11 @@ def classify(fname, ptype, pname):
 def locals_for(fname, params, skip):
     lines = []
     for ptype, pname in params:
+        t = ptype.replace("const ", "").replace("struct ", "").strip()
+        if pname != skip and t.endswith(" *") and t[:-2] in OPTIONAL_HANDLES:
+            member = OPTIONAL_HANDLES[t[:-2]]
+            lines.append(f"    if ({member} == nullptr) GTEST_SKIP() << \"needs a stack started with --sentinel\";")
+    for ptype, pname in params:
         if pname == skip:
             continue
         kind, _, _ = classify(fname, ptype, pname)
@@ -185,7 +194,8 @@ def cleanup(fname, params, skip):
 
 def release_of(handle_type):
     return {"rsdb_backup_schedule": "rsdb_backup_schedule_stop", "rsdb_db": "rsdb_db_close",
-            "rsdb_redis": "rsdb_redis_close", "rsdb_sync": "rsdb_sync_close"}.get(handle_type, handle_type + "_free")
+            "rsdb_redis": "rsdb_redis_close", "rsdb_sync": "rsdb_sync_close",
+            "rsdb_sentinel": "rsdb_sentinel_close"}.get(handle_type, handle_type + "_free")
 
 
 def check_constructor_docs(decls):

@@ -54,6 +54,8 @@ inline bool is_kind_of_code(const rootstream::Error& e) {
             return dynamic_cast<const Locked*>(&e) != nullptr;
         case RSDB_ERR_INTEGRITY:
             return dynamic_cast<const IntegrityError*>(&e) != nullptr;
+        case RSDB_ERR_FAILOVER:
+            return dynamic_cast<const FailoverError*>(&e) != nullptr;
         default:
             return typeid(e) == typeid(Error);
     }

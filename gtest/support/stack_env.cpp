@@ -387,6 +387,17 @@ int run_with_stdin(const std::vector<std::string>& args, const std::string& stdi
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+::testing::AssertionResult ha_step(const Stack& stack, const std::string& step, const std::string& arg) {
+    if (stack.stack_dir.empty()) {
+        return ::testing::AssertionFailure() << "ROOTSTREAM_STACK_DIR is needed for stack.sh " << step << "; "
+                                             << kHowToRun;
+    }
+    const std::string script = std::string(RSDB_SOURCE_DIR) + "/scripts/stack.sh";
+    int rc = run_program({find_program("bash"), script, step, stack.stack_dir, arg});
+    if (rc != 0) return ::testing::AssertionFailure() << "stack.sh " << step << " " << arg << " exited with " << rc;
+    return ::testing::AssertionSuccess();
+}
+
 ::testing::AssertionResult stop_redis(const Stack& stack) {
     auto stopped = run_stack_step(stack, "redis-stop");
     if (!stopped) return stopped;

@@ -77,6 +77,9 @@ bool on_path(const std::string& name);
 /// Runs `argv` (argv[0] looked up on PATH) with stdin from `stdin_file` (may be empty) and
 /// returns its exit status; its output goes to `*output` when given.
 int run_with_stdin(const std::vector<std::string>& argv, const std::string& stdin_file, std::string* output);
+/// `scripts/stack.sh STEP DIR ARG` for the Sentinel setup of a `--sentinel` stack: `ha-kill`
+/// (master, replica, r1, r2, s1..s3), `ha-start` (r1, r2, s1..s3), `ha-wait` (seconds).
+::testing::AssertionResult ha_step(const Stack& stack, const std::string& step, const std::string& arg);
 
 /// Stops the stack's Redis for the lifetime of the object; the destructor starts it again (if
 /// `restart()` has not already done so), so a failing test never leaves the stack without Redis.

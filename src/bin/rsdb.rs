@@ -41,7 +41,7 @@ fn cli() -> Command {
         .subcommand(Command::new("migrate").about("Apply the embedded schema migrations"))
         .subcommand(
             Command::new("health")
-                .about("Check PostgreSQL (and Redis when configured); exit 0 when healthy")
+                .about("Check PostgreSQL (and Redis, and its sentinels, when configured); exit 0 when healthy")
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
         )
         .subcommand(Command::new("config").about("Print the effective configuration, secrets masked"))
@@ -784,17 +784,34 @@ fn migrate(cfg: &Config) -> Result<(), Error> {
 fn health(cfg: &Config, json: bool) -> Result<(), Error> {
     let db = DatabaseManager::new(cfg)?;
     let pg = block_on(db.health_check())?;
-    let redis = match &cfg.redis_url {
-        Some(_) => {
-            let r = RedisClient::new(cfg)?;
-            Some(block_on(r.ping())?)
-        }
-        None => None,
+    let redis = if cfg.redis_url.is_some() || cfg.uses_sentinel() {
+        let r = RedisClient::new(cfg)?;
+        Some(block_on(r.ping())?)
+    } else {
+        None
+    };
+    // With Sentinel: the master as the sentinels see it, its replicas, and which sentinels answer.
+    let sentinel = if cfg.sentinel_configured() {
+        let m = block_on(rootstream_db::cache::RedisSentinelManager::open(cfg))?;
+        let master = block_on(m.master_addr())?;
+        let replicas = block_on(m.replicas()).unwrap_or_default();
+        let sentinels = block_on(m.sentinel_status());
+        m.close();
+        Some((m.master_name().to_string(), master, replicas, sentinels))
+    } else {
+        None
     };
     if json {
         let v = serde_json::json!({
             "postgres": pg,
             "redis": redis.map(|d| serde_json::json!({"latency_ms": d.as_secs_f64() * 1000.0})),
+            "sentinel": sentinel.as_ref().map(|(name, master, replicas, sentinels)| serde_json::json!({
+                "master_name": name,
+                "master": master.to_string(),
+                "replicas": replicas,
+                "sentinels": sentinels,
+                "answering": sentinels.iter().filter(|s| s.answers).count(),
+            })),
         });
         println!("{v}");
     } else {
@@ -808,6 +825,21 @@ fn health(cfg: &Config, json: bool) -> Result<(), Error> {
         );
         if let Some(d) = redis {
             println!("redis: ok ({:.2} ms)", d.as_secs_f64() * 1000.0);
+        }
+        if let Some((name, master, replicas, sentinels)) = &sentinel {
+            let answering = sentinels.iter().filter(|s| s.answers).count();
+            println!("sentinel: master {name:?} at {master} ({answering}/{} sentinels answer)", sentinels.len());
+            for r in replicas {
+                let link = r.link_status.as_deref().unwrap_or("?");
+                println!("  replica {}:{} ({}, link {link})", r.host, r.port, r.flags);
+            }
+            for s in sentinels {
+                match (&s.error, &s.master) {
+                    (None, Some(m)) => println!("  sentinel {} answers (master {m})", s.address),
+                    (Some(e), _) => println!("  sentinel {} does not answer: {e}", s.address),
+                    (None, None) => println!("  sentinel {} answers", s.address),
+                }
+            }
         }
     }
     Ok(())

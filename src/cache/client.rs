@@ -1,7 +1,16 @@
 //! `RedisClient`: strings with TTL, hashes, lists, pub/sub with patterns, MULTI/EXEC and
 //! EXPIRE/TTL over one multiplexed connection that reconnects by itself.
+//!
+//! With `redis_sentinels` and `redis_master_name` configured, the client finds the master through
+//! a [`RedisSentinelManager`] and follows it: on `+switch-master`, on a `READONLY` reply, or when
+//! the node stops answering, it asks the sentinels again and moves its command connection and its
+//! pattern subscriptions to the new master. A command that was in flight during the switch fails
+//! with [`Error::Failover`] (retryable) unless it is idempotent, in which case it is sent once
+//! more to the new master. Addresses only ever come from the sentinels, so a demoted master is
+//! not used again until the sentinels name it master again.
 
-use super::pubsub::{Callback, Message, PubSubWorker, SubscriptionId};
+use super::pubsub::{Callback, Message, NodeSource, PubSubWorker, SubscriptionId};
+use super::sentinel::{node_client, NodeAddr, RedisSentinelManager, SentinelSettings};
 use super::value::reply_to_json;
 use crate::config::{redact_url, Config};
 use crate::error::{Error, Result};
@@ -10,14 +19,130 @@ use redis::{AsyncCommands, Cmd, FromRedisValue};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 struct Inner {
-    conn: ConnectionManager,
+    target: Target,
     timeout: Duration,
     url_for_messages: String,
     pubsub: PubSubWorker,
+}
+
+enum Target {
+    Direct(ConnectionManager),
+    Sentinel(Arc<Follower>),
+}
+
+impl Inner {
+    /// The connection to use now and the generation it belongs to.
+    fn current(&self) -> (u64, ConnectionManager) {
+        match &self.target {
+            Target::Direct(c) => (0, c.clone()),
+            Target::Sentinel(f) => {
+                let n = f.node.read().unwrap_or_else(|p| p.into_inner());
+                (n.generation, n.conn.clone())
+            }
+        }
+    }
+}
+
+struct FollowNode {
+    addr: NodeAddr,
+    client: redis::Client,
+    conn: ConnectionManager,
+    generation: u64,
+}
+
+/// The Sentinel side of a client: the master in use and how to move to a new one.
+pub(crate) struct Follower {
+    manager: RedisSentinelManager,
+    password: Option<String>,
+    timeout: Duration,
+    node: RwLock<FollowNode>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    // Set once the pub/sub worker exists; a switch makes it reconnect.
+    pubsub: std::sync::OnceLock<Weak<Inner>>,
+    switches: AtomicU64,
+    // The generation in use, so commands waiting on the old node give up at once on a switch.
+    generation_tx: tokio::sync::watch::Sender<u64>,
+}
+
+fn manager_conn(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    // The connection manager spawns its reconnect tasks on the current runtime.
+    let _g = crate::runtime::runtime().enter();
+    client.clone().get_connection_manager_lazy(cfg).map_err(Error::from)
+}
+
+impl Follower {
+    fn node_for(&self, addr: &NodeAddr, generation: u64) -> Result<FollowNode> {
+        let client = node_client(addr, self.password.as_deref())?;
+        let conn = manager_conn(&client, self.timeout)?;
+        Ok(FollowNode { addr: addr.clone(), client, conn, generation })
+    }
+
+    /// Moves to `addr` unless it is already the master in use. True when it moved.
+    fn switch_to(&self, addr: &NodeAddr) -> bool {
+        let generation = {
+            let n = self.node.read().unwrap_or_else(|p| p.into_inner());
+            if n.addr == *addr {
+                return false;
+            }
+            n.generation + 1
+        };
+        let Ok(node) = self.node_for(addr, generation) else { return false };
+        *self.node.write().unwrap_or_else(|p| p.into_inner()) = node;
+        self.generation_tx.send_replace(generation);
+        self.switches.fetch_add(1, Ordering::Relaxed);
+        if let Some(inner) = self.pubsub.get().and_then(Weak::upgrade) {
+            inner.pubsub.reconnect_now();
+        }
+        true
+    }
+
+    fn generation(&self) -> u64 {
+        self.node.read().unwrap_or_else(|p| p.into_inner()).generation
+    }
+
+    /// Asks the sentinels again after a failure seen on generation `seen`. True when the client
+    /// now uses another master than it did in that generation.
+    async fn refresh(&self, seen: u64) -> bool {
+        let _g = self.refresh_lock.lock().await;
+        if self.generation() != seen {
+            return true;
+        }
+        match self.manager.master_addr().await {
+            Ok(addr) => self.switch_to(&addr) || self.generation() != seen,
+            Err(_) => false,
+        }
+    }
+}
+
+struct FollowSource(Weak<Follower>);
+
+impl NodeSource for FollowSource {
+    fn client(&self) -> redis::Client {
+        match self.0.upgrade() {
+            Some(f) => f.node.read().unwrap_or_else(|p| p.into_inner()).client.clone(),
+            // The client is being dropped; any address will do, the task is about to end.
+            None => redis::Client::open("redis://127.0.0.1:1/").expect("a static URL parses"),
+        }
+    }
+
+    fn broken(&self) {
+        if let Some(f) = self.0.upgrade() {
+            let seen = f.generation();
+            crate::runtime::runtime().spawn(async move {
+                f.refresh(seen).await;
+            });
+        }
+    }
 }
 
 /// A Redis client. Cheap to clone; clones share the connection and the subscriptions.
@@ -49,27 +174,96 @@ pub struct PubSubStats {
 impl RedisClient {
     /// Creates a client for `config.redis_url`. The connection opens lazily and reopens after
     /// failures; the pub/sub connection opens in the background.
+    ///
+    /// With `redis_sentinels` and `redis_master_name` set, the client goes through Sentinel
+    /// instead (see the module documentation); it then asks the sentinels for the master here,
+    /// waiting at most `redis_timeout` per sentinel, and fails when none can name one.
     pub fn new(config: &Config) -> Result<Self> {
+        if config.uses_sentinel() {
+            let settings = SentinelSettings::from_config(config)?;
+            let manager = crate::runtime::block_on(RedisSentinelManager::open_with(settings))?;
+            return Self::with_sentinel(manager);
+        }
         let url = config.require_redis_url()?;
         Self::open(url, config.redis_timeout)
+    }
+
+    /// Creates a client that follows the master named by `manager`'s sentinels.
+    pub fn with_sentinel(manager: RedisSentinelManager) -> Result<Self> {
+        let timeout = manager.settings().timeout;
+        let addr = match manager.current_master() {
+            Some(a) => a,
+            None => crate::runtime::block_on(manager.master_addr())?,
+        };
+        let mut watch = manager.watch_master();
+        let password = manager.settings().master_password.clone();
+        let name = manager.master_name().to_string();
+        let client = node_client(&addr, password.as_deref())?;
+        let conn = manager_conn(&client, timeout)?;
+        let follower = Arc::new(Follower {
+            manager,
+            password,
+            timeout,
+            node: RwLock::new(FollowNode { addr, client, conn, generation: 1 }),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            pubsub: std::sync::OnceLock::new(),
+            switches: AtomicU64::new(0),
+            generation_tx: tokio::sync::watch::channel(1).0,
+        });
+        let pubsub = PubSubWorker::start(Arc::new(FollowSource(Arc::downgrade(&follower))), timeout);
+        let inner = Arc::new(Inner {
+            target: Target::Sentinel(follower.clone()),
+            timeout,
+            url_for_messages: format!("sentinel master {name}"),
+            pubsub,
+        });
+        let _ = follower.pubsub.set(Arc::downgrade(&inner));
+        // Follows `+switch-master` as soon as a sentinel announces it.
+        let weak = Arc::downgrade(&follower);
+        watch.mark_unchanged();
+        crate::runtime::runtime().spawn(async move {
+            while watch.changed().await.is_ok() {
+                let Some(addr) = watch.borrow_and_update().clone() else { continue };
+                let Some(f) = weak.upgrade() else { return };
+                f.switch_to(&addr);
+            }
+        });
+        Ok(RedisClient { inner })
     }
 
     /// Creates a client for one URL with a connect/response timeout.
     pub fn open(url: &str, timeout: Duration) -> Result<Self> {
         let client =
             redis::Client::open(url).map_err(|e| Error::Config(format!("redis_url {}: {e}", redact_url(url))))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        // The connection manager spawns its reconnect tasks on the current runtime.
-        let conn = {
-            let _g = crate::runtime::runtime().enter();
-            client.get_connection_manager_lazy(cfg).map_err(Error::from)?
-        };
-        let pubsub = PubSubWorker::start(client, timeout);
-        Ok(RedisClient { inner: Arc::new(Inner { conn, timeout, url_for_messages: redact_url(url), pubsub }) })
+        let conn = manager_conn(&client, timeout)?;
+        let pubsub = PubSubWorker::start(Arc::new(client), timeout);
+        Ok(RedisClient {
+            inner: Arc::new(Inner { target: Target::Direct(conn), timeout, url_for_messages: redact_url(url), pubsub }),
+        })
+    }
+
+    /// The master in use when the client goes through Sentinel.
+    pub fn sentinel_master(&self) -> Option<NodeAddr> {
+        match &self.inner.target {
+            Target::Direct(_) => None,
+            Target::Sentinel(f) => Some(f.node.read().unwrap_or_else(|p| p.into_inner()).addr.clone()),
+        }
+    }
+
+    /// The Sentinel manager of a Sentinel-configured client.
+    pub fn sentinel_manager(&self) -> Option<&RedisSentinelManager> {
+        match &self.inner.target {
+            Target::Direct(_) => None,
+            Target::Sentinel(f) => Some(&f.manager),
+        }
+    }
+
+    /// How often a Sentinel-configured client moved to another master.
+    pub fn master_switches(&self) -> u64 {
+        match &self.inner.target {
+            Target::Direct(_) => 0,
+            Target::Sentinel(f) => f.switches.load(Ordering::Relaxed),
+        }
     }
 
     /// Creates a client and checks that the server answers PING.
@@ -86,8 +280,54 @@ impl RedisClient {
     {
         let attempts = if idempotent { 2 } else { 1 };
         let mut last = None;
-        for _ in 0..attempts {
-            let r = tokio::time::timeout(self.inner.timeout, f(self.inner.conn.clone())).await;
+        for attempt in 0..attempts {
+            let (generation, conn) = self.inner.current();
+            let r = match &self.inner.target {
+                Target::Direct(_) => tokio::time::timeout(self.inner.timeout, f(conn)).await,
+                Target::Sentinel(follower) => {
+                    // A command waiting on a node the client has just left (the old master, its
+                    // connection still retrying) gives up at once instead of after its retries.
+                    let mut rx = follower.generation_tx.subscribe();
+                    let moved = async move {
+                        let _ = rx.wait_for(|g| *g != generation).await;
+                    };
+                    tokio::select! {
+                        r = tokio::time::timeout(self.inner.timeout, f(conn)) => r,
+                        _ = moved => Ok(Err(redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the master changed while the command was waiting",
+                        )))),
+                    }
+                }
+            };
+            if let Target::Sentinel(follower) = &self.inner.target {
+                let readonly = matches!(&r, Ok(Err(e)) if e.code() == Some("READONLY"));
+                let lost = match &r {
+                    Ok(Err(e)) => e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal(),
+                    Err(_) => true,
+                    Ok(Ok(_)) => false,
+                };
+                if readonly || lost {
+                    let switched = follower.refresh(generation).await;
+                    if attempt + 1 < attempts && (switched || lost) {
+                        // Idempotent: send it again, to the new master when there is one.
+                        tokio::time::sleep(Duration::from_millis(if switched { 0 } else { 20 })).await;
+                        last = Some(match r {
+                            Ok(Err(e)) => self.describe(Error::from(e)),
+                            _ => Error::Timeout(format!("redis ({}) did not answer", self.inner.url_for_messages)),
+                        });
+                        continue;
+                    }
+                    if switched || readonly {
+                        let addr = follower.node.read().unwrap_or_else(|p| p.into_inner()).addr.to_string();
+                        return Err(Error::Failover(format!(
+                            "the Redis master of {:?} changed while the command was in flight; it may or may not \
+                             have been applied (retry: the client now uses {addr})",
+                            follower.manager.master_name()
+                        )));
+                    }
+                }
+            }
             match r {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
@@ -329,9 +569,10 @@ impl RedisClient {
         .await
     }
 
-    /// The connection manager, for pipelines built by other modules of the crate.
+    /// The connection manager, for pipelines built by other modules of the crate (with Sentinel:
+    /// the one to the master in use now).
     pub fn connection(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+        self.inner.current().1
     }
 
     /// The configured connect/response timeout.

@@ -32,6 +32,21 @@ impl Message {
     }
 }
 
+/// Where the pub/sub connection goes: one fixed server, or the current master of a
+/// Sentinel-configured client (asked again before every connection attempt).
+pub(crate) trait NodeSource: Send + Sync {
+    /// The client to connect with now.
+    fn client(&self) -> redis::Client;
+    /// Called when connecting failed or an established connection ended.
+    fn broken(&self) {}
+}
+
+impl NodeSource for redis::Client {
+    fn client(&self) -> redis::Client {
+        self.clone()
+    }
+}
+
 /// A subscription callback. Runs on the dispatcher thread.
 pub type Callback = Arc<dyn Fn(&Message) + Send + Sync>;
 
@@ -55,6 +70,8 @@ pub(crate) struct Shared {
     dispatch_lock: Mutex<()>,
     dispatcher_thread: Mutex<Option<std::thread::ThreadId>>,
     closed: AtomicBool,
+    // Wakes the connection loop to drop its connection and connect again (master switch).
+    kick: Notify,
 }
 
 /// The pub/sub half of a `RedisClient`.
@@ -89,7 +106,7 @@ impl PubSubWorker {
 }
 
 impl PubSubWorker {
-    pub(crate) fn start(client: redis::Client, timeout: Duration) -> Self {
+    pub(crate) fn start(source: Arc<dyn NodeSource>, timeout: Duration) -> Self {
         let shared = Arc::new(Shared {
             subs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -101,6 +118,7 @@ impl PubSubWorker {
             dispatch_lock: Mutex::new(()),
             dispatcher_thread: Mutex::new(None),
             closed: AtomicBool::new(false),
+            kick: Notify::new(),
         });
         let (tx, rx) = std::sync::mpsc::channel::<Message>();
         let dispatch_shared = shared.clone();
@@ -109,7 +127,7 @@ impl PubSubWorker {
             .spawn(move || dispatch_loop(dispatch_shared, rx))
             .expect("could not start the pub/sub dispatcher thread");
         *shared.dispatcher_thread.lock().unwrap() = Some(handle.thread().id());
-        let task = crate::runtime::runtime().spawn(connection_loop(client, shared.clone(), tx, timeout));
+        let task = crate::runtime::runtime().spawn(connection_loop(source, shared.clone(), tx, timeout));
         PubSubWorker { shared, task, timeout }
     }
 
@@ -179,6 +197,12 @@ impl PubSubWorker {
         }
     }
 
+    /// Drops the current connection (if any) and connects again to what the source names now;
+    /// every pattern is subscribed again.
+    pub(crate) fn reconnect_now(&self) {
+        self.shared.kick.notify_one();
+    }
+
     pub(crate) fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
     }
@@ -197,7 +221,7 @@ impl PubSubWorker {
 }
 
 async fn connection_loop(
-    client: redis::Client,
+    source: Arc<dyn NodeSource>,
     shared: Arc<Shared>,
     tx: std::sync::mpsc::Sender<Message>,
     timeout: Duration,
@@ -205,11 +229,17 @@ async fn connection_loop(
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
     loop {
+        let client = source.client();
         let connected = tokio::time::timeout(timeout, client.get_async_pubsub()).await;
         let pubsub = match connected {
             Ok(Ok(p)) => p,
             _ => {
-                tokio::time::sleep(backoff).await;
+                source.broken();
+                // A kick (new master) ends the wait at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.kick.notified() => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
@@ -230,7 +260,11 @@ async fn connection_loop(
             }
         }
         if !ok {
-            tokio::time::sleep(backoff).await;
+            source.broken();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shared.kick.notified() => {}
+            }
             continue;
         }
         backoff = Duration::from_millis(50);
@@ -241,7 +275,12 @@ async fn connection_loop(
         *shared.sink.lock().await = Some(sink);
         shared.connected.store(true, Ordering::Release);
         shared.connected_notify.notify_waiters();
-        while let Some(msg) = stream.next().await {
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                _ = shared.kick.notified() => None,
+            };
+            let Some(msg) = msg else { break };
             shared.received.fetch_add(1, Ordering::Relaxed);
             let pattern: String = msg.get_pattern().unwrap_or_default();
             let m = Message {
@@ -255,6 +294,7 @@ async fn connection_loop(
         }
         shared.connected.store(false, Ordering::Release);
         *shared.sink.lock().await = None;
+        source.broken();
     }
 }
 

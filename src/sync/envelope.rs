@@ -82,6 +82,51 @@ impl Envelope {
     }
 }
 
+// An envelope borrowed from its parts, so it is written in one pass.
+#[derive(Serialize)]
+struct EnvelopeRef<'a, P: Serialize> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    entity: &'a str,
+    id: &'a str,
+    origin: &'a str,
+    seq: u64,
+    hlc: &'a Timestamp,
+    payload: &'a P,
+}
+
+/// The JSON text of an envelope with these fields (what [`Envelope::parse`] reads back).
+pub(crate) fn to_text<P: Serialize>(
+    kind: &str,
+    entity: &str,
+    id: &str,
+    origin: &str,
+    seq: u64,
+    hlc: &Timestamp,
+    payload: &P,
+) -> Result<String> {
+    let env = EnvelopeRef { v: ENVELOPE_VERSION, kind, entity, id, origin, seq, hlc, payload };
+    Ok(serde_json::to_string(&env)?)
+}
+
+/// The length of a value's JSON text, without building it.
+pub(crate) fn json_len<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, value)?;
+    Ok(c.0)
+}
+
 /// Checks an event type: 1–256 bytes, no whitespace or control characters, not a `.delta`.
 pub fn check_event_type(kind: &str) -> Result<()> {
     if kind.is_empty() || kind.len() > MAX_TYPE_BYTES {
@@ -115,25 +160,62 @@ pub fn id_of(payload: &Value) -> String {
 /// Matches `text` against a Redis-style glob: `*` any run, `?` one character, `[abc]`,
 /// `[a-z]`, `[^a]` sets, and `\` to take the next character literally.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    // The common patterns (`stream.*`, `*.delta`, `*`, exact names) hold no `?`, set or
+    // escape: those are matched on the bytes, without allocating. UTF-8 makes that the same
+    // as matching characters, since a literal run of bytes can only match at a character
+    // boundary.
+    if !pattern.bytes().any(|b| matches!(b, b'?' | b'[' | b'\\')) {
+        return glob_at(pattern.as_bytes(), text.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     glob_at(&p, &t)
 }
 
-fn glob_at(p: &[char], t: &[char]) -> bool {
+// The glob patterns' characters: `char`s, or bytes for patterns of literals and `*` only.
+trait GlobChar: Copy + PartialEq {
+    const STAR: Self;
+    const ANY: Self;
+    const OPEN: Self;
+    const ESCAPE: Self;
+    fn set_match(p: &[Self], c: Self) -> Option<usize>;
+}
+
+impl GlobChar for char {
+    const STAR: char = '*';
+    const ANY: char = '?';
+    const OPEN: char = '[';
+    const ESCAPE: char = '\\';
+    fn set_match(p: &[char], c: char) -> Option<usize> {
+        set_match(p, c)
+    }
+}
+
+impl GlobChar for u8 {
+    const STAR: u8 = b'*';
+    // Never reached: byte patterns hold no `?`, `[` or `\\`.
+    const ANY: u8 = b'?';
+    const OPEN: u8 = b'[';
+    const ESCAPE: u8 = b'\\';
+    fn set_match(_: &[u8], _: u8) -> Option<usize> {
+        None
+    }
+}
+
+fn glob_at<C: GlobChar>(p: &[C], t: &[C]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     // Where to resume after the last `*`: (pattern index after it, text index it has eaten to).
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         let step = match p.get(pi) {
-            Some('*') => {
+            Some(&c) if c == C::STAR => {
                 star = Some((pi + 1, ti));
                 pi += 1;
                 continue;
             }
-            Some('?') => Some(1),
-            Some('[') => set_match(&p[pi..], t[ti]),
-            Some('\\') if pi + 1 < p.len() => (p[pi + 1] == t[ti]).then_some(2),
+            Some(&c) if c == C::ANY => Some(1),
+            Some(&c) if c == C::OPEN => C::set_match(&p[pi..], t[ti]),
+            Some(&c) if c == C::ESCAPE && pi + 1 < p.len() => (p[pi + 1] == t[ti]).then_some(2),
             Some(&c) => (c == t[ti]).then_some(1),
             None => None,
         };
@@ -152,7 +234,7 @@ fn glob_at(p: &[char], t: &[char]) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == C::STAR)
 }
 
 // Matches one character against the set that opens `p` (`p[0] == '['`); returns the set's
@@ -200,6 +282,13 @@ mod tests {
         assert!(glob_match("*a*b*c", "xxaybbzc"));
         assert!(!glob_match("*a*b*c", "xxaybbz"));
         assert!(glob_match("[abc", "[abc"));
+        assert!(glob_match("é*", "é.started"));
+        assert!(glob_match("*.é", "x.é"));
+        assert!(!glob_match("*.é", "x.e"));
+        assert!(glob_match("?.x", "é.x"), "? is one character, not one byte");
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exact2"));
+        assert!(glob_match("**", "a"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `StateSyncManager`: events and entity changes between RootStream instances over Redis.
 //!
-//! Every outgoing message gets the origin's next sequence number and is written by one Lua
-//! script that appends it to a capped Redis stream (the durable, ordered log) and publishes it,
-//! with the log id, on the bus channel — one round trip, one atomic step, so the pub/sub order
-//! is the log order. The log key and the bus channel share a hash tag, so the script also runs
-//! on Redis Cluster.
+//! Every outgoing message gets the origin's next sequence number. A Lua script writes the
+//! queued messages a batch at a time: it appends the batch to a capped Redis stream (the
+//! durable, ordered log) as one entry and publishes the same batch, with the log id, on the bus
+//! channel — one round trip, one atomic step, so the pub/sub order is the log order. The log key
+//! and the bus channel share a hash tag, so the script also runs on Redis Cluster.
 //!
 //! Outgoing messages wait in an outbox, in order, until the log has them: while Redis is down
 //! changes are still applied locally and queued, and they go out in order when it returns
@@ -17,9 +17,9 @@
 //! (`rsdb-pubsub`) or a library worker thread, one at a time; after `unsubscribe` returns, the
 //! callback never runs again.
 
-use super::envelope::{self, Envelope, DELTA_SUFFIX, ENVELOPE_VERSION, MAX_PAYLOAD_BYTES};
+use super::envelope::{self, Envelope, DELTA_SUFFIX, MAX_PAYLOAD_BYTES};
 use super::hlc::{HybridClock, PhysicalClock, SystemClock, DEFAULT_MAX_SKEW_MS};
-use super::log::{self, LogId, LogKeys, LogPosition, READ_BATCH};
+use super::log::{self, Batch, LogId, LogKeys, LogPosition, READ_BATCH};
 use super::receive::{self, Receiver};
 use super::send::{self, Outgoing};
 use super::snapshot::Capture;
@@ -42,7 +42,8 @@ pub struct SyncOptions {
     pub instance: String,
     /// Names the log and the bus; instances with the same namespace share state.
     pub namespace: String,
-    /// Entries the log keeps at least (`XADD MAXLEN ~`).
+    /// Messages the log keeps at least; older whole batches are trimmed once it holds an
+    /// eighth more (see [`log`](super::log)).
     pub log_max_len: u64,
     /// Messages that may wait in the outbox before `apply_delta` and `publish` refuse more.
     pub max_outbox: usize,
@@ -176,7 +177,7 @@ pub struct SyncStatus {
     pub rejected: u64,
     /// Conflicts that could not be written to `sync_conflicts` (still in `recent_conflicts`).
     pub conflict_write_failures: u64,
-    /// The last log entry taken ("ms-seq"), and log entries after it (at most 10,000 counted).
+    /// The last log entry taken ("ms-seq"), and the messages the log holds after it.
     pub last_log_id: String,
     pub lag: u64,
 }
@@ -383,7 +384,7 @@ impl StateSyncManager {
     }
 
     /// The messages in the log after the entry `after` (all of it when None), in order;
-    /// entries that do not parse are skipped.
+    /// entries and messages that do not parse are skipped.
     pub async fn read_log_after(&self, after: Option<LogId>) -> Result<Vec<Envelope>> {
         let mut out = Vec::new();
         let mut from = after;
@@ -392,9 +393,8 @@ impl StateSyncManager {
             let n = entries.len();
             for e in entries {
                 from = Some(e.id);
-                if let Ok(env) = Envelope::parse(&e.body) {
-                    out.push(env);
-                }
+                let Some(batch) = Batch::parse(&e.body) else { continue };
+                out.extend(batch.records.iter().filter_map(|(_, json)| Envelope::parse(json).ok()));
             }
             if n < READ_BATCH {
                 return Ok(out);
@@ -419,17 +419,10 @@ impl StateSyncManager {
         envelope::check_event_type(kind)?;
         let id = envelope::id_of(&payload);
         let inner = &self.inner;
-        inner.enqueue(|seq| {
-            Ok(Envelope {
-                v: ENVELOPE_VERSION,
-                kind: kind.to_string(),
-                entity: envelope::entity_of(kind).to_string(),
-                id,
-                origin: inner.origin.clone(),
-                seq,
-                hlc: inner.clock.now(),
-                payload,
-            })
+        let entity = envelope::entity_of(kind);
+        inner.enqueue(kind, |seq| {
+            let hlc = inner.clock.now();
+            envelope::to_text(kind, entity, &id, &inner.origin, seq, &hlc, &payload)
         })
     }
 
@@ -448,27 +441,19 @@ impl StateSyncManager {
     /// change is queued for the log; [`flush`](Self::flush) waits until the log has it.
     pub fn apply_delta(&self, entity_type: &str, id: &str, delta: &Map<String, Value>) -> Result<Outcome> {
         let inner = &self.inner;
-        let text_len = serde_json::to_string(delta).map(|t| t.len()).unwrap_or(usize::MAX);
+        let text_len = envelope::json_len(delta).unwrap_or(usize::MAX);
         if text_len > super::state::MAX_DELTA_BYTES {
             return Err(Error::InvalidArgument(format!(
                 "a delta is {text_len} bytes; the limit is {}",
                 super::state::MAX_DELTA_BYTES
             )));
         }
+        let kind = format!("{entity_type}{DELTA_SUFFIX}");
         let mut outcome = None;
-        inner.enqueue(|seq| {
+        inner.enqueue(&kind, |seq| {
             let (change, out) = inner.store().local_change(&inner.clock, entity_type, id, delta)?;
             outcome = Some(out);
-            Ok(Envelope {
-                v: ENVELOPE_VERSION,
-                kind: format!("{entity_type}{DELTA_SUFFIX}"),
-                entity: change.entity_type.clone(),
-                id: change.id.clone(),
-                origin: inner.origin.clone(),
-                seq,
-                hlc: change.hlc.clone(),
-                payload: serde_json::to_value(&change.body)?,
-            })
+            envelope::to_text(&kind, &change.entity_type, &change.id, &inner.origin, seq, &change.hlc, &change.body)
         })?;
         Ok(outcome.unwrap_or(Outcome::Unchanged))
     }
@@ -572,12 +557,16 @@ impl StateSyncManager {
         self.inner.catch_up().await
     }
 
-    /// Counters and positions; `lag` costs one read of the log.
+    /// Counters and positions; `lag` costs one read of the log's counter.
     pub async fn status(&self) -> Result<SyncStatus> {
         let inner = &self.inner;
         let c = &inner.counters;
         let pos = lock(&inner.rx).pos.clone();
-        let behind = log::read_after(&inner.redis, &inner.keys, pos.as_ref().map(|p| p.id), 10_000).await?;
+        let lag = match (log::end(&inner.redis, &inner.keys).await?, &pos) {
+            (Some((epoch, n)), Some(p)) if epoch == p.epoch => n.saturating_sub(p.n),
+            (Some((_, n)), _) => n,
+            (None, _) => 0,
+        };
         Ok(SyncStatus {
             origin: inner.origin.clone(),
             namespace: inner.opts.namespace.clone(),
@@ -593,7 +582,7 @@ impl StateSyncManager {
             rejected: c.rejected.load(Ordering::Relaxed),
             conflict_write_failures: inner.conflict_write_failures.load(Ordering::Relaxed),
             last_log_id: pos.as_ref().map(LogPosition::id_text).unwrap_or_default(),
-            lag: behind.len() as u64,
+            lag,
         })
     }
 }
@@ -607,9 +596,10 @@ impl Inner {
         lock(&self.outbox)
     }
 
-    // Numbers and queues one message; `make` builds it from its sequence number and may
-    // apply it locally. Nothing is applied or numbered when the outbox is full or `make` fails.
-    pub(crate) fn enqueue(&self, make: impl FnOnce(u64) -> Result<Envelope>) -> Result<u64> {
+    // Numbers and queues one message of type `kind`; `make` builds its envelope's JSON text
+    // from its sequence number and may apply it locally. Nothing is applied or numbered when
+    // the outbox is full or `make` fails.
+    pub(crate) fn enqueue(&self, kind: &str, make: impl FnOnce(u64) -> Result<String>) -> Result<u64> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::State("the state sync manager is closed".into()));
         }
@@ -621,8 +611,7 @@ impl Inner {
             )));
         }
         let seq = outbox.0 + 1;
-        let env = make(seq)?;
-        let text = serde_json::to_string(&env)?;
+        let text = make(seq)?;
         if text.len() > MAX_PAYLOAD_BYTES + 1024 {
             return Err(Error::InvalidArgument(format!(
                 "the message is {} bytes; the payload limit is {MAX_PAYLOAD_BYTES}",
@@ -630,7 +619,7 @@ impl Inner {
             )));
         }
         outbox.0 = seq;
-        outbox.1.push_back(Outgoing { seq, text });
+        outbox.1.push_back(Outgoing { seq, record: Batch::record(kind, &text) });
         drop(outbox);
         self.outbox_notify.notify_one();
         Ok(seq)
@@ -704,6 +693,11 @@ impl Inner {
                 .collect();
             callbacks.iter().for_each(|cb| cb(env));
         });
+    }
+
+    // True when a subscription's pattern matches the event type.
+    pub(crate) fn has_subscriber(&self, kind: &str) -> bool {
+        lock(&self.subs).values().any(|s| envelope::glob_match(&s.pattern, kind))
     }
 
     pub(crate) fn run_callbacks(&self, f: impl FnOnce()) {

@@ -3,7 +3,7 @@
 //! snapshot.
 
 use super::envelope::Envelope;
-use super::log::{self, LogEntry, LogPosition, READ_BATCH};
+use super::log::{self, Batch, LogEntry, LogPosition, READ_BATCH};
 use super::manager::{lock, Inner, Resync};
 use crate::cache::Message;
 use crate::error::Result;
@@ -50,11 +50,11 @@ impl Inner {
         }
     }
 
-    // Takes one entry in log order. Returns false, doing nothing, when a bus entry does not
-    // follow the position (something before it was missed).
+    // Takes one entry (one batch) in log order. Returns false, doing nothing, when a bus entry
+    // does not follow the position (something before it was missed).
     fn take(&self, rx: &mut Receiver, entry: &LogEntry, source: Source<'_>) -> bool {
         if rx.pos.as_ref().is_some_and(|p| p.includes(entry)) {
-            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.counters.duplicates.fetch_add(entry.count, Ordering::Relaxed);
             return true;
         }
         let follows = match &rx.pos {
@@ -67,7 +67,7 @@ impl Inner {
             Source::Log { reported } => Some(reported),
         };
         if !follows {
-            let from = rx.pos.as_ref().map(|p| p.n + 1).unwrap_or(1);
+            let from = rx.pos.as_ref().filter(|p| p.epoch == entry.epoch).map(|p| p.n + 1).unwrap_or(1);
             self.report_once(
                 &mut reported,
                 Resync {
@@ -80,43 +80,71 @@ impl Inner {
             );
         }
         rx.pos = Some(entry.position());
-        let env = match Envelope::parse(&entry.body) {
-            Ok(e) => e,
-            Err(_) => {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let batch = match Batch::parse(&entry.body) {
+            Some(b) if b.records.len() as u64 == entry.count => b,
+            _ => {
+                self.counters.rejected.fetch_add(entry.count, Ordering::Relaxed);
                 return true;
             }
         };
-        let last_seq = rx.last_seq.get(&env.origin).copied().unwrap_or(0);
-        if env.seq <= last_seq {
-            // A message the sender wrote twice (a retried batch).
-            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+        let count = entry.count;
+        let batch_last = batch.first_seq + count - 1;
+        let last_seq = rx.last_seq.get(batch.origin).copied().unwrap_or(0);
+        if batch_last <= last_seq {
+            // Messages the sender wrote twice (a retried batch).
+            self.counters.duplicates.fetch_add(count, Ordering::Relaxed);
             return true;
         }
-        if env.seq != last_seq + 1 && last_seq > 0 {
+        // A batch re-sent after part of it was taken: skip that part.
+        let skip = last_seq.saturating_sub(batch.first_seq - 1);
+        if skip > 0 {
+            self.counters.duplicates.fetch_add(skip, Ordering::Relaxed);
+        }
+        if batch.first_seq + skip != last_seq + 1 && last_seq > 0 {
             self.report_once(
                 &mut reported,
                 Resync {
-                    origin: env.origin.clone(),
+                    origin: batch.origin.to_string(),
                     expected_seq: last_seq + 1,
-                    found_seq: env.seq,
+                    found_seq: batch.first_seq + skip,
                     reason: "messages of this origin never reached the log".into(),
                     snapshot_version: None,
                 },
             );
         }
-        rx.last_seq.insert(env.origin.clone(), env.seq);
-        if env.origin != self.origin {
-            self.counters.received.fetch_add(1, Ordering::Relaxed);
-            if self.clock.observe(&env.hlc).is_err() {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
-            if env.is_delta() && !self.apply_remote(&env) {
-                return true;
+        match rx.last_seq.get_mut(batch.origin) {
+            Some(s) => *s = batch_last,
+            None => {
+                rx.last_seq.insert(batch.origin.to_string(), batch_last);
             }
         }
-        self.deliver(&env);
+        let own = batch.origin == self.origin;
+        for (i, (kind, json)) in batch.records.iter().enumerate().skip(skip as usize) {
+            // This instance's own messages were applied when they were made; they are parsed
+            // only for a subscriber of their type.
+            if own && !self.has_subscriber(kind) {
+                continue;
+            }
+            let seq = batch.first_seq + i as u64;
+            let env = match Envelope::parse(json) {
+                Ok(e) if e.seq == seq && e.origin == batch.origin && e.kind == *kind => e,
+                _ => {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            if !own {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                if self.clock.observe(&env.hlc).is_err() {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if env.is_delta() && !self.apply_remote(&env) {
+                    continue;
+                }
+            }
+            self.deliver(&env);
+        }
         true
     }
 
@@ -168,7 +196,7 @@ impl Inner {
                 let before = rx.pos.clone();
                 self.take(&mut rx, entry, Source::Log { reported: &mut reported });
                 if rx.pos != before {
-                    self.counters.caught_up_messages.fetch_add(1, Ordering::Relaxed);
+                    self.counters.caught_up_messages.fetch_add(entry.count, Ordering::Relaxed);
                 }
             }
             if entries.len() < READ_BATCH {
@@ -232,9 +260,9 @@ impl Inner {
     }
 
     async fn log_is_ahead(&self) -> Result<bool> {
-        let end = log::last_id(&self.redis, &self.keys).await?;
+        let end = log::end(&self.redis, &self.keys).await?;
         Ok(match (end, lock(&self.rx).pos.as_ref()) {
-            (Some(end), Some(p)) => end > p.id,
+            (Some((epoch, n)), Some(p)) => epoch != p.epoch || n > p.n,
             (Some(_), None) => true,
             (None, _) => false,
         })

@@ -1,21 +1,21 @@
 //! The sending side of a manager: the outbox drained into the log, in order, in batches of one
 //! script call each, retried with backoff while Redis is away.
 
-use super::log::SEND_SCRIPT;
+use super::log::{Batch, SEND_SCRIPT};
 use super::manager::Inner;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Messages written per script call (one round trip), and the bytes a call carries at most
-/// (beyond its first message).
-const SEND_BATCH: usize = 512;
-const SEND_BATCH_BYTES: usize = 1 << 20;
+/// Messages written per script call (one round trip, one log entry, one bus message), and the
+/// bytes a call carries at most (beyond its first message).
+const SEND_BATCH: usize = 2048;
+const SEND_BATCH_BYTES: usize = 2 << 20;
 
-/// One numbered message waiting for the log.
+/// One numbered message waiting for the log, as its record in a batch.
 pub(crate) struct Outgoing {
     pub seq: u64,
-    pub text: String,
+    pub record: String,
 }
 
 pub(crate) async fn sender(inner: Arc<Inner>) {
@@ -52,30 +52,39 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
     }
 }
 
-// Writes the oldest queued messages in one script call; they leave the outbox only once Redis
-// has answered. A batch cut short is sent again whole: receivers skip the repeats by sequence
-// number.
+// Writes the oldest queued messages as one batch in one script call; they leave the outbox
+// only once Redis has answered. A batch cut short is sent again whole: receivers skip the
+// repeats by sequence number.
 async fn send_batch(inner: &Inner, hash: &str) -> Result<(), redis::RedisError> {
-    let mut batch: Vec<(u64, String)> = Vec::new();
-    let mut bytes = 0;
-    for o in inner.outbox_lock().1.iter().take(SEND_BATCH) {
-        bytes += o.text.len();
-        if !batch.is_empty() && bytes > SEND_BATCH_BYTES {
-            break;
+    let (first, last, body) = {
+        let outbox = inner.outbox_lock();
+        let Some(first) = outbox.1.front().map(|o| o.seq) else { return Ok(()) };
+        let mut count = 0;
+        let mut bytes = 0;
+        for o in outbox.1.iter().take(SEND_BATCH) {
+            bytes += o.record.len();
+            if count > 0 && bytes > SEND_BATCH_BYTES {
+                break;
+            }
+            count += 1;
         }
-        batch.push((o.seq, o.text.clone()));
-    }
-    let Some(&(last, _)) = batch.last() else { return Ok(()) };
+        let mut body = Batch::header(&inner.origin, first, count);
+        body.reserve(bytes);
+        for o in outbox.1.iter().take(count) {
+            body.push_str(&o.record);
+        }
+        (first, first + count as u64 - 1, body)
+    };
     let mut call = redis::cmd("EVALSHA");
     call.arg(hash)
-        .arg(2)
+        .arg(3)
         .arg(&inner.keys.stream)
         .arg(&inner.keys.counter)
+        .arg(&inner.keys.index)
         .arg(inner.opts.log_max_len)
-        .arg(&inner.keys.bus);
-    for (_, text) in &batch {
-        call.arg(text);
-    }
+        .arg(&inner.keys.bus)
+        .arg(last - first + 1)
+        .arg(body);
     let mut conn = inner.redis.connection();
     tokio::time::timeout(inner.redis.timeout(), call.query_async::<String>(&mut conn))
         .await
@@ -86,7 +95,7 @@ async fn send_batch(inner: &Inner, hash: &str) -> Result<(), redis::RedisError> 
             outbox.1.pop_front();
         }
     }
-    inner.counters.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    inner.counters.sent.fetch_add(last - first + 1, Ordering::Relaxed);
     inner.logged.send_replace(last);
     Ok(())
 }

@@ -195,3 +195,63 @@ pub fn fresh_totp_time() -> u64 {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// The stack with a Redis Sentinel setup (`stack.sh --sentinel`): the run's stack when it has
+/// one (`ROOTSTREAM_REDIS_SENTINELS` set), else a private one started for this test binary.
+pub fn ha_stack() -> &'static Stack {
+    static HA: Lazy<Stack> = Lazy::new(|| {
+        if std::env::var("ROOTSTREAM_REDIS_SENTINELS").is_ok() && std::env::var("ROOTSTREAM_STACK_DIR").is_ok() {
+            let vars = std::env::vars().filter(|(k, _)| k.starts_with("ROOTSTREAM_")).collect();
+            return Stack { dir: PathBuf::from(std::env::var("ROOTSTREAM_STACK_DIR").unwrap()), vars };
+        }
+        let dir = std::env::temp_dir().join(format!("rsdb-ha-{}-{}", std::process::id(), rand::random::<u32>()));
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["start"])
+            .arg(&dir)
+            .args(["--owner-pid", &std::process::id().to_string(), "--no-influx", "--no-vm", "--no-s3", "--sentinel"])
+            .output()
+            .expect("could not run scripts/stack.sh");
+        if !out.status.success() {
+            panic!("the private sentinel stack did not start:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut vars = HashMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = line.trim().strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                vars.insert(k.to_string(), v.trim_matches('\'').replace("\\,", ","));
+            }
+        }
+        Stack { dir, vars }
+    });
+    &HA
+}
+
+impl Stack {
+    /// A configuration that reaches Redis through this stack's sentinels.
+    pub fn sentinel_config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.set("redis_sentinels", self.var("ROOTSTREAM_REDIS_SENTINELS")).unwrap();
+        cfg.set("redis_master_name", self.var("ROOTSTREAM_REDIS_MASTER_NAME")).unwrap();
+        cfg.set("redis_sentinel_password", self.var("ROOTSTREAM_REDIS_SENTINEL_PASSWORD")).unwrap();
+        cfg.set("redis_master_password", self.var("ROOTSTREAM_REDIS_MASTER_PASSWORD")).unwrap();
+        cfg.set("redis_timeout_ms", "1000").unwrap();
+        cfg
+    }
+
+    /// `stack.sh ha-kill|ha-start|ha-wait DIR ARG`; returns its stdout.
+    pub fn ha(&self, cmd: &str, arg: &str) -> String {
+        let out = Command::new("bash").arg(script()).arg(cmd).arg(&self.dir).arg(arg).output().unwrap();
+        assert!(out.status.success(), "stack.sh {cmd} {arg} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The port of HA node `r1` or `r2`.
+    pub fn ha_port(&self, node: &str) -> u16 {
+        self.var(&format!("ROOTSTREAM_HA_{}_PORT", node.to_ascii_uppercase())).parse().unwrap()
+    }
+
+    /// A direct connection to HA node `r1`/`r2` (bypassing Sentinel), for checks.
+    pub fn ha_node_url(&self, node: &str) -> String {
+        format!("redis://:{}@127.0.0.1:{}/", self.var("ROOTSTREAM_REDIS_MASTER_PASSWORD"), self.ha_port(node))
+    }
+}

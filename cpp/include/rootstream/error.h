@@ -102,6 +102,14 @@ public:
     using Error::Error;
 };
 
+/// RSDB_ERR_FAILOVER: the Redis master changed (Sentinel failover) while the command was in
+/// flight; it may or may not have been applied. Retryable: the client already follows the new
+/// master.
+class FailoverError : public ConnectionError {
+public:
+    using ConnectionError::ConnectionError;
+};
+
 namespace detail {
 
 /// Runs a bridge call and turns its exceptions into rootstream::Error.

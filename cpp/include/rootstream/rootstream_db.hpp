@@ -3,6 +3,7 @@
 
 #include "rootstream/auth/mfa_manager.h"
 #include "rootstream/cache/redis_client.h"
+#include "rootstream/cache/redis_sentinel_manager.h"
 #include "rootstream/config.h"
 #include "rootstream/database/backup_manager.h"
 #include "rootstream/database/database_manager.h"

@@ -33,7 +33,9 @@ pub unsafe extern "C" fn rsdb_config_from_env(out: *mut *mut rsdb_config) -> c_i
 
 /// Sets one key: `database_url`, `pool_size`, `acquire_timeout_ms`, `connect_timeout_ms`,
 /// `query_timeout_ms`, `redis_url`, `redis_sentinels` (comma-separated host:port),
-/// `redis_master_name`, `redis_timeout_ms`, `influx_url`, `influx_database`, `influx_org`,
+/// `redis_master_name`, `redis_sentinel_password`, `redis_master_password` (with sentinels and
+/// a master name set, `rsdb_redis_open` goes through Sentinel and follows failovers),
+/// `redis_timeout_ms`, `influx_url`, `influx_database`, `influx_org`,
 /// `influx_bucket`, `influx_token`, `master_key` (64 hex digits), `master_key_id`,
 /// `master_keys_old`, `backup_dir`, `backup_s3_url` (`s3://bucket/prefix`),
 /// `backup_s3_endpoint`, `backup_s3_region`, `backup_s3_access_key_id`,

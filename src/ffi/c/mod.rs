@@ -18,6 +18,7 @@ pub mod events;
 pub mod metrics;
 pub mod models;
 pub mod redis;
+pub mod sentinel;
 pub mod sync;
 
 use crate::error::{Error, ErrorCode};
@@ -71,13 +72,16 @@ pub enum rsdb_status {
     RSDB_ERR_LOCKED = -18,
     /// Stored data failed its integrity check (a changed byte, a missing or truncated file).
     RSDB_ERR_INTEGRITY = -19,
+    /// The Redis master changed (Sentinel failover) while the command was in flight; it may or
+    /// may not have been applied. Retry: the client already follows the new master.
+    RSDB_ERR_FAILOVER = -20,
     /// Any other failure.
     RSDB_ERR_INTERNAL = -99,
 }
 
 impl rsdb_status {
     /// Every status, in header order.
-    pub const ALL: [rsdb_status; 21] = [
+    pub const ALL: [rsdb_status; 22] = [
         rsdb_status::RSDB_OK,
         rsdb_status::RSDB_ERR_NULL,
         rsdb_status::RSDB_ERR_INVALID_UTF8,
@@ -98,6 +102,7 @@ impl rsdb_status {
         rsdb_status::RSDB_ERR_MFA_REQUIRED,
         rsdb_status::RSDB_ERR_LOCKED,
         rsdb_status::RSDB_ERR_INTEGRITY,
+        rsdb_status::RSDB_ERR_FAILOVER,
         rsdb_status::RSDB_ERR_INTERNAL,
     ];
 
@@ -130,6 +135,7 @@ impl From<ErrorCode> for rsdb_status {
             ErrorCode::MfaRequired => rsdb_status::RSDB_ERR_MFA_REQUIRED,
             ErrorCode::Locked => rsdb_status::RSDB_ERR_LOCKED,
             ErrorCode::Integrity => rsdb_status::RSDB_ERR_INTEGRITY,
+            ErrorCode::Failover => rsdb_status::RSDB_ERR_FAILOVER,
             ErrorCode::Internal => rsdb_status::RSDB_ERR_INTERNAL,
         }
     }
@@ -298,6 +304,7 @@ pub extern "C" fn rsdb_status_name(status: c_int) -> *const c_char {
         Some(RSDB_ERR_MFA_REQUIRED) => b"second factor required\0",
         Some(RSDB_ERR_LOCKED) => b"locked\0",
         Some(RSDB_ERR_INTEGRITY) => b"integrity check failed\0",
+        Some(RSDB_ERR_FAILOVER) => b"redis failover\0",
         Some(RSDB_ERR_INTERNAL) | None => b"internal error\0",
     };
     s.as_ptr() as *const c_char
@@ -318,7 +325,7 @@ mod tests {
 
     /// Every `ErrorCode`, listed by hand (the `From` impl's exhaustive match is the other half
     /// of the check: a new code does not compile until it has a status).
-    const EVERY_CODE: [ErrorCode; 20] = [
+    const EVERY_CODE: [ErrorCode; 21] = [
         ErrorCode::Null,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidArgument,
@@ -338,6 +345,7 @@ mod tests {
         ErrorCode::MfaRequired,
         ErrorCode::Locked,
         ErrorCode::Integrity,
+        ErrorCode::Failover,
         ErrorCode::Internal,
     ];
 
@@ -379,6 +387,7 @@ mod tests {
             (RSDB_ERR_MFA_REQUIRED, ErrorCode::MfaRequired),
             (RSDB_ERR_LOCKED, ErrorCode::Locked),
             (RSDB_ERR_INTEGRITY, ErrorCode::Integrity),
+            (RSDB_ERR_FAILOVER, ErrorCode::Failover),
             (RSDB_ERR_INTERNAL, ErrorCode::Internal),
         ];
         for (c, e) in pairs {

@@ -25,7 +25,9 @@ struct UserData(*mut c_void);
 unsafe impl Send for UserData {}
 unsafe impl Sync for UserData {}
 
-/// Creates a client for `cfg`'s `redis_url` and checks that the server answers. `*out`
+/// Creates a client for `cfg`'s `redis_url` (or, with `redis_sentinels` and `redis_master_name`
+/// set, for the master the sentinels name, followed across failovers; a command in flight
+/// during a switch may fail with `RSDB_ERR_FAILOVER`, retryable) and checks that the server answers. `*out`
 /// receives a handle to release with `rsdb_redis_close`.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_redis_open(cfg: *const rsdb_config, out: *mut *mut rsdb_redis) -> c_int {

@@ -53,6 +53,15 @@ mod bridge {
         fn exec_atomic(self: &RedisBox, commands_json: &str) -> Result<String>;
         fn command(self: &RedisBox, args_json: &str) -> Result<String>;
         fn pubsub_stats(self: &RedisBox) -> PubSubStats;
+
+        /// The manager behind `rootstream::cache::RedisSentinelManager`.
+        type SentinelBox;
+        fn sentinel_open(cfg: &ConfigBox) -> Result<Box<SentinelBox>>;
+        fn sentinel_master_addr(self: &SentinelBox) -> Result<String>;
+        fn sentinel_replicas_json(self: &SentinelBox) -> Result<String>;
+        fn sentinel_status_json(self: &SentinelBox) -> String;
+        fn sentinel_on_failover(self: &SentinelBox, observer: UniquePtr<MessageObserver>) -> Result<()>;
+        fn sentinel_close(self: &SentinelBox);
     }
 }
 
@@ -171,5 +180,45 @@ impl RedisBox {
     }
     fn pubsub_stats(&self) -> PubSubStats {
         self.0.pubsub_stats().into()
+    }
+}
+
+/// The Sentinel manager a C++ `RedisSentinelManager` holds; dropping it ends every callback.
+pub struct SentinelBox(crate::cache::RedisSentinelManager);
+
+impl Drop for SentinelBox {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+fn sentinel_open(cfg: &ConfigBox) -> R<Box<SentinelBox>> {
+    Ok(Box::new(SentinelBox(block_on(crate::cache::RedisSentinelManager::open(&cfg.0))?)))
+}
+
+impl SentinelBox {
+    fn sentinel_master_addr(&self) -> R<String> {
+        Ok(block_on(self.0.master_addr())?.to_string())
+    }
+
+    fn sentinel_replicas_json(&self) -> R<String> {
+        super::to_json(&block_on(self.0.replicas())?)
+    }
+
+    fn sentinel_status_json(&self) -> String {
+        serde_json::to_string(&block_on(self.0.sentinel_status())).unwrap_or_default()
+    }
+
+    fn sentinel_on_failover(&self, observer: cxx::UniquePtr<MessageObserver>) -> R<()> {
+        if observer.is_null() {
+            return Err(Error::Null("observer").into());
+        }
+        let obs = Observer(observer);
+        self.0.on_failover(move |ev| obs.notify("failover", serde_json::to_string(ev).unwrap_or_default().as_bytes()));
+        Ok(())
+    }
+
+    fn sentinel_close(&self) {
+        self.0.close();
     }
 }
