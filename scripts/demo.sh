@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo: builds rootstream-db, starts a private local stack (PostgreSQL with WAL archiving,
-# Redis, InfluxDB and an S3 server on free loopback ports), runs the complete workflow and the
-# backup-and-recovery workflow in C and in C++ against it, shows the operator CLI, and stops the
-# stack.
+# Redis, a Redis Sentinel setup (master, replica, three sentinels), InfluxDB and an S3 server on
+# free loopback ports), runs the complete workflow and the backup-and-recovery workflow in C and in
+# C++ against it, shows the operator CLI, and stops the stack.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -15,7 +15,7 @@ if [[ -z ${RSDB_DEMO_INNER:-} ]]; then
     cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DRSDB_BUILD_EXAMPLES=ON >/dev/null
     cmake --build "$BUILD" -j2 --target complete_workflow_c complete_workflow_cpp backup_recovery_c backup_recovery_cpp \
         rootstream_db_cargo
-    RSDB_DEMO_INNER=1 exec bash "$ROOT/scripts/stack.sh" run -- bash "$ROOT/scripts/demo.sh"
+    RSDB_DEMO_INNER=1 exec bash "$ROOT/scripts/stack.sh" run --sentinel -- bash "$ROOT/scripts/demo.sh"
 fi
 
 # MFA secrets are encrypted at rest: the examples need a master key; a throw-away one will do.
