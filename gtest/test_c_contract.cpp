@@ -29,6 +29,12 @@ char* contract_rsdb_sync_merge_cb(void*, const char*, const char*, const char*, 
 void contract_rsdb_metrics_drop_cb(void*, const char*, uint64_t, const char*) {}
 void contract_rsdb_metrics_failure_cb(void*, const char*, const char*) {}
 void contract_rsdb_metrics_alert_cb(void*, const char*) {}
+void contract_rsdb_health_alert_cb(void*, const char*) {}
+
+struct HealthClose {
+    void operator()(rsdb_health* h) const { rsdb_health_close(h); }
+};
+using HealthPtr = std::unique_ptr<rsdb_health, HealthClose>;
 
 // Valid values of the input structs the generated cases pass.
 const rsdb_metrics_field kContractFields[] = {{"value", RSDB_METRICS_FLOAT, 1.0, 0, 0, 0, nullptr}};
@@ -147,9 +153,14 @@ protected:
         rsdb_metrics_reporter* mr = nullptr;
         check(rsdb_metrics_reporter_new(mc, &mr), "rsdb_metrics_reporter_new");
         metrics_reporter_.reset(mr);
+        // A health monitor of the fixture's pool (never started; the cases fail before a check).
+        rsdb_health* health = nullptr;
+        check(rsdb_health_open(db, "{}", &health), "rsdb_health_open");
+        health_.reset(health);
     }
 
     void TearDown() override {
+        health_.reset();
         sentinel_.reset();
         metrics_reporter_.reset();
         metrics_collector_.reset();
@@ -196,6 +207,7 @@ protected:
     MetricsCollectorPtr metrics_collector_;
     MetricsReporterPtr metrics_reporter_;
     SentinelPtr sentinel_;
+    HealthPtr health_;
 };
 
 #include "c_contract_cases.inc"

@@ -43,16 +43,8 @@ use tokio_postgres::{Client, NoTls};
 pub const APPLICATION_NAME: &str = "rootstream-db-health";
 
 /// The names of the checks, in the order they run and appear in the status.
-pub const CHECKS: [&str; 8] = [
-    "connectivity",
-    "latency",
-    "replication_bytes",
-    "replication_seconds",
-    "disk",
-    "pool",
-    "long_queries",
-    "nodes",
-];
+pub const CHECKS: [&str; 8] =
+    ["connectivity", "latency", "replication_bytes", "replication_seconds", "disk", "pool", "long_queries", "nodes"];
 
 /// Settings of a monitor. Every field has a default; [`HealthOptions::from_json`] reads the
 /// same names (unknown keys are refused). Thresholds of the kind `*_warning`/`*_critical`
@@ -169,7 +161,9 @@ impl HealthOptions {
         ];
         for (name, w, c) in above {
             if !(w.is_finite() && c.is_finite()) || w < 0.0 || w > c {
-                return bad(format!("{name}: the warning threshold ({w}) must be between 0 and the critical one ({c})"));
+                return bad(format!(
+                    "{name}: the warning threshold ({w}) must be between 0 and the critical one ({c})"
+                ));
             }
         }
         let (w, c) = (self.disk_free_warning_pct, self.disk_free_critical_pct);
@@ -308,7 +302,15 @@ struct Outcome {
 
 impl Outcome {
     fn new(state: CheckState, unit: &'static str, message: impl Into<String>) -> Self {
-        Outcome { state, value: None, unit, message: message.into(), details: Value::Null, warning: None, critical: None }
+        Outcome {
+            state,
+            value: None,
+            unit,
+            message: message.into(),
+            details: Value::Null,
+            warning: None,
+            critical: None,
+        }
     }
 
     fn unknown(unit: &'static str, why: impl Into<String>) -> Self {
@@ -469,7 +471,10 @@ pub struct HealthMonitor {
 
 impl std::fmt::Debug for HealthMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HealthMonitor").field("options", &self.shared.opts).field("running", &self.is_running()).finish()
+        f.debug_struct("HealthMonitor")
+            .field("options", &self.shared.opts)
+            .field("running", &self.is_running())
+            .finish()
     }
 }
 
@@ -732,7 +737,10 @@ where
 }
 
 /// The monitor's connection, taken out of the pool once and kept while it works.
-async fn own_connection(shared: &Shared, slot: &mut Option<deadpool_postgres::ClientWrapper>) -> std::result::Result<(), String> {
+async fn own_connection(
+    shared: &Shared,
+    slot: &mut Option<deadpool_postgres::ClientWrapper>,
+) -> std::result::Result<(), String> {
     if slot.as_ref().is_some_and(|c| !c.is_closed()) {
         return Ok(());
     }
@@ -745,8 +753,12 @@ async fn own_connection(shared: &Shared, slot: &mut Option<deadpool_postgres::Cl
         Err(_) => return Err(format!("no connection within {limit:?}")),
     };
     let client = deadpool_postgres::Object::take(obj);
-    bounded(limit, "set application_name", client.batch_execute(&format!("SET application_name = '{APPLICATION_NAME}'")))
-        .await?;
+    bounded(
+        limit,
+        "set application_name",
+        client.batch_execute(&format!("SET application_name = '{APPLICATION_NAME}'")),
+    )
+    .await?;
     *slot = Some(client);
     Ok(())
 }
@@ -759,13 +771,14 @@ struct Probe {
 
 async fn probe(client: &Client, limit: Duration) -> std::result::Result<Probe, String> {
     let started = Instant::now();
-    let row = bounded(
-        limit,
-        "probe",
-        client.query_one("SELECT pg_is_in_recovery(), current_setting('server_version')", &[]),
-    )
-    .await?;
-    Ok(Probe { latency_ms: started.elapsed().as_secs_f64() * 1000.0, in_recovery: row.get(0), server_version: row.get(1) })
+    let row =
+        bounded(limit, "probe", client.query_one("SELECT pg_is_in_recovery(), current_setting('server_version')", &[]))
+            .await?;
+    Ok(Probe {
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        in_recovery: row.get(0),
+        server_version: row.get(1),
+    })
 }
 
 /// Replication as seen from one server: `(replicas, bytes, seconds, rows)`.
@@ -782,7 +795,8 @@ const PRIMARY_REPLICATION_SQL: &str = "SELECT coalesce(application_name, ''), co
      coalesce(extract(epoch FROM replay_lag), 0)::float8 \
      FROM pg_stat_replication ORDER BY 1";
 
-const REPLICA_LAG_SQL: &str = "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::float8, \
+const REPLICA_LAG_SQL: &str =
+    "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::float8, \
      CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 \
           ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8, \
      (SELECT coalesce(status, '') FROM pg_stat_wal_receiver LIMIT 1)";
@@ -891,7 +905,8 @@ fn disk_outcome(opts: &HealthOptions, path: &str) -> Outcome {
     let pct = if total == 0 { 100.0 } else { free as f64 * 100.0 / total as f64 };
     let crit = pct <= opts.disk_free_critical_pct
         || (opts.disk_free_critical_bytes > 0 && free <= opts.disk_free_critical_bytes);
-    let warn = pct <= opts.disk_free_warning_pct || (opts.disk_free_warning_bytes > 0 && free <= opts.disk_free_warning_bytes);
+    let warn =
+        pct <= opts.disk_free_warning_pct || (opts.disk_free_warning_bytes > 0 && free <= opts.disk_free_warning_bytes);
     let state = if crit {
         CheckState::Critical
     } else if warn {
@@ -962,7 +977,13 @@ async fn long_queries(opts: &HealthOptions, client: &Client) -> Outcome {
         }));
     }
     let longest = (longest * 1000.0).round() / 1000.0;
-    let mut o = Outcome::above("s", longest, opts.long_query_warning_s, opts.long_query_critical_s, "the longest running statement");
+    let mut o = Outcome::above(
+        "s",
+        longest,
+        opts.long_query_warning_s,
+        opts.long_query_critical_s,
+        "the longest running statement",
+    );
     if rows.is_empty() {
         o.message = "no statement running".into();
     } else if let Some(first) = list.first() {
@@ -1093,7 +1114,13 @@ async fn round(shared: &Shared) {
             match (known, client) {
                 (Some(p), _) => p,
                 (None, Some(c)) => {
-                    let found = match bounded(limit, "data_directory", c.query_one("SELECT current_setting('data_directory')", &[])).await {
+                    let found = match bounded(
+                        limit,
+                        "data_directory",
+                        c.query_one("SELECT current_setting('data_directory')", &[]),
+                    )
+                    .await
+                    {
                         Ok(row) => Some(row.get::<_, String>(0)).filter(|p| disk_space(p).is_ok()),
                         Err(_) => None,
                     };
@@ -1212,11 +1239,7 @@ async fn replication_outcomes(
             }
         }
         if !measured {
-            return (
-                Outcome::unknown("bytes", "no node answers"),
-                Outcome::unknown("s", "no node answers"),
-                None,
-            );
+            return (Outcome::unknown("bytes", "no node answers"), Outcome::unknown("s", "no node answers"), None);
         }
         let (a, b) = judge(bytes, secs, json!({ "nodes": per_node }));
         return (a, b, replicas);
@@ -1231,8 +1254,12 @@ async fn replication_outcomes(
     if p.in_recovery {
         match replica_lag(c, limit).await {
             Ok((b, s, receiver)) => {
-                let (x, y) = judge(b, s, json!({ "role": "replica", "replay_backlog_bytes": b, "replay_lag_s": s,
-                    "wal_receiver": receiver }));
+                let (x, y) = judge(
+                    b,
+                    s,
+                    json!({ "role": "replica", "replay_backlog_bytes": b, "replay_lag_s": s,
+                    "wal_receiver": receiver }),
+                );
                 (x, y, None)
             }
             Err(e) => (Outcome::unknown("bytes", e.clone()), Outcome::unknown("s", e), None),
@@ -1259,7 +1286,8 @@ async fn replication_outcomes(
 
 fn nodes_outcome(views: &[NodeSeen]) -> Outcome {
     let down: Vec<&NodeSeen> = views.iter().filter(|n| !n.reachable).collect();
-    let primaries: Vec<&str> = views.iter().filter(|n| n.reachable && !n.in_recovery).map(|n| n.name.as_str()).collect();
+    let primaries: Vec<&str> =
+        views.iter().filter(|n| n.reachable && !n.in_recovery).map(|n| n.name.as_str()).collect();
     let details = json!({
         "nodes": views.iter().map(|n| json!({
             "node": n.name,
