@@ -306,6 +306,14 @@ static int run(rsdb_config *cfg) {
         printf("sentinel: skipped (ROOTSTREAM_REDIS_SENTINELS is not set)\n");
     }
 
+    /* PostgreSQL health: one round of checks and its status (docs/ha-health.md). */
+    rsdb_health *health = NULL;
+    CHECK(rsdb_health_open(db, "{\"check_timeout_ms\": 2000}", &health), "opening the health monitor");
+    CHECK(rsdb_health_check_now(health, &json), "running the health checks");
+    printf("health: %s\n", json);
+    rsdb_string_free(json);
+    rsdb_health_close(health);
+
     rsdb_redis_close(redis);
     rsdb_db_close(db);
     printf("complete_workflow_c: ok\n");

@@ -209,6 +209,13 @@ int main() {
         } else {
             std::cout << "sentinel: skipped (ROOTSTREAM_REDIS_SENTINELS is not set)\n";
         }
+        // PostgreSQL health: one round of checks and its status (docs/ha-health.md).
+        {
+            rootstream::database::HealthMonitor health(db, {{"check_timeout_ms", 2000}});
+            const auto status = health.check_now();
+            std::cout << "health: " << status["overall"] << " " << status["checks"]["latency"]["value"]
+                      << " ms\n";
+        }
         std::cout << "complete_workflow_cpp: ok\n";
         return 0;
     } catch (const rootstream::Error& e) {

@@ -134,8 +134,19 @@ impl HealthOptions {
         if !v.is_object() {
             return Err(Error::Json("health options must be a JSON object".into()));
         }
-        let o: HealthOptions =
-            serde_json::from_value(v).map_err(|e| Error::InvalidArgument(format!("health options: {e}")))?;
+        let o: HealthOptions = serde_json::from_value(v.clone()).map_err(|e| {
+            // serde names the type but not the key; find the key by trying each alone.
+            let bad = v.as_object().into_iter().flatten().find(|(k, val)| {
+                let one = Value::Object(Map::from_iter([((*k).clone(), (*val).clone())]));
+                serde_json::from_value::<HealthOptions>(one).is_err()
+            });
+            match bad {
+                Some((k, _)) if !e.to_string().contains(k.as_str()) => {
+                    Error::InvalidArgument(format!("health options: {k}: {e}"))
+                }
+                _ => Error::InvalidArgument(format!("health options: {e}")),
+            }
+        })?;
         o.validate()?;
         Ok(o)
     }
@@ -1267,12 +1278,9 @@ async fn replication_outcomes(
     } else {
         match primary_view(c, limit).await {
             Ok(v) if v.rows.is_empty() => {
-                let mut a = Outcome::new(CheckState::Ok, "bytes", "no replica is connected");
-                a.value = Some(0.0);
-                a.details = json!({ "role": "primary", "replicas": [] });
-                let mut b = Outcome::new(CheckState::Ok, "s", "no replica is connected");
-                b.value = Some(0.0);
-                b.details = a.details.clone();
+                let (mut a, mut b) = judge(0.0, 0.0, json!({ "role": "primary", "replicas": [] }));
+                a.message = "no replica is connected".into();
+                b.message = "no replica is connected".into();
                 (a, b, Some(v.replicas))
             }
             Ok(v) => {
@@ -1419,7 +1427,10 @@ mod tests {
         assert!(matches!(HealthOptions::from_json("{"), Err(Error::Json(_))));
         assert!(matches!(HealthOptions::from_json("[]"), Err(Error::Json(_))));
         assert!(matches!(HealthOptions::from_json(r#"{"nope": 1}"#), Err(Error::InvalidArgument(_))));
-        assert!(matches!(HealthOptions::from_json(r#"{"interval_ms": "x"}"#), Err(Error::InvalidArgument(_))));
+        match HealthOptions::from_json(r#"{"interval_ms": "x"}"#) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("interval_ms"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             HealthOptions::from_json(r#"{"latency_warning_ms": 10, "latency_critical_ms": 5}"#),
             Err(Error::InvalidArgument(_))

@@ -59,7 +59,7 @@ public:
 
     /// Starts the periodic rounds on the thread rsdb-health (the first one right away).
     void start();
-    /// Stops them, waiting up to the stop_timeout_ms option (TimeoutError when a handler still
+    /// Stops them, waiting up to the stop_timeout_ms option (rootstream::Timeout when a handler still
     /// runs then). Idempotent.
     void stop();
     /// True while the periodic rounds run.
