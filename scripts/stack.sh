@@ -82,6 +82,21 @@
 #       Wait until etcd has a leader that a quorum of healthy members agrees on.
 #   scripts/stack.sh etcd-leader DIR
 #       Prints the leader's name (e1, e2 or e3).
+#   scripts/stack.sh patroni-start DIR
+#       (a stack with --pg-ha) Start a Patroni 3 cluster of its own on the
+#       stack's etcd, as a baseline: members pt1 pt2 pt3 in DIR/patroni,
+#       bootstrapped by Patroni (initdb with data checksums, replicas by
+#       pg_basebackup), synchronous_mode on, ttl 20 s, loop_wait 2 s,
+#       retry_timeout 5 s. Ready once there is a leader and both other
+#       members run, one as sync standby; database rootstream is then
+#       created. Prints (and appends to DIR/env) ROOTSTREAM_PATRONI_URL (a
+#       multi-host URL with target_session_attrs=read-write) and
+#       ROOTSTREAM_PATRONI_API (the members' REST API base URLs, comma list).
+#   scripts/stack.sh patroni-stop DIR
+#       Stop the Patroni cluster and remove DIR/patroni (`stop` does it too).
+#   scripts/stack.sh patroni-kill-primary DIR
+#       kill -9 the Patroni leader's patroni process and its postmaster (a
+#       crashed host); prints the member's name.
 #
 # Variables: ROOTSTREAM_STACK_DIR, ROOTSTREAM_PG_HOST, ROOTSTREAM_PG_PORT,
 # ROOTSTREAM_PG_USER, ROOTSTREAM_DATABASE_URL, ROOTSTREAM_PG_BIN,
@@ -1439,6 +1454,264 @@ cmd_etcd_leader() { # DIR
     printf '\n'
 }
 
+# ---------------------------------------------------------------- patroni (baseline)
+#
+# `patroni-start DIR`: a Patroni cluster of its own (members pt1 pt2 pt3,
+# data in DIR/patroni/ptN, bootstrapped by Patroni itself) on the stack's
+# etcd (--pg-ha), for comparisons with our own failover. Stopped by
+# `patroni-stop DIR` and by `stop`.
+
+PATRONI=/usr/bin/patroni
+PATRONI_MEMBERS="pt1 pt2 pt3"
+# Patroni's documented minimums are ttl 20, loop_wait 1, retry_timeout 3,
+# with the rule loop_wait + 2 * retry_timeout <= ttl; on a busy machine a
+# little slack on the last two avoids spurious demotions.
+PATRONI_TTL=20
+PATRONI_LOOP_WAIT=2
+PATRONI_RETRY_TIMEOUT=5
+
+patroni_port() { sed -n "${3:-1}p" "$1/patroni/$2.ports" 2>/dev/null; } # DIR MEMBER [1=pg 2=rest]
+
+patroni_pid() { # DIR MEMBER
+    local pid
+    pid=$(read_pid "$1/patroni/$2.pid" || true)
+    [[ -n $pid ]] && proc_matches "$pid" "$1/patroni/$2.yml" && printf '%s' "$pid"
+}
+
+# GET on a member's REST API: the HTTP status.
+patroni_status() { http_status "$(patroni_port "$1" "$2" 2)" "$3"; }
+
+# The member whose REST API says it is the running primary.
+patroni_leader() { # DIR
+    local m
+    for m in $PATRONI_MEMBERS; do
+        [[ $(patroni_status "$1" "$m" /primary) == 200 ]] && { printf '%s' "$m"; return 0; }
+    done
+    return 1
+}
+
+# A leader, and every other member running and streaming, one of them the
+# synchronous standby (from the leader's /cluster).
+patroni_ready() { # DIR
+    local dir=$1 leader body
+    leader=$(patroni_leader "$dir") || return 1
+    body=$(http_body "$(patroni_port "$dir" "$leader" 2)" /cluster)
+    [[ -n $body ]] || return 1
+    python3 - "$body" <<'EOF' 2>/dev/null
+import json, sys
+members = json.loads(sys.argv[1]).get("members", [])
+roles = [m.get("role") for m in members]
+ok = (len(members) == 3 and roles.count("leader") == 1 and "sync_standby" in roles
+      and all(m.get("state") in ("running", "streaming") for m in members))
+sys.exit(0 if ok else 1)
+EOF
+}
+
+patroni_write_config() { # DIR MEMBER SCOPE
+    local dir=$1 m=$2 scope=$3 hosts='' e
+    for e in $ETCD_MEMBERS; do hosts+="${hosts:+,}$HOST:$(etcd_port "$dir" "$e")"; done
+    cat >"$dir/patroni/$m.yml" <<EOF
+# Written by scripts/stack.sh (patroni-start).
+scope: $scope
+namespace: /rootstream-patroni/
+name: $m
+log:
+  level: INFO
+restapi:
+  listen: $HOST:$(patroni_port "$dir" "$m" 2)
+  connect_address: $HOST:$(patroni_port "$dir" "$m" 2)
+etcd3:
+  protocol: http
+  hosts: $hosts
+bootstrap:
+  dcs:
+    ttl: $PATRONI_TTL
+    loop_wait: $PATRONI_LOOP_WAIT
+    retry_timeout: $PATRONI_RETRY_TIMEOUT
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_level: replica
+        wal_log_hints: 'on'
+        hot_standby: 'on'
+        hot_standby_feedback: 'on'
+        max_connections: 100
+        max_wal_senders: 10
+        max_replication_slots: 10
+        wal_keep_size: 256MB
+        max_slot_wal_keep_size: 1GB
+        synchronous_commit: 'on'
+  initdb:
+  - data-checksums
+  - no-sync
+  - encoding: UTF8
+  - locale: C.UTF-8
+  pg_hba:
+  - host all all $HOST/32 trust
+  - host replication all $HOST/32 trust
+postgresql:
+  listen: $HOST:$(patroni_port "$dir" "$m")
+  connect_address: $HOST:$(patroni_port "$dir" "$m")
+  data_dir: $dir/patroni/$m
+  bin_dir: $PG_BIN
+  pgpass: $dir/patroni/$m.pgpass
+  authentication:
+    superuser:
+      username: postgres
+    replication:
+      username: postgres
+    rewind:
+      username: postgres
+  parameters:
+    unix_socket_directories: ''
+    shared_buffers: 32MB
+  basebackup:
+  - checkpoint: fast
+  - no-sync
+tags:
+  nofailover: false
+  noloadbalance: false
+  clonefrom: false
+EOF
+    if ((EUID == 0)); then chown postgres: "$dir/patroni/$m.yml"; fi
+}
+
+patroni_spawn_member() { # DIR MEMBER
+    local dir=$1 m=$2 run=()
+    # setpriv execs patroni as postgres (runuser would stay its parent), so
+    # the recorded pid is Patroni's own.
+    if ((EUID == 0)); then run=(setpriv --reuid=postgres --regid=postgres --init-groups); fi
+    spawn_detached "$dir/patroni/$m.pid" "$dir/patroni/$m.log" \
+        "${run[@]}" env HOME="$dir/patroni" "$PATRONI" "$dir/patroni/$m.yml" >/dev/null ||
+        die "patroni $m did not start"
+}
+
+cmd_patroni_start() { # DIR
+    local dir=${1:-} m p scope t0 i urls='' hosts='' apis=''
+    pgha_dir_check "$dir"
+    [[ -d $dir/etcd ]] || die "$dir has no etcd (start the stack with --pg-ha)"
+    [[ -e $dir/patroni ]] && die "$dir/patroni exists (patroni-stop first)"
+    need_bin "$PATRONI"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found"
+    if ((EUID == 0)); then command -v setpriv >/dev/null 2>&1 || die "setpriv not found (package util-linux)"; fi
+    t0=$(now)
+    close_inherited_fds
+    mkdir -m 755 "$dir/patroni"
+    if ((EUID == 0)); then chown postgres: "$dir/patroni"; fi
+    printf 'patroni\n' >>"$dir/services"
+    scope=$(cat "$dir/pgha/token")-patroni
+    for m in $PATRONI_MEMBERS; do
+        # USED_PORTS is per run: check every port against the env file's too.
+        for i in 1 2; do
+            p=$(random_port)
+            while grep -q ":$p\b" "$dir/env" "$dir"/patroni/*.ports 2>/dev/null; do p=$(random_port); done
+            printf '%s\n' "$p" >>"$dir/patroni/$m.ports"
+        done
+        : >"$dir/patroni/$m.log"
+        patroni_write_config "$dir" "$m" "$scope"
+    done
+    # The first one bootstraps (initdb) and takes the leader key; the others
+    # clone it with pg_basebackup once they see a leader.
+    for m in $PATRONI_MEMBERS; do patroni_spawn_member "$dir" "$m"; done
+    for ((i = 0; i < 900; i++)); do
+        patroni_ready "$dir" && break
+        for m in $PATRONI_MEMBERS; do
+            patroni_pid "$dir" "$m" >/dev/null || {
+                show_logs "$dir/patroni/$m.log"
+                die "patroni $m exited during startup"
+            }
+        done
+        sleep 0.1
+    done
+    if ! patroni_ready "$dir"; then
+        show_logs "$dir"/patroni/pt[123].log
+        die "patroni: no leader with a streaming synchronous standby within 90s"
+    fi
+    m=$(patroni_leader "$dir")
+    PGCONNECT_TIMEOUT=5 timeout 30 "$PG_BIN/psql" -X -q -w \
+        "host=$HOST port=$(patroni_port "$dir" "$m") user=postgres dbname=postgres" \
+        -c 'CREATE DATABASE rootstream' >/dev/null 2>&1 || die "patroni: CREATE DATABASE on $m failed"
+    for m in $PATRONI_MEMBERS; do
+        hosts+="${hosts:+,}$HOST:$(patroni_port "$dir" "$m")"
+        apis+="${apis:+,}http://$HOST:$(patroni_port "$dir" "$m" 2)"
+    done
+    urls="postgres://postgres@$hosts/rootstream?target_session_attrs=read-write"
+    EXPORTS=()
+    export_var ROOTSTREAM_PATRONI_URL "$urls"
+    export_var ROOTSTREAM_PATRONI_API "$apis"
+    printf '%s\n' "${EXPORTS[@]}" >>"$dir/env"
+    log "patroni: leader $(patroni_leader "$dir"), ready in $(elapsed "$t0")"
+    printf '%s\n' "${EXPORTS[@]}"
+}
+
+patroni_spawn() { return 1; } # only `stop` uses it, see pgha_spawn
+
+patroni_stop() { # DIR
+    local dir=$1 m pid ok=0 scope i
+    [[ -d $dir/patroni ]] || return 0
+    # Patroni stops its PostgreSQL (fast shutdown) when it gets SIGTERM.
+    for m in $PATRONI_MEMBERS; do
+        pid=$(patroni_pid "$dir" "$m" || true)
+        [[ -n $pid ]] && kill -s TERM "$pid" 2>/dev/null
+    done
+    for m in $PATRONI_MEMBERS; do
+        pid=$(patroni_pid "$dir" "$m" || true)
+        [[ -n $pid ]] || continue
+        terminate "$pid" "$dir/patroni/$m.yml" "patroni $m" || ok=1
+    done
+    # Whatever PostgreSQL a killed Patroni left behind.
+    pgha_runner "$dir"
+    for m in $PATRONI_MEMBERS; do
+        pid=$(read_pid "$dir/patroni/$m/postmaster.pid" 2>/dev/null || true)
+        [[ -n $pid ]] && proc_matches "$pid" "$dir/patroni/$m" || continue
+        (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$dir/patroni/$m" -m fast -w -t 30 stop) \
+            </dev/null >>"$dir/patroni/pg_ctl.log" 2>&1 9>&- || true
+        terminate "$pid" "$dir/patroni/$m" "patroni $m postgres" INT || ok=1
+    done
+    scope=$(cat "$dir/pgha/token" 2>/dev/null)-patroni
+    for ((i = 0; i < 100; i++)); do
+        [[ -z $(pgrep -f -- "^postgres: $scope: ") ]] && break
+        sleep 0.1
+    done
+    for pid in $(pgrep -f -- "^postgres: $scope: "); do terminate "$pid" "postgres: " "patroni child" KILL || ok=1; done
+    return "$ok"
+}
+
+cmd_patroni_stop() { # DIR
+    local dir=${1:-}
+    pgha_dir_check "$dir"
+    [[ -d $dir/patroni ]] || die "no Patroni cluster in $dir"
+    patroni_stop "$dir" || die "some Patroni processes of $dir are still running"
+    rm -rf "${dir:?}/patroni"
+    sed -i '/^export ROOTSTREAM_PATRONI_/d' "$dir/env"
+    sed -i '/^patroni$/d' "$dir/services"
+    log "patroni stopped"
+}
+
+# kill -9 the leader's Patroni and its postmaster (a crashed host). Prints
+# the member's name.
+cmd_patroni_kill_primary() { # DIR
+    local dir=${1:-} m pid pgpid kids p
+    pgha_dir_check "$dir"
+    m=$(patroni_leader "$dir") || die "no Patroni member is primary"
+    pid=$(patroni_pid "$dir" "$m") || die "patroni $m is not running"
+    pgpid=$(read_pid "$dir/patroni/$m/postmaster.pid" 2>/dev/null || true)
+    kill -s KILL "$pid"
+    if [[ -n $pgpid ]] && proc_matches "$pgpid" "$dir/patroni/$m"; then
+        kids=$(pgrep -P "$pgpid" || true)
+        kill -s KILL "$pgpid"
+        # Without a postmaster the children exit at once; make sure.
+        for p in $kids; do kill -s KILL "$p" 2>/dev/null || true; done
+        wait_gone "$pgpid" 5 || die "postgres of $m (pid $pgpid) survived SIGKILL"
+    fi
+    wait_gone "$pid" 5 || die "patroni $m (pid $pid) survived SIGKILL"
+    log "patroni: killed $m (patroni pid $pid, postgres pid ${pgpid:-?})"
+    printf '%s\n' "$m"
+}
+
 # ---------------------------------------------------------------- influxdb
 
 start_influx() {
@@ -1876,6 +2149,9 @@ etcd-freeze) cmd_etcd_freeze "$@" ;;
 etcd-thaw) cmd_etcd_thaw "$@" ;;
 etcd-wait) cmd_etcd_wait "$@" ;;
 etcd-leader) cmd_etcd_leader "$@" ;;
+patroni-start) cmd_patroni_start "$@" ;;
+patroni-stop) cmd_patroni_stop "$@" ;;
+patroni-kill-primary) cmd_patroni_kill_primary "$@" ;;
 _watchdog) cmd_watchdog "$@" ;;
 *) usage ;;
 esac
