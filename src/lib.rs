@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod ffi;
+pub mod ha;
 pub mod metrics;
 pub mod models;
 pub mod runtime;
