@@ -1,5 +1,7 @@
-//! PostgreSQL high availability: health monitoring.
+//! PostgreSQL high availability: the nodes of a replicated cluster and the operations on them.
 
 pub mod health;
+pub mod node;
 
 pub use health::{Alert, CheckState, HealthMonitor, HealthOptions, Severity};
+pub use node::{Lsn, NodeSet, NodeState, PgNode, ReplicaStat};
