@@ -188,7 +188,7 @@ TEST_F(CHealth, BadArgumentsAreErrorsNotCrashes) {
                       RSDB_ERR_INVALID_ARGUMENT, "latency"));
     EXPECT_TRUE(Fails(rsdb_health_open(db_.get(), R"({"checks": ["bogus"]})", &h), RSDB_ERR_INVALID_ARGUMENT,
                       "bogus"));
-    EXPECT_TRUE(Fails(rsdb_health_open(db_.get(), R"({"nodes": "p1"})", &h), RSDB_ERR_INVALID_ARGUMENT, "name=url"));
+    EXPECT_TRUE(Fails(rsdb_health_open(db_.get(), R"({"nodes": "p1"})", &h), RSDB_ERR_INVALID_ARGUMENT, "name=value"));
     EXPECT_EQ(h, nullptr);
     auto ok = open("{}");
     EXPECT_TRUE(Fails(rsdb_health_on_alert(ok.get(), nullptr, nullptr), RSDB_ERR_NULL, "callback"));

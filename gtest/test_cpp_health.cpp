@@ -115,7 +115,9 @@ TEST_F(CppHealth, ALongQueryReachesTheHandlerAsAHealthAlert) {
             EXPECT_FALSE(a.at.empty());
             EXPECT_EQ(a.json["check"], "long_queries");
         }
-        if (a.resolved) EXPECT_EQ(a.state, "ok");
+        if (a.resolved) {
+            EXPECT_EQ(a.state, "ok");
+        }
     }
     // check_now delivers on the calling thread, not on rsdb-health.
     for (const auto& t : seen.threads) EXPECT_NE(t, "rsdb-health");

@@ -1132,8 +1132,8 @@ int rsdb_events_load_from_snapshot(const struct rsdb_events *events,
  `repeat_interval_ms`, thresholds such as `latency_warning_ms`, `disk_path`, `nodes`, ...).
  No check runs until `rsdb_health_start` or `rsdb_health_check_now`. `RSDB_ERR_JSON` for text
  that is not a JSON object, `RSDB_ERR_INVALID_ARGUMENT` for an unknown key or thresholds out
- of order. `*out` receives a handle to release with `rsdb_health_close`; the pool is shared
- and `db` may be closed after it (the monitor then reports connectivity failures).
+ of order. `*out` receives a handle to release with `rsdb_health_close`. The monitor shares
+ `db`'s pool and keeps one connection of its own taken from it; `db` may be closed first.
  */
 int rsdb_health_open(const struct rsdb_db *db, const char *options_json, struct rsdb_health **out);
 

@@ -204,28 +204,13 @@ impl HealthOptions {
     }
 }
 
-/// `name=url,name=url` into pairs.
+/// `name=url,name=url` into pairs (the syntax of [`NodeSet::parse`](super::node::NodeSet::parse)).
 fn parse_nodes(text: &str) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = part
-            .split_once('=')
-            .ok_or_else(|| Error::InvalidArgument(format!("health options: a node must be name=url, got {part:?}")))?;
-        let (name, url) = (name.trim(), url.trim());
-        if name.is_empty() || url.is_empty() {
-            return Err(Error::InvalidArgument(format!("health options: a node must be name=url, got {part:?}")));
-        }
-        url.parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::InvalidArgument(format!("health options: node {name}: {e}")))?;
-        if out.iter().any(|(n, _)| n == name) {
-            return Err(Error::InvalidArgument(format!("health options: node {name} is named twice")));
-        }
-        out.push((name.to_string(), url.to_string()));
-    }
-    if out.is_empty() {
-        return Err(Error::InvalidArgument("health options: nodes is empty".into()));
-    }
-    Ok(out)
+    let set = super::node::NodeSet::parse(text, None).map_err(|e| match e {
+        Error::Config(m) => Error::InvalidArgument(format!("health options: nodes: {m}")),
+        other => other,
+    })?;
+    Ok(set.nodes.into_iter().map(|n| (n.name, n.url)).collect())
 }
 
 /// How bad an alert is.
