@@ -111,4 +111,27 @@ async fn a_hung_replica_falls_behind_and_is_reported_then_resolved() {
     let of = |c: &str| alerts.iter().filter(|a| a.check == c).map(|a| (a.severity, a.resolved)).collect::<Vec<_>>();
     assert_eq!(of("replication_bytes"), vec![(Severity::Critical, false), (Severity::Critical, true)]);
     assert_eq!(of("nodes"), vec![(Severity::Warning, false), (Severity::Warning, true)]);
+
+    // A replica that stops leaves pg_stat_replication: an info notice, and one when it is back.
+    seen.lock().unwrap().clear();
+    assert!(stack_cmd(&["pg-stop", "p3"]));
+    let st = m.check_now().await.unwrap();
+    let restarted = stack_cmd(&["pg-start", "p3"]);
+    assert!(restarted);
+    assert_eq!(state(&st, "nodes"), "warning", "{}", st["checks"]["nodes"]);
+    assert!(stack_cmd(&["pg-wait", "30"]));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let st = m.check_now().await.unwrap();
+        if state(&st, "nodes") == "ok" && seen.lock().unwrap().iter().filter(|a| a.check == "replicas").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let notices: Vec<Alert> = seen.lock().unwrap().iter().filter(|a| a.check == "replicas").cloned().collect();
+    println!("{notices:#?}");
+    assert_eq!(notices.len(), 2, "{notices:#?}");
+    assert!(notices.iter().all(|a| a.severity == Severity::Info && !a.resolved));
+    assert!(notices[0].message.contains("gone p3"), "{}", notices[0].message);
+    assert!(notices[1].message.contains("connected p3"), "{}", notices[1].message);
 }
