@@ -328,6 +328,15 @@ async fn periodic_rounds_run_on_rsdb_health_follow_an_outage_and_stop_promptly()
     )
     .unwrap();
     let seen = collect(&m);
+    // A callback on rsdb-health may use the library's blocking calls (as the C and C++ APIs do).
+    let nested: Arc<Mutex<Vec<bool>>> = Arc::default();
+    {
+        let (nested, other) = (nested.clone(), DatabaseManager::connect(&fresh_config().await).await.unwrap());
+        m.on_alert(move |_| {
+            let r = rootstream_db::runtime::block_on(other.execute("SELECT 1", &[]));
+            nested.lock().unwrap().push(r.is_ok());
+        });
+    }
     m.start().unwrap();
     m.start().unwrap(); // idempotent
     assert!(m.is_running());
@@ -359,6 +368,8 @@ async fn periodic_rounds_run_on_rsdb_health_follow_an_outage_and_stop_promptly()
     assert!(alerts_for(&seen, "connectivity").last().unwrap().resolved);
     let threads: Vec<String> = seen.lock().unwrap().iter().map(|(_, t)| t.clone()).collect();
     assert!(threads.iter().all(|t| t == "rsdb-health"), "{threads:?}");
+    let nested = nested.lock().unwrap().clone();
+    assert!(!nested.is_empty() && nested.iter().all(|ok| *ok), "{nested:?}");
 
     let started = Instant::now();
     m.stop().unwrap();
