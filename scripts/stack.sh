@@ -66,6 +66,11 @@
 #   scripts/stack.sh pg-stop DIR NODE | pg-start DIR p1|p2|p3
 #       Fast shutdown / start with whatever the data directory says (a
 #       promoted or rewound node keeps its new role), on the node's port.
+#       The node's own settings live in DATA/rootstream.conf, which pg-start
+#       writes again first: pg_rewind and pg_basebackup copy the source's
+#       (with the source's port), and its postgresql.auto.conf too, so a
+#       node rejoined that way and started with a plain `pg_ctl start` would
+#       try the source's port. (Log: DIR/pgha/NODE.log.)
 #   scripts/stack.sh pg-freeze DIR NODE | pg-thaw DIR p1|p2|p3
 #       SIGSTOP / SIGCONT every process of the node: a hung server, whose
 #       connections hang (pg-role reports it as down).
