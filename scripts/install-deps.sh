@@ -33,10 +33,11 @@ PACKAGES=(
 # Services of packages that this script installs but that the test stack
 # never uses: their Debian packages would start (and enable) a system-wide
 # instance on the standard ports (etcd: 2379/2380). Their start is refused
-# during the installation (see deny_service_starts) and, if systemd is
-# running, they are disabled afterwards -- only when this run installed them.
-QUIET_SERVICES=(etcd patroni)
+# during the installation (see deny_service_starts) and they are disabled
+# afterwards (systemd, or the SysV links) -- only those whose package this
+# run installed. QUIET_SERVICES[i] is the service of QUIET_PACKAGES[i].
 QUIET_PACKAGES=(etcd-server patroni)
+QUIET_SERVICES=(etcd patroni)
 
 # moto's S3-compatible server for the S3 backup tests; pinned so that every
 # machine tests against the same server.
@@ -99,7 +100,7 @@ else
         fi
         POLICY_OURS=0
     }
-    deny_service_starts() {
+    deny_service_starts() { # SERVICE...
         local tmp
         if [[ -e $POLICY ]]; then
             POLICY_SAVED=$POLICY.rootstream-saved
@@ -112,28 +113,28 @@ else
         {
             printf '#!/bin/sh\n# Temporary, written by rootstream-db scripts/install-deps.sh.\n'
             printf 'for a in "$@"; do case $a in -*) continue ;; %s) exit 101 ;; *) break ;; esac; done\n' \
-                "$(IFS='|'; printf '%s' "${QUIET_SERVICES[*]}")"
+                "$(IFS='|'; printf '%s' "$*")"
             if [[ -n $POLICY_SAVED ]]; then printf 'exec %s "$@"\n' "$POLICY_SAVED"; else printf 'exit 0\n'; fi
         } >"$tmp"
         chmod 755 "$tmp"
         "${SUDO[@]}" install -m 755 "$tmp" "$POLICY"
         rm -f "$tmp"
     }
-    quiet_missing=()
-    for pkg in "${QUIET_PACKAGES[@]}"; do
-        [[ " ${missing[*]} " == *" $pkg "* ]] && quiet_missing+=("$pkg")
+    quiet=() # the services of the QUIET_PACKAGES about to be installed
+    for i in "${!QUIET_PACKAGES[@]}"; do
+        [[ " ${missing[*]} " == *" ${QUIET_PACKAGES[i]} "* ]] && quiet+=("${QUIET_SERVICES[i]}")
     done
     log "running apt-get update"
     run_apt update -q
-    ((${#quiet_missing[@]})) && deny_service_starts
+    ((${#quiet[@]})) && deny_service_starts "${quiet[@]}"
     log "installing: ${missing[*]}"
     run_apt install -y -q "${missing[@]}"
     restore_policy
     trap - EXIT
     # The start was refused; keep the services from starting at boot too
     # (systemd, else the SysV links that the package added).
-    if ((${#quiet_missing[@]})); then
-        for svc in "${QUIET_SERVICES[@]}"; do
+    if ((${#quiet[@]})); then
+        for svc in "${quiet[@]}"; do
             if [[ -d /run/systemd/system ]]; then
                 systemctl is-enabled --quiet "$svc.service" 2>/dev/null || continue
                 "${SUDO[@]}" systemctl disable --now "$svc.service" >>"$apt_log" 2>&1 || true

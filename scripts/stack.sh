@@ -66,6 +66,11 @@
 #   scripts/stack.sh pg-stop DIR NODE | pg-start DIR p1|p2|p3
 #       Fast shutdown / start with whatever the data directory says (a
 #       promoted or rewound node keeps its new role), on the node's port.
+#       The node's own settings live in DATA/rootstream.conf, which pg-start
+#       writes again first: pg_rewind and pg_basebackup copy the source's
+#       (with the source's port), and its postgresql.auto.conf too, so a
+#       node rejoined that way and started with a plain `pg_ctl start` would
+#       try the source's port. (Log: DIR/pgha/NODE.log.)
 #   scripts/stack.sh pg-freeze DIR NODE | pg-thaw DIR p1|p2|p3
 #       SIGSTOP / SIGCONT every process of the node: a hung server, whose
 #       connections hang (pg-role reports it as down).
@@ -261,16 +266,28 @@ port_in_use() {
 USED_PORTS=" "
 # Picks a random unused port. A race with another process grabbing it before
 # our server binds is still possible; callers retry on "address in use".
-random_port() {
-    local port i
+random_port() { # [MIN MAX]
+    local port i min=${1:-$PORT_MIN} max=${2:-$PORT_MAX}
     for ((i = 0; i < 200; i++)); do
-        port=$(((RANDOM << 15 | RANDOM) % (PORT_MAX - PORT_MIN + 1) + PORT_MIN))
+        port=$(((RANDOM << 15 | RANDOM) % (max - min + 1) + min))
         [[ $USED_PORTS == *" $port "* ]] && continue
         port_in_use "$port" && continue
         printf '%s' "$port"
         return 0
     done
-    die "could not find a free port in $PORT_MIN-$PORT_MAX"
+    die "could not find a free port in $min-$max"
+}
+
+# For servers that tests stop and start again on the same port (the --pg-ha
+# nodes and etcd members): a port below the kernel's ephemeral range, which
+# no outgoing connection can occupy while the server is down. Falls back to
+# the whole range if the ephemeral range leaves too little below it.
+restart_port() {
+    local lo _hi max=$PORT_MAX
+    if read -r lo _hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && [[ $lo =~ ^[0-9]+$ ]]; then
+        ((lo - 1 < max)) && max=$((lo - 1))
+    fi
+    if ((max - PORT_MIN < 1000)); then random_port; else random_port "$PORT_MIN" "$max"; fi
 }
 
 
@@ -976,7 +993,7 @@ pgha_start_node() { # DIR NODE REPICK
             return 0
         fi
         if ((repick)) && log_matches "$logf" "$off" 'address already in use'; then
-            port=$(random_port)
+            port=$(restart_port)
             USED_PORTS+="$port "
             log "pg-ha $node: port $(pgha_port "$dir" "$node") taken; trying $port"
             printf '%s\n' "$port" >"$dir/pgha/$node.port"
@@ -1014,7 +1031,7 @@ start_pgha_nodes() { # DIR
         id -un >"$dir/pgha/user"
     fi
     for node in $PGHA_NODES; do
-        p1=$(random_port)
+        p1=$(restart_port)
         USED_PORTS+="$p1 "
         printf '%s\n' "$p1" >"$dir/pgha/$node.port"
         : >"$dir/pgha/$node.log"
@@ -1200,7 +1217,7 @@ spawn_etcd() { # DIR
         token=rsdb-$(od -An -tx1 -N6 /dev/urandom | tr -d ' \n')
         for m in $ETCD_MEMBERS; do
             for p in port peer; do
-                eval "local ${p}_$m=$(random_port)"
+                eval "local ${p}_$m=$(restart_port)"
                 eval "USED_PORTS+=\"\$${p}_$m \""
             done
             eval "cluster+=\"\${cluster:+,}$m=http://$HOST:\$peer_$m\""
@@ -1325,6 +1342,10 @@ cmd_pg_start() { # DIR NODE
     pgha_pid "$dir" "$node" >/dev/null && die "pg-ha $node is still running"
     [[ -z $(pgha_procs "$dir" "$node") ]] || die "pg-ha $node: processes of its last run are still there"
     close_inherited_fds
+    # pg_rewind and pg_basebackup copy the source's configuration files:
+    # the node's own settings (port, cluster_name, ...) are written again.
+    # The role stays what standby.signal and postgresql.auto.conf say.
+    pgha_write_conf "$dir" "$node"
     pgha_start_node "$dir" "$node" 0
     for ((i = 0; i < 100; i++)); do
         [[ $(pgha_role "$dir" "$node") != down ]] && break
@@ -1606,8 +1627,8 @@ cmd_patroni_start() { # DIR
     for m in $PATRONI_MEMBERS; do
         # USED_PORTS is per run: check every port against the env file's too.
         for i in 1 2; do
-            p=$(random_port)
-            while grep -q ":$p\b" "$dir/env" "$dir"/patroni/*.ports 2>/dev/null; do p=$(random_port); done
+            p=$(restart_port)
+            while grep -q ":$p\b" "$dir/env" "$dir"/patroni/*.ports 2>/dev/null; do p=$(restart_port); done
             printf '%s\n' "$p" >>"$dir/patroni/$m.ports"
         done
         : >"$dir/patroni/$m.log"
