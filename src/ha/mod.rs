@@ -1,5 +1,7 @@
 //! PostgreSQL high availability: the nodes of a replicated cluster and the operations on them.
 
 pub mod node;
+pub mod replication;
 
 pub use node::{Lsn, NodeSet, NodeState, PgNode, ReplicaStat};
+pub use replication::{ReadRouting, ReplicationManager, ReplicationOptions, ReplicationStatus};
