@@ -732,13 +732,17 @@ impl ReplicationManager {
     /// Puts `name` into the primary's synchronous list when the options (or the primary's
     /// current mode) say so. Returns the list afterwards.
     async fn sync_list_after_change(&self, client: &Client, primary: &PgNode) -> Result<String> {
+        self.sync_list_for(client, primary, &self.node_set()).await
+    }
+
+    async fn sync_list_for(&self, client: &Client, primary: &PgNode, set: &NodeSet) -> Result<String> {
         let timeout = self.options.probe_timeout();
         let cur: String = query_timed(client, primary, timeout, "SELECT current_setting('synchronous_standby_names')")
             .await?[0]
             .get(0);
         let want_sync = self.options.synchronous.unwrap_or(!cur.trim().is_empty());
         if want_sync {
-            let names = self.node_set().others(&primary.name);
+            let names = set.others(&primary.name);
             node::set_synchronous_standbys(client, primary, &names, true).await?;
             Ok(node::synchronous_standby_names(&names))
         } else {
@@ -765,15 +769,15 @@ impl ReplicationManager {
         if !addr.ends_with(&format!(":{port}")) {
             return Err(Error::InvalidArgument(format!("the URL's port ({addr}) is not the port {port}")));
         }
-        if let Some(other) = self.node_set().nodes.iter().find(|n| n.address().ok().as_deref() == Some(addr.as_str())) {
-            return Err(Error::Conflict(format!("node {} already uses {addr}", other.name)));
-        }
         let probe = node::probe(&candidate, self.options.probe_timeout()).await;
         if probe.is_primary() {
             return Err(Error::State(format!(
                 "{} answers as a primary (not in recovery); a replica URL must not point at a primary",
                 candidate.display_url()
             )));
+        }
+        if let Some(other) = self.node_set().nodes.iter().find(|n| n.address().ok().as_deref() == Some(addr.as_str())) {
+            return Err(Error::Conflict(format!("node {} already uses {addr}", other.name)));
         }
         if probe.reachable {
             return Err(Error::Conflict(format!(
@@ -788,8 +792,17 @@ impl ReplicationManager {
         let slot_created = node::create_slot(&client, &primary, name).await?;
 
         let node = PgNode { name: name.to_string(), url: url.to_string(), data_dir: Some(data_dir.to_path_buf()) };
-        let res = self.build_replica(&primary, &node, port).await;
-        let basebackup_s = match res {
+        let res = async {
+            let s = self.build_replica(&primary, &node, port).await?;
+            // The synchronous list is computed with the new node in the set.
+            let mut with_new = self.node_set();
+            with_new.nodes.push(node.clone());
+            let c = node::connect(&primary, timeout).await?;
+            let ssn = self.sync_list_for(&c, &primary, &with_new).await?;
+            Ok::<_, Error>((s, ssn))
+        }
+        .await;
+        let (basebackup_s, ssn) = match res {
             Ok(s) => s,
             Err(e) => {
                 let n2 = node.clone();
@@ -811,8 +824,6 @@ impl ReplicationManager {
             }
         };
         self.nodes.write().unwrap_or_else(|e| e.into_inner()).nodes.push(node);
-        let client = node::connect(&primary, timeout).await?;
-        let ssn = self.sync_list_after_change(&client, &primary).await?;
         self.invalidate_routes();
         Ok(AddReport {
             name: name.to_string(),
@@ -828,6 +839,18 @@ impl ReplicationManager {
     async fn build_replica(&self, primary: &PgNode, node: &PgNode, port: u16) -> Result<f64> {
         let dir = node.require_data_dir("adding a replica")?.to_path_buf();
         let conninfo = format!("{} application_name={}", primary.conninfo()?, node.name);
+        // The copy carries the primary's cluster_name (it titles the server's processes);
+        // the standby gets its own: the primary's with the node name swapped, or the name.
+        let client = node::connect(primary, self.options.probe_timeout()).await?;
+        let pcn: String =
+            query_timed(&client, primary, self.options.probe_timeout(), "SELECT current_setting('cluster_name')")
+                .await?[0]
+                .get(0);
+        drop(client);
+        let cluster_name = match pcn.strip_suffix(&primary.name) {
+            Some(prefix) if !pcn.is_empty() => format!("{prefix}{}", node.name),
+            _ => node.name.clone(),
+        };
         let cfg = self.config.clone();
         let name = node.name.clone();
         let t0 = Instant::now();
@@ -860,6 +883,7 @@ impl ReplicationManager {
                 &dir2,
                 &[
                     ("port", port.to_string()),
+                    ("cluster_name", cluster_name),
                     ("primary_conninfo", conninfo2),
                     ("primary_slot_name", name.clone()),
                     ("hot_standby", "on".into()),

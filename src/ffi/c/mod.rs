@@ -18,6 +18,7 @@ pub mod events;
 pub mod metrics;
 pub mod models;
 pub mod redis;
+pub mod replication;
 pub mod sentinel;
 pub mod sync;
 
