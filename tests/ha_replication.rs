@@ -485,7 +485,20 @@ async fn promote_and_rejoin_with_pg_rewind_on_a_private_cluster() {
     c1.batch_execute("SET synchronous_commit = local; INSERT INTO t VALUES (2, 'lost on p1')").await.unwrap();
     drop(c1);
 
-    let rep = m.rejoin("p1", Some("p2")).await.unwrap();
+    let rep = match m.rejoin("p1", Some("p2")).await {
+        Ok(r) => r,
+        Err(e) => {
+            let log = std::fs::read_to_string(stack.dir.join("pgha/p1.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let log2 = std::fs::read_to_string(stack.dir.join("pgha/p2.log")).unwrap_or_default();
+            let tail2: Vec<&str> = log2.lines().rev().take(20).collect();
+            panic!(
+                "rejoin failed: {e}\np1 log:\n{}\np2 log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                tail2.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    };
     println!(
         "rejoin: rewound {} in {:.2} s (total {:.2} s)\n{}",
         rep.rewound, rep.rewind_s, rep.total_s, rep.rewind_output

@@ -389,8 +389,22 @@ fn touch_standby_signal(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The configuration files `pg_rewind` would replace with the source's copies.
-const CONFIG_FILES: &[&str] = &["postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf"];
+/// The node's own configuration, which `pg_rewind` would replace with the source's copies:
+/// every `*.conf` file at the top of the data directory (`postgresql.conf`,
+/// `postgresql.auto.conf`, `pg_hba.conf`, `pg_ident.conf` and any file they include from there,
+/// where a deployment keeps the node's port and name).
+fn saved_config_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::Io(format!("cannot list {}: {e}", dir.display())))? {
+        let e = e.map_err(|e| Error::Io(e.to_string()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".conf") && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            let bytes = std::fs::read(e.path()).map_err(|e| Error::Io(format!("cannot read {name}: {e}")))?;
+            out.push((name, bytes));
+        }
+    }
+    Ok(out)
+}
 
 impl ReplicationManager {
     /// A manager for `nodes`. `config` supplies the PostgreSQL tools' directory (`pg_bin_dir`)
@@ -1068,6 +1082,10 @@ impl ReplicationManager {
         let n2 = node.clone();
         blocking(move || node::pg_ctl_stop(&cfg, &n2, "fast", Duration::from_secs(60))).await?;
         node::create_slot(&client, &primary, name).await?;
+        // A just-promoted primary writes its new timeline into pg_control only at the end of its
+        // first checkpoint; until then pg_rewind reads the old timeline there, finds "the same
+        // timeline" and rewinds nothing. A checkpoint now makes the fork visible.
+        query_timed(&client, &primary, Duration::from_secs(120), "CHECKPOINT").await?;
 
         let source = primary.conninfo()?;
         let cfg = self.config.clone();
@@ -1075,10 +1093,7 @@ impl ReplicationManager {
         let t0 = Instant::now();
         let (rewound, output) = blocking(move || {
             // pg_rewind copies the source's configuration files; the node keeps its own.
-            let saved: Vec<(String, Vec<u8>)> = CONFIG_FILES
-                .iter()
-                .filter_map(|f| std::fs::read(dir2.join(f)).ok().map(|b| (f.to_string(), b)))
-                .collect();
+            let saved = saved_config_files(&dir2)?;
             let out = pg_command(&cfg, "pg_rewind")
                 .arg("--target-pgdata")
                 .arg(&dir2)
