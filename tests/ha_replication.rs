@@ -555,3 +555,44 @@ async fn promote_and_rejoin_with_pg_rewind_on_a_private_cluster() {
     println!("whole test {:?}", t0.elapsed());
     drop(stack);
 }
+
+#[test]
+fn the_cli_prints_status_and_refuses_bad_requests_with_exit_codes() {
+    let (stack, _g) = shared();
+    stack.wait();
+    let rsdb = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rsdb"))
+            .args(args)
+            .env("ROOTSTREAM_HA_PG_NODES", stack.var("ROOTSTREAM_HA_PG_NODES"))
+            .env("ROOTSTREAM_HA_PG_DATA", stack.var("ROOTSTREAM_HA_PG_DATA"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = rsdb(&["ha", "status", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["primary"], "p1");
+    assert_eq!(v["split_brain"], false);
+    let (code, out, _) = rsdb(&["ha", "status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("primary p1") && out.contains("p2") && out.contains("streaming"), "{out}");
+    let set = stack.nodes();
+    let p1 = set.get("p1").unwrap();
+    let port = p1.address().unwrap().rsplit(':').next().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("rsdb-repl-cli-{}", std::process::id()));
+    let (code, _, err) =
+        rsdb(&["ha", "replica", "add", "p9", "--url", &p1.url, "--data-dir", dir.to_str().unwrap(), "--port", &port]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("primary"), "{err}");
+    let (code, _, err) = rsdb(&["ha", "replica", "remove", "p9"]);
+    assert_eq!(code, Some(4), "{err}");
+    let (code, _, err) = rsdb(&["ha", "rejoin", "p1", "--primary", "p1"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, _) = rsdb(&["ha", "status", "--nodes", "p1=postgres://postgres@127.0.0.1:1/x"]);
+    assert_eq!(code, Some(1), "no primary");
+}
