@@ -468,9 +468,8 @@ fn ha_manager(cfg: &Config, m: &ArgMatches) -> Result<rootstream_db::ha::Replica
     use rootstream_db::ha::{NodeSet, ReplicationManager, ReplicationOptions};
     let nodes = match m.get_one::<String>("nodes") {
         Some(n) => {
-            let dirs =
-                m.get_one::<String>("data-dirs").cloned().or_else(|| std::env::var("ROOTSTREAM_HA_PG_DATA").ok());
-            NodeSet::parse(n, dirs.as_deref())?
+            // Explicit nodes take explicit data directories only.
+            NodeSet::parse(n, m.get_one::<String>("data-dirs").map(String::as_str))?
         }
         None => {
             let mut set = NodeSet::from_env()?;
