@@ -176,9 +176,9 @@ fn main() {
     }
     // The pgbench tables stay small (scale 10); drop them so the shared cluster is as before.
     let c = rt.block_on(node::connect(&p, Duration::from_secs(5))).unwrap();
-    rt.block_on(c.batch_execute(
-        "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
-    ))
+    rt.block_on(
+        c.batch_execute("DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers"),
+    )
     .unwrap();
     drop(rm);
     if let Some(dir) = own {

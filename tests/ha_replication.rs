@@ -6,6 +6,10 @@
 //! The tests that use the run's shared cluster take one lock, so they never overlap, and leave
 //! it as they found it (p1 primary, p2 and p3 streaming).
 
+// Each test runs on a runtime of its own and holds the cluster lock for its whole body on
+// purpose: it serializes the tests, not tasks of one runtime.
+#![allow(clippy::await_holding_lock)]
+
 use rootstream_db::db::migrations;
 use rootstream_db::ha::node::{self, NodeSet};
 use rootstream_db::ha::{ReadRouting, ReplicationManager, ReplicationOptions};

@@ -105,7 +105,7 @@ impl ReplicationOptions {
         if self.read_pool_size == 0 {
             return Err(Error::InvalidArgument("read_pool_size must be at least 1".into()));
         }
-        if !(self.max_lag_seconds >= 0.0) {
+        if self.max_lag_seconds.is_nan() || self.max_lag_seconds < 0.0 {
             return Err(Error::InvalidArgument("max_lag_seconds must be a number >= 0".into()));
         }
         Ok(())
@@ -297,10 +297,8 @@ const SLOTS_SQL: &str = "SELECT slot_name::text, slot_type, active, restart_lsn:
 const SETTINGS_SQL: &str = "SELECT current_setting('synchronous_standby_names'), \
      current_setting('synchronous_commit'), pg_current_wal_lsn()::text";
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T>> {
-    async move { tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))? }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))?
 }
 
 fn valid_node_name(name: &str) -> Result<()> {
