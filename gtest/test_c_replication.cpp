@@ -115,8 +115,6 @@ TEST_F(CReplicationHa, ReadsGoToAStandbyAndWritesAreRefused) {
                       RSDB_ERR_QUERY));
     // Refusals: promoting the primary, a replica URL that is a primary.
     EXPECT_TRUE(Fails(rsdb_replication_promote(r_.get(), "p1"), RSDB_ERR_STATE, "already a primary"));
-    OutString st;
-    auto s = RSDB_JSON(rsdb_replication_status_json(r_.get(), st.out()), st);
     std::string p1_url;
     const std::string nodes = rsdb_test::env_or_empty("ROOTSTREAM_HA_PG_NODES");
     const auto start = nodes.find("p1=") + 3;

@@ -14,7 +14,7 @@ using json = nlohmann::json;
 using rootstream::Config;
 using rootstream::database::DatabaseManager;
 using rootstream::database::ReplicationManager;
-using rsdb_test::ThrowsCode;
+using rsdb_test::cppapi::ThrowsCode;
 
 namespace {
 
