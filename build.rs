@@ -16,6 +16,7 @@ fn main() {
         "src/ffi/cxx/sync.rs",
         "src/ffi/cxx/metrics.rs",
         "src/ffi/cxx/health.rs",
+        "src/ffi/cxx/ha_replication.rs",
     ];
     cxx_build::bridges(bridges)
         .include("cpp/include")

@@ -4,6 +4,7 @@
 // at build time (gtest/contract/gen_c_contract.py), so a new function is covered as soon as it
 // is declared; this file holds the handles the generated cases borrow.
 #include "c_api_util.h"
+#include "replication_util.h"
 #include "sentinel_util.h"
 #include "sync_util.h"
 
@@ -134,6 +135,11 @@ protected:
             check(rsdb_sentinel_open(scfg, &sentinel), "rsdb_sentinel_open");
             sentinel_.reset(sentinel);
         }
+        // A replication manager over a node that does not exist: opening contacts nothing.
+        rsdb_replication* replication = nullptr;
+        check(rsdb_replication_open(cfg, "p1=postgres://postgres@127.0.0.1:1/x", nullptr, nullptr, &replication),
+              "rsdb_replication_open");
+        replication_.reset(replication);
         // Metrics handles: nothing is sent while they are made; the client points at the
         // stack's InfluxDB, or a closed port without one (the cases fail before any request).
         const char* influx = std::getenv("ROOTSTREAM_INFLUX_URL");
@@ -161,6 +167,7 @@ protected:
 
     void TearDown() override {
         health_.reset();
+        replication_.reset();
         sentinel_.reset();
         metrics_reporter_.reset();
         metrics_collector_.reset();
@@ -208,6 +215,7 @@ protected:
     MetricsReporterPtr metrics_reporter_;
     SentinelPtr sentinel_;
     HealthPtr health_;
+    rsdb_test::ReplicationPtr replication_;
 };
 
 #include "c_contract_cases.inc"

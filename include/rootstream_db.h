@@ -218,6 +218,12 @@ typedef struct rsdb_recovery rsdb_recovery;
 typedef struct rsdb_redis rsdb_redis;
 
 /*
+ The streaming replication of one PostgreSQL cluster: status, read routing, replicas,
+ promote and rejoin. Thread-safe.
+ */
+typedef struct rsdb_replication rsdb_replication;
+
+/*
  Finds the Redis master through Sentinel and watches failovers. Thread-safe.
  */
 typedef struct rsdb_sentinel rsdb_sentinel;
@@ -1948,6 +1954,96 @@ int rsdb_redis_exec_atomic(const struct rsdb_redis *r,
  `*reply_json` receives its reply as JSON.
  */
 int rsdb_redis_command(const struct rsdb_redis *r, const char *args_json, char **reply_json);
+
+/*
+ Opens a manager. `cfg` supplies the PostgreSQL tools' directory (`pg_bin_dir`) and the read
+ pools' time limits. `nodes` is `name=url,...` (one host per URL) and `data_dirs` is
+ `name=/dir,...` for the nodes on this machine. `nodes` and `data_dirs` may be NULL: with
+ `nodes` NULL both come from `ROOTSTREAM_HA_PG_NODES` and `ROOTSTREAM_HA_PG_DATA`.
+ `options_json` may be NULL (defaults) or
+ an object with any of `probe_timeout_ms`, `max_lag_bytes`, `max_lag_seconds`,
+ `read_pool_size`, `routing` (`"round_robin"`|`"least_lag"`), `fallback_to_primary`,
+ `refresh_interval_ms`, `synchronous` (true|false|null), `stream_wait_s`. Nothing is
+ contacted yet. `*out` receives a handle to release with `rsdb_replication_close`.
+ */
+int rsdb_replication_open(const struct rsdb_config *cfg,
+                          const char *nodes,
+                          const char *data_dirs,
+                          const char *options_json,
+                          struct rsdb_replication **out);
+
+/*
+ Closes the manager and its read pools. NULL is accepted.
+ */
+void rsdb_replication_close(struct rsdb_replication *r);
+
+/*
+ Probes every node and the primary's standbys and slots; `*out` receives the status as JSON
+ (`primary`, `primaries`, `split_brain`, `synchronous_standby_names`, `nodes`, `replicas`
+ with `state`, `sync_state`, `lag_bytes`, `lag_seconds`, `readable`, `slots`, ...), to
+ release with `rsdb_string_free`. Unreachable nodes are reported in the document, not as a
+ failure.
+ */
+int rsdb_replication_status_json(const struct rsdb_replication *r, char **out);
+
+/*
+ Writes one `replication_status` row per standby through `db` (migrated to version 5 or
+ later); `*rows_out` (may be NULL) receives the number of rows written.
+ */
+int rsdb_replication_record_status(const struct rsdb_replication *r,
+                                   const struct rsdb_db *db,
+                                   uint64_t *rows_out);
+
+/*
+ Runs a read-only query (`params_json` may be NULL, else a JSON array) on a standby within the lag
+ limits, else on the primary (unless `fallback_to_primary` is false: then
+ `RSDB_ERR_CONNECTION`). `*out` receives `{"node": NAME, "primary": BOOL, "rows": [...]}`, to
+ release with `rsdb_string_free`. A write is refused (`RSDB_ERR_QUERY`) on every node.
+ */
+int rsdb_replication_query_read_json(const struct rsdb_replication *r,
+                                     const char *sql,
+                                     const char *params_json,
+                                     char **out);
+
+/*
+ Sets up a new standby `name` on this machine: slot, `pg_basebackup` into `data_dir` (absent
+ or empty), `port`, start, wait until it streams, synchronous list. `url` is how to reach it
+ (`postgres://user@127.0.0.1:PORT/db`). `RSDB_ERR_STATE` when `url` answers as a primary,
+ `RSDB_ERR_CONFLICT` for a name in use or a server already there, `RSDB_ERR_INVALID_ARGUMENT`
+ for a non-empty directory. `*report_out` (may be NULL) receives a JSON report.
+ */
+int rsdb_replication_add_replica(const struct rsdb_replication *r,
+                                 const char *name,
+                                 const char *url,
+                                 const char *data_dir,
+                                 int port,
+                                 char **report_out);
+
+/*
+ Removes the standby `name`: out of the synchronous list (the last one leaves the primary
+ asynchronous), stopped when local, its slot dropped. `*report_out` (may be NULL) receives a
+ JSON report (`stopped`, `slot_dropped`, `synchronous_standby_names`, `warning`).
+ */
+int rsdb_replication_remove_replica(const struct rsdb_replication *r,
+                                    const char *name,
+                                    char **report_out);
+
+/*
+ Promotes the standby `name` and waits until it accepts writes; `RSDB_ERR_STATE` when it is
+ already a primary, `RSDB_ERR_CONNECTION` when it does not answer.
+ */
+int rsdb_replication_promote(const struct rsdb_replication *r, const char *name);
+
+/*
+ Makes the former primary `name` (its data directory on this machine) a standby of
+ `new_primary` (may be NULL: then the node that answers as primary) with `pg_rewind`. `RSDB_ERR_CONFIG`
+ when the cluster has neither data checksums nor `wal_log_hints` (nothing is changed then).
+ `*report_out` (may be NULL) receives a JSON report (`rewound`, `rewind_output`, timings).
+ */
+int rsdb_replication_rejoin(const struct rsdb_replication *r,
+                            const char *name,
+                            const char *new_primary,
+                            char **report_out);
 
 /*
  Opens a manager from `cfg`'s `redis_sentinels`, `redis_master_name`,

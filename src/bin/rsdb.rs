@@ -205,6 +205,7 @@ fn cli() -> Command {
         )
         .subcommand(sync_command())
         .subcommand(metrics_command())
+        .subcommand(ha_command())
 }
 
 fn metrics_command() -> Command {
@@ -380,6 +381,209 @@ fn metrics_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
             }
         }
         _ => return Err(Error::invalid("unknown metrics command")),
+    }
+    Ok(())
+}
+
+fn ha_command() -> Command {
+    Command::new("ha")
+        .about(
+            "PostgreSQL replication: status, replicas, rejoin (nodes from ROOTSTREAM_HA_PG_NODES and \
+             ROOTSTREAM_HA_PG_DATA, or --nodes / --data-dirs)",
+        )
+        .subcommand_required(true)
+        .arg(
+            Arg::new("nodes")
+                .long("nodes")
+                .global(true)
+                .help("The nodes, name=postgres://...,name=... (overrides ROOTSTREAM_HA_PG_NODES)"),
+        )
+        .arg(
+            Arg::new("data-dirs")
+                .long("data-dirs")
+                .global(true)
+                .help("Data directories of the nodes on this machine, name=/dir,... (overrides ROOTSTREAM_HA_PG_DATA)"),
+        )
+        .arg(
+            Arg::new("options")
+                .long("options")
+                .global(true)
+                .help("ReplicationManager options as JSON (probe_timeout_ms, max_lag_bytes, synchronous, ...)"),
+        )
+        .subcommand(
+            Command::new("status")
+                .about(
+                    "Every node's role and WAL position, the primary's standbys (state, sync state, lag in bytes and \
+                     seconds) and slots; exit 0 with exactly one primary, 1 with none or a split brain",
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
+        )
+        .subcommand(
+            Command::new("replica")
+                .about("Add or remove a standby")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("add")
+                        .about(
+                            "Set up a new standby on this machine: slot, pg_basebackup, start, wait until it streams, \
+                             add it to the synchronous list (synchronous mode)",
+                        )
+                        .arg(Arg::new("name").required(true).help("The node name (also its slot and application_name)"))
+                        .arg(
+                            Arg::new("url")
+                                .long("url")
+                                .required(true)
+                                .help("How to reach it: postgres://user@host:PORT/db"),
+                        )
+                        .arg(Arg::new("data-dir").long("data-dir").required(true).help("An absent or empty directory"))
+                        .arg(
+                            Arg::new("port")
+                                .long("port")
+                                .required(true)
+                                .value_parser(clap::value_parser!(u16).range(1..)),
+                        ),
+                )
+                .subcommand(
+                    Command::new("remove")
+                        .about(
+                            "Take a standby out: synchronous list first, then stop it (when local), then drop its slot",
+                        )
+                        .arg(Arg::new("name").required(true)),
+                ),
+        )
+        .subcommand(
+            Command::new("rejoin")
+                .about(
+                    "Make a former primary a standby of the current primary with pg_rewind (needs data checksums or \
+                     wal_log_hints, and its data directory here)",
+                )
+                .arg(Arg::new("name").required(true))
+                .arg(
+                    Arg::new("primary").long("primary").help("The new primary (default: the node that answers as one)"),
+                ),
+        )
+}
+
+fn ha_manager(cfg: &Config, m: &ArgMatches) -> Result<rootstream_db::ha::ReplicationManager, Error> {
+    use rootstream_db::ha::{NodeSet, ReplicationManager, ReplicationOptions};
+    let nodes = match m.get_one::<String>("nodes") {
+        Some(n) => {
+            // Explicit nodes take explicit data directories only.
+            NodeSet::parse(n, m.get_one::<String>("data-dirs").map(String::as_str))?
+        }
+        None => {
+            let mut set = NodeSet::from_env()?;
+            if let Some(d) = m.get_one::<String>("data-dirs") {
+                let nodes = std::env::var("ROOTSTREAM_HA_PG_NODES").unwrap_or_default();
+                set = NodeSet::parse(&nodes, Some(d))?;
+            }
+            set
+        }
+    };
+    let opts = ReplicationOptions::from_json(m.get_one::<String>("options").map(String::as_str))?;
+    ReplicationManager::new(nodes, cfg, opts)
+}
+
+fn opt_text<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn ha_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+    match m.subcommand() {
+        Some(("status", sub)) => {
+            let rm = ha_manager(cfg, sub)?;
+            let st = block_on(rm.status())?;
+            if sub.get_flag("json") {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                if st.split_brain {
+                    println!("SPLIT BRAIN: {} all accept writes", st.primaries.join(", "));
+                }
+                println!(
+                    "primary {}  lsn {}  synchronous_standby_names '{}'",
+                    opt_text(st.primary.as_deref()),
+                    opt_text(st.primary_lsn),
+                    st.synchronous_standby_names.as_deref().unwrap_or("")
+                );
+                for r in &st.replicas {
+                    println!(
+                        "  {:<8} {:<10} {:<9} lag {:>10} bytes {:>9} s  slot {}  {}",
+                        r.name,
+                        r.state.as_deref().unwrap_or(if r.reachable { "-" } else { "down" }),
+                        r.sync_state.as_deref().unwrap_or("-"),
+                        opt_text(r.lag_bytes),
+                        r.lag_seconds.map(|s| format!("{s:.3}")).unwrap_or_else(|| "-".into()),
+                        r.slot
+                            .as_ref()
+                            .map(|s| format!(
+                                "{}{}",
+                                if s.active { "active" } else { "inactive" },
+                                s.retained_bytes.map(|b| format!(" ({b} bytes held)")).unwrap_or_default()
+                            ))
+                            .unwrap_or_else(|| "none".into()),
+                        if r.readable {
+                            "readable".to_string()
+                        } else {
+                            r.not_readable_because.clone().unwrap_or_default()
+                        }
+                    );
+                }
+                if let Some(e) = &st.error {
+                    println!("  ! {e}");
+                }
+            }
+            if st.split_brain || st.primary.is_none() {
+                return Err(Error::State(st.error.unwrap_or_else(|| "no single primary".into())));
+            }
+        }
+        Some(("replica", sub)) => match sub.subcommand() {
+            Some(("add", a)) => {
+                let rm = ha_manager(cfg, a)?;
+                let name = a.get_one::<String>("name").expect("required");
+                let rep = block_on(rm.add_replica(
+                    name,
+                    a.get_one::<String>("url").expect("required"),
+                    std::path::Path::new(a.get_one::<String>("data-dir").expect("required")),
+                    *a.get_one::<u16>("port").expect("required"),
+                ))?;
+                println!(
+                    "{} streams from {} (base backup {:.1} s, {:.1} s in all); synchronous_standby_names '{}'",
+                    rep.name, rep.primary, rep.basebackup_s, rep.total_s, rep.synchronous_standby_names
+                );
+                println!("add {name}=... to ROOTSTREAM_HA_PG_NODES (and its data directory to ROOTSTREAM_HA_PG_DATA)");
+            }
+            Some(("remove", r)) => {
+                let rm = ha_manager(cfg, r)?;
+                let rep = block_on(rm.remove_replica(r.get_one::<String>("name").expect("required")))?;
+                println!(
+                    "{} removed (stopped: {}, slot dropped: {}); synchronous_standby_names '{}'",
+                    rep.name,
+                    rep.stopped,
+                    rep.slot_dropped,
+                    rep.synchronous_standby_names.as_deref().unwrap_or("")
+                );
+                if let Some(w) = rep.warning {
+                    eprintln!("rsdb: warning: {w}");
+                }
+            }
+            _ => return Err(Error::invalid("unknown replica command")),
+        },
+        Some(("rejoin", sub)) => {
+            let rm = ha_manager(cfg, sub)?;
+            let rep = block_on(rm.rejoin(
+                sub.get_one::<String>("name").expect("required"),
+                sub.get_one::<String>("primary").map(String::as_str),
+            ))?;
+            println!(
+                "{} streams from {} ({}, pg_rewind {:.1} s, {:.1} s in all)",
+                rep.name,
+                rep.primary,
+                if rep.rewound { "rewound" } else { "no rewind was needed" },
+                rep.rewind_s,
+                rep.total_s
+            );
+        }
+        _ => return Err(Error::invalid("unknown ha command")),
     }
     Ok(())
 }
@@ -858,6 +1062,7 @@ fn main() -> ExitCode {
         Some(("mfa", sub)) => mfa_cmd(&cfg, sub),
         Some(("sync", sub)) => sync_cmd(&cfg, sub),
         Some(("metrics", sub)) => metrics_cmd(&cfg, sub),
+        Some(("ha", sub)) => ha_cmd(&cfg, sub),
         Some(("backup", sub)) => backup_cmd(&cfg, sub),
         Some(("restore", sub)) => restore_cmd(&cfg, sub),
         Some(("wal-push", sub)) => wal_cmd(&cfg, sub, true),

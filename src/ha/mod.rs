@@ -2,6 +2,8 @@
 
 pub mod health;
 pub mod node;
+pub mod replication;
 
 pub use health::{Alert, CheckState, HealthMonitor, HealthOptions, Severity};
 pub use node::{Lsn, NodeSet, NodeState, PgNode, ReplicaStat};
+pub use replication::{ReadRouting, ReplicationManager, ReplicationOptions, ReplicationStatus};

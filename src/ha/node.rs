@@ -477,13 +477,23 @@ pub async fn set_primary_conninfo(
     slot: Option<&str>,
 ) -> Result<()> {
     let conninfo = format!("{} application_name={}", primary.conninfo()?, standby.name);
-    let mut sql = format!("ALTER SYSTEM SET primary_conninfo = {};", sql_literal(&conninfo));
-    match slot {
-        Some(s) => sql.push_str(&format!("ALTER SYSTEM SET primary_slot_name = {};", sql_literal(s))),
-        None => sql.push_str("ALTER SYSTEM RESET primary_slot_name;"),
-    }
-    sql.push_str("SELECT pg_reload_conf();");
-    match tokio::time::timeout(Duration::from_secs(10), client.batch_execute(&sql)).await {
+    // One statement per round trip: several statements in one simple query form an implicit
+    // transaction block, and ALTER SYSTEM refuses to run inside one.
+    let statements = [
+        format!("ALTER SYSTEM SET primary_conninfo = {}", sql_literal(&conninfo)),
+        match slot {
+            Some(s) => format!("ALTER SYSTEM SET primary_slot_name = {}", sql_literal(s)),
+            None => "ALTER SYSTEM RESET primary_slot_name".to_string(),
+        },
+        "SELECT pg_reload_conf()".to_string(),
+    ];
+    let all = async {
+        for sql in &statements {
+            client.batch_execute(sql).await?;
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), all).await {
         Ok(r) => r.map_err(Error::from),
         Err(_) => Err(Error::Timeout(format!("node {}: reconfiguring the standby timed out", standby.name))),
     }
@@ -507,8 +517,14 @@ pub async fn set_synchronous_standbys(
     synchronous: bool,
 ) -> Result<()> {
     let value = if synchronous { synchronous_standby_names(names) } else { String::new() };
-    let sql = format!("ALTER SYSTEM SET synchronous_standby_names = {}; SELECT pg_reload_conf();", sql_literal(&value));
-    match tokio::time::timeout(Duration::from_secs(10), client.batch_execute(&sql)).await {
+    // Two round trips: ALTER SYSTEM refuses to run in the implicit transaction block of a
+    // multi-statement query.
+    let sql = format!("ALTER SYSTEM SET synchronous_standby_names = {}", sql_literal(&value));
+    let both = async {
+        client.batch_execute(&sql).await?;
+        client.batch_execute("SELECT pg_reload_conf()").await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), both).await {
         Ok(r) => r.map_err(Error::from),
         Err(_) => Err(Error::Timeout(format!("node {}: setting synchronous_standby_names timed out", node.name))),
     }

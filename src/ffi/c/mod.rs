@@ -19,6 +19,7 @@ pub mod health;
 pub mod metrics;
 pub mod models;
 pub mod redis;
+pub mod replication;
 pub mod sentinel;
 pub mod sync;
 

@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod health;
+pub mod ha_replication;
 pub mod metrics;
 pub mod models;
 pub mod sync;
