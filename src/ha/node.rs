@@ -477,16 +477,29 @@ pub async fn set_primary_conninfo(
     slot: Option<&str>,
 ) -> Result<()> {
     let conninfo = format!("{} application_name={}", primary.conninfo()?, standby.name);
-    let mut sql = format!("ALTER SYSTEM SET primary_conninfo = {};", sql_literal(&conninfo));
-    match slot {
-        Some(s) => sql.push_str(&format!("ALTER SYSTEM SET primary_slot_name = {};", sql_literal(s))),
-        None => sql.push_str("ALTER SYSTEM RESET primary_slot_name;"),
+    let slot_sql = match slot {
+        Some(s) => format!("ALTER SYSTEM SET primary_slot_name = {}", sql_literal(s)),
+        None => "ALTER SYSTEM RESET primary_slot_name".to_string(),
+    };
+    let stmts =
+        [format!("ALTER SYSTEM SET primary_conninfo = {}", sql_literal(&conninfo)), slot_sql, "SELECT pg_reload_conf()".into()];
+    execute_each(client, standby, Duration::from_secs(10), &stmts).await
+}
+
+/// Runs statements one by one, each as its own simple query: `ALTER SYSTEM` refuses to run
+/// inside the implicit transaction of a multi-statement query string.
+pub async fn execute_each(client: &Client, node: &PgNode, timeout: Duration, stmts: &[String]) -> Result<()> {
+    for sql in stmts {
+        match tokio::time::timeout(timeout, client.batch_execute(sql)).await {
+            Ok(r) => r.map_err(|e| match Error::from(e) {
+                Error::Query(m) => Error::Query(format!("node {}: {m}", node.name)),
+                Error::Connection(m) => Error::Connection(format!("node {}: {m}", node.name)),
+                other => other,
+            })?,
+            Err(_) => return Err(Error::Timeout(format!("node {}: {sql:?} did not finish within {timeout:?}", node.name))),
+        }
     }
-    sql.push_str("SELECT pg_reload_conf();");
-    match tokio::time::timeout(Duration::from_secs(10), client.batch_execute(&sql)).await {
-        Ok(r) => r.map_err(Error::from),
-        Err(_) => Err(Error::Timeout(format!("node {}: reconfiguring the standby timed out", standby.name))),
-    }
+    Ok(())
 }
 
 /// The `synchronous_standby_names` value for quorum commit on any one of `names`.
@@ -507,11 +520,9 @@ pub async fn set_synchronous_standbys(
     synchronous: bool,
 ) -> Result<()> {
     let value = if synchronous { synchronous_standby_names(names) } else { String::new() };
-    let sql = format!("ALTER SYSTEM SET synchronous_standby_names = {}; SELECT pg_reload_conf();", sql_literal(&value));
-    match tokio::time::timeout(Duration::from_secs(10), client.batch_execute(&sql)).await {
-        Ok(r) => r.map_err(Error::from),
-        Err(_) => Err(Error::Timeout(format!("node {}: setting synchronous_standby_names timed out", node.name))),
-    }
+    let stmts =
+        [format!("ALTER SYSTEM SET synchronous_standby_names = {}", sql_literal(&value)), "SELECT pg_reload_conf()".into()];
+    execute_each(client, node, Duration::from_secs(10), &stmts).await
 }
 
 /// Whether the postmaster of the node's local data directory is running.
