@@ -9,9 +9,11 @@ cd "$ROOT"
 cargo bench --no-run "$@"
 # InfluxDB only for the benchmarks that write metrics.
 stack_opts=(--no-influx)
-# The Redis Sentinel setup only for the benchmarks that fail it over.
+# The Redis Sentinel setup and the PostgreSQL HA setup (three nodes and etcd) only for the
+# benchmarks that fail them over.
 for a in "$@"; do
     [[ $a == metrics ]] && stack_opts=()
     [[ $a == sentinel ]] && stack_opts+=(--sentinel)
+    [[ $a == ha ]] && stack_opts+=(--pg-ha)
 done
 exec bash "$ROOT/scripts/stack.sh" run "${stack_opts[@]}" -- cargo bench "$@"

@@ -25,7 +25,18 @@ PACKAGES=(
     python3 python3-venv
     # Baselines of the backup benchmark (benches/backup.rs).
     zstd pgbackrest
+    # The PostgreSQL HA profile (scripts/stack.sh --pg-ha): a private etcd
+    # cluster, etcdctl, and Patroni for the failover baseline.
+    etcd-server etcd-client patroni
 )
+
+# Services of packages that this script installs but that the test stack
+# never uses: their Debian packages would start (and enable) a system-wide
+# instance on the standard ports (etcd: 2379/2380). Their start is refused
+# during the installation (see deny_service_starts) and, if systemd is
+# running, they are disabled afterwards -- only when this run installed them.
+QUIET_SERVICES=(etcd patroni)
+QUIET_PACKAGES=(etcd-server patroni)
 
 # moto's S3-compatible server for the S3 backup tests; pinned so that every
 # machine tests against the same server.
@@ -71,10 +82,70 @@ else
             die "apt-get $1 failed (full log: $apt_log)"
         fi
     }
+    # invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d before a
+    # package's maintainer script starts a service (exit 101: refused). A
+    # policy of ours refuses only QUIET_SERVICES and defers everything else
+    # to the machine's own policy, if it has one (moved aside meanwhile and
+    # put back on exit), so every other package behaves as it always did.
+    POLICY=/usr/sbin/policy-rc.d
+    POLICY_SAVED=
+    POLICY_OURS=0
+    restore_policy() {
+        ((POLICY_OURS)) || return 0
+        if [[ -n $POLICY_SAVED ]]; then
+            "${SUDO[@]}" mv -f "$POLICY_SAVED" "$POLICY"
+        else
+            "${SUDO[@]}" rm -f "$POLICY"
+        fi
+        POLICY_OURS=0
+    }
+    deny_service_starts() {
+        local tmp
+        if [[ -e $POLICY ]]; then
+            POLICY_SAVED=$POLICY.rootstream-saved
+            [[ -e $POLICY_SAVED ]] && die "$POLICY_SAVED exists (left by an interrupted run?); put it back as $POLICY first"
+            "${SUDO[@]}" mv "$POLICY" "$POLICY_SAVED"
+        fi
+        POLICY_OURS=1
+        trap restore_policy EXIT
+        tmp=$(mktemp "${TMPDIR:-/tmp}/policy-rc.d.XXXXXX")
+        {
+            printf '#!/bin/sh\n# Temporary, written by rootstream-db scripts/install-deps.sh.\n'
+            printf 'for a in "$@"; do case $a in -*) continue ;; %s) exit 101 ;; *) break ;; esac; done\n' \
+                "$(IFS='|'; printf '%s' "${QUIET_SERVICES[*]}")"
+            if [[ -n $POLICY_SAVED ]]; then printf 'exec %s "$@"\n' "$POLICY_SAVED"; else printf 'exit 0\n'; fi
+        } >"$tmp"
+        chmod 755 "$tmp"
+        "${SUDO[@]}" install -m 755 "$tmp" "$POLICY"
+        rm -f "$tmp"
+    }
+    quiet_missing=()
+    for pkg in "${QUIET_PACKAGES[@]}"; do
+        [[ " ${missing[*]} " == *" $pkg "* ]] && quiet_missing+=("$pkg")
+    done
     log "running apt-get update"
     run_apt update -q
+    ((${#quiet_missing[@]})) && deny_service_starts
     log "installing: ${missing[*]}"
     run_apt install -y -q "${missing[@]}"
+    restore_policy
+    trap - EXIT
+    # The start was refused; keep the services from starting at boot too
+    # (systemd, else the SysV links that the package added).
+    if ((${#quiet_missing[@]})); then
+        for svc in "${QUIET_SERVICES[@]}"; do
+            if [[ -d /run/systemd/system ]]; then
+                systemctl is-enabled --quiet "$svc.service" 2>/dev/null || continue
+                "${SUDO[@]}" systemctl disable --now "$svc.service" >>"$apt_log" 2>&1 || true
+            elif [[ -x /etc/init.d/$svc ]] && compgen -G "/etc/rc[2-5].d/S*$svc" >/dev/null &&
+                command -v update-rc.d >/dev/null 2>&1; then
+                "${SUDO[@]}" update-rc.d "$svc" disable >>"$apt_log" 2>&1 || true
+            else
+                continue
+            fi
+            log "disabled the system $svc service that the package installed (this stack never uses it)"
+        done
+    fi
     rm -f "$apt_log"
     log "installed ${#missing[@]} package(s)"
 fi
@@ -114,7 +185,9 @@ fi
 
 # The Debian packages of postgresql/redis/influxdb start system-wide services
 # on the standard ports. The test stack (scripts/stack.sh) never uses them, so
-# they are left as they are; nothing here stops or reconfigures them.
+# they are left as they are; nothing here stops or reconfigures them. The
+# exceptions are etcd and patroni above, whose start this script prevents
+# when it installs them.
 
 # Rust comes from rustup rather than Debian, so only check for it.
 if command -v cargo >/dev/null 2>&1; then

@@ -8,14 +8,14 @@
 # services on the standard ports, which this script never touches.
 #
 # Usage:
-#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx] [--no-vm] [--no-s3] [--sentinel]
+#   scripts/stack.sh start DIR [--owner-pid PID] [--no-influx] [--no-vm] [--no-s3] [--sentinel] [--pg-ha]
 #       Start a stack in DIR (must not exist, or be empty). On success prints
 #       `export NAME=value` lines on stdout (also written to DIR/env); all
 #       progress goes to stderr. With --owner-pid, a detached watchdog stops
 #       the stack once PID has exited (even after SIGKILL).
 #   scripts/stack.sh stop DIR
 #       Stop everything started for DIR and remove DIR. Idempotent.
-#   scripts/stack.sh run [--no-influx] [--no-vm] [--no-s3] [--sentinel] -- CMD [ARGS...]
+#   scripts/stack.sh run [--no-influx] [--no-vm] [--no-s3] [--sentinel] [--pg-ha] -- CMD [ARGS...]
 #       Start a stack in a fresh temporary directory, run CMD with the
 #       variables exported, stop the stack, exit with CMD's status.
 #   scripts/stack.sh env DIR
@@ -41,6 +41,62 @@
 #   scripts/stack.sh ha-wait DIR [SECONDS]
 #       Wait until every running sentinel names the same master, that master
 #       has a replica with its link up, and the sentinels know each other.
+#   scripts/stack.sh start|run ... --pg-ha
+#       Also start a PostgreSQL HA setup (separate from the plain PostgreSQL
+#       above) in DIR/pgha: nodes p1 (primary), p2 and p3 (streaming
+#       replicas cloned with pg_basebackup, physical slots named after the
+#       node, application_name = node name), data checksums and
+#       wal_log_hints on, synchronous_standby_names 'ANY 1 (<other nodes>)'
+#       with synchronous_commit on, trust auth on 127.0.0.1 (replication
+#       too), superuser postgres, database rootstream, TCP only; and a
+#       three-member etcd cluster in DIR/etcd (e1 e2 e3, heartbeat 100 ms,
+#       election timeout 1000 ms). Ready once p2 and p3 stream from p1 (one
+#       of them synchronous) and etcd has a leader and a quorum. Exports
+#       ROOTSTREAM_HA_PG_NODES (p1=postgres://postgres@127.0.0.1:P1/rootstream,
+#       p2=...,p3=...), ROOTSTREAM_HA_PG_DATA (p1=DIR/pgha/p1,...: the data
+#       directories), ROOTSTREAM_HA_DATABASE_URL (one multi-host URL with
+#       target_session_attrs=read-write) and ROOTSTREAM_ETCD_ENDPOINTS
+#       (http://127.0.0.1:C1,...).
+#   In the commands below NODE is p1|p2|p3|primary|replica (the first node
+#   in that role) and ETCD is e1|e2|e3|leader; p1..p3 and e1..e3 only where
+#   a node is not running.
+#   scripts/stack.sh pg-kill DIR NODE
+#       kill -9 the node's postmaster (its children then exit by themselves).
+#       Prints the node name.
+#   scripts/stack.sh pg-stop DIR NODE | pg-start DIR p1|p2|p3
+#       Fast shutdown / start with whatever the data directory says (a
+#       promoted or rewound node keeps its new role), on the node's port.
+#   scripts/stack.sh pg-freeze DIR NODE | pg-thaw DIR p1|p2|p3
+#       SIGSTOP / SIGCONT every process of the node: a hung server, whose
+#       connections hang (pg-role reports it as down).
+#   scripts/stack.sh pg-role DIR p1|p2|p3
+#       Prints primary, replica or down.
+#   scripts/stack.sh pg-wait DIR [SECONDS]
+#       Wait until exactly one node is primary and every running replica
+#       streams from it (one of them synchronous).
+#   scripts/stack.sh etcd-kill DIR ETCD | etcd-start DIR e1|e2|e3
+#       kill -9 a member (prints its name) / start it again with its data.
+#   scripts/stack.sh etcd-freeze DIR ETCD | etcd-thaw DIR e1|e2|e3
+#       SIGSTOP / SIGCONT a member.
+#   scripts/stack.sh etcd-wait DIR [SECONDS]
+#       Wait until etcd has a leader that a quorum of healthy members agrees on.
+#   scripts/stack.sh etcd-leader DIR
+#       Prints the leader's name (e1, e2 or e3).
+#   scripts/stack.sh patroni-start DIR
+#       (a stack with --pg-ha) Start a Patroni 3 cluster of its own on the
+#       stack's etcd, as a baseline: members pt1 pt2 pt3 in DIR/patroni,
+#       bootstrapped by Patroni (initdb with data checksums, replicas by
+#       pg_basebackup), synchronous_mode on, ttl 20 s, loop_wait 2 s,
+#       retry_timeout 5 s. Ready once there is a leader and both other
+#       members run, one as sync standby; database rootstream is then
+#       created. Prints (and appends to DIR/env) ROOTSTREAM_PATRONI_URL (a
+#       multi-host URL with target_session_attrs=read-write) and
+#       ROOTSTREAM_PATRONI_API (the members' REST API base URLs, comma list).
+#   scripts/stack.sh patroni-stop DIR
+#       Stop the Patroni cluster and remove DIR/patroni (`stop` does it too).
+#   scripts/stack.sh patroni-kill-primary DIR
+#       kill -9 the Patroni leader's patroni process and its postmaster (a
+#       crashed host); prints the member's name.
 #
 # Variables: ROOTSTREAM_STACK_DIR, ROOTSTREAM_PG_HOST, ROOTSTREAM_PG_PORT,
 # ROOTSTREAM_PG_USER, ROOTSTREAM_DATABASE_URL, ROOTSTREAM_PG_BIN,
@@ -205,16 +261,28 @@ port_in_use() {
 USED_PORTS=" "
 # Picks a random unused port. A race with another process grabbing it before
 # our server binds is still possible; callers retry on "address in use".
-random_port() {
-    local port i
+random_port() { # [MIN MAX]
+    local port i min=${1:-$PORT_MIN} max=${2:-$PORT_MAX}
     for ((i = 0; i < 200; i++)); do
-        port=$(((RANDOM << 15 | RANDOM) % (PORT_MAX - PORT_MIN + 1) + PORT_MIN))
+        port=$(((RANDOM << 15 | RANDOM) % (max - min + 1) + min))
         [[ $USED_PORTS == *" $port "* ]] && continue
         port_in_use "$port" && continue
         printf '%s' "$port"
         return 0
     done
-    die "could not find a free port in $PORT_MIN-$PORT_MAX"
+    die "could not find a free port in $min-$max"
+}
+
+# For servers that tests stop and start again on the same port (the --pg-ha
+# nodes and etcd members): a port below the kernel's ephemeral range, which
+# no outgoing connection can occupy while the server is down. Falls back to
+# the whole range if the ephemeral range leaves too little below it.
+restart_port() {
+    local lo _hi max=$PORT_MAX
+    if read -r lo _hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && [[ $lo =~ ^[0-9]+$ ]]; then
+        ((lo - 1 < max)) && max=$((lo - 1))
+    fi
+    if ((max - PORT_MIN < 1000)); then random_port; else random_port "$PORT_MIN" "$max"; fi
 }
 
 
@@ -797,6 +865,869 @@ cmd_ha_wait() { # DIR [SECONDS]
     wait_ha "$1" "${2:-30}"
 }
 
+# ---------------------------------------------------------------- postgresql ha (pg-ha)
+#
+# Three PostgreSQL nodes in DIR/pgha (p1 starts as primary, p2 and p3 are
+# streaming replicas cloned with pg_basebackup, each on its own physical slot)
+# and a three-member etcd cluster in DIR/etcd. Separate from the plain
+# PostgreSQL above. The nodes listen on TCP only and run as the OS user in
+# DIR/pgha/user (postgres when the stack was started as root).
+
+PGHA_NODES="p1 p2 p3"
+ETCD_MEMBERS="e1 e2 e3"
+ETCD=/usr/bin/etcd
+ETCDCTL=/usr/bin/etcdctl
+
+pgha_port() { cat "$1/pgha/$2.port" 2>/dev/null; }
+
+# PG_RUN for the commands after `start` (pg-start, stop): from DIR/pgha/user.
+pgha_runner() { # DIR
+    PG_RUN=()
+    if ((EUID == 0)) && [[ $(cat "$1/pgha/user" 2>/dev/null) == postgres ]]; then
+        PG_RUN=("$(find_runuser)" -u postgres --)
+    fi
+}
+
+pgha_query() { # DIR NODE SQL (connect_timeout covers the whole startup, so a frozen server counts as down)
+    PGCONNECT_TIMEOUT=2 timeout 5 "$PG_BIN/psql" -X -q -A -t -w \
+        "host=$HOST port=$(pgha_port "$1" "$2") user=postgres dbname=postgres sslmode=disable application_name=stack.sh" \
+        -c "$3" 2>/dev/null
+}
+
+# The postmaster's pid, if it is running and is the server of DIR/pgha/NODE.
+pgha_pid() { # DIR NODE
+    local pid
+    pid=$(read_pid "$1/pgha/$2/postmaster.pid" 2>/dev/null || true)
+    [[ -n $pid ]] && proc_matches "$pid" "-D $1/pgha/$2 " && printf '%s' "$pid"
+}
+
+# Every process of NODE: the postmaster and the children that carry the
+# node's cluster_name in their title (they keep it after the postmaster died).
+pgha_procs() { # DIR NODE
+    local dir=$1 node=$2 token
+    token=$(cat "$dir/pgha/token")
+    pgha_pid "$dir" "$node" && printf '\n'
+    pgrep -f -- "^postgres: $token-$node: " || true
+}
+
+# A killed postmaster can stay a zombie for a moment (until its parent, often
+# init, reaps it). PostgreSQL takes a pid in postmaster.pid that still exists
+# for a running server and refuses to start, so wait until it is gone.
+pgha_wait_reaped() { # DIR NODE
+    local pid i
+    pid=$(read_pid "$1/pgha/$2/postmaster.pid" 2>/dev/null || true)
+    [[ -n $pid ]] || return 0
+    for ((i = 0; i < 100; i++)); do
+        [[ -e /proc/$pid ]] || return 0
+        proc_alive "$pid" && return 0 # a live process: pg_ctl decides
+        sleep 0.1
+    done
+}
+
+# A stopped (SIGSTOP) process: no need to wait for its time-out.
+proc_frozen() { [[ $(proc_stat_field "$1" 0 2>/dev/null) == T ]]; }
+
+pgha_role() { # DIR NODE -> primary|replica|down
+    local pid
+    pid=$(pgha_pid "$1" "$2") && ! proc_frozen "$pid" || { printf down; return 0; }
+    case $(pgha_query "$1" "$2" 'SELECT pg_is_in_recovery()') in
+    f) printf primary ;;
+    t) printf replica ;;
+    *) printf down ;;
+    esac
+}
+
+# The node's settings: DIR/pgha/NODE/rootstream.conf (included from
+# postgresql.conf, and copied along by pg_basebackup, then rewritten).
+# SYNC 0 (p1 until its replicas run): no synchronous standbys, or every
+# commit would wait for one.
+pgha_write_conf() { # DIR NODE [SYNC]
+    local dir=$1 node=$2 n others='' conf=$1/pgha/$2/rootstream.conf sync
+    for n in $PGHA_NODES; do [[ $n == "$node" ]] || others+="${others:+,}$n"; done
+    if ((${3:-1})); then sync="'ANY 1 ($others)'"; else sync="''"; fi
+    cat >"$conf" <<EOF
+# Written by scripts/stack.sh (--pg-ha): node $node.
+listen_addresses = '$HOST'
+port = $(pgha_port "$dir" "$node")
+unix_socket_directories = ''
+cluster_name = '$(cat "$dir/pgha/token")-$node'
+max_connections = 100
+shared_buffers = 32MB
+fsync = on
+wal_level = replica
+wal_log_hints = on
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = 256MB
+max_slot_wal_keep_size = 1GB
+hot_standby = on
+hot_standby_feedback = on
+wal_sender_timeout = 10s
+wal_receiver_timeout = 10s
+synchronous_commit = on
+# Quorum of the other nodes; only used while this node is primary.
+synchronous_standby_names = $sync
+EOF
+    cat >"$dir/pgha/$node/pg_hba.conf" <<EOF
+# Written by scripts/stack.sh (--pg-ha): trust on loopback only.
+host all all $HOST/32 trust
+host replication all $HOST/32 trust
+EOF
+    if ((EUID == 0)); then chown postgres: "$conf" "$dir/pgha/$node/pg_hba.conf"; fi
+}
+
+# Starts NODE with pg_ctl; on "address already in use" (another process won
+# the race for the port) retries with other ports when REPICK is 1.
+pgha_start_node() { # DIR NODE REPICK
+    local dir=$1 node=$2 repick=$3 attempt off logf=$1/pgha/$2.log port
+    pgha_wait_reaped "$dir" "$node"
+    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
+        off=$(file_size "$logf")
+        if (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$dir/pgha/$node" -l "$logf" -w -t 60 start) \
+            </dev/null >>"$dir/pgha/pg_ctl.log" 2>&1 9>&-; then
+            return 0
+        fi
+        if ((repick)) && log_matches "$logf" "$off" 'address already in use'; then
+            port=$(restart_port)
+            USED_PORTS+="$port "
+            log "pg-ha $node: port $(pgha_port "$dir" "$node") taken; trying $port"
+            printf '%s\n' "$port" >"$dir/pgha/$node.port"
+            pgha_write_conf "$dir" "$node"
+            continue
+        fi
+        show_logs "$logf" "$dir/pgha/pg_ctl.log"
+        die "pg-ha $node did not start"
+    done
+    die "pg-ha $node: no usable port after $BIND_ATTEMPTS attempts"
+}
+
+# p1 streams to every running replica named after its node, and one of them
+# is synchronous (ANY 1: sync_state 'quorum').
+pgha_replication_ok() { # DIR PRIMARY
+    local dir=$1 primary=$2 rows n
+    rows=$(pgha_query "$dir" "$primary" "SELECT application_name || ':' || state || ':' || sync_state FROM pg_stat_replication") || return 1
+    for n in $PGHA_NODES; do
+        [[ $n == "$primary" ]] && continue
+        [[ $(pgha_role "$dir" "$n") == replica ]] || continue
+        grep -q "^$n:streaming:" <<<"$rows" || return 1
+    done
+    grep -Eq ':streaming:(sync|quorum)$' <<<"$rows"
+}
+
+start_pgha_nodes() { # DIR
+    local dir=$1 node n t0 p1 pids=() i slot
+    t0=$(now)
+    mkdir -m 755 "$dir/pgha"
+    od -An -tx1 -N3 /dev/urandom | tr -d ' \n' | sed 's/^/rsdb-/' >"$dir/pgha/token"
+    if ((EUID == 0)); then
+        chown postgres: "$dir/pgha"
+        printf 'postgres\n' >"$dir/pgha/user"
+    else
+        id -un >"$dir/pgha/user"
+    fi
+    for node in $PGHA_NODES; do
+        p1=$(restart_port)
+        USED_PORTS+="$p1 "
+        printf '%s\n' "$p1" >"$dir/pgha/$node.port"
+        : >"$dir/pgha/$node.log"
+        if ((EUID == 0)); then chown postgres: "$dir/pgha/$node.log"; fi
+    done
+    FAIL_LOGS=("$dir/pgha/initdb.log" "$dir/pgha/pg_ctl.log" "$dir/pgha/basebackup.log" "$dir/pgha/p1.log")
+    printf 'pgha\n' >>"$dir/services"
+    # Data checksums (pg_rewind needs them or wal_log_hints; both are on).
+    # --no-sync: see start_postgres.
+    if ! (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/initdb" -D "$dir/pgha/p1" -U postgres --auth=trust \
+        -E UTF8 --locale=C.UTF-8 --data-checksums --no-sync) >"$dir/pgha/initdb.log" 2>&1 9>&-; then
+        log "pg-ha: initdb with locale C.UTF-8 failed; retrying with locale C"
+        (cd "$dir" && "${PG_RUN[@]}" rm -rf "$dir/pgha/p1") 9>&-
+        (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/initdb" -D "$dir/pgha/p1" -U postgres --auth=trust \
+            -E UTF8 --locale=C --data-checksums --no-sync) >>"$dir/pgha/initdb.log" 2>&1 9>&- ||
+            die "pg-ha: initdb failed"
+    fi
+    echo "include 'rootstream.conf'" >>"$dir/pgha/p1/postgresql.conf"
+    pgha_write_conf "$dir" p1 0
+    pgha_start_node "$dir" p1 1
+    for ((i = 0; i < 100; i++)); do
+        [[ $(pgha_role "$dir" p1) == primary ]] && break
+        sleep 0.1
+    done
+    [[ $(pgha_query "$dir" p1 'SHOW data_directory') == "$dir/pgha/p1" ]] ||
+        die "pg-ha p1 on port $(pgha_port "$dir" p1) is not the server we started"
+    pgha_query "$dir" p1 'CREATE DATABASE rootstream' >/dev/null || die "pg-ha: CREATE DATABASE failed"
+    # The replicas are cloned at the same time, each on its own slot (WAL is
+    # kept for it from the start) with a fast checkpoint and no final fsync.
+    for node in p2 p3; do
+        slot=$(pgha_query "$dir" p1 "SELECT slot_name FROM pg_create_physical_replication_slot('$node')") ||
+            die "pg-ha: could not create slot $node"
+        [[ $slot == "$node" ]] || die "pg-ha: could not create slot $node"
+        (cd "$dir" && exec "${PG_RUN[@]}" "$PG_BIN/pg_basebackup" -h "$HOST" -p "$(pgha_port "$dir" p1)" \
+            -U postgres -D "$dir/pgha/$node" -X stream -S "$node" -c fast --no-sync) \
+            </dev/null >>"$dir/pgha/basebackup.log" 2>&1 9>&- &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || die "pg-ha: pg_basebackup failed"; done
+    for node in p2 p3; do
+        pgha_write_conf "$dir" "$node"
+        # Where ALTER SYSTEM (and pg_basebackup -R) put them, so tools that
+        # re-point a replica change these very lines.
+        {
+            printf "primary_conninfo = 'host=%s port=%s user=postgres application_name=%s connect_timeout=2'\n" \
+                "$HOST" "$(pgha_port "$dir" p1)" "$node"
+            printf "primary_slot_name = '%s'\n" "$node"
+        } >>"$dir/pgha/$node/postgresql.auto.conf"
+        "${PG_RUN[@]}" touch "$dir/pgha/$node/standby.signal"
+        rm -f "$dir/pgha/$node/postmaster.pid" "$dir/pgha/$node/postmaster.opts"
+    done
+    for node in p2 p3; do pgha_start_node "$dir" "$node" 1; done
+    pgha_write_conf "$dir" p1 1
+    [[ $(pgha_query "$dir" p1 'SELECT pg_reload_conf()') == t ]] || die "pg-ha: could not reload p1"
+    for ((i = 0; i < 300; i++)); do
+        pgha_replication_ok "$dir" p1 &&
+            [[ $(pgha_role "$dir" p2) == replica && $(pgha_role "$dir" p3) == replica ]] && break
+        sleep 0.1
+    done
+    ((i < 300)) || die "pg-ha: p2 and p3 did not stream from p1 (one of them synchronous) within 30s"
+    log "pg-ha: p1 primary, p2 and p3 streaming ($(elapsed "$t0"))"
+}
+
+# Only `stop` uses this: the pgha "service" is stopped node by node.
+pgha_spawn() { return 1; }
+
+pgha_thaw_node() { # DIR NODE
+    local pid
+    for pid in $(cat "$1/pgha/$2.frozen" 2>/dev/null) $(pgha_procs "$1" "$2"); do
+        kill -s CONT "$pid" 2>/dev/null || true
+    done
+    rm -f "$1/pgha/$2.frozen"
+}
+
+pgha_stop_node() { # DIR NODE
+    local dir=$1 node=$2 pid i
+    pgha_thaw_node "$dir" "$node"
+    pid=$(pgha_pid "$dir" "$node" || true)
+    if [[ -n $pid ]]; then
+        (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$dir/pgha/$node" -m fast -w -t 30 stop) \
+            </dev/null >>"$dir/pgha/pg_ctl.log" 2>&1 9>&- || log "pg-ha $node: pg_ctl stop failed; falling back to signals"
+        terminate "$pid" "-D $dir/pgha/$node " "pg-ha $node" INT || return 1
+    fi
+    # Children left behind by a killed postmaster exit by themselves.
+    for ((i = 0; i < 100; i++)); do
+        [[ -z $(pgha_procs "$dir" "$node") ]] && return 0
+        sleep 0.1
+    done
+    for pid in $(pgha_procs "$dir" "$node"); do terminate "$pid" "postgres: " "pg-ha $node child" KILL; done
+    [[ -z $(pgha_procs "$dir" "$node") ]]
+}
+
+pgha_stop() { # DIR
+    local dir=$1 node ok=0
+    [[ -d $dir/pgha && -f $dir/pgha/token ]] || return 0
+    pgha_runner "$dir"
+    # Replicas first, so the primary's shutdown does not wait on them.
+    for node in p3 p2 p1; do pgha_stop_node "$dir" "$node" || ok=1; done
+    return "$ok"
+}
+
+# ---- etcd
+
+etcd_port() { cat "$1/etcd/$2.port" 2>/dev/null; } # client port
+etcd_endpoint() { printf 'http://%s:%s' "$HOST" "$(etcd_port "$1" "$2")"; }
+etcd_endpoints() { # DIR
+    local m out=''
+    for m in $ETCD_MEMBERS; do out+="${out:+,}$(etcd_endpoint "$1" "$m")"; done
+    printf '%s' "$out"
+}
+etcdctl_() { # ENDPOINTS ARGS...
+    local eps=$1
+    shift
+    ETCDCTL_API=3 timeout 5 "$ETCDCTL" --endpoints="$eps" --dial-timeout=1s --command-timeout=2s "$@"
+}
+
+etcd_pid() { # DIR MEMBER
+    local pid
+    pid=$(read_pid "$1/etcd/$2.pid" || true)
+    [[ -n $pid ]] && proc_matches "$pid" "--data-dir=$1/etcd/$2 " && printf '%s' "$pid"
+}
+
+etcd_spawn_member() { # DIR MEMBER
+    local dir=$1 m=$2 args
+    mapfile -t args <"$dir/etcd/$m.args"
+    spawn_detached "$dir/etcd/$m.pid" "$dir/etcd/$m.log" "$ETCD" "${args[@]}" >/dev/null ||
+        die "etcd $m did not start"
+}
+
+etcd_healthy() { etcdctl_ "$(etcd_endpoint "$1" "$2")" endpoint health >/dev/null 2>&1; }
+
+# `endpoint status` of every member that answers: "MEMBER ID LEADER_ID".
+etcd_status() { # DIR
+    local m line pid
+    for m in $ETCD_MEMBERS; do
+        pid=$(etcd_pid "$1" "$m") && ! proc_frozen "$pid" || continue
+        line=$(etcdctl_ "$(etcd_endpoint "$1" "$m")" endpoint status -w fields 2>/dev/null) || continue
+        # (-w fields: the ids as exact integers, where JSON tools may round them.)
+        awk -v m="$m" '$1 == "\"MemberID\"" { id = $3 } $1 == "\"Leader\"" { l = $3 }
+            END { if (id != "" && l != "") print m, id, l }' <<<"$line"
+    done
+}
+
+etcd_leader() { # DIR -> member name
+    local m id leader
+    while read -r m id leader; do
+        [[ $id == "$leader" && $leader != 0 ]] && { printf '%s' "$m"; return 0; }
+    done < <(etcd_status "$1")
+    return 1
+}
+
+# A leader, and a quorum (2 of 3) of members that are healthy and agree on it.
+etcd_quorum_ok() { # DIR
+    local dir=$1 m id leader leaders='' healthy=0
+    while read -r m id leader; do
+        etcd_healthy "$dir" "$m" || continue
+        healthy=$((healthy + 1))
+        leaders+="$leader "
+    done < <(etcd_status "$dir")
+    ((healthy >= 2)) || return 1
+    [[ $(printf '%s\n' $leaders | sort -u | wc -l) == 1 && $leaders != "0 "* ]]
+}
+
+wait_etcd() { # DIR SECONDS
+    local deadline=$((SECONDS + ${2:-30}))
+    while :; do
+        etcd_quorum_ok "$1" && return 0
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# Spawns the three members (bootstrap). A member that lost the race for a
+# port shows "address already in use"; then all three start over with new
+# ports (the initial cluster names every member's peer port).
+spawn_etcd() { # DIR
+    local dir=$1 m attempt cluster token p
+    mkdir -m 700 "$dir/etcd"
+    printf 'etcd\n' >>"$dir/services"
+    FAIL_LOGS+=("$dir/etcd/e1.log" "$dir/etcd/e2.log" "$dir/etcd/e3.log")
+    for ((attempt = 1; attempt <= BIND_ATTEMPTS; attempt++)); do
+        cluster=''
+        token=rsdb-$(od -An -tx1 -N6 /dev/urandom | tr -d ' \n')
+        for m in $ETCD_MEMBERS; do
+            for p in port peer; do
+                eval "local ${p}_$m=$(restart_port)"
+                eval "USED_PORTS+=\"\$${p}_$m \""
+            done
+            eval "cluster+=\"\${cluster:+,}$m=http://$HOST:\$peer_$m\""
+        done
+        for m in $ETCD_MEMBERS; do
+            eval "printf '%s\n' \"\$port_$m\" >\"$dir/etcd/$m.port\""
+            eval "p=\$peer_$m"
+            printf '%s\n' "--name=$m" "--data-dir=$dir/etcd/$m" \
+                "--listen-client-urls=$(etcd_endpoint "$dir" "$m")" \
+                "--advertise-client-urls=$(etcd_endpoint "$dir" "$m")" \
+                "--listen-peer-urls=http://$HOST:$p" "--initial-advertise-peer-urls=http://$HOST:$p" \
+                "--initial-cluster=$cluster" "--initial-cluster-token=$token" \
+                "--initial-cluster-state=new" "--heartbeat-interval=100" "--election-timeout=1000" \
+                "--logger=zap" "--log-outputs=stderr" "--log-level=warn" >"$dir/etcd/$m.args"
+            : >"$dir/etcd/$m.log"
+            etcd_spawn_member "$dir" "$m"
+        done
+        # A bind failure shows within a moment; the cluster's health is
+        # checked later (wait_etcd), while PostgreSQL starts.
+        sleep 0.3
+        if ! grep -qi 'address already in use' "$dir"/etcd/e[123].log; then return 0; fi
+        log "etcd: a port was taken; starting over with other ports"
+        etcd_stop "$dir"
+        for m in $ETCD_MEMBERS; do rm -rf "${dir:?}/etcd/$m" "$dir/etcd/$m.pid"; done
+    done
+    die "etcd: no usable ports after $BIND_ATTEMPTS attempts"
+}
+
+etcd_spawn() { return 1; } # only `stop` uses it, see pgha_spawn
+
+etcd_stop() { # DIR
+    local dir=$1 m pid ok=0
+    [[ -d $dir/etcd ]] || return 0
+    for m in e3 e2 e1; do
+        pid=$(etcd_pid "$dir" "$m" || true)
+        [[ -n $pid ]] || continue
+        kill -s CONT "$pid" 2>/dev/null || true
+        terminate "$pid" "--data-dir=$dir/etcd/$m " "etcd $m" || ok=1
+    done
+    return "$ok"
+}
+
+start_pgha() { # DIR
+    local dir=$1 t0 m b
+    t0=$(now)
+    for b in initdb pg_ctl postgres psql pg_basebackup; do need_bin "$PG_BIN/$b"; done
+    need_bin "$ETCD"
+    need_bin "$ETCDCTL"
+    command -v pgrep >/dev/null 2>&1 || die "pgrep not found (package procps)"
+    spawn_etcd "$dir"
+    start_pgha_nodes "$dir"
+    wait_etcd "$dir" 30 || die "etcd: no leader with a quorum within 30s"
+    log "etcd: e1-e3 healthy, leader $(etcd_leader "$dir" || echo '?')"
+    local nodes='' data='' hosts=''
+    for m in $PGHA_NODES; do
+        nodes+="${nodes:+,}$m=postgres://postgres@$HOST:$(pgha_port "$dir" "$m")/rootstream"
+        data+="${data:+,}$m=$dir/pgha/$m"
+        hosts+="${hosts:+,}$HOST:$(pgha_port "$dir" "$m")"
+    done
+    export_var ROOTSTREAM_HA_PG_NODES "$nodes"
+    export_var ROOTSTREAM_HA_PG_DATA "$data"
+    export_var ROOTSTREAM_HA_DATABASE_URL "postgres://postgres@$hosts/rootstream?target_session_attrs=read-write"
+    export_var ROOTSTREAM_ETCD_ENDPOINTS "$(etcd_endpoints "$dir")"
+    log "pg-ha setup ready in $(elapsed "$t0") (p1 on $HOST:$(pgha_port "$dir" p1), etcd $(etcd_endpoints "$dir"))"
+}
+
+# ---- pg-* and etcd-* commands
+
+pgha_dir_check() { [[ -n ${1:-} && -f $1/$MARKER && -f $1/pgha/token ]] || die "${1:-?} is not a stack directory with --pg-ha"; }
+
+# NODE argument: p1|p2|p3, or the (first) node in that role.
+pgha_resolve() { # DIR NODE
+    local dir=$1 want=$2 n
+    case $want in
+    p1 | p2 | p3) printf '%s' "$want" ;;
+    primary | replica)
+        for n in $PGHA_NODES; do
+            [[ $(pgha_role "$dir" "$n") == "$want" ]] && { printf '%s' "$n"; return 0; }
+        done
+        die "no node is $want"
+        ;;
+    *) usage ;;
+    esac
+}
+
+cmd_pg_kill() { # DIR NODE
+    local dir=${1:-} node pid procs p i
+    pgha_dir_check "$dir"
+    node=$(pgha_resolve "$dir" "${2:-}")
+    pid=$(pgha_pid "$dir" "$node") || die "pg-ha $node is not running"
+    procs=$(pgha_procs "$dir" "$node")
+    kill -s KILL "$pid"
+    wait_gone "$pid" 5 || die "pg-ha $node (pid $pid) survived SIGKILL"
+    # Frozen children must run to notice that their postmaster is gone.
+    for p in $procs; do kill -s CONT "$p" 2>/dev/null || true; done
+    rm -f "$dir/pgha/$node.frozen"
+    for ((i = 0; i < 100; i++)); do
+        [[ -z $(pgha_procs "$dir" "$node") ]] && break
+        sleep 0.1
+    done
+    pgha_wait_reaped "$dir" "$node"
+    log "pg-ha: killed $node (postmaster pid $pid)"
+    printf '%s\n' "$node"
+}
+
+cmd_pg_stop() { # DIR NODE
+    local dir=${1:-} node
+    pgha_dir_check "$dir"
+    node=$(pgha_resolve "$dir" "${2:-}")
+    pgha_runner "$dir"
+    pgha_pid "$dir" "$node" >/dev/null || die "pg-ha $node is not running"
+    pgha_stop_node "$dir" "$node" || die "pg-ha $node did not stop"
+    log "pg-ha: stopped $node"
+    printf '%s\n' "$node"
+}
+
+cmd_pg_start() { # DIR NODE
+    local dir=${1:-} node=${2:-} i
+    pgha_dir_check "$dir"
+    case $node in p1 | p2 | p3) ;; *) usage ;; esac
+    pgha_runner "$dir"
+    pgha_pid "$dir" "$node" >/dev/null && die "pg-ha $node is still running"
+    [[ -z $(pgha_procs "$dir" "$node") ]] || die "pg-ha $node: processes of its last run are still there"
+    close_inherited_fds
+    # pg_rewind and pg_basebackup copy the source's configuration files:
+    # the node's own settings (port, cluster_name, ...) are written again.
+    # The role stays what standby.signal and postgresql.auto.conf say.
+    pgha_write_conf "$dir" "$node"
+    pgha_start_node "$dir" "$node" 0
+    for ((i = 0; i < 100; i++)); do
+        [[ $(pgha_role "$dir" "$node") != down ]] && break
+        sleep 0.1
+    done
+    log "pg-ha: started $node ($(pgha_role "$dir" "$node"))"
+}
+
+cmd_pg_freeze() { # DIR NODE
+    local dir=${1:-} node procs p
+    pgha_dir_check "$dir"
+    node=$(pgha_resolve "$dir" "${2:-}")
+    pgha_pid "$dir" "$node" >/dev/null || die "pg-ha $node is not running"
+    # The postmaster first, so it starts no new child meanwhile.
+    procs=$(pgha_procs "$dir" "$node")
+    for p in $procs; do kill -s STOP "$p" 2>/dev/null || true; done
+    printf '%s\n' $procs >>"$dir/pgha/$node.frozen"
+    log "pg-ha: froze $node ($(wc -w <<<"$procs") processes)"
+    printf '%s\n' "$node"
+}
+
+cmd_pg_thaw() { # DIR NODE
+    local dir=${1:-} node=${2:-}
+    pgha_dir_check "$dir"
+    case $node in p1 | p2 | p3) ;; *) usage ;; esac
+    pgha_thaw_node "$dir" "$node"
+    log "pg-ha: thawed $node"
+}
+
+cmd_pg_role() { # DIR NODE
+    pgha_dir_check "${1:-}"
+    case ${2:-} in p1 | p2 | p3) ;; *) usage ;; esac
+    pgha_role "$1" "$2"
+    printf '\n'
+}
+
+# Exactly one primary, and every running replica streaming to it.
+cmd_pg_wait() { # DIR [SECONDS]
+    local dir=${1:-} secs=${2:-30} n r primaries roles deadline
+    pgha_dir_check "$dir"
+    [[ $secs =~ ^[0-9]+$ ]] || usage
+    deadline=$((SECONDS + secs))
+    while ((SECONDS < deadline)); do
+        primaries=() roles=''
+        for n in $PGHA_NODES; do
+            r=$(pgha_role "$dir" "$n")
+            roles+="$n=$r "
+            [[ $r == primary ]] && primaries+=("$n")
+        done
+        if ((${#primaries[@]} == 1)) && pgha_replication_ok "$dir" "${primaries[0]}"; then
+            log "pg-ha: ${roles% }"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "pg-ha: not exactly one primary with every running replica streaming within ${secs}s (${roles% })"
+}
+
+etcd_resolve() { # DIR ETCD
+    case $2 in
+    e1 | e2 | e3) printf '%s' "$2" ;;
+    leader) etcd_leader "$1" || die "etcd has no leader" ;;
+    *) usage ;;
+    esac
+}
+
+etcd_dir_check() { [[ -n ${1:-} && -f $1/$MARKER && -d $1/etcd ]] || die "${1:-?} is not a stack directory with --pg-ha"; }
+
+cmd_etcd_kill() { # DIR ETCD
+    local dir=${1:-} m pid
+    etcd_dir_check "$dir"
+    m=$(etcd_resolve "$dir" "${2:-}")
+    pid=$(etcd_pid "$dir" "$m") || die "etcd $m is not running"
+    kill -s KILL "$pid"
+    wait_gone "$pid" 5 || die "etcd $m (pid $pid) survived SIGKILL"
+    rm -f "$dir/etcd/$m.pid"
+    log "etcd: killed $m (pid $pid)"
+    printf '%s\n' "$m"
+}
+
+cmd_etcd_start() { # DIR ETCD
+    local dir=${1:-} m=${2:-} i
+    etcd_dir_check "$dir"
+    case $m in e1 | e2 | e3) ;; *) usage ;; esac
+    etcd_pid "$dir" "$m" >/dev/null && die "etcd $m is still running"
+    close_inherited_fds
+    etcd_spawn_member "$dir" "$m"
+    for ((i = 0; i < 100; i++)); do
+        etcd_healthy "$dir" "$m" && { log "etcd: started $m"; return 0; }
+        etcd_pid "$dir" "$m" >/dev/null || break
+        sleep 0.1
+    done
+    # Alone (no quorum) it runs but cannot answer a health check.
+    etcd_pid "$dir" "$m" >/dev/null || { show_logs "$dir/etcd/$m.log"; die "etcd $m exited"; }
+    log "etcd: started $m (not healthy yet: no quorum?)"
+}
+
+cmd_etcd_freeze() { # DIR ETCD
+    local dir=${1:-} m pid
+    etcd_dir_check "$dir"
+    m=$(etcd_resolve "$dir" "${2:-}")
+    pid=$(etcd_pid "$dir" "$m") || die "etcd $m is not running"
+    kill -s STOP "$pid"
+    log "etcd: froze $m (pid $pid)"
+    printf '%s\n' "$m"
+}
+
+cmd_etcd_thaw() { # DIR ETCD
+    local dir=${1:-} m=${2:-} pid
+    etcd_dir_check "$dir"
+    case $m in e1 | e2 | e3) ;; *) usage ;; esac
+    pid=$(etcd_pid "$dir" "$m") || die "etcd $m is not running"
+    kill -s CONT "$pid"
+    log "etcd: thawed $m"
+}
+
+cmd_etcd_wait() { # DIR [SECONDS]
+    etcd_dir_check "${1:-}"
+    [[ ${2:-30} =~ ^[0-9]+$ ]] || usage
+    wait_etcd "$1" "${2:-30}" || die "etcd: no leader with a quorum within ${2:-30}s"
+    log "etcd: leader $(etcd_leader "$1" || echo '?')"
+}
+
+cmd_etcd_leader() { # DIR
+    etcd_dir_check "${1:-}"
+    etcd_leader "$1" || die "etcd has no leader"
+    printf '\n'
+}
+
+# ---------------------------------------------------------------- patroni (baseline)
+#
+# `patroni-start DIR`: a Patroni cluster of its own (members pt1 pt2 pt3,
+# data in DIR/patroni/ptN, bootstrapped by Patroni itself) on the stack's
+# etcd (--pg-ha), for comparisons with our own failover. Stopped by
+# `patroni-stop DIR` and by `stop`.
+
+PATRONI=/usr/bin/patroni
+PATRONI_MEMBERS="pt1 pt2 pt3"
+# Patroni's documented minimums are ttl 20, loop_wait 1, retry_timeout 3,
+# with the rule loop_wait + 2 * retry_timeout <= ttl; on a busy machine a
+# little slack on the last two avoids spurious demotions.
+PATRONI_TTL=20
+PATRONI_LOOP_WAIT=2
+PATRONI_RETRY_TIMEOUT=5
+
+patroni_port() { sed -n "${3:-1}p" "$1/patroni/$2.ports" 2>/dev/null; } # DIR MEMBER [1=pg 2=rest]
+
+patroni_pid() { # DIR MEMBER
+    local pid
+    pid=$(read_pid "$1/patroni/$2.pid" || true)
+    [[ -n $pid ]] && proc_matches "$pid" "$1/patroni/$2.yml" && printf '%s' "$pid"
+}
+
+# GET on a member's REST API: the HTTP status.
+patroni_status() { http_status "$(patroni_port "$1" "$2" 2)" "$3"; }
+
+# The member whose REST API says it is the running primary.
+patroni_leader() { # DIR
+    local m
+    for m in $PATRONI_MEMBERS; do
+        [[ $(patroni_status "$1" "$m" /primary) == 200 ]] && { printf '%s' "$m"; return 0; }
+    done
+    return 1
+}
+
+# A leader, and every other member running and streaming, one of them the
+# synchronous standby (from the leader's /cluster).
+patroni_ready() { # DIR
+    local dir=$1 leader body
+    leader=$(patroni_leader "$dir") || return 1
+    body=$(http_body "$(patroni_port "$dir" "$leader" 2)" /cluster)
+    [[ -n $body ]] || return 1
+    python3 - "$body" <<'EOF' 2>/dev/null
+import json, sys
+members = json.loads(sys.argv[1]).get("members", [])
+roles = [m.get("role") for m in members]
+ok = (len(members) == 3 and roles.count("leader") == 1 and "sync_standby" in roles
+      and all(m.get("state") in ("running", "streaming") for m in members))
+sys.exit(0 if ok else 1)
+EOF
+}
+
+patroni_write_config() { # DIR MEMBER SCOPE
+    local dir=$1 m=$2 scope=$3 hosts='' e
+    for e in $ETCD_MEMBERS; do hosts+="${hosts:+,}$HOST:$(etcd_port "$dir" "$e")"; done
+    cat >"$dir/patroni/$m.yml" <<EOF
+# Written by scripts/stack.sh (patroni-start).
+scope: $scope
+namespace: /rootstream-patroni/
+name: $m
+log:
+  level: INFO
+restapi:
+  listen: $HOST:$(patroni_port "$dir" "$m" 2)
+  connect_address: $HOST:$(patroni_port "$dir" "$m" 2)
+etcd3:
+  protocol: http
+  hosts: $hosts
+bootstrap:
+  dcs:
+    ttl: $PATRONI_TTL
+    loop_wait: $PATRONI_LOOP_WAIT
+    retry_timeout: $PATRONI_RETRY_TIMEOUT
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_level: replica
+        wal_log_hints: 'on'
+        hot_standby: 'on'
+        hot_standby_feedback: 'on'
+        max_connections: 100
+        max_wal_senders: 10
+        max_replication_slots: 10
+        wal_keep_size: 256MB
+        max_slot_wal_keep_size: 1GB
+        synchronous_commit: 'on'
+  initdb:
+  - data-checksums
+  - no-sync
+  - encoding: UTF8
+  - locale: C.UTF-8
+  pg_hba:
+  - host all all $HOST/32 trust
+  - host replication all $HOST/32 trust
+postgresql:
+  listen: $HOST:$(patroni_port "$dir" "$m")
+  connect_address: $HOST:$(patroni_port "$dir" "$m")
+  data_dir: $dir/patroni/$m
+  bin_dir: $PG_BIN
+  pgpass: $dir/patroni/$m.pgpass
+  authentication:
+    superuser:
+      username: postgres
+    replication:
+      username: postgres
+    rewind:
+      username: postgres
+  parameters:
+    unix_socket_directories: ''
+    shared_buffers: 32MB
+  basebackup:
+  - checkpoint: fast
+  - no-sync
+tags:
+  nofailover: false
+  noloadbalance: false
+  clonefrom: false
+EOF
+    if ((EUID == 0)); then chown postgres: "$dir/patroni/$m.yml"; fi
+}
+
+patroni_spawn_member() { # DIR MEMBER
+    local dir=$1 m=$2 run=()
+    # setpriv execs patroni as postgres (runuser would stay its parent), so
+    # the recorded pid is Patroni's own.
+    if ((EUID == 0)); then run=(setpriv --reuid=postgres --regid=postgres --init-groups); fi
+    spawn_detached "$dir/patroni/$m.pid" "$dir/patroni/$m.log" \
+        "${run[@]}" env HOME="$dir/patroni" "$PATRONI" "$dir/patroni/$m.yml" >/dev/null ||
+        die "patroni $m did not start"
+}
+
+cmd_patroni_start() { # DIR
+    local dir=${1:-} m p scope t0 i urls='' hosts='' apis=''
+    pgha_dir_check "$dir"
+    [[ -d $dir/etcd ]] || die "$dir has no etcd (start the stack with --pg-ha)"
+    [[ -e $dir/patroni ]] && die "$dir/patroni exists (patroni-stop first)"
+    need_bin "$PATRONI"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found"
+    if ((EUID == 0)); then command -v setpriv >/dev/null 2>&1 || die "setpriv not found (package util-linux)"; fi
+    t0=$(now)
+    close_inherited_fds
+    mkdir -m 755 "$dir/patroni"
+    if ((EUID == 0)); then chown postgres: "$dir/patroni"; fi
+    printf 'patroni\n' >>"$dir/services"
+    scope=$(cat "$dir/pgha/token")-patroni
+    for m in $PATRONI_MEMBERS; do
+        # USED_PORTS is per run: check every port against the env file's too.
+        for i in 1 2; do
+            p=$(restart_port)
+            while grep -q ":$p\b" "$dir/env" "$dir"/patroni/*.ports 2>/dev/null; do p=$(restart_port); done
+            printf '%s\n' "$p" >>"$dir/patroni/$m.ports"
+        done
+        : >"$dir/patroni/$m.log"
+        patroni_write_config "$dir" "$m" "$scope"
+    done
+    # The first one bootstraps (initdb) and takes the leader key; the others
+    # clone it with pg_basebackup once they see a leader.
+    for m in $PATRONI_MEMBERS; do patroni_spawn_member "$dir" "$m"; done
+    for ((i = 0; i < 900; i++)); do
+        patroni_ready "$dir" && break
+        for m in $PATRONI_MEMBERS; do
+            patroni_pid "$dir" "$m" >/dev/null || {
+                show_logs "$dir/patroni/$m.log"
+                die "patroni $m exited during startup"
+            }
+        done
+        sleep 0.1
+    done
+    if ! patroni_ready "$dir"; then
+        show_logs "$dir"/patroni/pt[123].log
+        die "patroni: no leader with a streaming synchronous standby within 90s"
+    fi
+    m=$(patroni_leader "$dir")
+    PGCONNECT_TIMEOUT=5 timeout 30 "$PG_BIN/psql" -X -q -w \
+        "host=$HOST port=$(patroni_port "$dir" "$m") user=postgres dbname=postgres" \
+        -c 'CREATE DATABASE rootstream' >/dev/null 2>&1 || die "patroni: CREATE DATABASE on $m failed"
+    for m in $PATRONI_MEMBERS; do
+        hosts+="${hosts:+,}$HOST:$(patroni_port "$dir" "$m")"
+        apis+="${apis:+,}http://$HOST:$(patroni_port "$dir" "$m" 2)"
+    done
+    urls="postgres://postgres@$hosts/rootstream?target_session_attrs=read-write"
+    EXPORTS=()
+    export_var ROOTSTREAM_PATRONI_URL "$urls"
+    export_var ROOTSTREAM_PATRONI_API "$apis"
+    printf '%s\n' "${EXPORTS[@]}" >>"$dir/env"
+    log "patroni: leader $(patroni_leader "$dir"), ready in $(elapsed "$t0")"
+    printf '%s\n' "${EXPORTS[@]}"
+}
+
+patroni_spawn() { return 1; } # only `stop` uses it, see pgha_spawn
+
+patroni_stop() { # DIR
+    local dir=$1 m pid ok=0 scope i
+    [[ -d $dir/patroni ]] || return 0
+    # Patroni stops its PostgreSQL (fast shutdown) when it gets SIGTERM.
+    for m in $PATRONI_MEMBERS; do
+        pid=$(patroni_pid "$dir" "$m" || true)
+        [[ -n $pid ]] && kill -s TERM "$pid" 2>/dev/null
+    done
+    for m in $PATRONI_MEMBERS; do
+        pid=$(patroni_pid "$dir" "$m" || true)
+        [[ -n $pid ]] || continue
+        terminate "$pid" "$dir/patroni/$m.yml" "patroni $m" || ok=1
+    done
+    # Whatever PostgreSQL a killed Patroni left behind.
+    pgha_runner "$dir"
+    for m in $PATRONI_MEMBERS; do
+        pid=$(read_pid "$dir/patroni/$m/postmaster.pid" 2>/dev/null || true)
+        [[ -n $pid ]] && proc_matches "$pid" "$dir/patroni/$m" || continue
+        (cd "$dir" && "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$dir/patroni/$m" -m fast -w -t 30 stop) \
+            </dev/null >>"$dir/patroni/pg_ctl.log" 2>&1 9>&- || true
+        terminate "$pid" "$dir/patroni/$m" "patroni $m postgres" INT || ok=1
+    done
+    scope=$(cat "$dir/pgha/token" 2>/dev/null)-patroni
+    for ((i = 0; i < 100; i++)); do
+        [[ -z $(pgrep -f -- "^postgres: $scope: ") ]] && break
+        sleep 0.1
+    done
+    for pid in $(pgrep -f -- "^postgres: $scope: "); do terminate "$pid" "postgres: " "patroni child" KILL || ok=1; done
+    return "$ok"
+}
+
+cmd_patroni_stop() { # DIR
+    local dir=${1:-}
+    pgha_dir_check "$dir"
+    [[ -d $dir/patroni ]] || die "no Patroni cluster in $dir"
+    patroni_stop "$dir" || die "some Patroni processes of $dir are still running"
+    rm -rf "${dir:?}/patroni"
+    sed -i '/^export ROOTSTREAM_PATRONI_/d' "$dir/env"
+    sed -i '/^patroni$/d' "$dir/services"
+    log "patroni stopped"
+}
+
+# kill -9 the leader's Patroni and its postmaster (a crashed host). Prints
+# the member's name.
+cmd_patroni_kill_primary() { # DIR
+    local dir=${1:-} m pid pgpid kids p
+    pgha_dir_check "$dir"
+    m=$(patroni_leader "$dir") || die "no Patroni member is primary"
+    pid=$(patroni_pid "$dir" "$m") || die "patroni $m is not running"
+    pgpid=$(read_pid "$dir/patroni/$m/postmaster.pid" 2>/dev/null || true)
+    kill -s KILL "$pid"
+    if [[ -n $pgpid ]] && proc_matches "$pgpid" "$dir/patroni/$m"; then
+        kids=$(pgrep -P "$pgpid" || true)
+        kill -s KILL "$pgpid"
+        # Without a postmaster the children exit at once; make sure.
+        for p in $kids; do kill -s KILL "$p" 2>/dev/null || true; done
+        wait_gone "$pgpid" 5 || die "postgres of $m (pid $pgpid) survived SIGKILL"
+    fi
+    wait_gone "$pid" 5 || die "patroni $m (pid $pid) survived SIGKILL"
+    log "patroni: killed $m (patroni pid $pid, postgres pid ${pgpid:-?})"
+    printf '%s\n' "$m"
+}
+
 # ---------------------------------------------------------------- influxdb
 
 start_influx() {
@@ -960,7 +1891,7 @@ write_env() {
 }
 
 cmd_start() {
-    local dir='' owner='' influx=1 vm=1 s3=1 ha=0 owner_start t0 wpid b runuser_bin
+    local dir='' owner='' influx=1 vm=1 s3=1 ha=0 pgha=0 owner_start t0 wpid b runuser_bin
     while (($#)); do
         case $1 in
         --owner-pid) owner=${2:-}; shift 2 || usage ;;
@@ -968,6 +1899,7 @@ cmd_start() {
         --no-vm) vm=0; shift ;;
         --no-s3) s3=0; shift ;;
         --sentinel) ha=1; shift ;;
+        --pg-ha) pgha=1; shift ;;
         -*) usage ;;
         *) [[ -z $dir ]] || usage; dir=$1; shift ;;
         esac
@@ -1016,6 +1948,7 @@ cmd_start() {
     ((vm)) && start_vm "$dir"
     ((s3)) && start_s3 "$dir"
     ((ha)) && start_ha "$dir"
+    ((pgha)) && start_pgha "$dir"
     FAIL_LOGS=()
     write_env "$dir"
 
@@ -1174,6 +2107,7 @@ cmd_run() {
         --no-vm) opts+=(--no-vm); shift ;;
         --no-s3) opts+=(--no-s3); shift ;;
         --sentinel) opts+=(--sentinel); shift ;;
+        --pg-ha) opts+=(--pg-ha); shift ;;
         --) shift; break ;;
         *) usage ;;
         esac
@@ -1218,6 +2152,22 @@ influx-start) cmd_influx_start "$@" ;;
 ha-kill) cmd_ha_kill "$@" ;;
 ha-start) cmd_ha_start "$@" ;;
 ha-wait) cmd_ha_wait "$@" ;;
+pg-kill) cmd_pg_kill "$@" ;;
+pg-stop) cmd_pg_stop "$@" ;;
+pg-start) cmd_pg_start "$@" ;;
+pg-freeze) cmd_pg_freeze "$@" ;;
+pg-thaw) cmd_pg_thaw "$@" ;;
+pg-wait) cmd_pg_wait "$@" ;;
+pg-role) cmd_pg_role "$@" ;;
+etcd-kill) cmd_etcd_kill "$@" ;;
+etcd-start) cmd_etcd_start "$@" ;;
+etcd-freeze) cmd_etcd_freeze "$@" ;;
+etcd-thaw) cmd_etcd_thaw "$@" ;;
+etcd-wait) cmd_etcd_wait "$@" ;;
+etcd-leader) cmd_etcd_leader "$@" ;;
+patroni-start) cmd_patroni_start "$@" ;;
+patroni-stop) cmd_patroni_stop "$@" ;;
+patroni-kill-primary) cmd_patroni_kill_primary "$@" ;;
 _watchdog) cmd_watchdog "$@" ;;
 *) usage ;;
 esac

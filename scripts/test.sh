@@ -42,7 +42,7 @@ if [[ -z ${RSDB_TEST_INNER:-} ]]; then
     # overlap well. Each part's output is printed once it ends; the summary adds both up.
     pids=()
     for part in cargo native; do
-        RSDB_TEST_INNER=$part bash "$ROOT/scripts/stack.sh" run --sentinel -- bash "$ROOT/scripts/test.sh" \
+        RSDB_TEST_INNER=$part bash "$ROOT/scripts/stack.sh" run --sentinel --pg-ha -- bash "$ROOT/scripts/test.sh" \
             >"$BUILD/part-$part.log" 2>&1 &
         pids+=($!)
     done
