@@ -1492,6 +1492,10 @@ pub async fn rejoin_node(cfg: &Config, node: &PgNode, primary: &PgNode, wait: Du
     }
     let pc = node::connect(primary, t).await?;
     node::create_slot(&pc, primary, &node.name).await?;
+    // A just-promoted primary writes its new timeline into the control file at the end-of-
+    // recovery checkpoint, which runs in the background; pg_rewind reads the timeline from
+    // there, so it would find nothing to rewind before that checkpoint is done.
+    node::query_timed(&pc, primary, Duration::from_secs(60), "CHECKPOINT").await?;
     let cfg2 = cfg.clone();
     let node2 = node.clone();
     let primary2 = primary.clone();
