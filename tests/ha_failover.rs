@@ -328,3 +328,142 @@ fn a_planned_switchover_loses_nothing_and_the_old_primary_streams_again() {
     assert_eq!(history_rows(&nodes, "p2")[0].0, "switchover");
     m.stop();
 }
+
+fn sql(nodes: &NodeSet, node: &str, stmts: &[&str]) {
+    let n = nodes.get(node).unwrap().clone();
+    runtime().block_on(async {
+        let c = connect(&n, Duration::from_secs(5)).await.unwrap();
+        for s in stmts {
+            c.batch_execute(s).await.unwrap_or_else(|e| panic!("{node}: {s}: {e}"));
+        }
+    });
+}
+
+fn lsn_of(nodes: &NodeSet, node: &str) -> u64 {
+    runtime().block_on(probe(nodes.get(node).unwrap(), Duration::from_secs(2))).lsn.map(|l| l.0).unwrap_or(0)
+}
+
+fn alerts_of(m: &FailoverManager) -> Arc<Mutex<Vec<rootstream_db::ha::failover::Alert>>> {
+    let v = Arc::new(Mutex::new(Vec::new()));
+    let v2 = v.clone();
+    m.on_alert(move |a| v2.lock().unwrap().push(a.clone()));
+    v
+}
+
+/// Cuts a standby off its primary (its WAL receiver fails to connect) so it falls behind.
+fn disconnect(nodes: &NodeSet, node: &str) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ci = format!("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={node}'");
+    sql(nodes, node, &[&ci, "SELECT pg_reload_conf()"]);
+}
+
+fn write_megabytes(nodes: &NodeSet, node: &str, mb: u32) {
+    let rows = mb * 1000;
+    sql(
+        nodes,
+        node,
+        &["CREATE TABLE IF NOT EXISTS pad (t TEXT)", &format!("INSERT INTO pad SELECT repeat(md5(g::text), 32) FROM generate_series(1, {rows}) g")],
+    );
+}
+
+fn wait_position_recorded(m: &FailoverManager, nodes: &NodeSet, node: &str) {
+    let want = lsn_of(nodes, node);
+    wait_for("the leader to record the primary's position", Duration::from_secs(10), || {
+        m.status()["primary_lsn"]
+            .as_str()
+            .and_then(|l| l.parse::<rootstream_db::ha::Lsn>().ok())
+            .is_some_and(|l| l.0 >= want)
+    });
+}
+
+#[test]
+fn a_lagging_standby_is_not_chosen_and_with_every_standby_too_far_behind_nothing_is_promoted() {
+    let s = HaStack::start();
+    let nodes = s.nodes();
+    let _db = create_table(&s);
+    let m = manager(&s, "agent-1");
+    let changes = changes_of(&m);
+    let alerts = alerts_of(&m);
+    m.start().unwrap();
+    wait_leader(&m, "p1");
+
+    // Every standby beyond maximum_lag_on_failover (1 MiB): both cut off, 3 MB written.
+    sql(&nodes, "p1", &["ALTER SYSTEM SET synchronous_standby_names = ''", "SELECT pg_reload_conf()"]);
+    disconnect(&nodes, "p2");
+    disconnect(&nodes, "p3");
+    write_megabytes(&nodes, "p1", 3);
+    wait_position_recorded(&m, &nodes, "p1");
+    s.cmd("pg-freeze", &["p1"]);
+    wait_for("a no-candidate alert", Duration::from_secs(20), || {
+        alerts.lock().unwrap().iter().any(|a| a.kind == "no_candidate")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let alert = alerts.lock().unwrap().iter().find(|a| a.kind == "no_candidate").cloned().unwrap();
+    println!("alert: {}", alert.message);
+    assert!(alert.message.contains("maximum_lag_on_failover"), "{}", alert.message);
+    assert!(changes.lock().unwrap().is_empty());
+    assert_eq!(s.role("p2"), "replica");
+    assert_eq!(s.role("p3"), "replica");
+    s.cmd("pg-thaw", &["p1"]);
+    wait_for("the primary to be healthy again", Duration::from_secs(10), || m.status()["failed_checks"] == 0);
+
+    // Only p3 lags: p2 catches up and is the one promoted.
+    let p1 = nodes.get("p1").unwrap().clone();
+    let p2 = nodes.get("p2").unwrap().clone();
+    runtime().block_on(async {
+        let c = connect(&p2, Duration::from_secs(5)).await.unwrap();
+        rootstream_db::ha::node::set_primary_conninfo(&c, &p2, &p1, Some("p2")).await.unwrap();
+    });
+    sql(&nodes, "p1", &["ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (p2, p3)'", "SELECT pg_reload_conf()"]);
+    write_megabytes(&nodes, "p1", 2);
+    wait_for("p2 to catch up", Duration::from_secs(20), || lsn_of(&nodes, "p2") >= lsn_of(&nodes, "p1"));
+    wait_position_recorded(&m, &nodes, "p1");
+    println!("p1 at {}, p2 at {}, p3 at {}", lsn_of(&nodes, "p1"), lsn_of(&nodes, "p2"), lsn_of(&nodes, "p3"));
+    s.cmd("pg-kill", &["p1"]);
+    wait_for("a promotion", Duration::from_secs(30), || !changes.lock().unwrap().is_empty());
+    let c = changes.lock().unwrap()[0].clone();
+    println!("promoted {} (p3 lagged)", c.new_primary);
+    assert_eq!(c.new_primary, "p2");
+    m.stop();
+}
+
+#[test]
+fn killing_the_etcd_leader_during_a_failover_still_promotes_once_and_a_lost_quorum_promotes_nothing() {
+    let s = HaStack::start();
+    let nodes = s.nodes();
+    let _db = create_table(&s);
+    let m = manager(&s, "agent-1");
+    let changes = changes_of(&m);
+    let alerts = alerts_of(&m);
+    m.start().unwrap();
+    wait_leader(&m, "p1");
+
+    let t = Instant::now();
+    s.cmd("pg-kill", &["p1"]);
+    let etcd_killed = s.cmd("etcd-kill", &["leader"]);
+    wait_for("a promotion", Duration::from_secs(40), || !changes.lock().unwrap().is_empty());
+    println!("etcd leader {etcd_killed} killed with the primary: promoted after {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_secs(3));
+    let c = changes.lock().unwrap().clone();
+    assert_eq!(c.len(), 1, "{c:?}");
+    let new_primary = c[0].new_primary.clone();
+    let primaries: Vec<&str> = ["p2", "p3"].into_iter().filter(|n| s.role(n) == "primary").collect();
+    assert_eq!(primaries, vec![new_primary.as_str()]);
+    assert_eq!(history_rows(&nodes, &new_primary).len(), 1);
+    wait_for("the new primary recorded in etcd", Duration::from_secs(10), || m.status()["primary"] == new_primary.as_str());
+
+    // Lose the quorum (a second member down), then the new primary: nothing is promoted.
+    s.cmd("etcd-wait", &["15"]);
+    s.cmd("etcd-kill", &["leader"]);
+    std::thread::sleep(Duration::from_millis(500));
+    s.cmd("pg-kill", &[&new_primary]);
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(changes.lock().unwrap().len(), 1);
+    let other = if new_primary == "p2" { "p3" } else { "p2" };
+    assert_eq!(s.role(other), "replica");
+    let a = alerts.lock().unwrap().clone();
+    println!("alerts: {:?}", a.iter().map(|a| (&a.kind, &a.message)).collect::<Vec<_>>());
+    assert!(a.iter().any(|a| a.kind == "etcd_unavailable" || a.kind == "lease_lost"), "{a:?}");
+    assert!(!m.lease().holds());
+    m.stop();
+}
