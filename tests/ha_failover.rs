@@ -60,12 +60,12 @@ fn start_writers(db: &DatabaseManager) -> Writers {
     let errors = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicI64::new(1));
     let mut handles = Vec::new();
-    for w in 0..4 {
+    for w in 0..4i32 {
         let (db, stop, acks, errors, next) = (db.clone(), stop.clone(), acks.clone(), errors.clone(), next.clone());
         handles.push(runtime().spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let id = next.fetch_add(1, Ordering::SeqCst);
-                match db.execute("INSERT INTO acks (id, writer) VALUES ($1, $2)", &[&id, &(w as i32)]).await {
+                match db.execute("INSERT INTO acks (id, writer) VALUES ($1, $2)", &[&id, &w]).await {
                     Ok(_) => acks.lock().unwrap().push((id, Instant::now())),
                     Err(_) => {
                         errors.fetch_add(1, Ordering::SeqCst);
@@ -109,7 +109,9 @@ fn downtime(acks: &[(i64, Instant)], t: Instant) -> Duration {
 fn create_table(s: &HaStack) -> DatabaseManager {
     let db = DatabaseManager::new(&s.config()).unwrap();
     runtime()
-        .block_on(db.batch_execute("CREATE TABLE acks (id BIGINT PRIMARY KEY, writer INT, at TIMESTAMPTZ DEFAULT now())"))
+        .block_on(
+            db.batch_execute("CREATE TABLE acks (id BIGINT PRIMARY KEY, writer INT, at TIMESTAMPTZ DEFAULT now())"),
+        )
         .unwrap();
     db
 }
@@ -171,7 +173,9 @@ fn a_killed_primary_is_replaced_without_losing_an_acknowledged_write_and_rejoins
     let killed = Instant::now();
     assert_eq!(s.cmd("pg-kill", &["primary"]), "p1");
     wait_for("a promotion", Duration::from_secs(30), || !changes.lock().unwrap().is_empty());
-    wait_for("writes through the same pool after the failover", Duration::from_secs(30), || w.acked_after(killed) > 200);
+    wait_for("writes through the same pool after the failover", Duration::from_secs(30), || {
+        w.acked_after(killed) > 200
+    });
     let errors = w.errors.load(Ordering::SeqCst);
     let acks = w.finish();
     let change = changes.lock().unwrap()[0].clone();
@@ -191,6 +195,17 @@ fn a_killed_primary_is_replaced_without_losing_an_acknowledged_write_and_rejoins
     assert_eq!(hist.len(), 1, "{hist:?}");
     assert_eq!((hist[0].0.as_str(), hist[0].1.as_str()), ("automatic", "p1"));
     assert!(m.status()["fenced"].as_array().unwrap().iter().any(|n| n == "p1"));
+
+    // Restarted by someone, the fenced old primary is read-only: a read-write multi-host pool
+    // never lands on it.
+    s.cmd("pg-start", &["p1"]);
+    let fresh = DatabaseManager::new(&s.config()).unwrap();
+    for _ in 0..5 {
+        let port: i32 = runtime().block_on(fresh.query_opt("SELECT inet_server_port()", &[])).unwrap().unwrap().get(0);
+        let want = nodes.get(&new_primary).unwrap().address().unwrap();
+        assert!(want.ends_with(&format!(":{port}")), "the pool reached port {port}, not {want}");
+    }
+    fresh.close();
 
     // The old primary comes back only as a standby, through pg_rewind.
     let t = Instant::now();
@@ -266,14 +281,8 @@ fn two_managers_racing_for_the_same_failure_promote_exactly_once() {
     std::thread::sleep(Duration::from_secs(4));
     stop.store(true, Ordering::SeqCst);
     poller.join().unwrap();
-    let promotions: Vec<RoleChange> = ca
-        .lock()
-        .unwrap()
-        .iter()
-        .chain(cb.lock().unwrap().iter())
-        .filter(|c| c.kind == "automatic")
-        .cloned()
-        .collect();
+    let promotions: Vec<RoleChange> =
+        ca.lock().unwrap().iter().chain(cb.lock().unwrap().iter()).filter(|c| c.kind == "automatic").cloned().collect();
     println!(
         "{} polls, at most {} primaries at once; promotions {:?}",
         polls.load(Ordering::SeqCst),
@@ -353,7 +362,9 @@ fn alerts_of(m: &FailoverManager) -> Arc<Mutex<Vec<rootstream_db::ha::failover::
 /// Cuts a standby off its primary (its WAL receiver fails to connect) so it falls behind.
 fn disconnect(nodes: &NodeSet, node: &str) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ci = format!("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={node}'");
+    let ci = format!(
+        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={node}'"
+    );
     sql(nodes, node, &[&ci, "SELECT pg_reload_conf()"]);
 }
 
@@ -362,7 +373,10 @@ fn write_megabytes(nodes: &NodeSet, node: &str, mb: u32) {
     sql(
         nodes,
         node,
-        &["CREATE TABLE IF NOT EXISTS pad (t TEXT)", &format!("INSERT INTO pad SELECT repeat(md5(g::text), 32) FROM generate_series(1, {rows}) g")],
+        &[
+            "CREATE TABLE IF NOT EXISTS pad (t TEXT)",
+            &format!("INSERT INTO pad SELECT repeat(md5(g::text), 32) FROM generate_series(1, {rows}) g"),
+        ],
     );
 }
 
@@ -450,7 +464,9 @@ fn killing_the_etcd_leader_during_a_failover_still_promotes_once_and_a_lost_quor
     let primaries: Vec<&str> = ["p2", "p3"].into_iter().filter(|n| s.role(n) == "primary").collect();
     assert_eq!(primaries, vec![new_primary.as_str()]);
     assert_eq!(history_rows(&nodes, &new_primary).len(), 1);
-    wait_for("the new primary recorded in etcd", Duration::from_secs(10), || m.status()["primary"] == new_primary.as_str());
+    wait_for("the new primary recorded in etcd", Duration::from_secs(10), || {
+        m.status()["primary"] == new_primary.as_str()
+    });
 
     // Lose the quorum (a second member down), then the new primary: nothing is promoted.
     s.cmd("etcd-wait", &["15"]);

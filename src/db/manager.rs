@@ -132,10 +132,7 @@ pub struct DatabaseManager {
 
 impl std::fmt::Debug for DatabaseManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseManager")
-            .field("url", &self.url_for_messages())
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("DatabaseManager").field("url", &self.url_for_messages()).field("stats", &self.stats()).finish()
     }
 }
 
@@ -271,8 +268,7 @@ impl DatabaseManager {
         match e {
             PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => Error::Timeout(format!(
                 "pool exhausted: all {} connections stayed in use for {:?} (acquire timeout)",
-                self.inner.pool_size,
-                waited
+                self.inner.pool_size, waited
             )),
             PoolError::Timeout(kind) => {
                 Error::Timeout(format!("connecting to {} timed out ({kind:?})", self.url_for_messages()))

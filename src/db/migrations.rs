@@ -21,11 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "sessions_mfa", sql: include_str!("../../migrations/002_sessions_mfa.sql") },
     Migration { version: 3, name: "backup_history", sql: include_str!("../../migrations/003_backup_history.sql") },
     Migration { version: 4, name: "state_sync", sql: include_str!("../../migrations/004_state_sync.sql") },
-    Migration {
-        version: 5,
-        name: "failover_history",
-        sql: include_str!("../../migrations/005_failover_history.sql"),
-    },
+    Migration { version: 5, name: "failover_history", sql: include_str!("../../migrations/005_failover_history.sql") },
 ];
 
 /// Key of the advisory lock that serializes migrations (the ASCII of "rsdbmigr").

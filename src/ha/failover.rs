@@ -195,14 +195,19 @@ impl FailoverOptions {
                     self.fence = match text()?.as_str() {
                         "stop" => FenceMode::Stop,
                         "read_only" => FenceMode::ReadOnly,
-                        other => return Err(Error::InvalidArgument(format!("fence must be stop or read_only, got {other:?}"))),
+                        other => {
+                            return Err(Error::InvalidArgument(format!(
+                                "fence must be stop or read_only, got {other:?}"
+                            )))
+                        }
                     }
                 }
                 "promote_timeout_ms" => self.promote_timeout = ms()?,
                 "switchover_timeout_ms" => self.switchover_timeout = ms()?,
                 "auto_failover" => {
-                    self.auto_failover =
-                        val.as_bool().ok_or_else(|| Error::InvalidArgument("auto_failover must be true or false".into()))?
+                    self.auto_failover = val
+                        .as_bool()
+                        .ok_or_else(|| Error::InvalidArgument("auto_failover must be true or false".into()))?
                 }
                 other => return Err(Error::InvalidArgument(format!("unknown failover option {other:?}"))),
             }
@@ -215,7 +220,10 @@ impl FailoverOptions {
 
     fn validate(&self) -> Result<()> {
         if self.cluster.is_empty() || !self.cluster.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-            return Err(Error::Config(format!("the cluster name {:?} must be letters, digits, '_', '-' or '.'", self.cluster)));
+            return Err(Error::Config(format!(
+                "the cluster name {:?} must be letters, digits, '_', '-' or '.'",
+                self.cluster
+            )));
         }
         if self.member.is_empty() {
             return Err(Error::Config("the member name must not be empty".into()));
@@ -923,7 +931,8 @@ impl Shared {
         if !self.etcd.create_if_absent(&self.key("request"), &body, 0)? {
             return Err(Error::State("another switchover or failover request is pending".into()));
         }
-        let deadline = Instant::now() + self.opts.switchover_timeout + self.opts.promote_timeout + Duration::from_secs(60);
+        let deadline =
+            Instant::now() + self.opts.switchover_timeout + self.opts.promote_timeout + Duration::from_secs(60);
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
             if let Ok(Some(kv)) = self.etcd.get(&self.key("request_result")) {
@@ -955,13 +964,18 @@ impl Shared {
         let to = v["to"].as_str().map(str::to_string);
         let kind = if v["kind"] == "switchover" { Kind::Switchover } else { Kind::Manual };
         let rec = self.read_primary().ok().flatten();
-        let result = match (kind, rec.as_ref().map(|r| r.node.clone()).ok_or_else(|| Error::State("etcd names no primary".into()))) {
+        let result = match (
+            kind,
+            rec.as_ref().map(|r| r.node.clone()).ok_or_else(|| Error::State("etcd names no primary".into())),
+        ) {
             (_, Err(e)) => Err(e),
             (Kind::Switchover, Ok(p)) => match &to {
                 Some(t) => self.run_switchover(&p, t, rec.as_ref()),
                 None => Err(Error::InvalidArgument("a switchover needs a target".into())),
             },
-            (_, Ok(p)) => self.run_failover(Kind::Manual, &p, to.as_deref(), "manual failover requested", None, rec.as_ref()),
+            (_, Ok(p)) => {
+                self.run_failover(Kind::Manual, &p, to.as_deref(), "manual failover requested", None, rec.as_ref())
+            }
         };
         let out = match result {
             Ok(c) => json!({ "id": id, "change": c }),
@@ -1236,7 +1250,15 @@ impl Shared {
         // The history row, on the new primary. Waiting for a synchronous standby is not needed
         // for a record of the event, and one may not be streaming yet.
         let details = json!({ "fence": fence_actions, "notes": notes, "recorded_in_etcd": recorded });
-        let row = crate::runtime::block_on(insert_history(new, &self.opts.cluster, &change, detected_at, decided_at, promoted_at, &details));
+        let row = crate::runtime::block_on(insert_history(
+            new,
+            &self.opts.cluster,
+            &change,
+            detected_at,
+            decided_at,
+            promoted_at,
+            &details,
+        ));
         if let Err(e) = row {
             notes.push(format!("failover_history row not written: {e}"));
         }
@@ -1595,22 +1617,22 @@ async fn insert_history(
     let lost = c.bytes_lost_estimate as i64;
     let timeline = c.timeline.map(|t| t as i32);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
-            &cluster,
-            &c.kind,
-            &c.mode,
-            &old_primary,
-            &c.new_primary,
-            &c.by,
-            &detected_at,
-            &decided_at,
-            &promoted_at,
-            &c.old_primary_lsn,
-            &c.new_primary_lsn,
-            &lost,
-            &timeline,
-            &c.reason,
-            details,
-        ];
+        &cluster,
+        &c.kind,
+        &c.mode,
+        &old_primary,
+        &c.new_primary,
+        &c.by,
+        &detected_at,
+        &decided_at,
+        &promoted_at,
+        &c.old_primary_lsn,
+        &c.new_primary_lsn,
+        &lost,
+        &timeline,
+        &c.reason,
+        details,
+    ];
     let fut = client.execute(
         "INSERT INTO failover_history (cluster, kind, mode, old_primary, new_primary, decided_by, detected_at, \
          decided_at, promoted_at, old_primary_lsn, new_primary_lsn, bytes_lost_estimate, timeline, reason, details) \
@@ -1628,15 +1650,15 @@ mod tests {
     use super::*;
 
     fn opts() -> FailoverOptions {
-        let mut cfg = Config::default();
-        cfg.etcd_endpoints = vec!["http://127.0.0.1:1".into()];
+        let cfg = Config { etcd_endpoints: vec!["http://127.0.0.1:1".into()], ..Default::default() };
         FailoverOptions::from_config(&cfg).unwrap()
     }
 
     #[test]
     fn options_take_json_overrides_and_refuse_bad_ones() {
         let mut o = opts();
-        o.apply_json(r#"{"lease_ttl_ms": 3000, "loop_interval_ms": 200, "mode": "async", "fence": "read_only"}"#).unwrap();
+        o.apply_json(r#"{"lease_ttl_ms": 3000, "loop_interval_ms": 200, "mode": "async", "fence": "read_only"}"#)
+            .unwrap();
         assert_eq!(o.lease_ttl, Duration::from_secs(3));
         assert_eq!(o.safety_margin, Duration::from_millis(1500));
         assert_eq!(o.mode, HaMode::Async);

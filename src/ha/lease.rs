@@ -177,7 +177,8 @@ impl LeaderLease {
     /// Renews the lease once. On failure the member stops counting as the holder at once;
     /// `Error::Fenced` means the lease is gone for good (expired or revoked).
     pub fn renew(&self) -> Result<()> {
-        let lease = self.state().lease.ok_or_else(|| Error::Fenced("this member does not hold the leader lease".into()))?;
+        let lease =
+            self.state().lease.ok_or_else(|| Error::Fenced("this member does not hold the leader lease".into()))?;
         let sent = Instant::now();
         match self.client.lease_keepalive(lease) {
             Ok(Keepalive::Alive { ttl_s }) => {

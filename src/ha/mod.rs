@@ -5,6 +5,6 @@ pub mod failover;
 pub mod lease;
 pub mod node;
 
-pub use node::{Lsn, NodeSet, NodeState, PgNode, ReplicaStat};
 pub use failover::{FailoverManager, FailoverOptions, HaMode};
 pub use lease::LeaderLease;
+pub use node::{Lsn, NodeSet, NodeState, PgNode, ReplicaStat};

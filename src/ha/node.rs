@@ -481,8 +481,11 @@ pub async fn set_primary_conninfo(
         Some(s) => format!("ALTER SYSTEM SET primary_slot_name = {}", sql_literal(s)),
         None => "ALTER SYSTEM RESET primary_slot_name".to_string(),
     };
-    let stmts =
-        [format!("ALTER SYSTEM SET primary_conninfo = {}", sql_literal(&conninfo)), slot_sql, "SELECT pg_reload_conf()".into()];
+    let stmts = [
+        format!("ALTER SYSTEM SET primary_conninfo = {}", sql_literal(&conninfo)),
+        slot_sql,
+        "SELECT pg_reload_conf()".into(),
+    ];
     execute_each(client, standby, Duration::from_secs(10), &stmts).await
 }
 
@@ -496,7 +499,9 @@ pub async fn execute_each(client: &Client, node: &PgNode, timeout: Duration, stm
                 Error::Connection(m) => Error::Connection(format!("node {}: {m}", node.name)),
                 other => other,
             })?,
-            Err(_) => return Err(Error::Timeout(format!("node {}: {sql:?} did not finish within {timeout:?}", node.name))),
+            Err(_) => {
+                return Err(Error::Timeout(format!("node {}: {sql:?} did not finish within {timeout:?}", node.name)))
+            }
         }
     }
     Ok(())
@@ -520,8 +525,10 @@ pub async fn set_synchronous_standbys(
     synchronous: bool,
 ) -> Result<()> {
     let value = if synchronous { synchronous_standby_names(names) } else { String::new() };
-    let stmts =
-        [format!("ALTER SYSTEM SET synchronous_standby_names = {}", sql_literal(&value)), "SELECT pg_reload_conf()".into()];
+    let stmts = [
+        format!("ALTER SYSTEM SET synchronous_standby_names = {}", sql_literal(&value)),
+        "SELECT pg_reload_conf()".into(),
+    ];
     execute_each(client, node, Duration::from_secs(10), &stmts).await
 }
 

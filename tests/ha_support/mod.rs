@@ -75,11 +75,7 @@ impl HaStack {
     /// Runs `stack.sh CMD DIR ARGS…` and returns its output; panics when it fails.
     pub fn cmd(&self, cmd: &str, args: &[&str]) -> String {
         let out = Command::new("bash").arg(script()).arg(cmd).arg(&self.dir).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "stack.sh {cmd} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "stack.sh {cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
