@@ -15,6 +15,7 @@ fn main() {
         "src/ffi/cxx/backup.rs",
         "src/ffi/cxx/sync.rs",
         "src/ffi/cxx/metrics.rs",
+        "src/ffi/cxx/failover.rs",
     ];
     cxx_build::bridges(bridges)
         .include("cpp/include")

@@ -38,6 +38,7 @@ HANDLES = {
     "rsdb_metrics_collector": "metrics_collector_",
     "rsdb_metrics_reporter": "metrics_reporter_",
     "rsdb_sentinel": "sentinel_",
+    "rsdb_failover": "failover_",
 }
 # Input structs the functions read: the fixture's valid value of each (see test_c_contract.cpp).
 IN_STRUCTS = {
@@ -195,7 +196,7 @@ def cleanup(fname, params, skip):
 def release_of(handle_type):
     return {"rsdb_backup_schedule": "rsdb_backup_schedule_stop", "rsdb_db": "rsdb_db_close",
             "rsdb_redis": "rsdb_redis_close", "rsdb_sync": "rsdb_sync_close",
-            "rsdb_sentinel": "rsdb_sentinel_close"}.get(handle_type, handle_type + "_free")
+            "rsdb_sentinel": "rsdb_sentinel_close", "rsdb_failover": "rsdb_failover_close"}.get(handle_type, handle_type + "_free")
 
 
 def check_constructor_docs(decls):

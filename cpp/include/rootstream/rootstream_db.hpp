@@ -7,6 +7,7 @@
 #include "rootstream/config.h"
 #include "rootstream/database/backup_manager.h"
 #include "rootstream/database/database_manager.h"
+#include "rootstream/database/failover_manager.h"
 #include "rootstream/database/models/session_model.h"
 #include "rootstream/database/models/stream_model.h"
 #include "rootstream/database/models/user.h"

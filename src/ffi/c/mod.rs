@@ -15,6 +15,7 @@ pub mod backup;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod failover;
 pub mod metrics;
 pub mod models;
 pub mod redis;

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod failover;
 pub mod metrics;
 pub mod models;
 pub mod sync;
