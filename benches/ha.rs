@@ -33,14 +33,16 @@ struct Outcome {
     lost: usize,
 }
 
-/// Four clients insert ids through `db`; `kill` kills the primary after 3 s; the run goes on
-/// until 200 writes succeeded after the kill (or `limit`).
+/// Four clients insert ids through `db` and note the server (port) that acknowledged each;
+/// `kill` kills the primary after 3 s. The run goes on until 200 writes were acknowledged by
+/// another server (or `limit`). Downtime: the last ack by the old primary to the first by the
+/// new one. Lost: acknowledged ids missing on the new primary.
 fn measure(db: &DatabaseManager, kill: impl FnOnce(), limit: Duration) -> Outcome {
     runtime()
         .block_on(db.batch_execute("DROP TABLE IF EXISTS bench_acks; CREATE TABLE bench_acks (id BIGINT PRIMARY KEY)"))
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let acks: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let acks: Arc<Mutex<Vec<(i64, Instant, i32)>>> = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(AtomicI64::new(1));
     let handles: Vec<_> = (0..WRITERS)
         .map(|_| {
@@ -48,19 +50,22 @@ fn measure(db: &DatabaseManager, kill: impl FnOnce(), limit: Duration) -> Outcom
             runtime().spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     let id = next.fetch_add(1, Ordering::SeqCst);
-                    match db.execute("INSERT INTO bench_acks (id) VALUES ($1)", &[&id]).await {
-                        Ok(_) => acks.lock().unwrap().push((id, Instant::now())),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    let r = db
+                        .query_opt("INSERT INTO bench_acks (id) VALUES ($1) RETURNING inet_server_port()", &[&id])
+                        .await;
+                    match r {
+                        Ok(Some(row)) => acks.lock().unwrap().push((id, Instant::now(), row.get::<_, i32>(0))),
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
                 }
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));
-    let killed = Instant::now();
+    let old_port = acks.lock().unwrap().last().map(|a| a.2).expect("no write before the kill");
     kill();
-    let end = killed + limit;
-    while Instant::now() < end && acks.lock().unwrap().iter().filter(|(_, t)| *t > killed).count() < 200 {
+    let end = Instant::now() + limit;
+    while Instant::now() < end && acks.lock().unwrap().iter().filter(|a| a.2 != old_port).count() < 200 {
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::SeqCst);
@@ -68,15 +73,19 @@ fn measure(db: &DatabaseManager, kill: impl FnOnce(), limit: Duration) -> Outcom
         let _ = runtime().block_on(h);
     }
     let acks = acks.lock().unwrap().clone();
-    let mut times: Vec<Instant> = acks.iter().map(|(_, t)| *t).collect();
-    times.sort();
-    let start = times.iter().rposition(|t| *t <= killed).unwrap_or(0);
-    let downtime = times[start..].windows(2).map(|w| w[1] - w[0]).max().unwrap_or(limit);
-    let present: HashSet<i64> = runtime()
-        .block_on(db.query("SELECT id FROM bench_acks", &[]))
-        .map(|rows| rows.iter().map(|r| r.get::<_, i64>(0)).collect())
-        .unwrap_or_default();
-    let lost = acks.iter().filter(|(id, _)| !present.contains(id)).count();
+    let last_old = acks.iter().filter(|a| a.2 == old_port).map(|a| a.1).max().expect("acks on the old primary");
+    let first_new = acks.iter().filter(|a| a.2 != old_port).map(|a| a.1).min();
+    let downtime = first_new.map(|f| f.saturating_duration_since(last_old)).unwrap_or(limit);
+    let mut present: Option<HashSet<i64>> = None;
+    for _ in 0..50 {
+        if let Ok(rows) = runtime().block_on(db.query("SELECT id FROM bench_acks", &[])) {
+            present = Some(rows.iter().map(|r| r.get::<_, i64>(0)).collect());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let present = present.expect("the new primary did not answer");
+    let lost = acks.iter().filter(|a| !present.contains(&a.0)).count();
     Outcome { downtime, acked: acks.len(), lost }
 }
 
