@@ -17,6 +17,7 @@ fn main() {
         "src/ffi/cxx/metrics.rs",
         "src/ffi/cxx/health.rs",
         "src/ffi/cxx/ha_replication.rs",
+        "src/ffi/cxx/failover.rs",
     ];
     cxx_build::bridges(bridges)
         .include("cpp/include")

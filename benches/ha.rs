@@ -7,11 +7,17 @@
 //! the raw baseline of the same run: pgbench's own tps with nothing sampling, and the tps
 //! while sampling.
 //!
+//! Failover (`ha/failover.rs`, run last because it changes the topology): downtime and lost
+//! acknowledged writes for our FailoverManager and for Patroni 3 in the same run.
+//!
 //! Run with `scripts/bench.sh --bench ha` (N from ROOTSTREAM_BENCH_HA_SECONDS, default 20).
 
 use rootstream_db::ha::node::{self, NodeSet};
 use rootstream_db::ha::{ReplicationManager, ReplicationOptions};
 use rootstream_db::Config;
+
+#[path = "ha/failover.rs"]
+mod failover;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -85,6 +91,11 @@ struct Samples {
 }
 
 fn main() {
+    replication_lag();
+    failover::run();
+}
+
+fn replication_lag() {
     let (vars, own) = stack_vars();
     let set = NodeSet::parse(&vars["ROOTSTREAM_HA_PG_NODES"], vars.get("ROOTSTREAM_HA_PG_DATA").map(String::as_str))
         .expect("ROOTSTREAM_HA_PG_NODES");

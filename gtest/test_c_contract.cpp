@@ -5,6 +5,7 @@
 // is declared; this file holds the handles the generated cases borrow.
 #include "c_api_util.h"
 #include "replication_util.h"
+#include "failover_util.h"
 #include "sentinel_util.h"
 #include "sync_util.h"
 
@@ -26,6 +27,7 @@ void contract_rsdb_message_cb(void*, const char*, const char*, size_t) {}
 void contract_rsdb_sync_event_cb(void*, const char*, const char*) {}
 void contract_rsdb_sync_report_cb(void*, const char*) {}
 void contract_rsdb_sentinel_failover_cb(void*, const char*) {}
+void contract_rsdb_failover_role_cb(void*, const char*) {}
 char* contract_rsdb_sync_merge_cb(void*, const char*, const char*, const char*, const char*) { return nullptr; }
 void contract_rsdb_metrics_drop_cb(void*, const char*, uint64_t, const char*) {}
 void contract_rsdb_metrics_failure_cb(void*, const char*, const char*) {}
@@ -140,6 +142,18 @@ protected:
         check(rsdb_replication_open(cfg, "p1=postgres://postgres@127.0.0.1:1/x", nullptr, nullptr, &replication),
               "rsdb_replication_open");
         replication_.reset(replication);
+        // A failover manager on nodes and an etcd that do not exist: it opens without contacting
+        // anything, and every case fails fast before or at its first request.
+        {
+            rsdb_config* fcfg = nullptr;
+            check(rsdb_config_new(&fcfg), "rsdb_config_new");
+            ConfigPtr owned(fcfg);
+            check(set_unreachable_ha_config(fcfg), "failover config");
+            rsdb_failover* failover = nullptr;
+            check(rsdb_failover_open(fcfg, "{\"etcd_timeout_ms\": 200, \"check_timeout_ms\": 200}", &failover),
+                  "rsdb_failover_open");
+            failover_.reset(failover);
+        }
         // Metrics handles: nothing is sent while they are made; the client points at the
         // stack's InfluxDB, or a closed port without one (the cases fail before any request).
         const char* influx = std::getenv("ROOTSTREAM_INFLUX_URL");
@@ -168,6 +182,7 @@ protected:
     void TearDown() override {
         health_.reset();
         replication_.reset();
+        failover_.reset();
         sentinel_.reset();
         metrics_reporter_.reset();
         metrics_collector_.reset();
@@ -216,6 +231,7 @@ protected:
     SentinelPtr sentinel_;
     HealthPtr health_;
     rsdb_test::ReplicationPtr replication_;
+    FailoverPtr failover_;
 };
 
 #include "c_contract_cases.inc"

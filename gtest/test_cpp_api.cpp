@@ -408,6 +408,12 @@ TEST(Errors, EveryCodeIsThrownAsTheSubclassOfItsKindAndKeepsItsCode) {
         } catch (const NotFound& e) {
             EXPECT_EQ(e.code(), code);
             return "NotFound";
+        } catch (const FencedError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "FencedError";
+        } catch (const NoCandidateError& e) {
+            EXPECT_EQ(e.code(), code);
+            return "NoCandidateError";
         } catch (const StateError& e) {
             EXPECT_EQ(e.code(), code);
             return "StateError";
@@ -437,6 +443,8 @@ TEST(Errors, EveryCodeIsThrownAsTheSubclassOfItsKindAndKeepsItsCode) {
     EXPECT_EQ(kind_of(RSDB_ERR_LOCKED), "Locked");
     EXPECT_EQ(kind_of(RSDB_ERR_INTEGRITY), "IntegrityError");
     EXPECT_EQ(kind_of(RSDB_ERR_FAILOVER), "FailoverError");
+    EXPECT_EQ(kind_of(RSDB_ERR_FENCED), "FencedError");
+    EXPECT_EQ(kind_of(RSDB_ERR_NO_CANDIDATE), "NoCandidateError");
     EXPECT_EQ(kind_of(RSDB_ERR_MIGRATION), "Error");
     EXPECT_EQ(kind_of(RSDB_ERR_REDIS), "Error");
     EXPECT_EQ(kind_of(RSDB_ERR_IO), "Error");

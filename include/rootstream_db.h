@@ -144,6 +144,16 @@ typedef enum rsdb_status {
    */
   RSDB_ERR_FAILOVER = -20,
   /*
+   The PostgreSQL node was fenced (never a primary again until rejoined), or this instance
+   lost the failover leader lease and may no longer act on the cluster.
+   */
+  RSDB_ERR_FENCED = -21,
+  /*
+   No replica is safe to promote (unreachable, too far behind, or the primary still
+   answers); nothing was promoted.
+   */
+  RSDB_ERR_NO_CANDIDATE = -22,
+  /*
    Any other failure.
    */
   RSDB_ERR_INTERNAL = -99,
@@ -175,10 +185,10 @@ typedef struct rsdb_db rsdb_db;
 typedef struct rsdb_events rsdb_events;
 
 /*
- Periodic health checks of a database (and optionally the nodes of an HA cluster).
- Thread-safe: one handle may be used from any thread.
+ Automatic failover, manual failover and switchover of the PostgreSQL cluster in `ha_nodes`,
+ coordinated through a leader lease in etcd. Thread-safe.
  */
-typedef struct rsdb_health rsdb_health;
+typedef struct rsdb_failover rsdb_failover;
 
 /*
  A client for one InfluxDB server and database (v1) or bucket (v2). Thread-safe.
@@ -303,14 +313,16 @@ typedef struct rsdb_pool_stats {
 } rsdb_pool_stats;
 
 /*
- Called for each alert with a JSON document (`check`, `severity` (`info`, `warning` or
- `critical`), `state`, `resolved`, `repeat`, `message`, `value`, `threshold`, `at`, `since`),
- valid only during the call. Alerts of the periodic checks run on the library thread
- `rsdb-health`; those of `rsdb_health_check_now` on the thread that called it. One call at a
- time, in order; after `rsdb_health_close` returns it is not called again. It must not call
- `rsdb_health_check_now` (that fails with `RSDB_ERR_STATE`).
+ Called on every change of primary with a JSON document (`cluster`, `kind` = `automatic`,
+ `manual`, `switchover` or `observed`, `old_primary`, `new_primary`, `by`, `timeline`,
+ `old_primary_lsn`, `new_primary_lsn`, `bytes_lost_estimate`, `mode`, `reason`,
+ `detected_at`, `decided_at`, `promoted_at`, `detection_to_promotion_ms`), valid only during
+ the call. Runs on the thread that made the change: the library thread `rsdb-failover` for
+ automatic failovers and for changes read from etcd, the calling thread for
+ `rsdb_failover_switchover` and `rsdb_failover_failover`. Do not call `rsdb_failover_stop` or
+ `rsdb_failover_close` from inside it.
  */
-typedef void (*rsdb_health_alert_cb)(void *user_data, const char *alert_json);
+typedef void (*rsdb_failover_role_cb)(void *user_data, const char *change_json);
 
 /*
  One tag of a point. Both strings are required, UTF-8, non-empty.
@@ -488,7 +500,7 @@ typedef void (*rsdb_sync_report_cb)(void *user_data, const char *report_json);
 /*
  Every status, in header order.
  */
-#define rsdb_status_ALL { RSDB_OK, RSDB_ERR_NULL, RSDB_ERR_INVALID_UTF8, RSDB_ERR_INVALID_ARGUMENT, RSDB_ERR_CONFIG, RSDB_ERR_CONNECTION, RSDB_ERR_TIMEOUT, RSDB_ERR_QUERY, RSDB_ERR_CONFLICT, RSDB_ERR_NOT_FOUND, RSDB_ERR_MIGRATION, RSDB_ERR_REDIS, RSDB_ERR_JSON, RSDB_ERR_STATE, RSDB_ERR_PANIC, RSDB_ERR_IO, RSDB_ERR_AUTH, RSDB_ERR_MFA_REQUIRED, RSDB_ERR_LOCKED, RSDB_ERR_INTEGRITY, RSDB_ERR_FAILOVER, RSDB_ERR_INTERNAL, }
+#define rsdb_status_ALL { RSDB_OK, RSDB_ERR_NULL, RSDB_ERR_INVALID_UTF8, RSDB_ERR_INVALID_ARGUMENT, RSDB_ERR_CONFIG, RSDB_ERR_CONNECTION, RSDB_ERR_TIMEOUT, RSDB_ERR_QUERY, RSDB_ERR_CONFLICT, RSDB_ERR_NOT_FOUND, RSDB_ERR_MIGRATION, RSDB_ERR_REDIS, RSDB_ERR_JSON, RSDB_ERR_STATE, RSDB_ERR_PANIC, RSDB_ERR_IO, RSDB_ERR_AUTH, RSDB_ERR_MFA_REQUIRED, RSDB_ERR_LOCKED, RSDB_ERR_INTEGRITY, RSDB_ERR_FAILOVER, RSDB_ERR_FENCED, RSDB_ERR_NO_CANDIDATE, RSDB_ERR_INTERNAL, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -1133,57 +1145,87 @@ int rsdb_events_load_from_snapshot(const struct rsdb_events *events,
                                    char **json);
 
 /*
- Makes a monitor of `db`'s pool with the options in `options_json` (a JSON object, `"{}"`
- for the defaults; keys in docs/ha-health.md: `interval_ms`, `check_timeout_ms`,
- `repeat_interval_ms`, thresholds such as `latency_warning_ms`, `disk_path`, `nodes`, ...).
- No check runs until `rsdb_health_start` or `rsdb_health_check_now`. `RSDB_ERR_JSON` for text
- that is not a JSON object, `RSDB_ERR_INVALID_ARGUMENT` for an unknown key or thresholds out
- of order. `*out` receives a handle to release with `rsdb_health_close`. The monitor shares
- `db`'s pool and keeps one connection of its own taken from it; `db` may be closed first.
+ Opens a manager for `cfg`'s `ha_nodes`, `ha_data_dirs`, `etcd_endpoints`, `ha_cluster`,
+ `ha_mode` and `instance_id` (the member name). `options_json` (may be NULL) overrides:
+ `{"lease_ttl_ms", "safety_margin_ms", "loop_interval_ms", "failure_threshold",
+ "check_timeout_ms", "etcd_timeout_ms", "maximum_lag_on_failover", "mode", "fence",
+ "promote_timeout_ms", "switchover_timeout_ms", "auto_failover", "cluster", "member",
+ "etcd_endpoints"}`. Nothing runs until `rsdb_failover_start`. `*out` receives a handle to
+ release with `rsdb_failover_close`.
  */
-int rsdb_health_open(const struct rsdb_db *db, const char *options_json, struct rsdb_health **out);
+int rsdb_failover_open(const struct rsdb_config *cfg,
+                       const char *options_json,
+                       struct rsdb_failover **out);
 
 /*
- Starts the periodic checks on the thread `rsdb-health` (the first round right away).
- Does nothing when already running.
+ Starts the loop (library threads `rsdb-failover` and `rsdb-failover-lease`).
+ `RSDB_ERR_STATE` when it already runs.
  */
-int rsdb_health_start(const struct rsdb_health *h);
+int rsdb_failover_start(const struct rsdb_failover *m);
 
 /*
- Stops the periodic checks, waiting up to the `stop_timeout_ms` option for the thread to
- end (`RSDB_ERR_TIMEOUT` when a callback still runs then). From inside a callback it only
- asks the thread to stop. Idempotent.
+ Stops the loop and releases the leader lease (another instance takes over at once).
  */
-int rsdb_health_stop(const struct rsdb_health *h);
+int rsdb_failover_stop(const struct rsdb_failover *m);
 
 /*
- Runs one round of checks now on this thread (alerts go to the callbacks on this thread)
- and stores the status, as `rsdb_health_status` gives it, in `*status_json`, to release
- with `rsdb_string_free`. A server that is down is reported in the status, not as an error.
+ Moves `db`'s pool to every new primary (connections to the old one are closed, never
+ reused). The pool handle may be closed independently.
  */
-int rsdb_health_check_now(const struct rsdb_health *h, char **status_json);
+int rsdb_failover_attach_db(const struct rsdb_failover *m, const struct rsdb_db *db);
 
 /*
- The status as JSON: `{"overall","running","rounds","last_round_at","last_round_ms",
- "callback_panics","checks":{"<check>":{"state","value","unit","message","warning",
- "critical","checked_at","since","alerting","alerts","details"}}}`, without running a
- check; release with `rsdb_string_free`.
+ Publishes a `cluster.failover` event through `sync` on every role change this instance makes.
  */
-int rsdb_health_status(const struct rsdb_health *h, char **status_json);
+int rsdb_failover_attach_sync(const struct rsdb_failover *m, const struct rsdb_sync *sync);
 
 /*
- Calls `callback` for every alert (see `rsdb_health_alert_cb` for the thread and the
- document). `user_data` may be NULL; it must stay valid until `rsdb_health_close`.
+ A planned switchover to the node `target` with no data loss; blocks until the target is
+ primary and the old primary streams from it. `*out` (may be NULL) receives the change as
+ JSON (see `rsdb_failover_role_cb`), to release with `rsdb_string_free`.
+ `RSDB_ERR_NO_CANDIDATE` when the target is not a streaming standby, `RSDB_ERR_TIMEOUT` when
+ it did not catch up (the old primary then takes writes again), `RSDB_ERR_FENCED` when the
+ lease was lost.
  */
-int rsdb_health_on_alert(const struct rsdb_health *h,
-                         rsdb_health_alert_cb callback,
-                         void *user_data);
+int rsdb_failover_switchover(const struct rsdb_failover *m, const char *target, char **out);
 
 /*
- Stops the checks and releases the monitor: no callback runs after this returns (unless
- called from inside one). NULL is accepted.
+ A manual failover to `target` (NULL for the most advanced standby), refused with
+ `RSDB_ERR_NO_CANDIDATE` while the primary still answers as a primary or when no standby is
+ safe. `*out` (may be NULL) receives the change as for `rsdb_failover_switchover`.
  */
-void rsdb_health_close(struct rsdb_health *h);
+int rsdb_failover_failover(const struct rsdb_failover *m, const char *target, char **out);
+
+/*
+ Rejoins the fenced former primary `node` as a standby of the current primary (pg_rewind;
+ needs its data directory in `ha_data_dirs`).
+ */
+int rsdb_failover_rejoin(const struct rsdb_failover *m, const char *node);
+
+/*
+ Runs one loop now on the calling thread (useful without `rsdb_failover_start`).
+ */
+int rsdb_failover_tick(const struct rsdb_failover *m);
+
+/*
+ The manager's view as JSON (`cluster`, `member`, `leader`, `is_leader`,
+ `lease_remaining_ms`, `primary`, `primary_lsn`, `failed_checks`, `nodes`, `fenced`,
+ `failovers`, `last_change`, `last_error`, `alerts`, …); release with `rsdb_string_free`.
+ */
+int rsdb_failover_status_json(const struct rsdb_failover *m, char **out);
+
+/*
+ Calls `callback` on every change of primary (see `rsdb_failover_role_cb` for the thread and
+ the document). `user_data` may be NULL; it must stay valid until `rsdb_failover_close`.
+ */
+int rsdb_failover_on_role_change(const struct rsdb_failover *m,
+                                 rsdb_failover_role_cb callback,
+                                 void *user_data);
+
+/*
+ Stops the manager (as `rsdb_failover_stop`) and releases the handle. NULL is accepted.
+ */
+void rsdb_failover_close(struct rsdb_failover *m);
 
 /*
  A v1-API client (InfluxDB 1.x, or the v1-compatible endpoints of 2.x/3.x) for `url` (e.g.

@@ -45,6 +45,11 @@ pub const KEYS: &[&str] = &[
     "mfa_issuer",
     "mfa_max_failures",
     "mfa_lockout_window_s",
+    "ha_nodes",
+    "ha_data_dirs",
+    "etcd_endpoints",
+    "ha_cluster",
+    "ha_mode",
 ];
 
 /// Configuration for every part of the library. Unset optional parts stay `None`, and the
@@ -130,6 +135,17 @@ pub struct Config {
     pub mfa_max_failures: u32,
     /// ... within this window (default 15 min); the lock lifts when the window has passed.
     pub mfa_lockout_window: Duration,
+    /// The PostgreSQL nodes of the replicated cluster: `p1=postgres://…,p2=…` (key `ha_nodes`).
+    pub ha_nodes: Option<String>,
+    /// Data directories of the nodes that run on this machine: `p1=/dir,…` (key `ha_data_dirs`).
+    pub ha_data_dirs: Option<String>,
+    /// etcd client endpoints for the failover lease (`http://127.0.0.1:2379,…`).
+    pub etcd_endpoints: Vec<String>,
+    /// The cluster's name: its keys live under `/rootstream/ha/<ha_cluster>/` (default `rootstream`).
+    pub ha_cluster: String,
+    /// `sync` (default: quorum commit on one standby, no acknowledged write lost on failover)
+    /// or `async`.
+    pub ha_mode: String,
 }
 
 impl Default for Config {
@@ -172,6 +188,11 @@ impl Default for Config {
             mfa_issuer: "RootStream".into(),
             mfa_max_failures: 5,
             mfa_lockout_window: Duration::from_secs(15 * 60),
+            ha_nodes: None,
+            ha_data_dirs: None,
+            etcd_endpoints: Vec::new(),
+            ha_cluster: "rootstream".into(),
+            ha_mode: "sync".into(),
         }
     }
 }
@@ -362,6 +383,33 @@ impl Config {
             "backup_s3_secret_access_key" => self.backup_s3_secret_access_key = non_empty(value),
             "rsdb_path" => self.rsdb_path = non_empty(value).map(PathBuf::from),
             "pg_bin_dir" => self.pg_bin_dir = non_empty(value).map(PathBuf::from),
+            "ha_nodes" => {
+                let v = non_empty(value);
+                if let Some(n) = &v {
+                    crate::ha::NodeSet::parse(n, None)?;
+                }
+                self.ha_nodes = v;
+            }
+            "ha_data_dirs" => self.ha_data_dirs = non_empty(value),
+            "etcd_endpoints" => {
+                self.etcd_endpoints = value.split(',').filter_map(non_empty).collect();
+            }
+            "ha_cluster" => {
+                let v = value.trim();
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                    return Err(Error::Config(format!(
+                        "ha_cluster must be letters, digits, '_', '-' or '.', got {value:?}"
+                    )));
+                }
+                self.ha_cluster = v.to_string();
+            }
+            "ha_mode" => {
+                let v = value.trim().to_ascii_lowercase();
+                if v != "sync" && v != "async" {
+                    return Err(Error::Config(format!("ha_mode must be sync or async, got {value:?}")));
+                }
+                self.ha_mode = v;
+            }
             "instance_id" => {
                 self.instance_id =
                     non_empty(value).ok_or_else(|| Error::Config("instance_id must not be empty".into()))?
@@ -374,6 +422,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The PostgreSQL nodes of `ha_nodes` with the data directories of `ha_data_dirs`.
+    pub fn ha_node_set(&self) -> Result<crate::ha::NodeSet> {
+        let nodes = self
+            .ha_nodes
+            .as_deref()
+            .ok_or_else(|| Error::Config("ha_nodes is not set (ROOTSTREAM_HA_NODES)".into()))?;
+        crate::ha::NodeSet::parse(nodes, self.ha_data_dirs.as_deref())
     }
 
     /// The database URL, or a configuration error naming the key and variable.
@@ -460,6 +517,11 @@ impl fmt::Debug for Config {
             .field("mfa_issuer", &self.mfa_issuer)
             .field("mfa_max_failures", &self.mfa_max_failures)
             .field("mfa_lockout_window", &self.mfa_lockout_window)
+            .field("ha_nodes", &self.ha_nodes.as_ref().map(|n| format!("<{} nodes>", n.split(',').count())))
+            .field("ha_data_dirs", &self.ha_data_dirs)
+            .field("etcd_endpoints", &self.etcd_endpoints)
+            .field("ha_cluster", &self.ha_cluster)
+            .field("ha_mode", &self.ha_mode)
             .finish()
     }
 }

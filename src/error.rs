@@ -47,6 +47,12 @@ pub enum ErrorCode {
     /// The Redis master changed (Sentinel failover) while the command was in flight: it may or
     /// may not have been applied. Retryable; the client already talks to the new master.
     Failover = -20,
+    /// The PostgreSQL node was fenced (it must not act as a primary until it is rejoined), or
+    /// this instance lost the failover leader lease and may no longer act on the cluster.
+    Fenced = -21,
+    /// No replica is safe to promote (all unreachable, too far behind the last known primary
+    /// position, or the primary still answers as a primary); nothing was promoted.
+    NoCandidate = -22,
     /// Anything else.
     Internal = -99,
 }
@@ -100,6 +106,10 @@ pub enum Error {
     Integrity(String),
     #[error("redis failover: {0}")]
     Failover(String),
+    #[error("fenced: {0}")]
+    Fenced(String),
+    #[error("no failover candidate: {0}")]
+    NoCandidate(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -129,6 +139,8 @@ impl Error {
             Error::Locked(_) => ErrorCode::Locked,
             Error::Integrity(_) => ErrorCode::Integrity,
             Error::Failover(_) => ErrorCode::Failover,
+            Error::Fenced(_) => ErrorCode::Fenced,
+            Error::NoCandidate(_) => ErrorCode::NoCandidate,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

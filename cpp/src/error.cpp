@@ -36,6 +36,10 @@ void Error::raise(int code, const std::string& message) {
             throw IntegrityError(code, message);
         case RSDB_ERR_FAILOVER:
             throw FailoverError(code, message);
+        case RSDB_ERR_FENCED:
+            throw FencedError(code, message);
+        case RSDB_ERR_NO_CANDIDATE:
+            throw NoCandidateError(code, message);
         default:
             throw Error(code, message);
     }

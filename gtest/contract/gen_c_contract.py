@@ -40,6 +40,7 @@ HANDLES = {
     "rsdb_sentinel": "sentinel_",
     "rsdb_health": "health_",
     "rsdb_replication": "replication_",
+    "rsdb_failover": "failover_",
 }
 # Input structs the functions read: the fixture's valid value of each (see test_c_contract.cpp).
 IN_STRUCTS = {
@@ -198,7 +199,8 @@ def release_of(handle_type):
     return {"rsdb_backup_schedule": "rsdb_backup_schedule_stop", "rsdb_db": "rsdb_db_close",
             "rsdb_redis": "rsdb_redis_close", "rsdb_sync": "rsdb_sync_close",
             "rsdb_sentinel": "rsdb_sentinel_close", "rsdb_health": "rsdb_health_close",
-            "rsdb_replication": "rsdb_replication_close"}.get(handle_type, handle_type + "_free")
+            "rsdb_replication": "rsdb_replication_close",
+            "rsdb_failover": "rsdb_failover_close"}.get(handle_type, handle_type + "_free")
 
 
 def check_constructor_docs(decls):

@@ -45,6 +45,7 @@ fn cli() -> Command {
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
         )
         .subcommand(Command::new("config").about("Print the effective configuration, secrets masked"))
+        .subcommand(ha_command())
         .subcommand(
             Command::new("sessions")
                 .about("Session maintenance")
@@ -1049,6 +1050,83 @@ fn health(cfg: &Config, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+// ------------------------------------------------------------------ ha (failover)
+
+fn ha_command() -> Command {
+    let options = || {
+        Arg::new("options")
+            .long("options")
+            .help("FailoverManager options as JSON (lease_ttl_ms, loop_interval_ms, failure_threshold, ...)")
+    };
+    Command::new("ha")
+        .about("PostgreSQL high availability (ha_nodes, ha_data_dirs, etcd_endpoints, ha_cluster, ha_mode)")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("failover")
+                .about("Promote a standby now (refused while the primary still answers; use switchover)")
+                .arg(Arg::new("to").long("to").help("The node to promote (default: the most advanced standby)"))
+                .arg(options()),
+        )
+        .subcommand(
+            Command::new("switchover")
+                .about("Planned switchover with no data loss; the old primary rejoins as a standby")
+                .arg(Arg::new("to").long("to").required(true).help("The standby to promote"))
+                .arg(options()),
+        )
+        .subcommand(
+            Command::new("agent")
+                .about("Run the FailoverManager (and the health checks, once available) until SIGTERM or SIGINT")
+                .arg(options()),
+        )
+}
+
+static AGENT_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn agent_signal(_: libc::c_int) {
+    AGENT_STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn ha_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+    use rootstream_db::ha::FailoverManager;
+    let (name, sub) = m.subcommand().ok_or_else(|| Error::invalid("ha needs a subcommand"))?;
+    let options = sub.get_one::<String>("options").map(String::as_str);
+    let fm = FailoverManager::open(cfg, options)?;
+    match name {
+        "failover" => {
+            let c = fm.failover(sub.get_one::<String>("to").map(String::as_str))?;
+            println!("{}", serde_json::to_string_pretty(&c)?);
+        }
+        "switchover" => {
+            let to = sub.get_one::<String>("to").ok_or_else(|| Error::invalid("--to is required"))?;
+            let c = fm.switchover(to)?;
+            println!("{}", serde_json::to_string_pretty(&c)?);
+        }
+        "agent" => {
+            unsafe {
+                libc::signal(libc::SIGTERM, agent_signal as *const () as libc::sighandler_t);
+                libc::signal(libc::SIGINT, agent_signal as *const () as libc::sighandler_t);
+            }
+            fm.on_role_change(|c| println!("{}", serde_json::to_string(c).unwrap_or_default()));
+            fm.on_alert(|a| eprintln!("rsdb ha agent: {} {}: {}", a.severity, a.kind, a.message));
+            fm.start()?;
+            // Hook: the HealthMonitor (src/ha/health.rs) starts here beside the failover loop
+            // once it is part of the library, and stops with it below.
+            eprintln!(
+                "rsdb ha agent: member {} of cluster {} running; SIGTERM or SIGINT stops it",
+                fm.options().member,
+                fm.options().cluster
+            );
+            while !AGENT_STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            fm.stop();
+            eprintln!("rsdb ha agent: stopped, lease released");
+        }
+        other => return Err(Error::invalid(format!("unknown ha command {other:?}"))),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // A file-size limit (ulimit -f) must fail the write with an error, not kill the process.
     unsafe {
@@ -1067,6 +1145,7 @@ fn main() -> ExitCode {
         Some(("restore", sub)) => restore_cmd(&cfg, sub),
         Some(("wal-push", sub)) => wal_cmd(&cfg, sub, true),
         Some(("wal-fetch", sub)) => wal_cmd(&cfg, sub, false),
+        Some(("ha", sub)) => ha_cmd(&cfg, sub),
         Some(("config", _)) => {
             println!("{cfg:#?}");
             Ok(())

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -77,10 +78,50 @@ where
 }
 
 struct Inner {
-    pool: Pool,
+    /// The current pool. [`DatabaseManager::retarget`] swaps it; callers clone the handle
+    /// (cheap) and never hold the lock across an await.
+    pool: RwLock<Target>,
     query_timeout: Duration,
     acquire_timeout: Duration,
+    connect_timeout: Duration,
+    pool_size: usize,
+    /// Bumped by every retarget.
+    generation: AtomicU64,
+    /// Set by `close`: a closed manager is not reopened by a retarget.
+    closed: AtomicBool,
+}
+
+struct Target {
+    pool: Pool,
+    pg: tokio_postgres::Config,
     url_for_messages: String,
+}
+
+fn build_pool(
+    mut pg: tokio_postgres::Config,
+    pool_size: usize,
+    acquire_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<(Pool, tokio_postgres::Config)> {
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(connect_timeout);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("rootstream-db");
+    }
+    // Keepalives make a silently vanished server (power loss, partition) show up as an error.
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    let mgr = Manager::from_config(pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let pool = Pool::builder(mgr)
+        .max_size(pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(acquire_timeout))
+        .create_timeout(Some(connect_timeout))
+        .recycle_timeout(Some(connect_timeout))
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    Ok((pool, pg))
 }
 
 /// A pool of PostgreSQL connections. Cheap to clone; all clones share the pool.
@@ -91,10 +132,7 @@ pub struct DatabaseManager {
 
 impl std::fmt::Debug for DatabaseManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseManager")
-            .field("url", &self.inner.url_for_messages)
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("DatabaseManager").field("url", &self.url_for_messages()).field("stats", &self.stats()).finish()
     }
 }
 
@@ -103,34 +141,104 @@ impl DatabaseManager {
     /// while the server is down; use [`connect`](Self::connect) to also check one round trip.
     pub fn new(config: &Config) -> Result<Self> {
         let url = config.require_database_url()?;
-        let mut pg = tokio_postgres::Config::from_str(url)
+        let pg = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::Config(format!("database_url {}: {e}", redact_url(url))))?;
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(config.connect_timeout);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("rootstream-db");
-        }
-        // Keepalives make a silently vanished server (power loss, partition) show up as an error.
-        pg.keepalives(true);
-        pg.keepalives_idle(Duration::from_secs(30));
-        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(mgr)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.acquire_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.connect_timeout))
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let (pool, pg) = build_pool(pg, config.pool_size, config.acquire_timeout, config.connect_timeout)?;
         Ok(DatabaseManager {
             inner: Arc::new(Inner {
-                pool,
+                pool: RwLock::new(Target { pool, pg, url_for_messages: redact_url(url) }),
                 query_timeout: config.query_timeout,
                 acquire_timeout: config.acquire_timeout,
-                url_for_messages: redact_url(url),
+                connect_timeout: config.connect_timeout,
+                pool_size: config.pool_size,
+                generation: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
             }),
         })
+    }
+
+    fn target(&self) -> std::sync::RwLockReadGuard<'_, Target> {
+        self.inner.pool.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pool(&self) -> Pool {
+        self.target().pool.clone()
+    }
+
+    fn url_for_messages(&self) -> String {
+        self.target().url_for_messages.clone()
+    }
+
+    /// Moves the pool to another server (after a failover): a new pool is built on `url` with
+    /// the same size and time limits, and the old pool is closed, so none of its connections is
+    /// handed out again. Idle old connections close now; ones in use finish (or fail, if their
+    /// server is gone) and are closed when returned. Every clone of this manager follows.
+    pub fn retarget(&self, url: &str) -> Result<()> {
+        let pg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::Config(format!("retarget {}: {e}", redact_url(url))))?;
+        self.swap(pg, redact_url(url))
+    }
+
+    /// [`retarget`](Self::retarget) to the server of `node_url` (a single-host URL such as an
+    /// `ha_nodes` entry), keeping this pool's user, password, database and application name,
+    /// and requiring a server that accepts writes (`target_session_attrs=read-write`), so a
+    /// node that turned read-only or into a standby is refused instead of used.
+    pub fn retarget_host(&self, node_url: &str) -> Result<()> {
+        let node = tokio_postgres::Config::from_str(node_url)
+            .map_err(|e| Error::Config(format!("retarget {}: {e}", redact_url(node_url))))?;
+        let mut pg = node.clone();
+        let base = self.target().pg.clone();
+        if let Some(u) = base.get_user() {
+            pg.user(u);
+        }
+        if let Some(p) = base.get_password() {
+            pg.password(p);
+        }
+        if let Some(d) = base.get_dbname() {
+            pg.dbname(d);
+        }
+        if let Some(a) = base.get_application_name() {
+            pg.application_name(a);
+        }
+        if let Some(t) = base.get_connect_timeout() {
+            pg.connect_timeout(*t);
+        }
+        pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+        let hosts: Vec<String> = node
+            .get_hosts()
+            .iter()
+            .zip(node.get_ports().iter().chain(std::iter::repeat(&5432)))
+            .map(|(h, p)| match h {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+                tokio_postgres::config::Host::Unix(d) => format!("{}:{p}", d.display()),
+            })
+            .collect();
+        let label = format!("postgres://{}/{}", hosts.join(","), base.get_dbname().unwrap_or(""));
+        self.swap(pg, label)
+    }
+
+    fn swap(&self, pg: tokio_postgres::Config, label: String) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::State("the database pool is closed".into()));
+        }
+        let (pool, pg) = build_pool(pg, self.inner.pool_size, self.inner.acquire_timeout, self.inner.connect_timeout)?;
+        let old = {
+            let mut t = self.inner.pool.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *t, Target { pool, pg, url_for_messages: label })
+        };
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        old.pool.close();
+        Ok(())
+    }
+
+    /// How many times the pool was moved to another server.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    /// The server URL the pool connects to now (password masked).
+    pub fn current_url(&self) -> String {
+        self.url_for_messages()
     }
 
     /// Builds the pool and checks that the server answers.
@@ -145,7 +253,8 @@ impl DatabaseManager {
         let started = Instant::now();
         // The outer limit also covers the rare case where the pool's own timers cannot fire.
         let limit = self.inner.acquire_timeout + Duration::from_secs(1);
-        match tokio::time::timeout(limit, self.inner.pool.get()).await {
+        let pool = self.pool();
+        match tokio::time::timeout(limit, pool.get()).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(self.map_pool_error(e, started.elapsed())),
             Err(_) => Err(Error::Timeout(format!(
@@ -159,21 +268,20 @@ impl DatabaseManager {
         match e {
             PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => Error::Timeout(format!(
                 "pool exhausted: all {} connections stayed in use for {:?} (acquire timeout)",
-                self.inner.pool.status().max_size,
-                waited
+                self.inner.pool_size, waited
             )),
             PoolError::Timeout(kind) => {
-                Error::Timeout(format!("connecting to {} timed out ({kind:?})", self.inner.url_for_messages))
+                Error::Timeout(format!("connecting to {} timed out ({kind:?})", self.url_for_messages()))
             }
             PoolError::Backend(e) => {
                 let mapped = Error::from(e);
                 match mapped {
-                    Error::Connection(m) => Error::Connection(format!("{}: {m}", self.inner.url_for_messages)),
+                    Error::Connection(m) => Error::Connection(format!("{}: {m}", self.url_for_messages())),
                     other => other,
                 }
             }
             PoolError::Closed => Error::State("the database pool is closed".into()),
-            other => Error::Connection(format!("{}: {other}", self.inner.url_for_messages)),
+            other => Error::Connection(format!("{}: {other}", self.url_for_messages())),
         }
     }
 
@@ -286,7 +394,7 @@ impl DatabaseManager {
 
     /// Current pool counters.
     pub fn stats(&self) -> PoolStats {
-        let s = self.inner.pool.status();
+        let s = self.pool().status();
         PoolStats {
             max_size: s.max_size,
             size: s.size,
@@ -321,6 +429,7 @@ impl DatabaseManager {
 
     /// Closes the pool: idle connections close now, and connections in use close when returned.
     pub fn close(&self) {
-        self.inner.pool.close();
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.pool().close();
     }
 }

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "replication_status",
         sql: include_str!("../../migrations/005_replication_status.sql"),
     },
+    Migration { version: 6, name: "failover_history", sql: include_str!("../../migrations/006_failover_history.sql") },
 ];
 
 /// Key of the advisory lock that serializes migrations (the ASCII of "rsdbmigr").

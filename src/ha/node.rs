@@ -477,26 +477,34 @@ pub async fn set_primary_conninfo(
     slot: Option<&str>,
 ) -> Result<()> {
     let conninfo = format!("{} application_name={}", primary.conninfo()?, standby.name);
-    // One statement per round trip: several statements in one simple query form an implicit
-    // transaction block, and ALTER SYSTEM refuses to run inside one.
-    let statements = [
-        format!("ALTER SYSTEM SET primary_conninfo = {}", sql_literal(&conninfo)),
-        match slot {
-            Some(s) => format!("ALTER SYSTEM SET primary_slot_name = {}", sql_literal(s)),
-            None => "ALTER SYSTEM RESET primary_slot_name".to_string(),
-        },
-        "SELECT pg_reload_conf()".to_string(),
-    ];
-    let all = async {
-        for sql in &statements {
-            client.batch_execute(sql).await?;
-        }
-        Ok::<(), tokio_postgres::Error>(())
+    let slot_sql = match slot {
+        Some(s) => format!("ALTER SYSTEM SET primary_slot_name = {}", sql_literal(s)),
+        None => "ALTER SYSTEM RESET primary_slot_name".to_string(),
     };
-    match tokio::time::timeout(Duration::from_secs(10), all).await {
-        Ok(r) => r.map_err(Error::from),
-        Err(_) => Err(Error::Timeout(format!("node {}: reconfiguring the standby timed out", standby.name))),
+    let stmts = [
+        format!("ALTER SYSTEM SET primary_conninfo = {}", sql_literal(&conninfo)),
+        slot_sql,
+        "SELECT pg_reload_conf()".into(),
+    ];
+    execute_each(client, standby, Duration::from_secs(10), &stmts).await
+}
+
+/// Runs statements one by one, each as its own simple query: `ALTER SYSTEM` refuses to run
+/// inside the implicit transaction of a multi-statement query string.
+pub async fn execute_each(client: &Client, node: &PgNode, timeout: Duration, stmts: &[String]) -> Result<()> {
+    for sql in stmts {
+        match tokio::time::timeout(timeout, client.batch_execute(sql)).await {
+            Ok(r) => r.map_err(|e| match Error::from(e) {
+                Error::Query(m) => Error::Query(format!("node {}: {m}", node.name)),
+                Error::Connection(m) => Error::Connection(format!("node {}: {m}", node.name)),
+                other => other,
+            })?,
+            Err(_) => {
+                return Err(Error::Timeout(format!("node {}: {sql:?} did not finish within {timeout:?}", node.name)))
+            }
+        }
     }
+    Ok(())
 }
 
 /// The `synchronous_standby_names` value for quorum commit on any one of `names`.
@@ -517,17 +525,11 @@ pub async fn set_synchronous_standbys(
     synchronous: bool,
 ) -> Result<()> {
     let value = if synchronous { synchronous_standby_names(names) } else { String::new() };
-    // Two round trips: ALTER SYSTEM refuses to run in the implicit transaction block of a
-    // multi-statement query.
-    let sql = format!("ALTER SYSTEM SET synchronous_standby_names = {}", sql_literal(&value));
-    let both = async {
-        client.batch_execute(&sql).await?;
-        client.batch_execute("SELECT pg_reload_conf()").await
-    };
-    match tokio::time::timeout(Duration::from_secs(10), both).await {
-        Ok(r) => r.map_err(Error::from),
-        Err(_) => Err(Error::Timeout(format!("node {}: setting synchronous_standby_names timed out", node.name))),
-    }
+    let stmts = [
+        format!("ALTER SYSTEM SET synchronous_standby_names = {}", sql_literal(&value)),
+        "SELECT pg_reload_conf()".into(),
+    ];
+    execute_each(client, node, Duration::from_secs(10), &stmts).await
 }
 
 /// Whether the postmaster of the node's local data directory is running.

@@ -110,6 +110,19 @@ public:
     using ConnectionError::ConnectionError;
 };
 
+/// RSDB_ERR_FENCED: the PostgreSQL node was fenced (it may not act as a primary until it is
+/// rejoined), or this instance lost the failover leader lease and may no longer act.
+class FencedError : public StateError {
+public:
+    using StateError::StateError;
+};
+
+/// RSDB_ERR_NO_CANDIDATE: no replica was safe to promote; nothing was promoted.
+class NoCandidateError : public StateError {
+public:
+    using StateError::StateError;
+};
+
 namespace detail {
 
 /// Runs a bridge call and turns its exceptions into rootstream::Error.

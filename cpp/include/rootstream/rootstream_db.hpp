@@ -9,6 +9,7 @@
 #include "rootstream/database/database_manager.h"
 #include "rootstream/database/health_monitor.h"
 #include "rootstream/database/replication_manager.h"
+#include "rootstream/database/failover_manager.h"
 #include "rootstream/database/models/session_model.h"
 #include "rootstream/database/models/stream_model.h"
 #include "rootstream/database/models/user.h"

@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod health;
+pub mod failover;
 pub mod metrics;
 pub mod models;
 pub mod redis;
@@ -77,13 +78,19 @@ pub enum rsdb_status {
     /// The Redis master changed (Sentinel failover) while the command was in flight; it may or
     /// may not have been applied. Retry: the client already follows the new master.
     RSDB_ERR_FAILOVER = -20,
+    /// The PostgreSQL node was fenced (never a primary again until rejoined), or this instance
+    /// lost the failover leader lease and may no longer act on the cluster.
+    RSDB_ERR_FENCED = -21,
+    /// No replica is safe to promote (unreachable, too far behind, or the primary still
+    /// answers); nothing was promoted.
+    RSDB_ERR_NO_CANDIDATE = -22,
     /// Any other failure.
     RSDB_ERR_INTERNAL = -99,
 }
 
 impl rsdb_status {
     /// Every status, in header order.
-    pub const ALL: [rsdb_status; 22] = [
+    pub const ALL: [rsdb_status; 24] = [
         rsdb_status::RSDB_OK,
         rsdb_status::RSDB_ERR_NULL,
         rsdb_status::RSDB_ERR_INVALID_UTF8,
@@ -105,6 +112,8 @@ impl rsdb_status {
         rsdb_status::RSDB_ERR_LOCKED,
         rsdb_status::RSDB_ERR_INTEGRITY,
         rsdb_status::RSDB_ERR_FAILOVER,
+        rsdb_status::RSDB_ERR_FENCED,
+        rsdb_status::RSDB_ERR_NO_CANDIDATE,
         rsdb_status::RSDB_ERR_INTERNAL,
     ];
 
@@ -138,6 +147,8 @@ impl From<ErrorCode> for rsdb_status {
             ErrorCode::Locked => rsdb_status::RSDB_ERR_LOCKED,
             ErrorCode::Integrity => rsdb_status::RSDB_ERR_INTEGRITY,
             ErrorCode::Failover => rsdb_status::RSDB_ERR_FAILOVER,
+            ErrorCode::Fenced => rsdb_status::RSDB_ERR_FENCED,
+            ErrorCode::NoCandidate => rsdb_status::RSDB_ERR_NO_CANDIDATE,
             ErrorCode::Internal => rsdb_status::RSDB_ERR_INTERNAL,
         }
     }
@@ -307,6 +318,8 @@ pub extern "C" fn rsdb_status_name(status: c_int) -> *const c_char {
         Some(RSDB_ERR_LOCKED) => b"locked\0",
         Some(RSDB_ERR_INTEGRITY) => b"integrity check failed\0",
         Some(RSDB_ERR_FAILOVER) => b"redis failover\0",
+        Some(RSDB_ERR_FENCED) => b"fenced\0",
+        Some(RSDB_ERR_NO_CANDIDATE) => b"no failover candidate\0",
         Some(RSDB_ERR_INTERNAL) | None => b"internal error\0",
     };
     s.as_ptr() as *const c_char
@@ -327,7 +340,7 @@ mod tests {
 
     /// Every `ErrorCode`, listed by hand (the `From` impl's exhaustive match is the other half
     /// of the check: a new code does not compile until it has a status).
-    const EVERY_CODE: [ErrorCode; 21] = [
+    const EVERY_CODE: [ErrorCode; 23] = [
         ErrorCode::Null,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidArgument,
@@ -348,6 +361,8 @@ mod tests {
         ErrorCode::Locked,
         ErrorCode::Integrity,
         ErrorCode::Failover,
+        ErrorCode::Fenced,
+        ErrorCode::NoCandidate,
         ErrorCode::Internal,
     ];
 
@@ -390,6 +405,8 @@ mod tests {
             (RSDB_ERR_LOCKED, ErrorCode::Locked),
             (RSDB_ERR_INTEGRITY, ErrorCode::Integrity),
             (RSDB_ERR_FAILOVER, ErrorCode::Failover),
+            (RSDB_ERR_FENCED, ErrorCode::Fenced),
+            (RSDB_ERR_NO_CANDIDATE, ErrorCode::NoCandidate),
             (RSDB_ERR_INTERNAL, ErrorCode::Internal),
         ];
         for (c, e) in pairs {

@@ -16,6 +16,7 @@ pub mod db;
 pub mod events;
 pub mod health;
 pub mod ha_replication;
+pub mod failover;
 pub mod metrics;
 pub mod models;
 pub mod sync;
