@@ -86,14 +86,8 @@ async fn killed_connections_under_a_burst_leave_each_origin_in_order_and_once() 
     // The log itself holds a's messages in order: a late instance reading all of it sees them
     // so (repeats of a re-sent batch are skipped by number).
     let c = manager(&ns, "c").await;
-    let from_log: Vec<u64> = c
-        .read_log_after(None)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.origin == a.origin())
-        .map(|e| e.seq)
-        .collect();
+    let from_log: Vec<u64> =
+        c.read_log_after(None).await.unwrap().iter().filter(|e| e.origin == a.origin()).map(|e| e.seq).collect();
     let mut last = 0;
     for s in &from_log {
         assert!(*s <= last + 1, "the log jumps from {last} to {s}");

@@ -292,8 +292,7 @@ pub(crate) async fn checker(inner: Arc<Inner>) {
         let pos = lock(&inner.rx).pos.clone();
         let stalled = pos == seen;
         seen = pos;
-        let needed =
-            gap || now_reconnects != reconnects || (stalled && inner.log_is_ahead().await.unwrap_or(false));
+        let needed = gap || now_reconnects != reconnects || (stalled && inner.log_is_ahead().await.unwrap_or(false));
         if needed && inner.catch_up().await.is_ok() {
             reconnects = now_reconnects;
         }

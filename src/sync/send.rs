@@ -113,11 +113,9 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
         };
         let reply = match call.early.take() {
             Some(r) => r,
-            None => {
-                tokio::time::timeout(inner.redis.timeout(), &mut call.reply)
-                    .await
-                    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))))
-            }
+            None => tokio::time::timeout(inner.redis.timeout(), &mut call.reply)
+                .await
+                .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out")))),
         };
         match reply {
             Ok(_) if failure.is_none() => {
@@ -139,7 +137,7 @@ fn start_call(inner: &Inner, hash: &str, mark: &str, from: u64, resume: bool) ->
         let outbox = inner.outbox_lock();
         let front = outbox.1.front()?.seq;
         // Messages before `from` are in flight (or confirmed and about to leave the queue).
-        let skip = usize::try_from(from.checked_sub(front).unwrap_or(0)).ok()?;
+        let skip = usize::try_from(from.saturating_sub(front)).ok()?;
         let mut count = 0;
         let mut bytes = 0;
         for o in outbox.1.range(skip.min(outbox.1.len())..).take(SEND_BATCH) {

@@ -418,13 +418,8 @@ impl EntityStore {
 
     fn apply_state(&mut self, change: &ChangeRef<'_>, state: &Map<String, Value>, vv: &VersionVector) -> Outcome {
         let merge = self.merges.get(change.entity_type).cloned();
-        let entity = self
-            .image
-            .vv
-            .entry(change.entity_type.to_string())
-            .or_default()
-            .entry(change.id.to_string())
-            .or_default();
+        let entity =
+            self.image.vv.entry(change.entity_type.to_string()).or_default().entry(change.id.to_string()).or_default();
         if entity.heads.iter().any(|h| matches!(vv.compare(&h.vv), Causality::Before | Causality::Equal)) {
             return Outcome::Unchanged;
         }
