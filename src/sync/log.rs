@@ -23,11 +23,32 @@ use crate::cache::RedisClient;
 use crate::error::Result;
 use std::collections::HashMap;
 
-/// KEYS[1] the stream, KEYS[2] the counter hash, KEYS[3] the trim index; ARGV[1] the messages
-/// to keep, ARGV[2] the bus, ARGV[3] the number of messages in the batch, ARGV[4] the batch.
-/// Returns the entry's id.
+/// KEYS[1] the stream, KEYS[2] the counter hash, KEYS[3] the trim index, KEYS[4] the origin's
+/// mark (the sequence number of its last message in the log); ARGV[1] the messages to keep,
+/// ARGV[2] the bus, ARGV[3] the number of messages in the batch, ARGV[4] the batch, ARGV[5]
+/// the batch's first sequence number, ARGV[6] `1` when the sender knows the log has every
+/// earlier message of the origin (its first batch, or the first after a failed call), else `0`.
+///
+/// The origin's mark keeps its messages in sequence order in the log even with several calls
+/// in flight: a batch that would leave a gap after the mark — or, for a batch sent behind
+/// another one, when there is no mark (Redis lost it) — is refused with an `ORDER` error and
+/// the sender writes again from its oldest unconfirmed message. A batch the log already has
+/// entirely is answered `dup` and not written again. Returns the entry's id.
 pub(crate) const SEND_SCRIPT: &str = r#"
 local count = tonumber(ARGV[3])
+local first_seq = tonumber(ARGV[5])
+local last_seq = first_seq + count - 1
+local mark = redis.call('GET', KEYS[4])
+if mark then
+  mark = tonumber(mark)
+  if last_seq <= mark then return 'dup' end
+  if first_seq > mark + 1 and ARGV[6] ~= '1' then
+    return redis.error_reply('ORDER batch from ' .. first_seq .. ' after ' .. mark)
+  end
+elseif ARGV[6] ~= '1' then
+  return redis.error_reply('ORDER batch from ' .. first_seq .. ' without a mark')
+end
+redis.call('SET', KEYS[4], last_seq, 'EX', 86400)
 local last = redis.call('HINCRBY', KEYS[2], 'n', count)
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
@@ -162,13 +183,19 @@ impl<'a> Batch<'a> {
     }
 
     /// One message's record: its event type and envelope, length-prefixed.
+    #[cfg(test)]
     pub(crate) fn record(kind: &str, envelope: &str) -> String {
         let mut r = String::with_capacity(kind.len() + envelope.len() + 12);
-        use std::fmt::Write;
-        let _ = write!(r, "{} {} ", kind.len(), envelope.len());
-        r.push_str(kind);
-        r.push_str(envelope);
+        Self::push_record(&mut r, kind, envelope);
         r
+    }
+
+    /// Appends one message's record to a batch being written.
+    pub(crate) fn push_record(body: &mut String, kind: &str, envelope: &str) {
+        use std::fmt::Write;
+        let _ = write!(body, "{} {} ", kind.len(), envelope.len());
+        body.push_str(kind);
+        body.push_str(envelope);
     }
 
     /// Splits a batch; None when it is malformed.
@@ -214,6 +241,14 @@ impl LogKeys {
             index: format!("{tag}:index"),
             bus: format!("{tag}:bus"),
         }
+    }
+
+    /// The key holding the sequence number of `origin`'s last message in the log (it
+    /// expires a day after the origin's last write).
+    pub(crate) fn origin_mark(&self, origin: &str) -> String {
+        // The stream key is "<tag>:log"; the mark shares the tag.
+        let tag = self.stream.strip_suffix(":log").unwrap_or(&self.stream);
+        format!("{tag}:origin:{origin}")
     }
 }
 

@@ -23,7 +23,8 @@ use super::log::{self, Batch, LogId, LogKeys, LogPosition, READ_BATCH};
 use super::receive::{self, Receiver};
 use super::send::{self, Outgoing};
 use super::snapshot::Capture;
-use super::state::{Change, ChangeBody, Conflict, EntityStore, MergeFn, Outcome, Strategy};
+use super::state::{BodyRef, Conflict, EntityStore, MergeFn, Outcome, Strategy};
+use super::vv::VersionVector;
 use crate::cache::{Message, RedisClient, SubscriptionId};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -451,7 +452,17 @@ impl StateSyncManager {
         let kind = format!("{entity_type}{DELTA_SUFFIX}");
         let mut outcome = None;
         inner.enqueue(&kind, |seq| {
-            let (change, out) = inner.store().local_change(&inner.clock, entity_type, id, delta)?;
+            let mut store = inner.store();
+            if store.strategy(entity_type)? == Strategy::LastWriterWins {
+                // The delta is applied and sent as it is, without a copy.
+                let (hlc, out) = store.local_fields(&inner.clock, entity_type, id, delta)?;
+                drop(store);
+                outcome = Some(out);
+                let body = FieldsRef { strategy: "lww", delta };
+                return envelope::to_text(&kind, entity_type, id, &inner.origin, seq, &hlc, &body);
+            }
+            let (change, out) = store.local_change(&inner.clock, entity_type, id, delta)?;
+            drop(store);
             outcome = Some(out);
             envelope::to_text(&kind, &change.entity_type, &change.id, &inner.origin, seq, &change.hlc, &change.body)
         })?;
@@ -619,7 +630,7 @@ impl Inner {
             )));
         }
         outbox.0 = seq;
-        outbox.1.push_back(Outgoing { seq, record: Batch::record(kind, &text) });
+        outbox.1.push_back(Outgoing { seq, kind: kind.to_string(), json: text });
         drop(outbox);
         self.outbox_notify.notify_one();
         Ok(seq)
@@ -627,15 +638,23 @@ impl Inner {
 
     // Applies another instance's change; false when it was refused.
     pub(crate) fn apply_remote(&self, env: &Envelope) -> bool {
-        let body = match ChangeBody::deserialize(&env.payload) {
-            Ok(b) => b,
-            Err(_) => {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
+        // The change is read in place from the payload (what `ChangeBody` would deserialize),
+        // so only what the store keeps is copied.
+        let p = &env.payload;
+        let vv: Option<VersionVector> = match p.get("strategy").and_then(Value::as_str) {
+            Some("vv") => p.get("vv").and_then(|v| VersionVector::deserialize(v).ok()),
+            _ => None,
         };
-        let change = Change { entity_type: env.entity.clone(), id: env.id.clone(), hlc: env.hlc.clone(), body };
-        let outcome = self.store().apply(&change);
+        let body = match (p.get("strategy").and_then(Value::as_str), &vv) {
+            (Some("lww"), _) => p.get("delta").and_then(Value::as_object).map(BodyRef::Fields),
+            (Some("vv"), Some(vv)) => p.get("state").and_then(Value::as_object).map(|s| BodyRef::State(s, vv)),
+            _ => None,
+        };
+        let Some(body) = body else {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let outcome = self.store().apply_ref(&env.entity, &env.id, &env.hlc, body);
         match outcome {
             Ok(Outcome::Conflict(c)) => {
                 self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -719,6 +738,13 @@ impl Inner {
         let callbacks: Vec<ResyncCallback> = lock(&self.on_resync).clone();
         self.run_callbacks(|| callbacks.iter().for_each(|cb| cb(&r)));
     }
+}
+
+// `ChangeBody::Fields` as it is written, with the delta borrowed.
+#[derive(Serialize)]
+struct FieldsRef<'a> {
+    strategy: &'static str,
+    delta: &'a Map<String, Value>,
 }
 
 thread_local! {

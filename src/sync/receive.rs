@@ -270,10 +270,16 @@ impl Inner {
 }
 
 /// Reads the log when a gap was seen, after the subscriber connection came back, or when the
-/// log's end is past what was taken.
+/// log's end is past what was taken and nothing was taken for a check interval.
+///
+/// While the bus delivers, a message lost on it shows as a gap in the numbers of the next one;
+/// the periodic check is for a loss with nothing after it. A receiver that is merely behind
+/// (its bus messages still on their way, as under a burst) keeps taking them from the bus:
+/// reading the log then would fetch the same entries twice and drop the bus meanwhile.
 pub(crate) async fn checker(inner: Arc<Inner>) {
     let mut reconnects = inner.redis.pubsub_stats().reconnects;
     let mut last_run = Instant::now();
+    let mut seen = lock(&inner.rx).pos.clone();
     while !inner.closed.load(Ordering::SeqCst) {
         let _ = tokio::time::timeout(inner.opts.check_interval, inner.check_now.notified()).await;
         let now_reconnects = inner.redis.pubsub_stats().reconnects;
@@ -283,7 +289,10 @@ pub(crate) async fn checker(inner: Arc<Inner>) {
             continue;
         }
         last_run = Instant::now();
-        let needed = gap || now_reconnects != reconnects || inner.log_is_ahead().await.unwrap_or(false);
+        let pos = lock(&inner.rx).pos.clone();
+        let stalled = pos == seen;
+        seen = pos;
+        let needed = gap || now_reconnects != reconnects || (stalled && inner.log_is_ahead().await.unwrap_or(false));
         if needed && inner.catch_up().await.is_ok() {
             reconnects = now_reconnects;
         }

@@ -92,6 +92,20 @@ pub enum ChangeBody {
     State { state: Map<String, Value>, vv: VersionVector },
 }
 
+/// A change's body borrowed from where it was read.
+#[derive(Clone, Copy)]
+pub(crate) enum BodyRef<'a> {
+    Fields(&'a Map<String, Value>),
+    State(&'a Map<String, Value>, &'a VersionVector),
+}
+
+// The names of a change being applied, borrowed.
+struct ChangeRef<'a> {
+    entity_type: &'a str,
+    id: &'a str,
+    hlc: &'a Timestamp,
+}
+
 /// Concurrent changes that no merge function resolved: `kept` is the state now shown (the
 /// latest concurrent change), `lost` the other concurrent states, each still held until a
 /// later change resolves them.
@@ -310,35 +324,88 @@ impl EntityStore {
 
     /// Applies a change from any instance (this one included). Idempotent.
     pub fn apply(&mut self, change: &Change) -> Result<Outcome> {
-        let strategy = self.strategy(&change.entity_type)?;
-        check_name("entity id", &change.id)?;
-        match (&change.body, strategy) {
-            (ChangeBody::Fields { delta }, Strategy::LastWriterWins) => {
+        let body = match &change.body {
+            ChangeBody::Fields { delta } => BodyRef::Fields(delta),
+            ChangeBody::State { state, vv } => BodyRef::State(state, vv),
+        };
+        self.apply_ref(&change.entity_type, &change.id, &change.hlc, body)
+    }
+
+    /// [`apply`](Self::apply) for a change whose parts are borrowed (from a received envelope,
+    /// or from the caller of a local change), so nothing is copied that is not kept.
+    pub(crate) fn apply_ref(
+        &mut self,
+        entity_type: &str,
+        id: &str,
+        hlc: &Timestamp,
+        body: BodyRef<'_>,
+    ) -> Result<Outcome> {
+        let strategy = self.strategy(entity_type)?;
+        check_name("entity id", id)?;
+        match (body, strategy) {
+            (BodyRef::Fields(delta), Strategy::LastWriterWins) => {
                 check_delta(delta)?;
-                Ok(self.apply_fields(change, delta))
+                Ok(self.apply_fields(entity_type, id, hlc, delta))
             }
-            (ChangeBody::State { state, vv }, Strategy::VersionVectors) => {
+            (BodyRef::State(state, vv), Strategy::VersionVectors) => {
                 check_delta(state)?;
-                Ok(self.apply_state(change, state, vv))
+                let change = ChangeRef { entity_type, id, hlc };
+                Ok(self.apply_state(&change, state, vv))
             }
             _ => Err(Error::InvalidArgument(format!(
-                "a change to {:?} does not match the type's strategy {strategy:?}",
-                change.entity_type
+                "a change to {entity_type:?} does not match the type's strategy {strategy:?}"
             ))),
         }
     }
 
-    fn apply_fields(&mut self, change: &Change, delta: &Map<String, Value>) -> Outcome {
-        let entity =
-            self.image.lww.entry(change.entity_type.clone()).or_default().entry(change.id.clone()).or_default();
+    /// A local last-writer-wins change: stamps it on `clock` and applies it here. Returns the
+    /// timestamp (the change to send is the same delta with it).
+    pub(crate) fn local_fields(
+        &mut self,
+        clock: &HybridClock,
+        entity_type: &str,
+        id: &str,
+        delta: &Map<String, Value>,
+    ) -> Result<(Timestamp, Outcome)> {
+        if self.strategy(entity_type)? != Strategy::LastWriterWins {
+            return Err(Error::InvalidArgument(format!("entity type {entity_type:?} is not last writer wins")));
+        }
+        check_name("entity id", id)?;
+        check_delta(delta)?;
+        let hlc = clock.now();
+        let outcome = self.apply_fields(entity_type, id, &hlc, delta);
+        Ok((hlc, outcome))
+    }
+
+    fn apply_fields(&mut self, entity_type: &str, id: &str, hlc: &Timestamp, delta: &Map<String, Value>) -> Outcome {
+        // Keys are copied only for an entity type or entity seen the first time.
+        if !self.image.lww.contains_key(entity_type) {
+            self.image.lww.insert(entity_type.to_string(), BTreeMap::new());
+        }
+        let by_id = self.image.lww.get_mut(entity_type).expect("inserted above");
+        if !by_id.contains_key(id) {
+            by_id.insert(id.to_string(), LwwEntity::default());
+        }
+        let entity = by_id.get_mut(id).expect("inserted above");
         let mut fields = Vec::new();
         for (name, value) in delta {
-            let newer = entity.fields.get(name).is_none_or(|(_, ts)| change.hlc > *ts);
-            if newer {
-                let before = entity.fields.insert(name.clone(), (value.clone(), change.hlc.clone()));
-                let was = before.map(|(v, _)| v).unwrap_or(Value::Null);
-                if was != *value {
-                    fields.push(name.clone());
+            match entity.fields.get_mut(name) {
+                Some((was, ts)) => {
+                    if *hlc > *ts {
+                        if was != value {
+                            *was = value.clone();
+                            fields.push(name.clone());
+                        }
+                        ts.wall_ms = hlc.wall_ms;
+                        ts.logical = hlc.logical;
+                        ts.instance.clone_from(&hlc.instance);
+                    }
+                }
+                None => {
+                    entity.fields.insert(name.clone(), (value.clone(), hlc.clone()));
+                    if !value.is_null() {
+                        fields.push(name.clone());
+                    }
                 }
             }
         }
@@ -349,17 +416,18 @@ impl EntityStore {
         }
     }
 
-    fn apply_state(&mut self, change: &Change, state: &Map<String, Value>, vv: &VersionVector) -> Outcome {
-        let merge = self.merges.get(&change.entity_type).cloned();
-        let entity = self.image.vv.entry(change.entity_type.clone()).or_default().entry(change.id.clone()).or_default();
+    fn apply_state(&mut self, change: &ChangeRef<'_>, state: &Map<String, Value>, vv: &VersionVector) -> Outcome {
+        let merge = self.merges.get(change.entity_type).cloned();
+        let entity =
+            self.image.vv.entry(change.entity_type.to_string()).or_default().entry(change.id.to_string()).or_default();
         if entity.heads.iter().any(|h| matches!(vv.compare(&h.vv), Causality::Before | Causality::Equal)) {
             return Outcome::Unchanged;
         }
         let before = std::mem::take(&mut entity.shown);
         entity.heads.retain(|h| h.vv.compare(vv) != Causality::Before);
-        let at = entity.heads.partition_point(|h| h.hlc < change.hlc);
+        let at = entity.heads.partition_point(|h| h.hlc < *change.hlc);
         entity.heads.insert(at, Head { state: state.clone(), vv: vv.clone(), hlc: change.hlc.clone() });
-        let (after, failure) = resolve(merge.as_ref(), &change.entity_type, &change.id, entity);
+        let (after, failure) = resolve(merge.as_ref(), change.entity_type, change.id, entity);
         let fields = changed_fields(&before, &after);
         entity.shown = after;
         if entity.heads.len() == 1 {
@@ -372,8 +440,8 @@ impl EntityStore {
         };
         let (kept, lost) = entity.heads.split_last().expect("at least two heads");
         Outcome::Conflict(Box::new(Conflict {
-            entity_type: change.entity_type.clone(),
-            id: change.id.clone(),
+            entity_type: change.entity_type.to_string(),
+            id: change.id.to_string(),
             kept: kept.state.clone(),
             kept_hlc: kept.hlc.clone(),
             kept_vv: kept.vv.clone(),
