@@ -191,6 +191,12 @@ typedef struct rsdb_events rsdb_events;
 typedef struct rsdb_failover rsdb_failover;
 
 /*
+ Periodic health checks of a database (and optionally the nodes of an HA cluster).
+ Thread-safe: one handle may be used from any thread.
+ */
+typedef struct rsdb_health rsdb_health;
+
+/*
  A client for one InfluxDB server and database (v1) or bucket (v2). Thread-safe.
  */
 typedef struct rsdb_metrics_client rsdb_metrics_client;
@@ -323,6 +329,16 @@ typedef struct rsdb_pool_stats {
  `rsdb_failover_close` from inside it.
  */
 typedef void (*rsdb_failover_role_cb)(void *user_data, const char *change_json);
+
+/*
+ Called for each alert with a JSON document (`check`, `severity` (`info`, `warning` or
+ `critical`), `state`, `resolved`, `repeat`, `message`, `value`, `threshold`, `at`, `since`),
+ valid only during the call. Alerts of the periodic checks run on the library thread
+ `rsdb-health`; those of `rsdb_health_check_now` on the thread that called it. One call at a
+ time, in order; after `rsdb_health_close` returns it is not called again. It must not call
+ `rsdb_health_check_now` (that fails with `RSDB_ERR_STATE`).
+ */
+typedef void (*rsdb_health_alert_cb)(void *user_data, const char *alert_json);
 
 /*
  One tag of a point. Both strings are required, UTF-8, non-empty.
@@ -1226,6 +1242,59 @@ int rsdb_failover_on_role_change(const struct rsdb_failover *m,
  Stops the manager (as `rsdb_failover_stop`) and releases the handle. NULL is accepted.
  */
 void rsdb_failover_close(struct rsdb_failover *m);
+
+/*
+ Makes a monitor of `db`'s pool with the options in `options_json` (a JSON object, `"{}"`
+ for the defaults; keys in docs/ha-health.md: `interval_ms`, `check_timeout_ms`,
+ `repeat_interval_ms`, thresholds such as `latency_warning_ms`, `disk_path`, `nodes`, ...).
+ No check runs until `rsdb_health_start` or `rsdb_health_check_now`. `RSDB_ERR_JSON` for text
+ that is not a JSON object, `RSDB_ERR_INVALID_ARGUMENT` for an unknown key or thresholds out
+ of order. `*out` receives a handle to release with `rsdb_health_close`. The monitor shares
+ `db`'s pool and keeps one connection of its own taken from it; `db` may be closed first.
+ */
+int rsdb_health_open(const struct rsdb_db *db, const char *options_json, struct rsdb_health **out);
+
+/*
+ Starts the periodic checks on the thread `rsdb-health` (the first round right away).
+ Does nothing when already running.
+ */
+int rsdb_health_start(const struct rsdb_health *h);
+
+/*
+ Stops the periodic checks, waiting up to the `stop_timeout_ms` option for the thread to
+ end (`RSDB_ERR_TIMEOUT` when a callback still runs then). From inside a callback it only
+ asks the thread to stop. Idempotent.
+ */
+int rsdb_health_stop(const struct rsdb_health *h);
+
+/*
+ Runs one round of checks now on this thread (alerts go to the callbacks on this thread)
+ and stores the status, as `rsdb_health_status` gives it, in `*status_json`, to release
+ with `rsdb_string_free`. A server that is down is reported in the status, not as an error.
+ */
+int rsdb_health_check_now(const struct rsdb_health *h, char **status_json);
+
+/*
+ The status as JSON: `{"overall","running","rounds","last_round_at","last_round_ms",
+ "callback_panics","checks":{"<check>":{"state","value","unit","message","warning",
+ "critical","checked_at","since","alerting","alerts","details"}}}`, without running a
+ check; release with `rsdb_string_free`.
+ */
+int rsdb_health_status(const struct rsdb_health *h, char **status_json);
+
+/*
+ Calls `callback` for every alert (see `rsdb_health_alert_cb` for the thread and the
+ document). `user_data` may be NULL; it must stay valid until `rsdb_health_close`.
+ */
+int rsdb_health_on_alert(const struct rsdb_health *h,
+                         rsdb_health_alert_cb callback,
+                         void *user_data);
+
+/*
+ Stops the checks and releases the monitor: no callback runs after this returns (unless
+ called from inside one). NULL is accepted.
+ */
+void rsdb_health_close(struct rsdb_health *h);
 
 /*
  A v1-API client (InfluxDB 1.x, or the v1-compatible endpoints of 2.x/3.x) for `url` (e.g.
