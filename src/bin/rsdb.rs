@@ -206,7 +206,6 @@ fn cli() -> Command {
         )
         .subcommand(sync_command())
         .subcommand(metrics_command())
-        .subcommand(ha_command())
 }
 
 fn metrics_command() -> Command {
@@ -387,9 +386,13 @@ fn metrics_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
 }
 
 fn ha_command() -> Command {
+    ha_failover_subcommands(ha_replication_command())
+}
+
+fn ha_replication_command() -> Command {
     Command::new("ha")
         .about(
-            "PostgreSQL replication: status, replicas, rejoin (nodes from ROOTSTREAM_HA_PG_NODES and \
+            "PostgreSQL replication and failover: status, replicas, rejoin, failover, switchover, agent (nodes from ROOTSTREAM_HA_PG_NODES and \
              ROOTSTREAM_HA_PG_DATA, or --nodes / --data-dirs)",
         )
         .subcommand_required(true)
@@ -584,7 +587,7 @@ fn ha_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
                 rep.total_s
             );
         }
-        _ => return Err(Error::invalid("unknown ha command")),
+        _ => return ha_failover_cmd(cfg, m),
     }
     Ok(())
 }
@@ -1052,32 +1055,29 @@ fn health(cfg: &Config, json: bool) -> Result<(), Error> {
 
 // ------------------------------------------------------------------ ha (failover)
 
-fn ha_command() -> Command {
+fn ha_failover_subcommands(cmd: Command) -> Command {
     let options = || {
         Arg::new("options")
             .long("options")
             .help("FailoverManager options as JSON (lease_ttl_ms, loop_interval_ms, failure_threshold, ...)")
     };
-    Command::new("ha")
-        .about("PostgreSQL high availability (ha_nodes, ha_data_dirs, etcd_endpoints, ha_cluster, ha_mode)")
-        .subcommand_required(true)
-        .subcommand(
-            Command::new("failover")
-                .about("Promote a standby now (refused while the primary still answers; use switchover)")
-                .arg(Arg::new("to").long("to").help("The node to promote (default: the most advanced standby)"))
-                .arg(options()),
-        )
-        .subcommand(
-            Command::new("switchover")
-                .about("Planned switchover with no data loss; the old primary rejoins as a standby")
-                .arg(Arg::new("to").long("to").required(true).help("The standby to promote"))
-                .arg(options()),
-        )
-        .subcommand(
-            Command::new("agent")
-                .about("Run the FailoverManager (and the health checks, once available) until SIGTERM or SIGINT")
-                .arg(options()),
-        )
+    cmd.subcommand(
+        Command::new("failover")
+            .about("Promote a standby now (refused while the primary still answers; use switchover)")
+            .arg(Arg::new("to").long("to").help("The node to promote (default: the most advanced standby)"))
+            .arg(options()),
+    )
+    .subcommand(
+        Command::new("switchover")
+            .about("Planned switchover with no data loss; the old primary rejoins as a standby")
+            .arg(Arg::new("to").long("to").required(true).help("The standby to promote"))
+            .arg(options()),
+    )
+    .subcommand(
+        Command::new("agent")
+            .about("Run the FailoverManager (and the health checks, once available) until SIGTERM or SIGINT")
+            .arg(options()),
+    )
 }
 
 static AGENT_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -1086,7 +1086,7 @@ extern "C" fn agent_signal(_: libc::c_int) {
     AGENT_STOP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn ha_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
+fn ha_failover_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
     use rootstream_db::ha::FailoverManager;
     let (name, sub) = m.subcommand().ok_or_else(|| Error::invalid("ha needs a subcommand"))?;
     let options = sub.get_one::<String>("options").map(String::as_str);
@@ -1145,7 +1145,6 @@ fn main() -> ExitCode {
         Some(("restore", sub)) => restore_cmd(&cfg, sub),
         Some(("wal-push", sub)) => wal_cmd(&cfg, sub, true),
         Some(("wal-fetch", sub)) => wal_cmd(&cfg, sub, false),
-        Some(("ha", sub)) => ha_cmd(&cfg, sub),
         Some(("config", _)) => {
             println!("{cfg:#?}");
             Ok(())
