@@ -278,8 +278,9 @@ random_port() { # [MIN MAX]
     die "could not find a free port in $min-$max"
 }
 
-# For servers that tests stop and start again on the same port (the --pg-ha
-# nodes and etcd members): a port below the kernel's ephemeral range, which
+# Every server's port: tests stop and start servers again on the same port
+# (redis-stop/start, influx-stop/start, ha-kill/start, the --pg-ha nodes and
+# etcd members), so ports come from below the kernel's ephemeral range, which
 # no outgoing connection can occupy while the server is down. Falls back to
 # the whole range if the ephemeral range leaves too little below it.
 restart_port() {
@@ -410,7 +411,7 @@ start_service() { # NAME DIR LOG BIND_REGEX NPORTS TIMEOUT_S [PORT...]
         else
             ports=()
             for ((p = 0; p < nports; p++)); do
-                ports+=("$(random_port)")
+                ports+=("$(restart_port)")
                 USED_PORTS+="${ports[p]} "
             done
         fi
@@ -717,7 +718,7 @@ start_ha() { # DIR
     printf '%s' "$spw" >"$dir/ha/sentinel.pw"
     chmod 600 "$dir/ha/master.pw" "$dir/ha/sentinel.pw"
     for node in $HA_NODES; do
-        p=$(random_port)
+        p=$(restart_port)
         USED_PORTS+="$p "
         eval "local port_$node=$p"
     done
