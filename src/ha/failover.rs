@@ -37,7 +37,7 @@ use crate::sync::StateSyncManager;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -1499,84 +1499,21 @@ fn checkpoint_lsn(cfg: &Config, node: &PgNode) -> Result<Lsn> {
         .parse()
 }
 
-/// Turns a former primary into a standby of `primary`: stops it, rewinds it with `pg_rewind`
-/// (a no-op after a clean shutdown whose WAL the primary already had), keeps its own
-/// configuration files, points it at `primary` through a slot named after it, starts it and
-/// waits until it streams. Needs the node's data directory on this machine and a cluster
-/// initialised with data checksums or `wal_log_hints = on` (pg_rewind refuses otherwise, and
-/// its message is returned).
+/// Turns a former primary into a standby of `primary` with the replication manager's rejoin
+/// path ([`super::replication::rewind_as_standby`]: stop, slot, `pg_rewind`, own configuration
+/// kept, fencing dropped, start) unless it already streams from `primary`, and waits until it
+/// streams. Needs the node's data directory on this machine and a cluster initialised with
+/// data checksums or `wal_log_hints = on` (pg_rewind refuses otherwise, and its message is
+/// returned).
 pub async fn rejoin_node(cfg: &Config, node: &PgNode, primary: &PgNode, wait: Duration) -> Result<()> {
-    let dir = node.require_data_dir("rejoining")?.to_path_buf();
+    node.require_data_dir("rejoining")?;
     let t = Duration::from_secs(5);
     let st = probe(node, Duration::from_secs(2)).await;
     if st.is_standby() && st.streaming == Some(true) && st.upstream.as_deref() == primary.address().ok().as_deref() {
         return Ok(());
     }
     let pc = node::connect(primary, t).await?;
-    node::create_slot(&pc, primary, &node.name).await?;
-    // A just-promoted primary writes its new timeline into the control file at the end-of-
-    // recovery checkpoint, which runs in the background; pg_rewind reads the timeline from
-    // there, so it would find nothing to rewind before that checkpoint is done.
-    node::query_timed(&pc, primary, Duration::from_secs(60), "CHECKPOINT").await?;
-    let cfg2 = cfg.clone();
-    let node2 = node.clone();
-    let primary2 = primary.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let cfg = cfg2;
-        let node = node2;
-        let primary = primary2;
-        node::pg_ctl_stop(&cfg, &node, "fast", Duration::from_secs(30))?;
-        // pg_rewind copies the primary's configuration files too; ours (port, paths) stay.
-        let mut saved = BTreeMap::new();
-        for e in std::fs::read_dir(&dir).map_err(|e| Error::Io(format!("cannot list {}: {e}", dir.display())))? {
-            let p = e.map_err(|e| Error::Io(e.to_string()))?.path();
-            if p.is_file() && p.extension().is_some_and(|x| x == "conf") {
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    saved.insert(p, text);
-                }
-            }
-        }
-        let out = crate::backup::cluster::pg_command(&cfg, "pg_rewind")
-            .current_dir(&dir)
-            .arg("-D")
-            .arg(&dir)
-            .arg(format!("--source-server={}", primary.conninfo()?))
-            .env("LC_ALL", "C")
-            .output()
-            .map_err(|e| Error::Io(format!("cannot run pg_rewind: {e}")))?;
-        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        for (p, text) in &saved {
-            write_owned(p, text)?;
-        }
-        if !out.status.success() {
-            let hint = if log.contains("wal_log_hints") || log.contains("checksums") {
-                " (the cluster needs data checksums or wal_log_hints = on; rebuild this node with a base backup)"
-            } else {
-                ""
-            };
-            return Err(Error::Io(format!("pg_rewind of node {} failed{hint}: {}", node.name, log.trim())));
-        }
-        let auto = dir.join(AUTO_CONF);
-        let text = std::fs::read_to_string(&auto).unwrap_or_default();
-        let mut out: String = text
-            .lines()
-            .filter(|l| {
-                let l = l.trim_start();
-                !(l.starts_with("primary_conninfo")
-                    || l.starts_with("primary_slot_name")
-                    || l.starts_with("default_transaction_read_only"))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let conninfo = format!("{} application_name={}", primary.conninfo()?, node.name);
-        out.push_str(&format!("primary_conninfo = {}\n", node::sql_literal(&conninfo)));
-        out.push_str(&format!("primary_slot_name = {}\n", node::sql_literal(&node.name)));
-        write_owned(&auto, &out)?;
-        write_owned(&dir.join("standby.signal"), "")?;
-        node::pg_ctl_start(&cfg, &node, None, Duration::from_secs(60))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("rejoin task: {e}")))??;
+    super::replication::rewind_as_standby(cfg, node, primary, &pc).await?;
     let deadline = Instant::now() + wait;
     loop {
         let st = probe(node, Duration::from_secs(2)).await;

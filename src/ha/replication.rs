@@ -404,6 +404,99 @@ fn saved_config_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Turns the former primary `node` into a standby of `primary` (`client` is connected to it):
+/// stops the node if it runs (pg_rewind needs it shut down, and it must not take writes),
+/// gives it a slot on the primary, rewinds it with `pg_rewind` while keeping its own
+/// configuration files, points it at the primary with its slot and `application_name`, drops a
+/// fencing `default_transaction_read_only` and starts it. Returns whether anything was
+/// rewound, pg_rewind's output and its time. The one path behind
+/// [`ReplicationManager::rejoin`] and the failover manager's rejoin after a switchover.
+pub(crate) async fn rewind_as_standby(
+    cfg: &Config,
+    node: &PgNode,
+    primary: &PgNode,
+    client: &Client,
+) -> Result<(bool, String, f64)> {
+    let dir = node.require_data_dir("rejoining with pg_rewind")?.to_path_buf();
+    let name = node.name.clone();
+    let (c, n2) = (cfg.clone(), node.clone());
+    blocking(move || node::pg_ctl_stop(&c, &n2, "fast", Duration::from_secs(60))).await?;
+    node::create_slot(client, primary, &name).await?;
+    // A just-promoted primary writes its new timeline into pg_control only at the end of its
+    // first checkpoint; until then pg_rewind reads the old timeline there, finds "the same
+    // timeline" and rewinds nothing. A checkpoint now makes the fork visible.
+    query_timed(client, primary, Duration::from_secs(120), "CHECKPOINT").await?;
+
+    let source = primary.conninfo()?;
+    let c = cfg.clone();
+    let dir2 = dir.clone();
+    let t0 = Instant::now();
+    let (rewound, output) = blocking(move || {
+        // pg_rewind copies the source's configuration files; the node keeps its own.
+        let saved = saved_config_files(&dir2)?;
+        let out = pg_command(&c, "pg_rewind")
+            .arg("--target-pgdata")
+            .arg(&dir2)
+            .arg("--source-server")
+            .arg(&source)
+            .current_dir(&dir2)
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(|e| Error::Io(format!("cannot run pg_rewind: {e}")))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for (f, bytes) in &saved {
+            let p = dir2.join(f);
+            std::fs::write(&p, bytes).map_err(|e| Error::Io(format!("cannot restore {}: {e}", p.display())))?;
+            if let Some((uid, gid)) = postgres_ids() {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| Error::Io(e.to_string()))?;
+            }
+        }
+        if !out.status.success() {
+            let hint = if text.contains("wal_log_hints") || text.contains("checksums") {
+                " (the cluster needs data checksums or wal_log_hints = on; rebuild this node with a base backup)"
+            } else {
+                ""
+            };
+            return Err(Error::Io(format!("pg_rewind of {} failed{hint}: {}", dir2.display(), text.trim())));
+        }
+        Ok((!text.contains("no rewind required"), text.trim().to_string()))
+    })
+    .await?;
+    let rewind_s = t0.elapsed().as_secs_f64();
+    let conninfo = format!("{} application_name={}", primary.conninfo()?, name);
+    let c = cfg.clone();
+    let n2 = node.clone();
+    blocking(move || {
+        point_at_primary(&dir, conninfo, &n2.name)?;
+        touch_standby_signal(&dir)?;
+        node::pg_ctl_start(&c, &n2, None, Duration::from_secs(120))
+    })
+    .await?;
+    Ok((rewound, output, rewind_s))
+}
+
+/// Rewrites the node's `postgresql.auto.conf` so it follows the primary at `conninfo` through
+/// the slot `slot`: earlier upstream settings and a fencing `default_transaction_read_only`
+/// are dropped (a standby promoted later must take writes), the rest is kept.
+fn point_at_primary(dir: &Path, conninfo: String, slot: &str) -> Result<()> {
+    let path = dir.join("postgresql.auto.conf");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::Io(format!("cannot read {}: {e}", path.display()))),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !["primary_conninfo", "primary_slot_name", "default_transaction_read_only"].iter().any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, kept).map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
+    append_auto_conf(dir, &[("primary_conninfo", conninfo), ("primary_slot_name", slot.to_string())])
+}
+
 impl ReplicationManager {
     /// A manager for `nodes`. `config` supplies the PostgreSQL tools' directory (`pg_bin_dir`)
     /// and the pool settings of the read pools (time limits); its `database_url` is not used.
@@ -1074,59 +1167,7 @@ impl ReplicationManager {
                 dir.display()
             )));
         }
-        // A former primary that still runs (even as a writable primary beside the new one) is
-        // stopped first: pg_rewind needs it shut down, and it must not take writes.
-        let cfg = self.config.clone();
-        let n2 = node.clone();
-        blocking(move || node::pg_ctl_stop(&cfg, &n2, "fast", Duration::from_secs(60))).await?;
-        node::create_slot(&client, &primary, name).await?;
-        // A just-promoted primary writes its new timeline into pg_control only at the end of its
-        // first checkpoint; until then pg_rewind reads the old timeline there, finds "the same
-        // timeline" and rewinds nothing. A checkpoint now makes the fork visible.
-        query_timed(&client, &primary, Duration::from_secs(120), "CHECKPOINT").await?;
-
-        let source = primary.conninfo()?;
-        let cfg = self.config.clone();
-        let dir2 = dir.clone();
-        let t0 = Instant::now();
-        let (rewound, output) = blocking(move || {
-            // pg_rewind copies the source's configuration files; the node keeps its own.
-            let saved = saved_config_files(&dir2)?;
-            let out = pg_command(&cfg, "pg_rewind")
-                .arg("--target-pgdata")
-                .arg(&dir2)
-                .arg("--source-server")
-                .arg(&source)
-                .arg("-R")
-                .current_dir(&dir2)
-                .output()
-                .map_err(|e| Error::Io(format!("cannot run pg_rewind: {e}")))?;
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            if !out.status.success() {
-                return Err(Error::Io(format!("pg_rewind of {} failed: {}", dir2.display(), text.trim())));
-            }
-            for (f, bytes) in &saved {
-                let p = dir2.join(f);
-                std::fs::write(&p, bytes).map_err(|e| Error::Io(format!("cannot restore {}: {e}", p.display())))?;
-                if let Some((uid, gid)) = postgres_ids() {
-                    std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| Error::Io(e.to_string()))?;
-                }
-            }
-            Ok((!text.contains("no rewind required"), text.trim().to_string()))
-        })
-        .await?;
-        let rewind_s = t0.elapsed().as_secs_f64();
-        let conninfo = format!("{} application_name={}", primary.conninfo()?, name);
-        let dir2 = dir.clone();
-        let nm = name.to_string();
-        blocking(move || {
-            append_auto_conf(&dir2, &[("primary_conninfo", conninfo), ("primary_slot_name", nm)])?;
-            touch_standby_signal(&dir2)
-        })
-        .await?;
-        let cfg = self.config.clone();
-        let n2 = node.clone();
-        blocking(move || node::pg_ctl_start(&cfg, &n2, None, Duration::from_secs(120))).await?;
+        let (rewound, output, rewind_s) = rewind_as_standby(&self.config, &node, &primary, &client).await?;
         self.wait_streaming(&primary, name, Duration::from_secs(self.options.stream_wait_s)).await?;
         let client = node::connect(&primary, timeout).await?;
         self.sync_list_after_change(&client, &primary).await?;
