@@ -246,6 +246,7 @@ static void open_all(void) {
     check(rsdb_config_from_env(&cfg), "config");
     check(rsdb_config_set(cfg, "session_max_per_user", "0"), "session_max_per_user");
     check(rsdb_db_open(cfg, &B.db), "db open");
+    check(rsdb_db_migrate(B.db, NULL), "migrate");
     check(rsdb_redis_open(cfg, &B.redis), "redis open");
     check(rsdb_sessions_new(cfg, B.db, B.redis, &B.sessions), "sessions");
     check(rsdb_mfa_new(cfg, B.db, B.redis, &B.mfa), "mfa");

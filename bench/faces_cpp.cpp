@@ -138,6 +138,7 @@ int main(int argc, char** argv) try {
     bench.config = rs::Config::from_env();
     bench.config.set("session_max_per_user", "0");
     bench.db = std::make_unique<rs::database::DatabaseManager>(bench.config);
+    bench.db->migrate();
     bench.redis = std::make_unique<rs::cache::RedisClient>(bench.config);
     bench.sessions = std::make_unique<rs::database::models::SessionModel>(bench.config, *bench.db, *bench.redis);
     bench.mfa = std::make_unique<rs::auth::MFAManager>(bench.config, *bench.db, bench.redis.get());
