@@ -7,6 +7,18 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 bash "$ROOT/scripts/install-deps.sh"
 cd "$ROOT"
 cargo bench --no-run "$@"
+# The faces benchmark also runs the C and C++ programs in bench/, built in release by CMake
+# into the same cargo target dir.
+for a in "$@"; do
+    if [[ $a == faces ]]; then
+        bdir=${RSDB_BENCH_BUILD_DIR:-$ROOT/build/bench}
+        cmake -S "$ROOT" -B "$bdir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRSDB_BUILD_TESTS=OFF \
+            -DRSDB_BUILD_EXAMPLES=OFF -DRSDB_BUILD_BENCHES=ON \
+            -DRSDB_CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" >/dev/null
+        cmake --build "$bdir" --target faces_c faces_cpp
+        export RSDB_FACES_BIN_DIR="$bdir/bench"
+    fi
+done
 # InfluxDB only for the benchmarks that write metrics.
 stack_opts=(--no-influx)
 # The Redis Sentinel setup and the PostgreSQL HA setup (three nodes and etcd) only for the

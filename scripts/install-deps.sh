@@ -28,6 +28,8 @@ PACKAGES=(
     # The PostgreSQL HA profile (scripts/stack.sh --pg-ha): a private etcd
     # cluster, etcdctl, and Patroni for the failover baseline.
     etcd-server etcd-client patroni
+    # Instruction counts of the faces benchmark (benches/faces.rs).
+    valgrind
 )
 
 # Services of packages that this script installs but that the test stack
