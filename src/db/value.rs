@@ -384,6 +384,18 @@ pub fn parse_params(json: Option<&str>) -> Result<Vec<JsonParam>> {
     }
 }
 
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_encode_numeric(s: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut b = BytesMut::new();
+    encode_numeric(s, &mut b)?;
+    Ok(b.to_vec())
+}
+
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decode_numeric(raw: &[u8]) -> Result<String> {
+    decode_numeric(raw)
+}
+
 /// Borrows JSON parameters in the form tokio-postgres takes.
 pub fn param_refs(params: &[JsonParam]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
