@@ -32,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
     let n = (u16::from_be_bytes([rest[0], rest[1]]) as usize).min(rest.len() - 2);
     let plain = &rest[2..2 + n];
     // A plaintext longer than one chunk when asked, so chunk boundaries are crossed.
-    let plain: Vec<u8> = if mode & 2 != 0 { plain.iter().cycle().take(CHUNK + n + 1).copied().collect() } else { plain.to_vec() };
+    let plain: Vec<u8> =
+        if mode & 2 != 0 { plain.iter().cycle().take(CHUNK + n + 1).copied().collect() } else { plain.to_vec() };
     let sealed = common::seal(&plain, "b1", "data.zst", false);
     let mut file = sealed.clone();
     for op in rest[2 + n..].chunks_exact(3) {

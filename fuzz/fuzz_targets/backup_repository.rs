@@ -47,8 +47,11 @@ fuzz_target!(|data: &[u8]| {
                     let Some(f) = f.as_object_mut() else { continue };
                     let Some(name) = f.get("name").and_then(Value::as_str).map(str::to_string) else { continue };
                     let payload = payloads.get(i).copied().unwrap_or("").as_bytes();
-                    let stored =
-                        if flags & 2 != 0 { common::seal(payload, &id, &name, flags & 4 != 0) } else { payload.to_vec() };
+                    let stored = if flags & 2 != 0 {
+                        common::seal(payload, &id, &name, flags & 4 != 0)
+                    } else {
+                        payload.to_vec()
+                    };
                     if flags & 8 != 0 {
                         f.insert("stored_bytes".into(), stored.len().into());
                         f.insert("sha256".into(), sha256_hex(&stored).into());
