@@ -147,7 +147,7 @@ impl BackupManager {
         let key = self.data_key(&m)?;
         // Sizes come from the manifest: added without overflow whatever it claims.
         let total = m.files.iter().fold(0u64, |t, f| t.saturating_add(f.stored_bytes));
-        let mut done = 0;
+        let mut done = 0u64;
         for f in &m.files {
             let object = format!("{backup_id}/{}", f.name);
             let open = || match self.storage.open(&object) {
