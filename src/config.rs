@@ -246,6 +246,12 @@ impl Config {
     pub fn apply_file(&mut self, path: &std::path::Path) -> Result<()> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read configuration file {}: {e}", path.display())))?;
+        self.apply_str(&text, &path.display().to_string())
+    }
+
+    /// Applies the text of a configuration file (see [`Config::apply_file`]); `origin` names it
+    /// in errors.
+    pub fn apply_str(&mut self, text: &str, origin: &str) -> Result<()> {
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -253,7 +259,7 @@ impl Config {
             }
             let (k, v) = line
                 .split_once('=')
-                .ok_or_else(|| Error::Config(format!("{}:{}: expected key = value", path.display(), n + 1)))?;
+                .ok_or_else(|| Error::Config(format!("{origin}:{}: expected key = value", n + 1)))?;
             let k = k.trim();
             let key = k.strip_prefix("ROOTSTREAM_").map(str::to_ascii_lowercase).unwrap_or_else(|| k.to_string());
             let v = v.trim();
@@ -264,7 +270,7 @@ impl Config {
             } else {
                 v
             };
-            self.set(&key, v).map_err(|e| Error::Config(format!("{}:{}: {e}", path.display(), n + 1)))?;
+            self.set(&key, v).map_err(|e| Error::Config(format!("{origin}:{}: {e}", n + 1)))?;
         }
         Ok(())
     }

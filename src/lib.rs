@@ -12,6 +12,9 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod ffi;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ha;
 pub mod metrics;
 pub mod models;

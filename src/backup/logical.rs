@@ -128,7 +128,8 @@ impl BackupManager {
                 .spawn()
                 .map_err(|e| Error::Io(format!("cannot run {}: {e}", pg_restore.display())))?;
             let stderr = drain(child.stderr.take().expect("piped"));
-            let total = m2.files[0].plain_bytes;
+            // A manifest without files (which no backup writes) restores nothing, not a panic.
+            let total = m2.files.first().map_or(0, |f| f.plain_bytes);
             let (report_to, id) = (this.clone(), m2.backup_id.clone());
             let mut src = Metered {
                 inner: this.open_file(&m2, &key, DUMP_FILE)?,

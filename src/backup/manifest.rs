@@ -145,8 +145,9 @@ impl BackupManager {
     pub fn verify(&self, backup_id: &str) -> Result<Manifest> {
         let m = self.manifest(backup_id)?;
         let key = self.data_key(&m)?;
-        let total: u64 = m.files.iter().map(|f| f.stored_bytes).sum();
-        let mut done = 0;
+        // Sizes come from the manifest: added without overflow whatever it claims.
+        let total = m.files.iter().fold(0u64, |t, f| t.saturating_add(f.stored_bytes));
+        let mut done = 0u64;
         for f in &m.files {
             let object = format!("{backup_id}/{}", f.name);
             let open = || match self.storage.open(&object) {
@@ -175,7 +176,7 @@ impl BackupManager {
                     f.name, f.plain_bytes
                 )));
             }
-            done += f.stored_bytes;
+            done = done.saturating_add(f.stored_bytes);
             self.report(backup_id, "verify", done, Some(total), format!("{} verified", f.name));
         }
         Ok(m)
@@ -242,6 +243,31 @@ mod tests {
         // Not hex at all: the MAC file is the one at fault.
         storage.put("full-1/manifest.mac", b"not hex").unwrap();
         assert!(bm.manifest("full-1").unwrap_err().to_string().contains("manifest.mac is corrupt"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sizes_a_signed_manifest_claims_do_not_overflow_verification() {
+        let dir = std::env::temp_dir().join(format!("rsdb-manifest-size-{}", std::process::id()));
+        let keyring = Keyring::new("k1", Key::generate().unwrap()).unwrap();
+        let bm = BackupManager {
+            db: None,
+            cfg: Default::default(),
+            keyring: keyring.clone(),
+            storage: Arc::new(LocalStorage::new(&dir)),
+            progress: None,
+        };
+        let mut m = manifest("full-2");
+        let (kid, wrapped) = keyring.seal(&manifest_context("full-2"), Key::generate().unwrap().as_bytes()).unwrap();
+        (m.key_id, m.wrapped_key) = (kid, hex::encode(wrapped));
+        // Two files of u64::MAX bytes: adding them up for the progress total overflowed.
+        for name in ["a", "b"] {
+            let sha256 = String::new();
+            m.files.push(FileEntry { name: name.into(), chunks: 1, plain_bytes: 1, stored_bytes: u64::MAX, sha256 });
+        }
+        bm.write_manifest(&m).unwrap();
+        let err = bm.verify("full-2").unwrap_err();
+        assert!(matches!(err, Error::Integrity(ref e) if e.contains("a is missing")), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

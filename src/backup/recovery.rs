@@ -378,7 +378,7 @@ impl RecoveryManager {
     }
 
     fn unpack_chain(&self, chain: &[Manifest], dir: &Path) -> Result<()> {
-        let total: u64 = chain.iter().flat_map(|m| m.files.iter()).map(|f| f.plain_bytes).sum();
+        let total = chain.iter().flat_map(|m| m.files.iter()).fold(0u64, |t, f| t.saturating_add(f.plain_bytes));
         let mut done = 0u64;
         for m in chain {
             let key = self.backups.data_key(m)?;
@@ -416,7 +416,7 @@ impl RecoveryManager {
                         Error::Io(format!("unpacking backup {} into {}: {msg}", m.backup_id, dest.display()))
                     }
                 })?;
-                done += f.plain_bytes;
+                done = done.saturating_add(f.plain_bytes);
                 self.backups.report(&m.backup_id, "restore", done, Some(total), format!("{} unpacked", f.name));
             }
         }

@@ -776,6 +776,19 @@ fn parse_list(body: &str) -> std::result::Result<ListPage, String> {
     })
 }
 
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_xml(doc: &str) -> std::result::Result<(), String> {
+    let root = xml::parse(doc)?;
+    let _ = root.child_text("Code");
+    let _ = root.children("Contents").count();
+    Ok(())
+}
+
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_list(body: &str) -> std::result::Result<Vec<(String, u64)>, String> {
+    parse_list(body).map(|p| p.entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,10 +44,11 @@ fn parse_field(field: &str, min: u32, max: u32, name: &str) -> Result<(Vec<bool>
         if lo < min || hi > max || lo > hi {
             return Err(bad());
         }
-        let mut v = lo;
-        while v <= hi {
-            set[v as usize] = true;
-            v += step;
+        // A step larger than the range selects only its start (`59/4294967295` is minute 59).
+        let mut v = Some(lo);
+        while let Some(x) = v.filter(|x| *x <= hi) {
+            set[x as usize] = true;
+            v = x.checked_add(step);
         }
     }
     Ok((set, field != "*"))
@@ -235,6 +236,17 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_step_beyond_the_range_selects_only_its_start() {
+        // 59 + 4294967295 overflowed: a panic in debug builds, every minute in release builds.
+        let s: CronSchedule = "59/4294967295 * * * *".parse().unwrap();
+        assert!(s.matches(at("2026-01-01T10:59:00Z")));
+        assert!(!s.matches(at("2026-01-01T10:58:00Z")));
+        assert!(!s.matches(at("2026-01-01T10:00:00Z")));
+        let s: CronSchedule = "0 1-23/4294967295 * * *".parse().unwrap();
+        assert_eq!(s.next_after(at("2026-01-01T02:00:00Z")), Some(at("2026-01-02T01:00:00Z")));
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub fn segment_name(timeline: u32, lsn: u64, segment_size: u64) -> String {
 /// The position (log and segment number parts) of a segment or backup-label name, for
 /// ordering segments regardless of timeline; `None` for history files.
 pub fn segment_position(name: &str) -> Option<&str> {
-    (name.len() >= 24 && !name.ends_with(".history")).then(|| &name[8..24])
+    name.get(8..24).filter(|p| !name.ends_with(".history") && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The timeline of a segment name.
@@ -210,7 +210,9 @@ impl WalArchive {
         let raw = self.keyring.open(&h.key_id, &key_context(name), &wrapped)?;
         let data_key = Key::from_hex(&hex::encode(raw))?;
         let mut z = zstd::stream::read::Decoder::new(ChunkReader::new(r, data_key, "wal", name))?;
-        let mut data = Vec::with_capacity(h.plain_bytes as usize);
+        // The header is authenticated, but its size only reserves up to one WAL segment's worth
+        // (1 GiB, PostgreSQL's largest); the data decides how much is read.
+        let mut data = Vec::with_capacity(h.plain_bytes.min(1 << 30) as usize);
         z.read_to_end(&mut data).map_err(|e| Error::Integrity(format!("archived WAL {e}")))?;
         if data.len() as u64 != h.plain_bytes || hex::encode(Sha256::digest(&data)) != h.sha256 {
             return Err(Error::Integrity(format!("archived WAL {name}: contents differ from its recorded checksum")));
@@ -307,6 +309,38 @@ mod tests {
         assert_eq!(segment_name(2, 0x1_FF00_0000, seg), "0000000200000001000000FF");
         assert_eq!(segment_position("000000020000000100000003"), Some("0000000100000003"));
         assert_eq!(segment_position("00000002.history"), None);
+        // Not a byte index into a multi-byte character (this panicked), nor a non-hex position.
+        assert_eq!(segment_position("0000000\u{e9}0000000000000000"), None);
+        assert_eq!(segment_position("00000001ZZZZZZZZ00000003"), None);
+    }
+
+    #[test]
+    fn a_signed_header_claiming_a_huge_size_is_an_integrity_error_not_an_abort() {
+        let dir = std::env::temp_dir().join(format!("rsdb-walsize-{}-{}", std::process::id(), rand::random::<u32>()));
+        let keyring = Keyring::new("k1", Key::generate().unwrap()).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.join("repo")));
+        let archive = WalArchive::new(storage.clone(), keyring.clone());
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = "000000010000000000000001";
+        std::fs::write(dir.join(name), b"segment").unwrap();
+        archive.push(&dir.join(name)).unwrap();
+        // Rewrite the header with a size of 2^62 bytes and sign it again.
+        let object = storage.get(&format!("{PREFIX}{name}")).unwrap();
+        let len = u32::from_be_bytes(object[8..12].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&object[12..12 + len]).unwrap();
+        header["plain_bytes"] = (1u64 << 62).into();
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut forged = MAGIC.to_vec();
+        forged.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        forged.extend_from_slice(&header);
+        forged.extend_from_slice(&keyring.mac("wal-header", &header).unwrap());
+        forged.extend_from_slice(&object[12 + len + 32..]);
+        storage.put(&format!("{PREFIX}{name}"), &forged).unwrap();
+        let err = archive.read(name).unwrap_err();
+        assert!(matches!(err, Error::Integrity(ref m) if m.contains("checksum")), "{err}");
+        // A non-ASCII limit is refused, not a panic.
+        assert!(matches!(archive.expire_before("0000000\u{e9}0000000000000000"), Err(Error::InvalidArgument(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -626,6 +626,14 @@ fn parse_args_value(v: &Json) -> Result<Vec<String>> {
         .collect()
 }
 
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_command(json: &str) -> Result<()> {
+    for args in parse_commands(json).or_else(|_| parse_args(json).map(|a| vec![a]))? {
+        build_cmd(&args)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,6 +172,9 @@ fn encode_array(
     Ok(IsNull::No)
 }
 
+/// The largest display scale (digits after the point) of a NUMERIC.
+const NUMERIC_DSCALE_MAX: usize = 0x3FFF;
+
 /// Encodes a decimal string into PostgreSQL's binary NUMERIC (base-10000 digits).
 fn encode_numeric(s: &str, out: &mut BytesMut) -> std::result::Result<IsNull, String> {
     let s = s.trim();
@@ -189,6 +192,15 @@ fn encode_numeric(s: &str, out: &mut BytesMut) -> std::result::Result<IsNull, St
         return Err(format!("{s:?} is not a decimal number"));
     }
     let int_part = int_part.trim_start_matches('0');
+    // PostgreSQL's limits: a display scale of at most 16383 digits and a weight that fits in
+    // i16 (here: at most 32767 groups, 131068 digits, before the point).
+    if frac_part.len() > NUMERIC_DSCALE_MAX || int_part.len().div_ceil(4) > i16::MAX as usize {
+        return Err(format!(
+            "a number with {} digits before the point and {} after it is beyond a numeric's limits",
+            int_part.len(),
+            frac_part.len()
+        ));
+    }
     let dscale = frac_part.len() as i16;
     // Pad the integer part on the left and the fraction on the right to whole groups of 4.
     let int_pad = (4 - int_part.len() % 4) % 4;
@@ -236,10 +248,22 @@ fn decode_numeric(raw: &[u8]) -> Result<String> {
             .map(|b| i16::from_be_bytes([b[0], b[1]]))
             .ok_or_else(|| Error::Query("truncated numeric".into()))
     };
-    let ndigits = rd(0)? as usize;
+    let corrupt = |what: &str| Error::Query(format!("corrupt numeric: {what}"));
+    // The counts are unsigned 16-bit on the wire but read as i16, as PostgreSQL writes them:
+    // a negative digit count or a scale beyond PostgreSQL's limit is corrupt, not a length.
+    let ndigits = usize::try_from(rd(0)?).map_err(|_| corrupt("negative digit count"))?;
     let weight = rd(2)? as i32;
     let sign = rd(4)? as u16;
-    let dscale = rd(6)? as usize;
+    let dscale = usize::try_from(rd(6)?)
+        .ok()
+        .filter(|d| *d <= NUMERIC_DSCALE_MAX)
+        .ok_or_else(|| corrupt("display scale out of range"))?;
+    if raw.len() != 8 + 2 * ndigits {
+        return Err(corrupt("length does not match the digit count"));
+    }
+    if !matches!(sign, 0 | 0x4000 | 0xC000 | 0xD000 | 0xF000) {
+        return Err(corrupt("unknown sign"));
+    }
     if sign == 0xC000 {
         return Ok("NaN".into());
     }
@@ -384,6 +408,18 @@ pub fn parse_params(json: Option<&str>) -> Result<Vec<JsonParam>> {
     }
 }
 
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_encode_numeric(s: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut b = BytesMut::new();
+    encode_numeric(s, &mut b)?;
+    Ok(b.to_vec())
+}
+
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decode_numeric(raw: &[u8]) -> Result<String> {
+    decode_numeric(raw)
+}
+
 /// Borrows JSON parameters in the form tokio-postgres takes.
 pub fn param_refs(params: &[JsonParam]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
@@ -414,6 +450,30 @@ mod tests {
         let mut b = BytesMut::new();
         assert!(encode_numeric("12a", &mut b).is_err());
         assert!(encode_numeric("", &mut b).is_err());
+    }
+
+    #[test]
+    fn corrupt_binary_numerics_are_errors_not_endless_strings() {
+        // A display scale of 0xFFFF (read as -1) made the decoder append digits without end.
+        assert!(decode_numeric(&[0, 0, 0, 0, 0, 0, 0xFF, 0xFF]).is_err());
+        // A negative digit count made it reserve room for 2^64 digits.
+        assert!(decode_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        // An unknown sign, and bytes beyond the digit count.
+        assert!(decode_numeric(&[0, 1, 0, 0, 0x12, 0x34, 0, 0, 0, 1]).is_err());
+        assert!(decode_numeric(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0]).is_err());
+        assert_eq!(decode_numeric(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap(), "1");
+    }
+
+    #[test]
+    fn numerics_beyond_postgres_limits_are_refused_and_those_within_round_trip() {
+        let mut b = BytesMut::new();
+        // 40000 digits after the point overflowed the i16 scale into a negative one.
+        assert!(encode_numeric(&format!("0.{}", "1".repeat(40_000)), &mut b).is_err());
+        assert!(encode_numeric(&format!("0.{}", "1".repeat(16_384)), &mut b).is_err());
+        assert!(encode_numeric(&"9".repeat(4 * 32_767 + 1), &mut b).is_err());
+        for s in [format!("1.{}", "5".repeat(16_383)), "9".repeat(4 * 32_767)] {
+            assert_eq!(decode_numeric(&enc(&s)).unwrap(), s);
+        }
     }
 
     #[test]

@@ -32,6 +32,10 @@ impl Element {
     }
 }
 
+/// How deep elements may nest. S3 responses nest four levels; the limit keeps a hostile body
+/// from building a tree so deep that dropping it (recursively) overflows the stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses a document and returns its root element.
 pub fn parse(doc: &str) -> Result<Element, String> {
     let mut stack: Vec<Element> = Vec::new();
@@ -76,6 +80,9 @@ pub fn parse(doc: &str) -> Result<Element, String> {
                 return Err(format!("a second root element <{name}>"));
             }
             let el = Element { name: local_name(name).to_string(), ..Element::default() };
+            if !empty && stack.len() >= MAX_DEPTH {
+                return Err(format!("elements nested deeper than {MAX_DEPTH} levels"));
+            }
             if empty {
                 attach(&mut stack, &mut root, el);
             } else {
@@ -204,6 +211,17 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deeply_nested_documents_are_refused_before_they_exhaust_the_stack() {
+        // 200000 nested elements parsed, but dropping the tree recursed once per level.
+        let n = 200_000;
+        let doc = format!("{}{}", "<a>".repeat(n), "</a>".repeat(n));
+        let err = parse(&doc).unwrap_err();
+        assert!(err.contains("nested deeper than 64"), "{err}");
+        let ok = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert_eq!(parse(&ok).unwrap().name, "a");
+    }
 
     #[test]
     fn parses_nested_elements_and_text() {
