@@ -689,3 +689,31 @@ async fn hostile_fingerprints_user_agents_geo_locations_and_reasons_are_stored_v
             .get(0);
     assert!(tables);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_of_unknown_or_inactive_users_are_refused_with_and_without_a_limit() {
+    for limit in ["0", "3"] {
+        let e = env_with(|c| {
+            c.set("session_max_per_user", limit).unwrap();
+            c.set("pool_size", "1").unwrap();
+        })
+        .await;
+        let err = e.sessions.create(e.user_id + 1000, &laptop(), false, false).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "limit {limit}: unknown user: {err}");
+        let other: i64 = e
+            .db
+            .query(
+                "INSERT INTO users (username, email, password_hash, is_active) VALUES ($1, $2, 'x', FALSE) RETURNING id",
+                &[&unique("off"), &format!("{}@example.com", rand::random::<u32>())],
+            )
+            .await
+            .unwrap()[0]
+            .get(0);
+        let err = e.sessions.create(other, &laptop(), false, false).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "limit {limit}: inactive user: {err}");
+        assert_eq!(e.count("SELECT count(*) FROM sessions WHERE user_id = $1", &[&other]).await, 0);
+        // The one pooled connection is left outside any transaction: the next login works.
+        let ok = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
+        e.sessions.validate(ok.token.expose(), &laptop().fingerprint, false).await.unwrap();
+    }
+}
