@@ -11,14 +11,16 @@ mod support;
 use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::auth::totp::{self, TotpParams};
 use rootstream_db::db::migrations;
-use rootstream_db::ffi::c::auth::{rsdb_sessions, rsdb_sessions_create, rsdb_sessions_free, rsdb_sessions_new, rsdb_sessions_validate};
+use rootstream_db::ffi::c::auth::{
+    rsdb_sessions, rsdb_sessions_create, rsdb_sessions_free, rsdb_sessions_new, rsdb_sessions_validate,
+};
 use rootstream_db::ffi::c::config::{rsdb_config_free, rsdb_config_new, rsdb_config_set};
 use rootstream_db::ffi::c::db::{rsdb_db_free, rsdb_db_open};
 use rootstream_db::ffi::c::redis::{rsdb_redis_free, rsdb_redis_open};
 use rootstream_db::ffi::c::rsdb_string_free;
-use std::ffi::CString;
 use rootstream_db::models::session::{DeviceInfo, SessionModel, SessionSettings};
 use rootstream_db::{DatabaseManager, RedisClient};
+use std::ffi::CString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -709,9 +709,20 @@ async fn logins_of_unknown_or_inactive_users_are_refused_with_and_without_a_limi
             .await
             .unwrap()[0]
             .get(0);
+        // Sessions left from before the user was deactivated, more than the limit: a refused
+        // login evicts none of them.
+        for i in 0..4 {
+            e.db.execute(
+                "INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint) VALUES ($1, $2, now() + interval '1 hour', 'fp')",
+                &[&other, &unique(&format!("old{i}"))],
+            )
+            .await
+            .unwrap();
+        }
         let err = e.sessions.create(other, &laptop(), false, false).await.unwrap_err();
         assert!(matches!(err, Error::NotFound(_)), "limit {limit}: inactive user: {err}");
-        assert_eq!(e.count("SELECT count(*) FROM sessions WHERE user_id = $1", &[&other]).await, 0);
+        assert_eq!(e.count("SELECT count(*) FROM sessions WHERE user_id = $1 AND is_active", &[&other]).await, 4);
+        assert_eq!(e.count("SELECT count(*) FROM sessions WHERE user_id = $1", &[&other]).await, 4);
         // The one pooled connection is left outside any transaction: the next login works.
         let ok = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
         e.sessions.validate(ok.token.expose(), &laptop().fingerprint, false).await.unwrap();

@@ -129,7 +129,7 @@ pub struct CreatedSession {
 const COLUMNS: &str = "id, user_id, device_fingerprint, ip_address, user_agent, geo_location, remember_me, mfa_required, mfa_verified_at, created_at, expires_at, last_activity_at, idle_timeout_seconds, is_active, revoked_at, revoke_reason";
 
 /// Creates a session in one statement: evicts the oldest sessions over the limit (or inserts
-/// nothing under the refuse policy), inserts the new one, and records a `session.revoked` event
+/// nothing under the refuse policy) of an active user, inserts the new one, and records a `session.revoked` event
 /// for each eviction. (Creation itself is published, and is the session row; the event log
 /// keeps what ends sessions.) $1 user, $2 limit (0 = none), $3 refuse, $4 token hash, $5 lifetime
 /// in seconds, $6..$9 device, $10 remember me, $11 MFA required, $12 idle timeout.
@@ -143,6 +143,7 @@ WITH active AS (
     UPDATE sessions s SET is_active = FALSE, revoked_at = now(), revoke_reason = 'evicted'
     FROM active a
     WHERE s.id = a.id AND $2::bigint > 0 AND NOT $3::boolean
+      AND EXISTS (SELECT 1 FROM users u WHERE u.id = $1::bigint AND u.is_active)
     RETURNING s.id, s.token_hash
 ), ins AS (
     INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint, ip_address, user_agent, geo_location,
@@ -523,7 +524,9 @@ impl SessionModel {
             list.as_array()
                 .into_iter()
                 .flatten()
-                .map(|e| (e["id"].as_i64().unwrap_or_default(), e["token_hash"].as_str().unwrap_or_default().to_string()))
+                .map(|e| {
+                    (e["id"].as_i64().unwrap_or_default(), e["token_hash"].as_str().unwrap_or_default().to_string())
+                })
                 .collect()
         } else {
             Vec::new()
