@@ -1,6 +1,7 @@
 //! Session and MFA benchmarks beside raw baselines from the same run: session validation vs a
 //! raw Redis GET at the same concurrency, session creation vs a raw INSERT, MFA verification
-//! latency.
+//! latency. Validation and creation are also measured through the C functions, called from
+//! native threads as a C program calls them.
 //!
 //! Run with `scripts/bench.sh --bench auth`.
 
@@ -10,8 +11,16 @@ mod support;
 use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::auth::totp::{self, TotpParams};
 use rootstream_db::db::migrations;
+use rootstream_db::ffi::c::auth::{
+    rsdb_sessions, rsdb_sessions_create, rsdb_sessions_free, rsdb_sessions_new, rsdb_sessions_validate,
+};
+use rootstream_db::ffi::c::config::{rsdb_config_free, rsdb_config_new, rsdb_config_set};
+use rootstream_db::ffi::c::db::{rsdb_db_free, rsdb_db_open};
+use rootstream_db::ffi::c::redis::{rsdb_redis_free, rsdb_redis_open};
+use rootstream_db::ffi::c::rsdb_string_free;
 use rootstream_db::models::session::{DeviceInfo, SessionModel, SessionSettings};
 use rootstream_db::{DatabaseManager, RedisClient};
+use std::ffi::CString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +64,64 @@ where
     Fig { rate, p50: q(0.5), p99: q(0.99) }
 }
 
+/// Like `drive`, from `workers` OS threads (each call blocks, as through the C functions).
+fn drive_threads<F>(workers: usize, per: usize, op: F) -> Fig
+where
+    F: Fn(usize) + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    let mut lat = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut lat = Vec::with_capacity(per);
+                    for _ in 0..per {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let t = Instant::now();
+                        op(i);
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    let q = |x: f64| lat[((lat.len() as f64 * x) as usize).min(lat.len() - 1)];
+    Fig { rate, p50: q(0.5), p99: q(0.99) }
+}
+
+/// A session handle made through the C functions, shared by the benchmark's threads.
+struct CSessions(*mut rsdb_sessions);
+// SAFETY: `rsdb_sessions` is documented thread-safe; the handle outlives the threads.
+unsafe impl Send for CSessions {}
+unsafe impl Sync for CSessions {}
+
+/// Opens `rsdb_db`, `rsdb_redis` and `rsdb_sessions` through the C functions, with `keys`
+/// set on a fresh configuration.
+fn c_sessions(keys: &[(&str, &str)]) -> CSessions {
+    let cstr = |s: &str| CString::new(s).unwrap();
+    unsafe {
+        let mut cfg = std::ptr::null_mut();
+        assert_eq!(rsdb_config_new(&mut cfg), 0);
+        for (k, v) in keys {
+            assert_eq!(rsdb_config_set(cfg, cstr(k).as_ptr(), cstr(v).as_ptr()), 0, "{k}");
+        }
+        let (mut db, mut redis, mut sessions) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+        assert_eq!(rsdb_db_open(cfg, &mut db), 0);
+        assert_eq!(rsdb_redis_open(cfg, &mut redis), 0);
+        assert_eq!(rsdb_sessions_new(cfg, db, redis, &mut sessions), 0);
+        // The session handle keeps the database and Redis handles' clients alive.
+        rsdb_redis_free(redis);
+        rsdb_db_free(db);
+        rsdb_config_free(cfg);
+        CSessions(sessions)
+    }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -87,6 +154,27 @@ fn main() {
             .get(0);
         let sessions = SessionModel::new(db.clone(), redis.clone(), SessionSettings::from_config(&cfg));
         let device = DeviceInfo { fingerprint: "fp-bench".into(), ..Default::default() };
+        // For instruction counts under callgrind: `RSDB_AUTH_PROFILE=validate|create|create10`
+        // with `RSDB_AUTH_OPS=N` runs only N sequential operations of that kind; two runs with
+        // different N give the instructions of one operation.
+        if let (Ok(what), Some(n)) =
+            (std::env::var("RSDB_AUTH_PROFILE"), std::env::var("RSDB_AUTH_OPS").ok().and_then(|v| v.parse::<usize>().ok()))
+        {
+            let mut c = cfg.clone();
+            c.set("session_max_per_user", if what == "create10" { "10" } else { "0" }).unwrap();
+            let model = SessionModel::new(db.clone(), redis.clone(), SessionSettings::from_config(&c));
+            let token = model.create(uid, &device, false, false).await.unwrap().token;
+            model.validate(token.expose(), "fp-bench", true).await.unwrap();
+            for _ in 0..n {
+                if what == "validate" {
+                    model.validate(token.expose(), "fp-bench", true).await.unwrap();
+                } else {
+                    model.create(uid, &device, false, false).await.unwrap();
+                }
+            }
+            println!("{what}: {n} operations");
+            return;
+        }
         println!("rootstream-db session and MFA benchmarks (library runtime, servers on loopback)");
 
         // Validation: 1,000 live sessions, 50 concurrent validators; raw: GET of a cached
@@ -129,6 +217,39 @@ fn main() {
             .await;
             report(&format!("session validation, {workers} concurrent"), &ours, "raw GET", &raw);
         }
+
+        // The same validations through the C function from 50 native threads, beside a raw GET
+        // at the same concurrency measured just before.
+        let db_url = cfg.database_url.clone().unwrap();
+        let redis_url = cfg.redis_url.clone().unwrap();
+        let open = |limit: &str| {
+            c_sessions(&[
+                ("database_url", db_url.as_str()),
+                ("redis_url", redis_url.as_str()),
+                ("pool_size", "8"),
+                ("session_max_per_user", limit),
+            ])
+        };
+        let c_handle = open("0");
+        let c_tokens: Vec<CString> = tokens.iter().map(|t| CString::new(t.as_str()).unwrap()).collect();
+        let fp = CString::new("fp-bench").unwrap();
+        let raw = drive(50, 1000, {
+            let (c, keys) = (raw_conn.clone(), keys.clone());
+            move |i| {
+                let (mut c, keys) = (c.clone(), keys.clone());
+                async move {
+                    let v: Option<String> = redis::cmd("GET").arg(&keys[i % keys.len()]).query_async(&mut c).await.unwrap();
+                    assert!(v.is_some());
+                }
+            }
+        })
+        .await;
+        let ours = drive_threads(50, 1000, |i| unsafe {
+            let rc = rsdb_sessions_validate(c_handle.0, c_tokens[i % c_tokens.len()].as_ptr(), fp.as_ptr(), 1, std::ptr::null_mut());
+            assert_eq!(rc, 0);
+        });
+        report("C face: validation, 50 threads", &ours, "raw GET", &raw);
+        unsafe { rsdb_sessions_free(c_handle.0) };
 
         // Creation: 8 clients; raw: a prepared INSERT of a session row on 8 connections.
         let url = cfg.database_url.clone().unwrap();
@@ -183,6 +304,30 @@ fn main() {
             .await;
             let label = if limit == "0" { "session creation, 8 users, no limit" } else { "session creation, 8 users, limit 10" };
             report(label, &ours, "raw INSERT", &raw);
+        }
+        // The same logins through the C function from 8 native threads.
+        for limit in ["0", "10"] {
+            let handle = open(limit);
+            let ours = drive_threads(8, 500, |i| unsafe {
+                let mut token = std::ptr::null_mut();
+                let rc = rsdb_sessions_create(
+                    handle.0,
+                    uids[i % 8],
+                    fp.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    0,
+                    0,
+                    &mut token,
+                    std::ptr::null_mut(),
+                );
+                assert_eq!(rc, 0);
+                rsdb_string_free(token);
+            });
+            let label = if limit == "0" { "C face: creation, 8 threads, no limit" } else { "C face: creation, 8 threads, limit 10" };
+            report(label, &ours, "raw INSERT", &raw);
+            unsafe { rsdb_sessions_free(handle.0) };
         }
 
         // MFA verification: one user per verification, each with its own fresh code.

@@ -134,7 +134,8 @@ async fn the_session_is_cached_under_its_hash_for_its_remaining_lifetime() {
     assert!(ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000, "cached for the 24 h lifetime: {ttl}");
     let cached = e.redis.get(&cache_key(&sha256_hex(token))).await.unwrap().expect("cached");
     assert!(!cached.contains(token), "the cache holds no token either");
-    assert_eq!(serde_json::from_str::<Value>(&cached).unwrap()["id"], c.session.id);
+    // The cached form is an array in field order: the form's version, then the session id.
+    assert_eq!(serde_json::from_str::<Value>(&cached).unwrap()[1], c.session.id);
     assert!(c.session.expires_at - c.session.created_at < chrono::Duration::seconds(24 * 3600 + 1));
     // remember_me: 30 days, in the row and in the cache.
     let r = e.sessions.create(e.user_id, &laptop(), true, false).await.unwrap();
@@ -687,4 +688,43 @@ async fn hostile_fingerprints_user_agents_geo_locations_and_reasons_are_stored_v
         .unwrap()[0]
             .get(0);
     assert!(tables);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_of_unknown_or_inactive_users_are_refused_with_and_without_a_limit() {
+    for limit in ["0", "3"] {
+        let e = env_with(|c| {
+            c.set("session_max_per_user", limit).unwrap();
+            c.set("pool_size", "1").unwrap();
+        })
+        .await;
+        let err = e.sessions.create(e.user_id + 1000, &laptop(), false, false).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "limit {limit}: unknown user: {err}");
+        let other: i64 = e
+            .db
+            .query(
+                "INSERT INTO users (username, email, password_hash, is_active) VALUES ($1, $2, 'x', FALSE) RETURNING id",
+                &[&unique("off"), &format!("{}@example.com", rand::random::<u32>())],
+            )
+            .await
+            .unwrap()[0]
+            .get(0);
+        // Sessions left from before the user was deactivated, more than the limit: a refused
+        // login evicts none of them.
+        for i in 0..4 {
+            e.db.execute(
+                "INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint) VALUES ($1, $2, now() + interval '1 hour', 'fp')",
+                &[&other, &unique(&format!("old{i}"))],
+            )
+            .await
+            .unwrap();
+        }
+        let err = e.sessions.create(other, &laptop(), false, false).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "limit {limit}: inactive user: {err}");
+        assert_eq!(e.count("SELECT count(*) FROM sessions WHERE user_id = $1 AND is_active", &[&other]).await, 4);
+        assert_eq!(e.count("SELECT count(*) FROM sessions WHERE user_id = $1", &[&other]).await, 4);
+        // The one pooled connection is left outside any transaction: the next login works.
+        let ok = e.sessions.create(e.user_id, &laptop(), false, false).await.unwrap();
+        e.sessions.validate(ok.token.expose(), &laptop().fingerprint, false).await.unwrap();
+    }
 }

@@ -44,8 +44,13 @@ impl SessionToken {
 
     /// SHA-256 of the token, hex: what is stored and used as the cache key.
     pub fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.0.as_bytes()))
+        token_hash(&self.0)
     }
+}
+
+/// SHA-256 of a token as presented, hex.
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 impl std::fmt::Debug for SessionToken {
@@ -124,7 +129,7 @@ pub struct CreatedSession {
 const COLUMNS: &str = "id, user_id, device_fingerprint, ip_address, user_agent, geo_location, remember_me, mfa_required, mfa_verified_at, created_at, expires_at, last_activity_at, idle_timeout_seconds, is_active, revoked_at, revoke_reason";
 
 /// Creates a session in one statement: evicts the oldest sessions over the limit (or inserts
-/// nothing under the refuse policy), inserts the new one, and records a `session.revoked` event
+/// nothing under the refuse policy) of an active user, inserts the new one, and records a `session.revoked` event
 /// for each eviction. (Creation itself is published, and is the session row; the event log
 /// keeps what ends sessions.) $1 user, $2 limit (0 = none), $3 refuse, $4 token hash, $5 lifetime
 /// in seconds, $6..$9 device, $10 remember me, $11 MFA required, $12 idle timeout.
@@ -138,6 +143,7 @@ WITH active AS (
     UPDATE sessions s SET is_active = FALSE, revoked_at = now(), revoke_reason = 'evicted'
     FROM active a
     WHERE s.id = a.id AND $2::bigint > 0 AND NOT $3::boolean
+      AND EXISTS (SELECT 1 FROM users u WHERE u.id = $1::bigint AND u.is_active)
     RETURNING s.id, s.token_hash
 ), ins AS (
     INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint, ip_address, user_agent, geo_location,
@@ -161,6 +167,25 @@ SELECT ins.id, ins.user_id, ins.device_fingerprint, ins.ip_address, ins.user_age
        ins.idle_timeout_seconds, ins.is_active, ins.revoked_at, ins.revoke_reason,
        COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id, 'token_hash', token_hash)) FROM evicted), '[]'::jsonb) AS evicted
 FROM ins";
+
+/// The column of [`CREATE_SQL`] that lists the evicted sessions (after the session's columns).
+const EVICTED_COLUMN: usize = 16;
+
+/// Creation without a per-user limit: the INSERT alone. $1 user, $2 token hash, $3 lifetime in
+/// seconds, $4..$7 device, $8 remember me, $9 MFA required, $10 idle timeout.
+const CREATE_UNLIMITED_SQL: &str = "
+INSERT INTO sessions (user_id, token_hash, expires_at, device_fingerprint, ip_address, user_agent, geo_location,
+                      remember_me, mfa_required, idle_timeout_seconds)
+SELECT u.id, $2::text, now() + make_interval(secs => $3::float8), $4::text, $5::text, $6::text, $7::text,
+       $8::boolean, $9::boolean, $10::int
+FROM users u
+WHERE u.id = $1::bigint AND u.is_active
+RETURNING id, user_id, device_fingerprint, ip_address, user_agent, geo_location, remember_me, mfa_required,
+          mfa_verified_at, created_at, expires_at, last_activity_at, idle_timeout_seconds, is_active, revoked_at,
+          revoke_reason";
+
+/// The lock that queues the logins of one user (with a limit).
+const LOCK_USER_SQL: &str = "SELECT 1 FROM users WHERE id = $1 AND is_active FOR UPDATE";
 
 /// What to do when a user already has the maximum number of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +259,112 @@ struct Counters {
 /// Redis key of a cached session.
 pub fn cache_key(token_hash: &str) -> String {
     format!("rsdb:session:{token_hash}")
+}
+
+/// Version tag of the cached form; a value with another tag is read from the database instead.
+const CACHED_FORM: u8 = 2;
+
+/// The cached form of a session: a JSON array in field order, timestamps as Unix microseconds
+/// (PostgreSQL's precision), so a validation reads it without matching field names or parsing
+/// dates.
+#[derive(Serialize)]
+struct CachedForm<'a>(
+    u8,
+    i64,
+    i64,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    bool,
+    bool,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    i32,
+    bool,
+    Option<i64>,
+    Option<&'a str>,
+);
+
+/// The owned counterpart of [`CachedForm`] (strings in a cached value may carry escapes).
+#[derive(Deserialize)]
+struct CachedFormOwned(
+    u8,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+    bool,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    i32,
+    bool,
+    Option<i64>,
+    Option<String>,
+);
+
+/// The value cached under [`cache_key`] for a session.
+fn encode_cached(s: &Session) -> String {
+    let us = |t: &DateTime<Utc>| t.timestamp_micros();
+    let form = CachedForm(
+        CACHED_FORM,
+        s.id,
+        s.user_id,
+        &s.device_fingerprint,
+        s.ip_address.as_deref(),
+        s.user_agent.as_deref(),
+        s.geo_location.as_deref(),
+        s.remember_me,
+        s.mfa_required,
+        s.mfa_verified_at.as_ref().map(us),
+        us(&s.created_at),
+        us(&s.expires_at),
+        us(&s.last_activity_at),
+        s.idle_timeout_seconds,
+        s.is_active,
+        s.revoked_at.as_ref().map(us),
+        s.revoke_reason.as_deref(),
+    );
+    serde_json::to_string(&form).unwrap_or_default()
+}
+
+/// Reads a cached session; `None` for anything unreadable or of another form (the database
+/// answers instead).
+fn decode_cached(text: &str) -> Option<Session> {
+    let f: CachedFormOwned = serde_json::from_str(text).ok()?;
+    if f.0 != CACHED_FORM {
+        return None;
+    }
+    let at = DateTime::<Utc>::from_timestamp_micros;
+    let opt = |t: Option<i64>| match t {
+        Some(t) => at(t).map(Some),
+        None => Some(None),
+    };
+    Some(Session {
+        id: f.1,
+        user_id: f.2,
+        device_fingerprint: f.3,
+        ip_address: f.4,
+        user_agent: f.5,
+        geo_location: f.6,
+        remember_me: f.7,
+        mfa_required: f.8,
+        mfa_verified_at: opt(f.9)?,
+        created_at: at(f.10)?,
+        expires_at: at(f.11)?,
+        last_activity_at: at(f.12)?,
+        idle_timeout_seconds: f.13,
+        is_active: f.14,
+        revoked_at: opt(f.15)?,
+        revoke_reason: f.16,
+    })
 }
 
 /// Sessions. Cheap to clone.
@@ -320,52 +451,55 @@ impl SessionModel {
 
         let client = self.db.acquire().await?;
         let c = &client;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+            &user_id,
+            &limit,
+            &refuse,
+            &hash,
+            &secs(ttl),
+            &device.fingerprint,
+            &device.ip_address,
+            &device.user_agent,
+            &device.geo_location,
+            &remember_me,
+            &mfa_required,
+            &idle,
+        ];
         let created = self
             .db
             .timed(Some(c), "session creation", async {
-                if limit > 0 {
-                    // Logins of one user queue on the user's row, so the count below sees every
-                    // session the others created. BEGIN and the lock travel in one round trip.
-                    let lock = c.prepare_cached("SELECT 1 FROM users WHERE id = $1 AND is_active FOR UPDATE").await?;
-                    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user_id];
-                    let (_, locked) = tokio::join!(c.batch_execute("BEGIN"), c.query_opt(&lock, &lock_params));
-                    match locked {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            c.batch_execute("ROLLBACK").await?;
-                            return Ok(None);
-                        }
-                        Err(e) => {
-                            let _ = c.batch_execute("ROLLBACK").await;
-                            return Err(e.into());
-                        }
-                    }
+                if limit == 0 {
+                    // Nothing to count or evict: one plain INSERT, no transaction around it.
+                    let stmt = c.prepare_cached(CREATE_UNLIMITED_SQL).await?;
+                    let unlimited: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                        params[0], params[3], params[4], params[5], params[6], params[7], params[8], params[9],
+                        params[10], params[11],
+                    ];
+                    return Ok(Some(c.query(&stmt, &unlimited).await?));
                 }
+                // Logins of one user queue on the user's row. BEGIN, the lock, the counting
+                // statement and COMMIT travel in one round trip: the server runs them in order,
+                // and under READ COMMITTED the counting statement takes its snapshot only when
+                // it starts, after the lock was granted, so it sees every session committed by
+                // the login that held the lock before. After a failed statement PostgreSQL
+                // turns the COMMIT into a rollback.
+                let lock = c.prepare_cached(LOCK_USER_SQL).await?;
                 let stmt = c.prepare_cached(CREATE_SQL).await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
-                    &user_id,
-                    &limit,
-                    &refuse,
-                    &hash,
-                    &secs(ttl),
-                    &device.fingerprint,
-                    &device.ip_address,
-                    &device.user_agent,
-                    &device.geo_location,
-                    &remember_me,
-                    &mfa_required,
-                    &idle,
-                ];
-                if limit > 0 {
-                    // The statement and COMMIT travel together; after a failed statement
-                    // PostgreSQL turns the COMMIT into a rollback.
-                    let (rows, commit) = tokio::join!(c.query(&stmt, &params), c.batch_execute("COMMIT"));
-                    let rows = rows?;
+                let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user_id];
+                let (begin, locked, rows, commit) = tokio::join!(
+                    c.batch_execute("BEGIN"),
+                    c.query_opt(&lock, &lock_params),
+                    c.query(&stmt, &params),
+                    c.batch_execute("COMMIT")
+                );
+                begin?;
+                if locked?.is_none() {
                     commit?;
-                    Ok(Some(rows))
-                } else {
-                    Ok(Some(c.query(&stmt, &params).await?))
+                    return Ok(None);
                 }
+                let rows = rows?;
+                commit?;
+                Ok(Some(rows))
             })
             .await;
         let rows = match created {
@@ -385,30 +519,53 @@ impl SessionModel {
             return Err(Error::NotFound(format!("active user {user_id}")));
         };
         let session = Session::from_row(row);
-        let evicted: serde_json::Value = row.get("evicted");
+        let evicted: Vec<(i64, String)> = if limit > 0 {
+            let list: serde_json::Value = row.get(EVICTED_COLUMN);
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    (e["id"].as_i64().unwrap_or_default(), e["token_hash"].as_str().unwrap_or_default().to_string())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let lib = crate::metrics::library::counters();
         crate::metrics::library::bump(&lib.sessions_created, 1);
-        crate::metrics::library::bump(&lib.sessions_revoked, evicted.as_array().map_or(0, |a| a.len() as u64));
-        for e in evicted.as_array().into_iter().flatten() {
-            let id = e["id"].as_i64().unwrap_or_default();
-            self.invalidate_cache(e["token_hash"].as_str().unwrap_or_default()).await;
-            self.publish("session.revoked", id, user_id, json!({"reason": "evicted"})).await;
-        }
+        crate::metrics::library::bump(&lib.sessions_revoked, evicted.len() as u64);
         let created = Self::payload(
             "session.created",
             session.id,
             user_id,
             json!({"remember_me": remember_me, "mfa_required": mfa_required, "ip_address": device.ip_address}),
         );
-        // Cache and announcement in one round trip.
+        // The evicted sessions' cache entries go first, then the new entry and the
+        // announcements: one Redis round trip for all of them.
         let remaining = (session.expires_at - Utc::now()).to_std().unwrap_or_default().as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(cache_key(&hash)).arg(serde_json::to_string(&session)?).arg("PX").arg(remaining).ignore();
+        for (_, h) in evicted.iter().filter(|(_, h)| !h.is_empty()) {
+            pipe.cmd("DEL").arg(cache_key(h)).ignore();
+        }
+        pipe.cmd("SET").arg(cache_key(&hash)).arg(encode_cached(&session)).arg("PX").arg(remaining).ignore();
+        let mut revoked = Vec::with_capacity(evicted.len());
+        for (id, _) in &evicted {
+            let p = Self::payload("session.revoked", *id, user_id, json!({"reason": "evicted"}));
+            pipe.cmd("PUBLISH").arg("session.revoked").arg(p.to_string()).ignore();
+            revoked.push(p);
+        }
         pipe.cmd("PUBLISH").arg("session.created").arg(created.to_string()).ignore();
         let mut conn = self.redis.connection();
         let sent = tokio::time::timeout(self.redis.timeout(), pipe.query_async::<()>(&mut conn)).await;
         if !matches!(sent, Ok(Ok(()))) {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            // A revoked session must not come back from a stale cache entry.
+            for (_, h) in &evicted {
+                self.invalidate_cache(h).await;
+            }
+        }
+        for p in &revoked {
+            self.broadcast_change("session.revoked", p);
         }
         self.broadcast_change("session.created", &created);
         Ok(CreatedSession { token, session })
@@ -419,7 +576,7 @@ impl SessionModel {
     /// when the fingerprint differs; with `require_mfa`, fails with `MfaRequired` while the second
     /// factor is pending. Answers from Redis when it can, from PostgreSQL otherwise.
     pub async fn validate(&self, token: &str, fingerprint: &str, require_mfa: bool) -> Result<Session> {
-        let hash = SessionToken::from_client(token).hash();
+        let hash = token_hash(token);
         let session = match self.cached(&hash).await {
             Some(s) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -477,7 +634,7 @@ impl SessionModel {
 
     async fn cached(&self, hash: &str) -> Option<Session> {
         match self.redis.get(&cache_key(hash)).await {
-            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            Ok(Some(text)) => decode_cached(&text),
             Ok(None) => None,
             Err(_) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -491,7 +648,7 @@ impl SessionModel {
         if remaining.is_zero() {
             return;
         }
-        let Ok(text) = serde_json::to_string(s) else { return };
+        let text = encode_cached(s);
         if self.redis.set(&cache_key(hash), text, Some(remaining)).await.is_err() {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -541,12 +698,6 @@ impl SessionModel {
             .events
             .record("session", &session_id.to_string(), NewEvent::new(event, payload.clone()).by_user(user_id))
             .await;
-        self.publish_payload(event, &payload).await;
-    }
-
-    /// Publishes an event that is already recorded (creation records its events in its statement).
-    async fn publish(&self, event: &str, session_id: i64, user_id: i64, extra: serde_json::Value) {
-        let payload = Self::payload(event, session_id, user_id, extra);
         self.publish_payload(event, &payload).await;
     }
 
