@@ -214,6 +214,15 @@ async fn a_flipped_byte_or_missing_file_in_a_physical_backup_is_caught_and_resto
         "a test restore refuses it too"
     );
 
+    // A byte flipped in the last chunk, which holds only what follows tar's end marker, is
+    // caught too: the restore reads the file to its end before it counts as unpacked.
+    let mut bad = original.clone();
+    *bad.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&file, &bad).unwrap();
+    let err = rm.restore_cluster(&opts).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity(ref m) if m.contains("base.tar.zst.enc: chunk")), "{err}");
+    assert!(!opts.data_dir.exists(), "a refused restore leaves no data directory behind");
+
     std::fs::remove_file(&file).unwrap();
     let err = bm.verify(&full.backup_id).unwrap_err();
     assert!(matches!(err, Error::Integrity(ref m) if m.contains("base.tar.zst.enc is missing")), "{err}");

@@ -20,6 +20,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 pub(crate) const ZSTD_LEVEL: i32 = 3;
+/// Bytes per block handed from the decompressing stage of a restore to the one that unpacks.
+const STAGE_BLOCK: usize = 1 << 20;
 
 /// A backup as listed from `backup_history`.
 #[derive(Debug, Clone, Serialize)]
@@ -259,6 +261,16 @@ impl BackupManager {
     pub(crate) fn open_file(&self, m: &Manifest, key: &Key, name: &str) -> Result<Box<dyn Read + Send>> {
         let r = self.storage.open(&format!("{}/{name}", m.backup_id))?;
         Ok(Box::new(zstd::stream::read::Decoder::new(ChunkReader::new(r, key.clone(), &m.backup_id, name))?))
+    }
+
+    /// Opens a stored file of a backup as plaintext, read in stages on threads of their own:
+    /// one reads and authenticates the chunks, one decompresses, while the caller consumes.
+    pub(crate) fn open_file_staged(&self, m: &Manifest, key: &Key, name: &str) -> Result<Box<dyn Read + Send>> {
+        let r = self.storage.open(&format!("{}/{name}", m.backup_id))?;
+        let chunks = ChunkReader::new(r, key.clone(), &m.backup_id, name);
+        let sealed = super::pipeline::stage("rsdb-chunks", chunks, super::archive::CHUNK, 4)?;
+        let plain = zstd::stream::read::Decoder::new(sealed)?;
+        Ok(Box::new(super::pipeline::stage("rsdb-unzstd", plain, STAGE_BLOCK, 8)?))
     }
 
     /// Takes a backup of `kind`: a full logical backup of the database, or a physical one of

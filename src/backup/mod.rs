@@ -19,7 +19,8 @@
 //! - [`archive`]: the sealed, chunked file format every stored file uses.
 //! - [`storage`]: the `Storage` trait and the local directory; [`s3`]: S3-compatible storage;
 //!   [`repository`]: which of the two the configuration names.
-//! - `pgtool`, `rowcount`: running the PostgreSQL tools; counting every table's rows.
+//! - `pgtool`, `rowcount`, `pipeline`: running the PostgreSQL tools; counting every table's
+//!   rows; reading a stored file in stages on threads of their own (restores).
 
 pub mod archive;
 pub mod cluster;
@@ -28,6 +29,7 @@ pub mod logical;
 pub mod manager;
 pub mod manifest;
 mod pgtool;
+mod pipeline;
 pub mod physical;
 pub mod recovery;
 pub mod repository;

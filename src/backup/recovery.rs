@@ -392,17 +392,14 @@ impl RecoveryManager {
                 };
                 let (report_to, id, base) = (self.backups.clone(), m.backup_id.clone(), done);
                 let reader = super::pgtool::Metered {
-                    inner: self.backups.open_file(m, &key, &f.name)?,
+                    inner: self.backups.open_file_staged(m, &key, &f.name)?,
                     done: 0,
                     last: 0,
                     report: Box::new(move |n| {
                         report_to.report(&id, "restore", base + n, Some(total), "unpacking".into())
                     }),
                 };
-                let mut ar = tar::Archive::new(reader);
-                ar.set_preserve_permissions(true);
-                ar.set_overwrite(true);
-                ar.unpack(&dest).map_err(|e| {
+                let verdict = |e: std::io::Error| {
                     // The chunk reader's verdict sits below tar's own message.
                     let mut msg = e.to_string();
                     let mut src = std::error::Error::source(&e);
@@ -415,7 +412,14 @@ impl RecoveryManager {
                     } else {
                         Error::Io(format!("unpacking backup {} into {}: {msg}", m.backup_id, dest.display()))
                     }
-                })?;
+                };
+                let mut ar = tar::Archive::new(reader);
+                ar.set_preserve_permissions(true);
+                ar.set_overwrite(true);
+                ar.unpack(&dest).map_err(verdict)?;
+                // tar stops at its end marker; the rest of the file (padding, the last chunk
+                // and its end mark) must authenticate too before the backup counts as restored.
+                std::io::copy(&mut ar.into_inner(), &mut std::io::sink()).map_err(verdict)?;
                 done = done.saturating_add(f.plain_bytes);
                 self.backups.report(&m.backup_id, "restore", done, Some(total), format!("{} unpacked", f.name));
             }
