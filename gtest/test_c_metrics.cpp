@@ -89,6 +89,9 @@ protected:
         json out_rows = json::array();
         if (!series.is_array()) return out_rows;
         for (const auto& s : series) {
+            // A series without rows (SHOW CONTINUOUS QUERIES lists every database, also those
+            // without any) has no "values": const operator[] on a missing key is undefined.
+            if (!s.contains("values")) continue;
             for (const auto& vals : s["values"]) {
                 json r;
                 for (size_t i = 0; i < s["columns"].size(); ++i) r[s["columns"][i].get<std::string>()] = vals[i];

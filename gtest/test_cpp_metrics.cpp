@@ -75,6 +75,9 @@ protected:
         const json& series = v["results"][0]["series"];
         if (!series.is_array()) return out;
         for (const auto& s : series) {
+            // A series without rows (SHOW CONTINUOUS QUERIES lists every database, also those
+            // without any) has no "values": const operator[] on a missing key is undefined.
+            if (!s.contains("values")) continue;
             for (const auto& vals : s["values"]) {
                 json r;
                 for (size_t i = 0; i < s["columns"].size(); ++i) r[s["columns"][i].get<std::string>()] = vals[i];
