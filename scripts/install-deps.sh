@@ -28,6 +28,8 @@ PACKAGES=(
     # The PostgreSQL HA profile (scripts/stack.sh --pg-ha): a private etcd
     # cluster, etcdctl, and Patroni for the failover baseline.
     etcd-server etcd-client patroni
+    # scripts/coverage.sh: llvm-profdata/llvm-cov that read rustc's coverage format.
+    llvm-19
 )
 
 # Services of packages that this script installs but that the test stack
