@@ -131,7 +131,9 @@ echo "raw profiles: $total, dropped as incomplete (process killed): $dropped"
 # Every instrumented binary: the cargo test binaries, rsdb, and the CMake executables that link
 # the instrumented library (those with a coverage map).
 objects=()
-while read -r bin; do [[ -x $bin ]] && objects+=(-object "$bin"); done <"$BUILD/cargo-test-binaries.txt"
+if [[ -f $BUILD/cargo-test-binaries.txt ]]; then
+    while read -r bin; do [[ -x $bin ]] && objects+=(-object "$bin"); done <"$BUILD/cargo-test-binaries.txt"
+fi
 [[ -x $CARGO_TARGET_DIR/debug/rsdb ]] && objects+=(-object "$CARGO_TARGET_DIR/debug/rsdb")
 while read -r bin; do
     if "$LLVM_BIN/llvm-readelf" -S "$bin" 2>/dev/null | grep -q __llvm_covmap; then
@@ -182,7 +184,11 @@ EOF
 
 # ---- (b) C++ wrappers -----------------------------------------------------------------------------
 say "C++ wrappers (cpp/src): gcov/lcov"
-lcov --quiet --capture --directory "$CMAKE_BUILD" --output-file "$REPORT/cpp-all.info" >/dev/null 2>&1 || true
+# The zero baseline (--initial, from the .gcno files) keeps files that no test ran in the table.
+lcov --quiet --capture --initial --directory "$CMAKE_BUILD" --output-file "$REPORT/cpp-base.info" >/dev/null 2>&1 || true
+lcov --quiet --capture --directory "$CMAKE_BUILD" --output-file "$REPORT/cpp-run.info" >/dev/null 2>&1 || true
+lcov --quiet --add-tracefile "$REPORT/cpp-base.info" --add-tracefile "$REPORT/cpp-run.info" \
+    --output-file "$REPORT/cpp-all.info" >/dev/null 2>&1 || true
 lcov --quiet --extract "$REPORT/cpp-all.info" "$ROOT/cpp/src/*" --output-file "$REPORT/cpp.info" >/dev/null 2>&1 || true
 if [[ -s $REPORT/cpp.info ]]; then
     genhtml --quiet --output-directory "$REPORT/cpp-html" "$REPORT/cpp.info" >/dev/null 2>&1 || true
