@@ -30,6 +30,8 @@ PACKAGES=(
     etcd-server etcd-client patroni
     # Instruction counts of the faces benchmark (benches/faces.rs).
     valgrind
+    # scripts/coverage.sh: llvm-profdata/llvm-cov that read rustc's coverage format.
+    llvm-19
 )
 
 # Services of packages that this script installs but that the test stack
