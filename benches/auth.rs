@@ -15,8 +15,8 @@ use rootstream_db::ffi::c::auth::{
     rsdb_sessions, rsdb_sessions_create, rsdb_sessions_free, rsdb_sessions_new, rsdb_sessions_validate,
 };
 use rootstream_db::ffi::c::config::{rsdb_config_free, rsdb_config_new, rsdb_config_set};
-use rootstream_db::ffi::c::db::{rsdb_db_free, rsdb_db_open};
-use rootstream_db::ffi::c::redis::{rsdb_redis_free, rsdb_redis_open};
+use rootstream_db::ffi::c::db::{rsdb_db_close, rsdb_db_open};
+use rootstream_db::ffi::c::redis::{rsdb_redis_close, rsdb_redis_open};
 use rootstream_db::ffi::c::rsdb_string_free;
 use rootstream_db::models::session::{DeviceInfo, SessionModel, SessionSettings};
 use rootstream_db::{DatabaseManager, RedisClient};
@@ -100,6 +100,13 @@ struct CSessions(*mut rsdb_sessions);
 unsafe impl Send for CSessions {}
 unsafe impl Sync for CSessions {}
 
+impl CSessions {
+    /// The handle; a method, so that closures capture the whole (Sync) wrapper.
+    fn get(&self) -> *mut rsdb_sessions {
+        self.0
+    }
+}
+
 /// Opens `rsdb_db`, `rsdb_redis` and `rsdb_sessions` through the C functions, with `keys`
 /// set on a fresh configuration.
 fn c_sessions(keys: &[(&str, &str)]) -> CSessions {
@@ -115,8 +122,8 @@ fn c_sessions(keys: &[(&str, &str)]) -> CSessions {
         assert_eq!(rsdb_redis_open(cfg, &mut redis), 0);
         assert_eq!(rsdb_sessions_new(cfg, db, redis, &mut sessions), 0);
         // The session handle keeps the database and Redis handles' clients alive.
-        rsdb_redis_free(redis);
-        rsdb_db_free(db);
+        rsdb_redis_close(redis);
+        rsdb_db_close(db);
         rsdb_config_free(cfg);
         CSessions(sessions)
     }
@@ -245,7 +252,7 @@ fn main() {
         })
         .await;
         let ours = drive_threads(50, 1000, |i| unsafe {
-            let rc = rsdb_sessions_validate(c_handle.0, c_tokens[i % c_tokens.len()].as_ptr(), fp.as_ptr(), 1, std::ptr::null_mut());
+            let rc = rsdb_sessions_validate(c_handle.get(), c_tokens[i % c_tokens.len()].as_ptr(), fp.as_ptr(), 1, std::ptr::null_mut());
             assert_eq!(rc, 0);
         });
         report("C face: validation, 50 threads", &ours, "raw GET", &raw);
@@ -311,7 +318,7 @@ fn main() {
             let ours = drive_threads(8, 500, |i| unsafe {
                 let mut token = std::ptr::null_mut();
                 let rc = rsdb_sessions_create(
-                    handle.0,
+                    handle.get(),
                     uids[i % 8],
                     fp.as_ptr(),
                     std::ptr::null(),
