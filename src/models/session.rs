@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -267,15 +268,15 @@ const CACHED_FORM: u8 = 2;
 /// The cached form of a session: a JSON array in field order, timestamps as Unix microseconds
 /// (PostgreSQL's precision), so a validation reads it without matching field names or parsing
 /// dates.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct CachedForm<'a>(
     u8,
     i64,
     i64,
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
+    Cow<'a, str>,
+    Option<Cow<'a, str>>,
+    Option<Cow<'a, str>>,
+    Option<Cow<'a, str>>,
     bool,
     bool,
     Option<i64>,
@@ -285,29 +286,7 @@ struct CachedForm<'a>(
     i32,
     bool,
     Option<i64>,
-    Option<&'a str>,
-);
-
-/// The owned counterpart of [`CachedForm`] (strings in a cached value may carry escapes).
-#[derive(Deserialize)]
-struct CachedFormOwned(
-    u8,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    bool,
-    bool,
-    Option<i64>,
-    i64,
-    i64,
-    i64,
-    i32,
-    bool,
-    Option<i64>,
-    Option<String>,
+    Option<Cow<'a, str>>,
 );
 
 /// The value cached under [`cache_key`] for a session.
@@ -317,10 +296,10 @@ fn encode_cached(s: &Session) -> String {
         CACHED_FORM,
         s.id,
         s.user_id,
-        &s.device_fingerprint,
-        s.ip_address.as_deref(),
-        s.user_agent.as_deref(),
-        s.geo_location.as_deref(),
+        Cow::Borrowed(&s.device_fingerprint),
+        s.ip_address.as_deref().map(Cow::Borrowed),
+        s.user_agent.as_deref().map(Cow::Borrowed),
+        s.geo_location.as_deref().map(Cow::Borrowed),
         s.remember_me,
         s.mfa_required,
         s.mfa_verified_at.as_ref().map(us),
@@ -330,7 +309,7 @@ fn encode_cached(s: &Session) -> String {
         s.idle_timeout_seconds,
         s.is_active,
         s.revoked_at.as_ref().map(us),
-        s.revoke_reason.as_deref(),
+        s.revoke_reason.as_deref().map(Cow::Borrowed),
     );
     serde_json::to_string(&form).unwrap_or_default()
 }
@@ -338,7 +317,8 @@ fn encode_cached(s: &Session) -> String {
 /// Reads a cached session; `None` for anything unreadable or of another form (the database
 /// answers instead).
 fn decode_cached(text: &str) -> Option<Session> {
-    let f: CachedFormOwned = serde_json::from_str(text).ok()?;
+    // Strings in a cached value may carry escapes: they are read owned.
+    let f: CachedForm<'static> = serde_json::from_str(text).ok()?;
     if f.0 != CACHED_FORM {
         return None;
     }
@@ -350,10 +330,10 @@ fn decode_cached(text: &str) -> Option<Session> {
     Some(Session {
         id: f.1,
         user_id: f.2,
-        device_fingerprint: f.3,
-        ip_address: f.4,
-        user_agent: f.5,
-        geo_location: f.6,
+        device_fingerprint: f.3.into_owned(),
+        ip_address: f.4.map(Cow::into_owned),
+        user_agent: f.5.map(Cow::into_owned),
+        geo_location: f.6.map(Cow::into_owned),
         remember_me: f.7,
         mfa_required: f.8,
         mfa_verified_at: opt(f.9)?,
@@ -363,7 +343,7 @@ fn decode_cached(text: &str) -> Option<Session> {
         idle_timeout_seconds: f.13,
         is_active: f.14,
         revoked_at: opt(f.15)?,
-        revoke_reason: f.16,
+        revoke_reason: f.16.map(Cow::into_owned),
     })
 }
 
