@@ -244,6 +244,10 @@ struct State {
     /// Shutdown gave up on a request still in progress at its deadline: its points were counted
     /// as dropped, and the thread must not count them again when the request returns.
     abandoned: bool,
+    /// Drop events taken from `pending` by some thread and not yet reported: `flush` waits for
+    /// them so that its promise (events reported before it returns) holds whichever thread took
+    /// them.
+    reporting: usize,
 }
 
 struct Shared {
@@ -287,6 +291,9 @@ impl Shared {
                 p.points = 0;
             }
         }
+        if !out.is_empty() {
+            st.reporting += 1;
+        }
         out
     }
 
@@ -319,6 +326,11 @@ impl Shared {
                 }
             }
         }
+        drop(_one_at_a_time);
+        let mut st = self.lock();
+        st.reporting = st.reporting.saturating_sub(1);
+        drop(st);
+        self.progress.notify_all();
     }
 }
 
@@ -357,6 +369,7 @@ impl MetricsWriter {
                 backoff: Backoff::default(),
                 last_send: Instant::now(),
                 abandoned: false,
+                reporting: 0,
             }),
             wake: Condvar::new(),
             progress: Condvar::new(),
@@ -497,6 +510,15 @@ impl MetricsWriter {
         let events = Shared::take_pending(&mut st);
         drop(st);
         self.shared.report(events);
+        // A sender may have taken events before this call looked: wait until it has reported them.
+        let mut st = self.shared.lock();
+        while st.reporting > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self.shared.progress.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
         Ok(())
     }
 

@@ -24,6 +24,12 @@ const SEND_BATCH: usize = 2048;
 const SEND_BATCH_BYTES: usize = 2 << 20;
 /// Script calls sent before the oldest one has answered.
 const IN_FLIGHT: usize = 4;
+/// The smallest batch the sender shrinks to while calls keep failing: a connection that drops
+/// more often than a full batch takes to land still carries small ones, so the queue drains.
+const MIN_BATCH: usize = 16;
+/// Retries in a row, 10 ms apart, after the server closed the connection under a call, before
+/// the backoff applies again (a server that accepts and closes every connection is not hammered).
+const QUICK_RETRIES: u32 = 5;
 
 /// One numbered message waiting for the log: its event type and envelope, written as a
 /// record ([`Batch::push_record`]) when its batch is made.
@@ -62,6 +68,10 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
     let mut resume = true;
     // The first error among the calls in flight: later replies confirm nothing.
     let mut failure: Option<redis::RedisError> = None;
+    // Retries in a row after a closed connection without the backoff.
+    let mut quick_retries = 0;
+    // Messages per call now: halved after each failed call, doubled after each that landed.
+    let mut batch = SEND_BATCH;
     while !inner.closed.load(Ordering::SeqCst) {
         if in_flight.is_empty() {
             if let Some(e) = failure.take() {
@@ -69,10 +79,20 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
                 // still queued.
                 next = inner.outbox_lock().1.front().map_or(next, |o| o.seq);
                 resume = true;
+                if e.code() != Some("ORDER") {
+                    batch = (batch / 2).max(MIN_BATCH);
+                }
                 if e.code() == Some("NOSCRIPT") {
                     // A restarted server has lost its scripts.
                     loaded = false;
+                } else if dropped_under_call(&e) && quick_retries < QUICK_RETRIES {
+                    // The server was there and closed this connection (killed, restarted): the
+                    // connection is replaced at once, and waiting longer would only give the
+                    // new one time to be closed too before it carries anything.
+                    quick_retries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 } else if e.code() != Some("ORDER") {
+                    quick_retries = 0;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -91,7 +111,7 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
         }
         // Hand out calls while there is room and something new to send.
         while failure.is_none() && in_flight.len() < IN_FLIGHT {
-            let Some(mut call) = start_call(&inner, &hash, &mark, next, resume) else { break };
+            let Some(mut call) = start_call(&inner, &hash, &mark, next, resume, batch) else { break };
             next = call.last + 1;
             resume = false;
             // Polled once right away, so the call reaches the connection before the next.
@@ -115,11 +135,13 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
             Some(r) => r,
             None => tokio::time::timeout(inner.redis.timeout(), &mut call.reply)
                 .await
-                .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out")))),
+                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out").into())),
         };
         match reply {
             Ok(_) if failure.is_none() => {
                 backoff = Duration::from_millis(20);
+                batch = (batch * 2).min(SEND_BATCH);
+                quick_retries = 0;
                 confirm(&inner, call.last, call.count);
             }
             Ok(_) => {}
@@ -130,9 +152,15 @@ pub(crate) async fn sender(inner: Arc<Inner>) {
     }
 }
 
-// Builds the script call for the queued messages from sequence number `from` on (up to a
-// batch), or None when there are none.
-fn start_call(inner: &Inner, hash: &str, mark: &str, from: u64, resume: bool) -> Option<Call> {
+// A connection the server closed while a call was on it or before it was written, as opposed
+// to a server that refuses connections or does not answer (those get the backoff).
+fn dropped_under_call(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_connection_refusal() && !e.is_timeout()
+}
+
+// Builds the script call for the queued messages from sequence number `from` on (up to `batch`
+// of them), or None when there are none.
+fn start_call(inner: &Inner, hash: &str, mark: &str, from: u64, resume: bool, batch: usize) -> Option<Call> {
     let (first, count, body) = {
         let outbox = inner.outbox_lock();
         let front = outbox.1.front()?.seq;
@@ -140,7 +168,7 @@ fn start_call(inner: &Inner, hash: &str, mark: &str, from: u64, resume: bool) ->
         let skip = usize::try_from(from.saturating_sub(front)).ok()?;
         let mut count = 0;
         let mut bytes = 0;
-        for o in outbox.1.range(skip.min(outbox.1.len())..).take(SEND_BATCH) {
+        for o in outbox.1.range(skip.min(outbox.1.len())..).take(batch) {
             bytes += o.record_len();
             if count > 0 && bytes > SEND_BATCH_BYTES {
                 break;
