@@ -6,9 +6,14 @@
 // which need private stacks because they change the topology.
 #include "c_api_util.h"
 #include "failover_util.h"
+#include "stack_env.h"
+#include "sync_util.h"
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstdlib>
+#include <sstream>
 #include <string>
 
 namespace {
@@ -91,6 +96,83 @@ TEST(CFailover, ALeaseRoundFindsThePrimaryAndAManualFailoverIsRefusedWhileItAnsw
     EXPECT_NE(std::string(rsdb_last_error()).find("still answers"), std::string::npos) << rsdb_last_error();
     EXPECT_EQ(rsdb_failover_stop(f), RSDB_OK);
     EXPECT_EQ(status_of(f).at("is_leader"), false);
+}
+
+// The URL of a node in ROOTSTREAM_HA_PG_NODES ("p1=url,p2=url,...") other than `primary`.
+std::string standby_url(const std::string& nodes, const std::string& primary) {
+    std::stringstream in(nodes);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        const auto eq = item.find('=');
+        if (eq != std::string::npos && item.substr(0, eq) != primary) return item.substr(eq + 1);
+    }
+    return std::string();
+}
+
+TEST(CFailover, TheStartedLoopTakesTheLeaseAndMovesAnAttachedPoolFromAStandbyToThePrimary) {
+    auto env = ha_env();
+    if (!env) GTEST_SKIP() << "needs a stack started with --pg-ha";
+    const char* redis_url = std::getenv("ROOTSTREAM_REDIS_URL");
+    ASSERT_NE(redis_url, nullptr);
+    rsdb_config* cfg = nullptr;
+    ASSERT_EQ(rsdb_config_new(&cfg), RSDB_OK);
+    ConfigPtr owned(cfg);
+    ASSERT_EQ(rsdb_config_set(cfg, "ha_nodes", env->nodes.c_str()), RSDB_OK) << last_error();
+    ASSERT_EQ(rsdb_config_set(cfg, "ha_data_dirs", env->data_dirs.c_str()), RSDB_OK) << last_error();
+    ASSERT_EQ(rsdb_config_set(cfg, "etcd_endpoints", env->etcd.c_str()), RSDB_OK) << last_error();
+    ASSERT_EQ(rsdb_config_set(cfg, "ha_cluster", "gtest-c-loop"), RSDB_OK) << last_error();
+    ASSERT_EQ(rsdb_config_set(cfg, "redis_url", redis_url), RSDB_OK) << last_error();
+    rsdb_failover* f = nullptr;
+    ASSERT_EQ(rsdb_failover_open(cfg, R"({"member": "gtest-c-loop", "auto_failover": false, "loop_interval_ms": 200})",
+                                 &f),
+              RSDB_OK)
+        << last_error();
+    FailoverPtr fp(f);
+    ASSERT_EQ(rsdb_failover_tick(f), RSDB_OK);
+    const std::string primary = status_of(f).at("primary").get<std::string>();
+    ASSERT_FALSE(primary.empty());
+    ASSERT_EQ(rsdb_failover_stop(f), RSDB_OK);
+
+    // A pool opened on a standby: read-only until the manager moves it.
+    const std::string standby = standby_url(env->nodes, primary);
+    ASSERT_FALSE(standby.empty()) << env->nodes;
+    ASSERT_EQ(rsdb_config_set(cfg, "database_url", standby.c_str()), RSDB_OK) << last_error();
+    rsdb_db* db = nullptr;
+    ASSERT_EQ(rsdb_db_open(cfg, &db), RSDB_OK) << last_error();
+    DbPtr dbp(db);
+    auto in_recovery = [&] {
+        OutString rows;
+        EXPECT_EQ(rsdb_db_query(db, "SELECT pg_is_in_recovery() AS r", nullptr, rows.out()), RSDB_OK) << last_error();
+        return rows.parse().at(0).at("r").get<bool>();
+    };
+    EXPECT_TRUE(in_recovery());
+    rsdb_redis* redis = nullptr;
+    ASSERT_EQ(rsdb_redis_open(cfg, &redis), RSDB_OK) << last_error();
+    RedisPtr rp(redis);
+    rsdb_sync* sync = nullptr;
+    ASSERT_EQ(rsdb_sync_open(cfg, redis, nullptr,
+                             sync_options(sync_namespace("failover_" + rsdb_test::unique_suffix()), "c").c_str(), &sync),
+              RSDB_OK)
+        << last_error();
+    SyncPtr sp(sync);
+
+    EXPECT_EQ(rsdb_failover_attach_db(nullptr, db), RSDB_ERR_NULL);
+    EXPECT_EQ(rsdb_failover_attach_db(f, nullptr), RSDB_ERR_NULL);
+    EXPECT_EQ(rsdb_failover_attach_sync(f, nullptr), RSDB_ERR_NULL);
+    EXPECT_EQ(rsdb_failover_start(nullptr), RSDB_ERR_NULL);
+    ASSERT_EQ(rsdb_failover_attach_db(f, db), RSDB_OK) << last_error();
+    ASSERT_EQ(rsdb_failover_attach_sync(f, sync), RSDB_OK) << last_error();
+    ASSERT_EQ(rsdb_failover_start(f), RSDB_OK) << last_error();
+    EXPECT_EQ(rsdb_failover_start(f), RSDB_ERR_STATE);
+    EXPECT_TRUE(rsdb_test::wait_for([&] { return status_of(f).at("is_leader") == true; }, std::chrono::seconds(15)))
+        << status_of(f).dump();
+    EXPECT_TRUE(rsdb_test::wait_for([&] { return !in_recovery(); }, std::chrono::seconds(15)))
+        << "the attached pool still reaches a standby";
+    ASSERT_EQ(rsdb_failover_stop(f), RSDB_OK);
+    EXPECT_EQ(status_of(f).at("is_leader"), false);
+    // Started again after a stop.
+    ASSERT_EQ(rsdb_failover_start(f), RSDB_OK) << last_error();
+    ASSERT_EQ(rsdb_failover_stop(f), RSDB_OK);
 }
 
 }  // namespace

@@ -226,6 +226,40 @@ TEST_F(CSync, AMergeFunctionInCResolvesConcurrentChangesAndWithoutOneAConflictIs
                       "last writer wins"));
 }
 
+// Numbers missing from the log (as after a trim past the reader, here made by moving the log's
+// counter on) reach the resync callback with where the reader stood and what it found.
+TEST_F(CSync, ALogThatSkipsPastTheReaderIsReportedToTheResyncCallback) {
+    SyncPtr a, b;
+    ASSERT_NO_FATAL_FAILURE(open("a", &a));
+    ASSERT_NO_FATAL_FAILURE(open("b", &b, false));
+    Inbox resyncs;
+    ASSERT_RSDB_OK(rsdb_sync_on_resync(b.get(), on_report, &resyncs));
+    EXPECT_TRUE(Fails(rsdb_sync_on_resync(nullptr, on_report, &resyncs), RSDB_ERR_NULL));
+    ASSERT_RSDB_OK(rsdb_sync_apply_delta(a.get(), "stream", "1", R"({"n": 1})", nullptr));
+    ASSERT_RSDB_OK(rsdb_sync_flush(a.get(), 5000));
+    ASSERT_TRUE(eventually([&] { return status(b).at("received") == 1; })) << status(b).dump();
+    EXPECT_EQ(resyncs.size(), 0u);
+
+    const std::string counter = "{" + ns_ + ":sync}:counter";
+    OutString reply;
+    ASSERT_RSDB_OK(rsdb_redis_command(redis_.get(), json::array({"HINCRBY", counter, "n", "5"}).dump().c_str(),
+                                      reply.out()));
+    EXPECT_EQ(reply.parse(), 6);
+    ASSERT_RSDB_OK(rsdb_sync_apply_delta(a.get(), "stream", "1", R"({"n": 2})", nullptr));
+    ASSERT_RSDB_OK(rsdb_sync_flush(a.get(), 5000));
+    ASSERT_TRUE(eventually([&] { return resyncs.size() >= 1; })) << status(b).dump();
+    const json r = resyncs.at(0);
+    EXPECT_EQ(r.at("expected_seq"), 2) << r.dump();
+    EXPECT_EQ(r.at("found_seq"), 7) << r.dump();
+    EXPECT_FALSE(r.at("reason").get<std::string>().empty());
+    EXPECT_EQ(status(b).at("resyncs"), 1);
+    // The message after the hole is applied all the same.
+    ASSERT_TRUE(eventually([&] {
+        OutString snap;
+        return rsdb_sync_get_snapshot(b.get(), "stream", "1", snap.out()) == RSDB_OK && snap.parse() == json{{"n", 2}};
+    }));
+}
+
 TEST_F(CSync, SnapshotsAreTakenListedReconstructedPrunedAndTakenPeriodically) {
     SyncPtr a;
     ASSERT_NO_FATAL_FAILURE(open("a", &a));

@@ -7,11 +7,14 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdlib>
+#include <sstream>
 #include <string>
 
 using json = nlohmann::json;
 using rootstream::Config;
+using rootstream::database::DatabaseManager;
 using rootstream::database::FailoverManager;
 
 namespace {
@@ -64,6 +67,43 @@ TEST(CppFailover, ALeaseRoundFindsThePrimaryAndAFailoverIsRefusedWhileItAnswers)
     EXPECT_FALSE(st.at("primary").get<std::string>().empty()) << st.dump();
     EXPECT_THROW(m.failover(), rootstream::NoCandidateError);
     EXPECT_EQ(changes, 0);
+    m.stop();
+    EXPECT_FALSE(m.is_leader());
+}
+
+TEST(CppFailover, TheStartedLoopTakesTheLeaseAndMovesAnAttachedPoolToThePrimary) {
+    if (env("ROOTSTREAM_HA_PG_NODES").empty()) GTEST_SKIP() << "needs a stack started with --pg-ha";
+    Config c;
+    c.set("ha_nodes", env("ROOTSTREAM_HA_PG_NODES"));
+    c.set("ha_data_dirs", env("ROOTSTREAM_HA_PG_DATA"));
+    c.set("etcd_endpoints", env("ROOTSTREAM_ETCD_ENDPOINTS"));
+    c.set("ha_cluster", "gtest-cpp-loop");
+    c.set("redis_url", env("ROOTSTREAM_REDIS_URL"));
+    FailoverManager m(c, json{{"member", "gtest-cpp-loop"}, {"auto_failover", false}, {"loop_interval_ms", 200}});
+    m.tick();
+    const std::string primary = m.status().at("primary").get<std::string>();
+    m.stop();
+    // A pool on a standby, read-only until the manager moves it.
+    std::stringstream nodes(env("ROOTSTREAM_HA_PG_NODES"));
+    std::string item, standby;
+    while (standby.empty() && std::getline(nodes, item, ',')) {
+        const auto eq = item.find('=');
+        if (eq != std::string::npos && item.substr(0, eq) != primary) standby = item.substr(eq + 1);
+    }
+    ASSERT_FALSE(standby.empty());
+    c.set("database_url", standby);
+    DatabaseManager db(c);
+    auto in_recovery = [&] { return db.query("SELECT pg_is_in_recovery() AS r").at(0).at("r").get<bool>(); };
+    EXPECT_TRUE(in_recovery());
+    rootstream::cache::RedisClient redis(c);
+    rootstream::sync::StateSyncManager sync(c, redis, json{{"namespace", "gtcpp_failover"}, {"instance", "cpp"}});
+    m.attach(db);
+    m.attach(sync);
+    m.start();
+    EXPECT_THROW(m.start(), rootstream::StateError);
+    EXPECT_TRUE(rsdb_test::wait_for([&] { return m.is_leader(); }, std::chrono::seconds(15))) << m.status().dump();
+    EXPECT_TRUE(rsdb_test::wait_for([&] { return !in_recovery(); }, std::chrono::seconds(15)))
+        << "the attached pool still reaches a standby";
     m.stop();
     EXPECT_FALSE(m.is_leader());
 }

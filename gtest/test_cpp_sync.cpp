@@ -112,6 +112,27 @@ TEST_F(CppSync, EveryStateSyncManagerMethodCarriesJsonAndHandlersRunOnALibraryTh
     EXPECT_THROW(b->unsubscribe(sub), rootstream::NotFound);
 }
 
+// A log whose numbers skip past the reader (as after a trim; here the log's counter is moved on)
+// reaches the on_resync handler with where the reader stood and what it found.
+TEST_F(CppSync, ALogThatSkipsPastTheReaderReachesTheResyncHandler) {
+    auto a = open("a");
+    auto b = std::make_unique<StateSyncManager>(*config_, *redis_, options("b"));
+    Collected resyncs;
+    b->on_resync([&](const json& r) { resyncs.add(r); });
+    a->apply_delta("stream", "1", {{"n", 1}});
+    a->flush(5s);
+    ASSERT_TRUE(eventually([&] { return b->status().at("received") == 1; }));
+    EXPECT_EQ(redis_->command({"HINCRBY", "{" + ns_ + ":sync}:counter", "n", "5"}), 6);
+    a->apply_delta("stream", "1", {{"n", 2}});
+    a->flush(5s);
+    ASSERT_TRUE(eventually([&] { return resyncs.size() >= 1; })) << b->status().dump();
+    EXPECT_EQ(resyncs.at(0).at("expected_seq"), 2) << resyncs.at(0).dump();
+    EXPECT_EQ(resyncs.at(0).at("found_seq"), 7) << resyncs.at(0).dump();
+    EXPECT_NE(resyncs.threads.at(0), std::this_thread::get_id());
+    EXPECT_EQ(b->status().at("resyncs"), 1);
+    EXPECT_TRUE(eventually([&] { return b->get_snapshot("stream", "1") == json({{"n", 2}}); }));
+}
+
 TEST_F(CppSync, AStdFunctionMergesConcurrentStatesAndAThrowingOneLeavesAConflict) {
     auto a = open("a");
     auto b = open("b");

@@ -26,6 +26,9 @@ void FailoverManager::stop() { impl_->box->stop(); }
 void FailoverManager::tick() { impl_->box->tick(); }
 
 void FailoverManager::attach(const DatabaseManager& db) { impl_->box->attach_db(detail::Access::db(db)); }
+void FailoverManager::attach(const sync::StateSyncManager& sync) {
+    impl_->box->attach_sync(detail::Access::sync(sync));
+}
 
 nlohmann::json FailoverManager::switchover(const std::string& target) {
     return detail::parse_json(detail::call([&] { return impl_->box->switchover(target); }));

@@ -438,9 +438,16 @@ impl FailoverManager {
         &self.shared.lease
     }
 
-    /// Moves `db` to every new primary from now on (and to the current one at the next loop).
+    /// Moves `db` to every new primary from now on, and at once to the primary this manager
+    /// knows (when it knows none yet, to the one its next loop finds).
     pub fn attach_database(&self, db: DatabaseManager) {
-        lock(&self.shared.dbs).push(db);
+        lock(&self.shared.dbs).push(db.clone());
+        let known = lock(&self.shared.rt).primary.clone();
+        if let Some(node) = known.and_then(|name| self.shared.nodes.get(&name).ok()) {
+            if let Err(e) = db.retarget_host(&node.url) {
+                self.shared.alert("retarget_failed", "warning", format!("moving a pool to {} failed: {e}", node.name));
+            }
+        }
     }
 
     /// Publishes a [`FAILOVER_EVENT`] through `sync` on every role change this member makes.

@@ -67,8 +67,9 @@ pub unsafe extern "C" fn rsdb_failover_stop(m: *const rsdb_failover) -> c_int {
     })
 }
 
-/// Moves `db`'s pool to every new primary (connections to the old one are closed, never
-/// reused). The pool handle may be closed independently.
+/// Moves `db`'s pool to the primary the manager knows, at once, and to every new primary
+/// after it (connections to the old one are closed, never reused). The pool handle may be
+/// closed independently.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_failover_attach_db(m: *const rsdb_failover, db: *const rsdb_db) -> c_int {
     guard(|| {

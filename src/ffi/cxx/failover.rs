@@ -13,6 +13,8 @@ mod bridge {
         type DbBox = crate::ffi::cxx::db::DbBox;
         include!("rootstream-db/src/ffi/cxx/cache.rs.h");
         type MessageObserver = crate::ffi::cxx::cache::MessageObserver;
+        include!("rootstream-db/src/ffi/cxx/sync.rs.h");
+        type SyncBox = crate::ffi::cxx::sync::SyncBox;
     }
 
     extern "Rust" {
@@ -22,6 +24,7 @@ mod bridge {
         fn stop(self: &FailoverBox);
         fn tick(self: &FailoverBox);
         fn attach_db(self: &FailoverBox, db: &DbBox);
+        fn attach_sync(self: &FailoverBox, sync: &SyncBox);
         fn switchover(self: &FailoverBox, target: &str) -> Result<String>;
         fn failover(self: &FailoverBox, target: &str) -> Result<String>;
         fn rejoin(self: &FailoverBox, node: &str) -> Result<()>;
@@ -33,6 +36,7 @@ mod bridge {
 
 use super::config::ConfigBox;
 use super::db::DbBox;
+use super::sync::SyncBox;
 use bridge::MessageObserver;
 
 /// The manager a C++ `FailoverManager` holds; dropping it stops the loop and gives up the lease.
@@ -63,6 +67,10 @@ impl FailoverBox {
 
     fn attach_db(&self, db: &DbBox) {
         self.0.attach_database(db.0.clone());
+    }
+
+    fn attach_sync(&self, sync: &SyncBox) {
+        self.0.attach_sync(sync.0.clone());
     }
 
     fn switchover(&self, target: &str) -> R<String> {

@@ -92,12 +92,18 @@ use super::db::DbBox;
 pub use bridge::{MergeObserver, SyncSnapshotInfo};
 
 /// The manager a C++ `StateSyncManager` holds; closing it ends every callback.
-pub struct SyncBox(StateSyncManager);
+pub struct SyncBox(pub(crate) StateSyncManager);
 
 impl Drop for SyncBox {
     fn drop(&mut self) {
         self.0.close();
     }
+}
+
+// SAFETY: the id names the C++ declaration cxx generates for `SyncBox` in sync.rs.h.
+unsafe impl cxx::ExternType for SyncBox {
+    type Id = cxx::type_id!("rootstream::ffi::SyncBox");
+    type Kind = cxx::kind::Opaque;
 }
 
 /// What the model bridges announce through: a manager, or none.

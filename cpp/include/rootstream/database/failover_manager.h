@@ -14,6 +14,9 @@
 #include <string>
 
 namespace rootstream {
+namespace sync {
+class StateSyncManager;
+}
 namespace database {
 
 /// Thread-safe. Destroying it stops the loop and gives up the lease.
@@ -43,8 +46,12 @@ public:
     void stop();
     /// Runs one loop on the calling thread.
     void tick();
-    /// Moves db's pool to every new primary (old connections are closed, never reused).
+    /// Moves db's pool to the primary the manager knows, at once, and to every new primary after
+    /// it (old connections are closed, never reused).
     void attach(const DatabaseManager& db);
+    /// Publishes a `cluster.failover` event through `sync` on every role change this instance
+    /// makes, for as long as `sync` is open (a closed one announces nothing more).
+    void attach(const sync::StateSyncManager& sync);
     /// Planned switchover with no data loss; returns the change. NoCandidateError when the target
     /// is not a streaming standby, Timeout when it did not catch up, FencedError on a lost lease.
     nlohmann::json switchover(const std::string& target);
