@@ -45,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
             0 => file[pos] ^= op[0] | 1,
             1 => file.truncate(pos),
             2 => file.push(op[0]),
-            _ => file.remove(pos),
+            _ => {
+                file.remove(pos);
+            }
         }
     }
     match open(&file) {

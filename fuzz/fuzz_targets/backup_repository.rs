@@ -10,7 +10,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use rootstream_db::backup::{BackupManager, RecoveryManager, Storage};
+use rootstream_db::backup::{BackupManager, RecoveryManager};
 use rootstream_db::{Config, Error};
 use serde_json::Value;
 
