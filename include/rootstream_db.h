@@ -1185,8 +1185,9 @@ int rsdb_failover_start(const struct rsdb_failover *m);
 int rsdb_failover_stop(const struct rsdb_failover *m);
 
 /*
- Moves `db`'s pool to every new primary (connections to the old one are closed, never
- reused). The pool handle may be closed independently.
+ Moves `db`'s pool to the primary the manager knows, at once, and to every new primary
+ after it (connections to the old one are closed, never reused). The pool handle may be
+ closed independently.
  */
 int rsdb_failover_attach_db(const struct rsdb_failover *m, const struct rsdb_db *db);
 
