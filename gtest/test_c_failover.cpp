@@ -13,8 +13,8 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <sstream>
 #include <string>
+#include <utility>
 
 namespace {
 
@@ -23,6 +23,18 @@ using rsdb_test::last_error;
 using json = nlohmann::json;
 
 void on_role(void*, const char*) {}
+
+// The --pg-ha stack's nodes, data directories and etcd, with `cluster` as the cluster name.
+::testing::AssertionResult set_ha_config(rsdb_config* cfg, const HaEnv& env, const char* cluster) {
+    const std::pair<const char*, std::string> items[] = {
+        {"ha_nodes", env.nodes}, {"ha_data_dirs", env.data_dirs}, {"etcd_endpoints", env.etcd}, {"ha_cluster", cluster}};
+    for (const auto& [key, value] : items) {
+        if (rsdb_config_set(cfg, key, value.c_str()) != RSDB_OK) {
+            return ::testing::AssertionFailure() << key << ": " << last_error();
+        }
+    }
+    return ::testing::AssertionSuccess();
+}
 
 json status_of(rsdb_failover* f) {
     OutString out;
@@ -76,10 +88,7 @@ TEST(CFailover, ALeaseRoundFindsThePrimaryAndAManualFailoverIsRefusedWhileItAnsw
     rsdb_config* cfg = nullptr;
     ASSERT_EQ(rsdb_config_new(&cfg), RSDB_OK);
     ConfigPtr owned(cfg);
-    ASSERT_EQ(rsdb_config_set(cfg, "ha_nodes", env->nodes.c_str()), RSDB_OK) << last_error();
-    ASSERT_EQ(rsdb_config_set(cfg, "ha_data_dirs", env->data_dirs.c_str()), RSDB_OK) << last_error();
-    ASSERT_EQ(rsdb_config_set(cfg, "etcd_endpoints", env->etcd.c_str()), RSDB_OK) << last_error();
-    ASSERT_EQ(rsdb_config_set(cfg, "ha_cluster", "gtest-c"), RSDB_OK) << last_error();
+    ASSERT_TRUE(set_ha_config(cfg, *env, "gtest-c"));
     rsdb_failover* f = nullptr;
     ASSERT_EQ(rsdb_failover_open(cfg, "{\"member\": \"gtest-c\", \"auto_failover\": false}", &f), RSDB_OK)
         << last_error();
@@ -98,17 +107,6 @@ TEST(CFailover, ALeaseRoundFindsThePrimaryAndAManualFailoverIsRefusedWhileItAnsw
     EXPECT_EQ(status_of(f).at("is_leader"), false);
 }
 
-// The URL of a node in ROOTSTREAM_HA_PG_NODES ("p1=url,p2=url,...") other than `primary`.
-std::string standby_url(const std::string& nodes, const std::string& primary) {
-    std::stringstream in(nodes);
-    std::string item;
-    while (std::getline(in, item, ',')) {
-        const auto eq = item.find('=');
-        if (eq != std::string::npos && item.substr(0, eq) != primary) return item.substr(eq + 1);
-    }
-    return std::string();
-}
-
 TEST(CFailover, TheStartedLoopTakesTheLeaseAndMovesAnAttachedPoolFromAStandbyToThePrimary) {
     auto env = ha_env();
     if (!env) GTEST_SKIP() << "needs a stack started with --pg-ha";
@@ -117,10 +115,7 @@ TEST(CFailover, TheStartedLoopTakesTheLeaseAndMovesAnAttachedPoolFromAStandbyToT
     rsdb_config* cfg = nullptr;
     ASSERT_EQ(rsdb_config_new(&cfg), RSDB_OK);
     ConfigPtr owned(cfg);
-    ASSERT_EQ(rsdb_config_set(cfg, "ha_nodes", env->nodes.c_str()), RSDB_OK) << last_error();
-    ASSERT_EQ(rsdb_config_set(cfg, "ha_data_dirs", env->data_dirs.c_str()), RSDB_OK) << last_error();
-    ASSERT_EQ(rsdb_config_set(cfg, "etcd_endpoints", env->etcd.c_str()), RSDB_OK) << last_error();
-    ASSERT_EQ(rsdb_config_set(cfg, "ha_cluster", "gtest-c-loop"), RSDB_OK) << last_error();
+    ASSERT_TRUE(set_ha_config(cfg, *env, "gtest-c-loop"));
     ASSERT_EQ(rsdb_config_set(cfg, "redis_url", redis_url), RSDB_OK) << last_error();
     rsdb_failover* f = nullptr;
     ASSERT_EQ(rsdb_failover_open(cfg, R"({"member": "gtest-c-loop", "auto_failover": false, "loop_interval_ms": 200})",
@@ -134,7 +129,7 @@ TEST(CFailover, TheStartedLoopTakesTheLeaseAndMovesAnAttachedPoolFromAStandbyToT
     ASSERT_EQ(rsdb_failover_stop(f), RSDB_OK);
 
     // A pool opened on a standby: read-only until the manager moves it.
-    const std::string standby = standby_url(env->nodes, primary);
+    const std::string standby = rsdb_test::ha_node_url_other_than(env->nodes, primary);
     ASSERT_FALSE(standby.empty()) << env->nodes;
     ASSERT_EQ(rsdb_config_set(cfg, "database_url", standby.c_str()), RSDB_OK) << last_error();
     rsdb_db* db = nullptr;

@@ -9,7 +9,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <sstream>
 #include <string>
 
 using json = nlohmann::json;
@@ -22,6 +21,17 @@ namespace {
 std::string env(const char* n) {
     const char* v = std::getenv(n);
     return v != nullptr ? v : "";
+}
+
+// The --pg-ha stack's nodes, data directories, etcd and Redis, with `cluster` as the cluster name.
+Config ha_config(const std::string& cluster) {
+    Config c;
+    c.set("ha_nodes", env("ROOTSTREAM_HA_PG_NODES"));
+    c.set("ha_data_dirs", env("ROOTSTREAM_HA_PG_DATA"));
+    c.set("etcd_endpoints", env("ROOTSTREAM_ETCD_ENDPOINTS"));
+    c.set("redis_url", env("ROOTSTREAM_REDIS_URL"));
+    c.set("ha_cluster", cluster);
+    return c;
 }
 
 Config unreachable_config() {
@@ -52,11 +62,7 @@ TEST(CppFailover, BadOptionsThrowConfigOrArgumentErrors) {
 
 TEST(CppFailover, ALeaseRoundFindsThePrimaryAndAFailoverIsRefusedWhileItAnswers) {
     if (env("ROOTSTREAM_HA_PG_NODES").empty()) GTEST_SKIP() << "needs a stack started with --pg-ha";
-    Config c;
-    c.set("ha_nodes", env("ROOTSTREAM_HA_PG_NODES"));
-    c.set("ha_data_dirs", env("ROOTSTREAM_HA_PG_DATA"));
-    c.set("etcd_endpoints", env("ROOTSTREAM_ETCD_ENDPOINTS"));
-    c.set("ha_cluster", "gtest-cpp");
+    Config c = ha_config("gtest-cpp");
     FailoverManager m(c, json{{"member", "gtest-cpp"}, {"auto_failover", false}});
     int changes = 0;
     m.on_role_change([&](const json&) { ++changes; });
@@ -73,23 +79,13 @@ TEST(CppFailover, ALeaseRoundFindsThePrimaryAndAFailoverIsRefusedWhileItAnswers)
 
 TEST(CppFailover, TheStartedLoopTakesTheLeaseAndMovesAnAttachedPoolToThePrimary) {
     if (env("ROOTSTREAM_HA_PG_NODES").empty()) GTEST_SKIP() << "needs a stack started with --pg-ha";
-    Config c;
-    c.set("ha_nodes", env("ROOTSTREAM_HA_PG_NODES"));
-    c.set("ha_data_dirs", env("ROOTSTREAM_HA_PG_DATA"));
-    c.set("etcd_endpoints", env("ROOTSTREAM_ETCD_ENDPOINTS"));
-    c.set("ha_cluster", "gtest-cpp-loop");
-    c.set("redis_url", env("ROOTSTREAM_REDIS_URL"));
+    Config c = ha_config("gtest-cpp-loop");
     FailoverManager m(c, json{{"member", "gtest-cpp-loop"}, {"auto_failover", false}, {"loop_interval_ms", 200}});
     m.tick();
     const std::string primary = m.status().at("primary").get<std::string>();
     m.stop();
     // A pool on a standby, read-only until the manager moves it.
-    std::stringstream nodes(env("ROOTSTREAM_HA_PG_NODES"));
-    std::string item, standby;
-    while (standby.empty() && std::getline(nodes, item, ',')) {
-        const auto eq = item.find('=');
-        if (eq != std::string::npos && item.substr(0, eq) != primary) standby = item.substr(eq + 1);
-    }
+    const std::string standby = rsdb_test::ha_node_url_other_than(env("ROOTSTREAM_HA_PG_NODES"), primary);
     ASSERT_FALSE(standby.empty());
     c.set("database_url", standby);
     DatabaseManager db(c);

@@ -209,6 +209,16 @@ std::string with_database(const std::string& url, const std::string& database) {
     return base + "/" + database + query;
 }
 
+std::string ha_node_url_other_than(const std::string& nodes, const std::string& node) {
+    std::stringstream in(nodes);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        const auto eq = item.find('=');
+        if (eq != std::string::npos && item.substr(0, eq) != node) return item.substr(eq + 1);
+    }
+    return std::string();
+}
+
 int unused_tcp_port() {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return 0;

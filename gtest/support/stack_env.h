@@ -37,6 +37,10 @@ std::string with_database(const std::string& url, const std::string& database);
 /// A TCP port on 127.0.0.1 that nothing listens on (bound to port 0, then released).
 int unused_tcp_port();
 
+/// The URL of a node of a `--pg-ha` stack's ROOTSTREAM_HA_PG_NODES ("p1=url,p2=url,...")
+/// other than the node named `node`; empty when there is none.
+std::string ha_node_url_other_than(const std::string& nodes, const std::string& node);
+
 /// Polls `condition` until it holds or `timeout` passes; returns its last value.
 bool wait_for(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
               std::chrono::milliseconds poll = std::chrono::milliseconds(20));

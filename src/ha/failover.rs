@@ -326,7 +326,8 @@ struct Shared {
     lease: LeaderLease,
     rt: Mutex<Runtime>,
     alerts: Mutex<VecDeque<Alert>>,
-    dbs: Mutex<Vec<DatabaseManager>>,
+    /// The attached pools and the node they were last moved to (None before the first move).
+    pools: Mutex<(Vec<DatabaseManager>, Option<PgNode>)>,
     sync: Mutex<Option<StateSyncManager>>,
     role_cbs: Mutex<Vec<(u64, RoleCallback)>>,
     alert_cbs: Mutex<Vec<(u64, AlertCallback)>>,
@@ -400,7 +401,7 @@ impl FailoverManager {
                 lease,
                 rt: Mutex::new(Runtime::default()),
                 alerts: Mutex::new(VecDeque::new()),
-                dbs: Mutex::new(Vec::new()),
+                pools: Mutex::new((Vec::new(), None)),
                 sync: Mutex::new(None),
                 role_cbs: Mutex::new(Vec::new()),
                 alert_cbs: Mutex::new(Vec::new()),
@@ -441,12 +442,17 @@ impl FailoverManager {
     /// Moves `db` to every new primary from now on, and at once to the primary this manager
     /// knows (when it knows none yet, to the one its next loop finds).
     pub fn attach_database(&self, db: DatabaseManager) {
-        lock(&self.shared.dbs).push(db.clone());
-        let known = lock(&self.shared.rt).primary.clone();
-        if let Some(node) = known.and_then(|name| self.shared.nodes.get(&name).ok()) {
-            if let Err(e) = db.retarget_host(&node.url) {
-                self.shared.alert("retarget_failed", "warning", format!("moving a pool to {} failed: {e}", node.name));
-            }
+        // Under the same lock as `retarget_all`: a move that runs at the same time either sees
+        // this pool or has already recorded the node this pool is moved to here.
+        let failed = {
+            let mut pools = lock(&self.shared.pools);
+            let moved =
+                pools.1.as_ref().and_then(|node| db.retarget_host(&node.url).err().map(|e| (node.name.clone(), e)));
+            pools.0.push(db);
+            moved
+        };
+        if let Some((name, e)) = failed {
+            self.shared.alert("retarget_failed", "warning", format!("moving a pool to {name} failed: {e}"));
         }
     }
 
@@ -692,11 +698,13 @@ impl Shared {
     }
 
     fn retarget_all(&self, node: &PgNode) {
-        let dbs: Vec<DatabaseManager> = lock(&self.dbs).clone();
-        for db in dbs {
-            if let Err(e) = db.retarget_host(&node.url) {
-                self.alert("retarget_failed", "warning", format!("moving a pool to {} failed: {e}", node.name));
-            }
+        let errors: Vec<Error> = {
+            let mut pools = lock(&self.pools);
+            pools.1 = Some(node.clone());
+            pools.0.iter().filter_map(|db| db.retarget_host(&node.url).err()).collect()
+        };
+        for e in errors {
+            self.alert("retarget_failed", "warning", format!("moving a pool to {} failed: {e}", node.name));
         }
     }
 
