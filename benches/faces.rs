@@ -361,13 +361,15 @@ fn callgrind_per_op(cmd: &[String], envs: &[(String, String)], op: &str, n: u64,
     Some((many as f64 - zero as f64) / n as f64)
 }
 
-/// Counting mode (`RSDB_FACES_COUNT=validate:N` or `create:N`): set up, run N operations on
+/// Counting mode (`RSDB_FACES_COUNT=op:N`, op one of validate, create, redis_get, raw_get): set up, run N operations on
 /// one task, exit — what callgrind measures for the Rust face.
 fn count_mode(spec: &str) {
     let (op, n) = spec.split_once(':').expect("RSDB_FACES_COUNT=op:n");
     let n: usize = n.parse().unwrap();
     rootstream_db::runtime::runtime().block_on(async {
         let lib = open(Config::from_env().unwrap()).await;
+        // Both runs (N and 0) migrate, so it cancels out; alone it makes a fresh database usable.
+        migrations::migrate(&lib.db).await.unwrap();
         let uid = insert_user(&lib.db, &format!("count-{}", std::process::id())).await;
         match op {
             "validate" => {
@@ -379,6 +381,22 @@ fn count_mode(spec: &str) {
             "create" => {
                 for _ in 0..n {
                     lib.sessions.create(uid, &device(), false, false).await.unwrap();
+                }
+            }
+            // The baselines of a validation: a GET of the same cached session through the
+            // library's client, and through the redis crate's multiplexed connection alone.
+            "redis_get" | "raw_get" => {
+                let t = lib.sessions.create(uid, &device(), false, false).await.unwrap().token.expose().to_string();
+                let key = cache_key(&SessionToken::from_client(&t).hash());
+                let rc = redis::Client::open(lib.cfg.redis_url.clone().unwrap().as_str()).unwrap();
+                let mut conn = rc.get_multiplexed_async_connection().await.unwrap();
+                for _ in 0..n {
+                    let v = if op == "raw_get" {
+                        redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut conn).await.unwrap()
+                    } else {
+                        lib.redis.get(&key).await.unwrap()
+                    };
+                    assert!(v.is_some());
                 }
             }
             other => panic!("unknown operation {other}"),
@@ -489,12 +507,16 @@ fn main() {
         }
         println!("\n| instructions per operation (callgrind, N ops minus 0) | validate | create |");
         println!("|---|---|---|");
+        let f = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
         for (face, cmd) in &programs {
             let v = callgrind_per_op(cmd, &envs, "validate", 200, &dir);
             let cr = callgrind_per_op(cmd, &envs, "create", 100, &dir);
-            let f = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
             println!("| {face} | {} | {} |", f(v), f(cr));
         }
+        // What a validation is held against: a GET of the same cached session.
+        let lib_get = callgrind_per_op(&programs[0].1, &envs, "redis_get", 200, &dir);
+        let raw_get = callgrind_per_op(&programs[0].1, &envs, "raw_get", 200, &dir);
+        println!("| GET of a cached session: library client (Rust) / redis crate alone | {} / {} | — |", f(lib_get), f(raw_get));
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

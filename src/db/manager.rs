@@ -293,11 +293,12 @@ impl DatabaseManager {
         what: &str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let token = client.map(|c| c.cancel_token());
         match tokio::time::timeout(self.inner.query_timeout, fut).await {
             Ok(r) => r,
             Err(_) => {
-                if let Some(token) = token {
+                // The statement's future is gone, the connection still open: ask the server
+                // to cancel what it runs.
+                if let Some(token) = client.map(|c| c.cancel_token()) {
                     tokio::spawn(async move {
                         let _ = token.cancel_query(NoTls).await;
                     });

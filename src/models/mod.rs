@@ -18,6 +18,165 @@ pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// Writes timestamps into JSON exactly as chrono's own `Serialize` does (RFC 3339 with `Z`, the
+/// fraction in 0, 3, 6 or 9 digits, whichever is shortest without loss), digit by digit instead
+/// of through the formatting machinery: a session crosses the C face as JSON on every
+/// validation. Years outside 0..=9999 go to chrono.
+pub(crate) mod rfc3339 {
+    use chrono::{DateTime, Datelike, Timelike, Utc};
+    use serde::{Serialize, Serializer};
+
+    /// The text into `buf`; its length, or None for a year chrono writes with a sign.
+    fn write(t: &DateTime<Utc>, buf: &mut [u8; 30]) -> Option<usize> {
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let (mut sec, mut nano) = (t.second(), t.nanosecond());
+        if nano >= 1_000_000_000 {
+            // A leap second: chrono shows it as second 60.
+            sec += 1;
+            nano -= 1_000_000_000;
+        }
+        let mut n = 0;
+        let mut put = |v: u32, digits: u32| {
+            for k in (0..digits).rev() {
+                buf[n] = b'0' + (v / 10u32.pow(k) % 10) as u8;
+                n += 1;
+            }
+        };
+        put(year as u32, 4);
+        put(t.month(), 2);
+        put(t.day(), 2);
+        put(t.hour(), 2);
+        put(t.minute(), 2);
+        put(sec, 2);
+        let (frac, digits) = if nano == 0 {
+            (0, 0)
+        } else if nano % 1_000_000 == 0 {
+            (nano / 1_000_000, 3)
+        } else if nano % 1_000 == 0 {
+            (nano / 1_000, 6)
+        } else {
+            (nano, 9)
+        };
+        put(frac, digits);
+        // Digits are in place as YYYYMMDDhhmmss[f]; spread them out with the separators.
+        let len = 14 + digits as usize;
+        let mut out = [0u8; 30];
+        let mut o = 0;
+        for (i, &d) in buf[..len].iter().enumerate() {
+            let sep = match i {
+                4 | 6 => Some(b'-'),
+                8 => Some(b'T'),
+                10 | 12 => Some(b':'),
+                14 => Some(b'.'),
+                _ => None,
+            };
+            if let Some(c) = sep {
+                out[o] = c;
+                o += 1;
+            }
+            out[o] = d;
+            o += 1;
+        }
+        out[o] = b'Z';
+        o += 1;
+        *buf = out;
+        Some(o)
+    }
+
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 30];
+        match write(t, &mut buf) {
+            // Only ASCII digits and separators were written.
+            Some(n) => s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default()),
+            None => t.serialize(s),
+        }
+    }
+
+    /// For `Option<DateTime<Utc>>` fields.
+    pub(crate) mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Serialize, Serializer};
+
+        struct Fast<'a>(&'a DateTime<Utc>);
+
+        impl Serialize for Fast<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                super::serialize(self.0, s)
+            }
+        }
+
+        pub(crate) fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_some(&Fast(t)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[derive(Serialize)]
+        struct Fast {
+            #[serde(serialize_with = "serialize")]
+            t: DateTime<Utc>,
+            #[serde(serialize_with = "option::serialize")]
+            o: Option<DateTime<Utc>>,
+        }
+
+        #[derive(Serialize)]
+        struct Chrono {
+            t: DateTime<Utc>,
+            o: Option<DateTime<Utc>>,
+        }
+
+        #[test]
+        fn timestamps_are_written_exactly_as_chrono_writes_them() {
+            let mut cases: Vec<DateTime<Utc>> = Vec::new();
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for i in 0..20_000u64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Seconds from year 0 to 9999 and beyond, with fractions of each shape.
+                let mut secs = (x % 330_000_000_000) as i64 - 62_200_000_000;
+                if i % 5 == 4 {
+                    // chrono keeps a leap second only on a minute's last second.
+                    secs = secs - secs.rem_euclid(60) + 59;
+                }
+                let nanos = match i % 5 {
+                    0 => 0,
+                    1 => (x >> 40) as u32 % 1000 * 1_000_000,
+                    2 => (x >> 30) as u32 % 1_000_000 * 1000,
+                    3 => (x >> 20) as u32 % 1_000_000_000,
+                    _ => 1_000_000_000 + (x >> 20) as u32 % 1000 * 1_000_000,
+                };
+                if let Some(t) = DateTime::from_timestamp(secs, nanos) {
+                    cases.push(t);
+                }
+            }
+            cases.extend(DateTime::from_timestamp(0, 0));
+            cases.extend(DateTime::from_timestamp(-62_167_219_200, 0)); // 0000-01-01
+            cases.extend(DateTime::from_timestamp(253_402_300_799, 999_999_999)); // 9999-12-31
+            cases.extend(DateTime::from_timestamp(253_402_300_800, 0)); // 10000-01-01
+            cases.extend(DateTime::from_timestamp(-62_167_219_201, 1)); // year -1
+            cases.push(Utc::now());
+            assert!(cases.len() > 19_000);
+            for t in cases {
+                for o in [None, Some(t)] {
+                    let fast = serde_json::to_string(&Fast { t, o }).unwrap();
+                    let chrono = serde_json::to_string(&Chrono { t, o }).unwrap();
+                    assert_eq!(fast, chrono);
+                }
+            }
+        }
+    }
+}
+
 /// Rejects text with control characters (other than tab/newline in free text) and overlong values.
 pub(crate) fn check_text(field: &str, value: &str, max_chars: usize, allow_newlines: bool) -> crate::Result<()> {
     if value.chars().count() > max_chars {
@@ -48,6 +207,11 @@ impl std::fmt::Debug for Broadcaster {
 impl Broadcaster {
     pub(crate) fn set(&self, sync: Option<crate::sync::StateSyncManager>) {
         *self.sync.write().unwrap_or_else(|e| e.into_inner()) = sync;
+    }
+
+    /// True while a sync manager is attached (announcements can be skipped otherwise).
+    pub(crate) fn attached(&self) -> bool {
+        self.sync.read().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     fn current(&self) -> Option<crate::sync::StateSyncManager> {

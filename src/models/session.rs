@@ -51,7 +51,10 @@ impl SessionToken {
 
 /// SHA-256 of a token as presented, hex.
 fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    let mut text = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut text);
+    std::str::from_utf8(&text).unwrap_or_default().to_owned()
 }
 
 impl std::fmt::Debug for SessionToken {
@@ -82,12 +85,17 @@ pub struct Session {
     pub remember_me: bool,
     /// The login needs a second factor before the session grants access.
     pub mfa_required: bool,
+    #[serde(serialize_with = "crate::models::rfc3339::option::serialize")]
     pub mfa_verified_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::models::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::models::rfc3339::serialize")]
     pub expires_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::models::rfc3339::serialize")]
     pub last_activity_at: DateTime<Utc>,
     pub idle_timeout_seconds: i32,
     pub is_active: bool,
+    #[serde(serialize_with = "crate::models::rfc3339::option::serialize")]
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoke_reason: Option<String>,
 }
@@ -98,24 +106,30 @@ impl Session {
         !self.mfa_required || self.mfa_verified_at.is_some()
     }
 
+    /// A row whose first columns are [`COLUMNS`], in that order (every session query selects
+    /// them so): read by position, without looking names up.
     fn from_row(r: &Row) -> Self {
+        debug_assert!(
+            COLUMNS.split(", ").zip(r.columns()).all(|(want, c)| c.name() == want),
+            "a session row starts with COLUMNS"
+        );
         Session {
-            id: r.get("id"),
-            user_id: r.get("user_id"),
-            device_fingerprint: r.get::<_, Option<String>>("device_fingerprint").unwrap_or_default(),
-            ip_address: r.get("ip_address"),
-            user_agent: r.get("user_agent"),
-            geo_location: r.get("geo_location"),
-            remember_me: r.get("remember_me"),
-            mfa_required: r.get("mfa_required"),
-            mfa_verified_at: r.get("mfa_verified_at"),
-            created_at: r.get("created_at"),
-            expires_at: r.get("expires_at"),
-            last_activity_at: r.get("last_activity_at"),
-            idle_timeout_seconds: r.get("idle_timeout_seconds"),
-            is_active: r.get("is_active"),
-            revoked_at: r.get("revoked_at"),
-            revoke_reason: r.get("revoke_reason"),
+            id: r.get(0),
+            user_id: r.get(1),
+            device_fingerprint: r.get::<_, Option<String>>(2).unwrap_or_default(),
+            ip_address: r.get(3),
+            user_agent: r.get(4),
+            geo_location: r.get(5),
+            remember_me: r.get(6),
+            mfa_required: r.get(7),
+            mfa_verified_at: r.get(8),
+            created_at: r.get(9),
+            expires_at: r.get(10),
+            last_activity_at: r.get(11),
+            idle_timeout_seconds: r.get(12),
+            is_active: r.get(13),
+            revoked_at: r.get(14),
+            revoke_reason: r.get(15),
         }
     }
 }
@@ -259,7 +273,11 @@ struct Counters {
 
 /// Redis key of a cached session.
 pub fn cache_key(token_hash: &str) -> String {
-    format!("rsdb:session:{token_hash}")
+    const PREFIX: &str = "rsdb:session:";
+    let mut key = String::with_capacity(PREFIX.len() + token_hash.len());
+    key.push_str(PREFIX);
+    key.push_str(token_hash);
+    key
 }
 
 /// Version tag of the cached form; a value with another tag is read from the database instead.
@@ -314,11 +332,117 @@ fn encode_cached(s: &Session) -> String {
     serde_json::to_string(&form).unwrap_or_default()
 }
 
+/// Reads the cached form as [`encode_cached`] writes it (no whitespace, strings without
+/// escapes) with a scanner that knows its shape; `None` sends the text to the JSON parser.
+fn scan_cached(text: &str) -> Option<CachedForm<'_>> {
+    let mut s = Scan { b: text.as_bytes(), i: 0 };
+    s.eat(b'[')?;
+    let tag = s.int()?;
+    let f = CachedForm(
+        u8::try_from(tag).ok()?,
+        s.next()?.int()?,
+        s.next()?.int()?,
+        Cow::Borrowed(s.next()?.string()?),
+        s.next()?.opt(Scan::string)?.map(Cow::Borrowed),
+        s.next()?.opt(Scan::string)?.map(Cow::Borrowed),
+        s.next()?.opt(Scan::string)?.map(Cow::Borrowed),
+        s.next()?.boolean()?,
+        s.next()?.boolean()?,
+        s.next()?.opt(Scan::int)?,
+        s.next()?.int()?,
+        s.next()?.int()?,
+        s.next()?.int()?,
+        i32::try_from(s.next()?.int()?).ok()?,
+        s.next()?.boolean()?,
+        s.next()?.opt(Scan::int)?,
+        s.next()?.opt(Scan::string)?.map(Cow::Borrowed),
+    );
+    s.eat(b']')?;
+    (s.i == s.b.len()).then_some(f)
+}
+
+/// A cursor over the cached form for [`scan_cached`].
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    fn next(&mut self) -> Option<&mut Self> {
+        self.eat(b',')?;
+        Some(self)
+    }
+
+    fn word(&mut self, w: &[u8]) -> bool {
+        let hit = self.b[self.i..].starts_with(w);
+        if hit {
+            self.i += w.len();
+        }
+        hit
+    }
+
+    fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.word(b"null") {
+            return Some(None);
+        }
+        read(self).map(Some)
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        if self.word(b"true") {
+            Some(true)
+        } else if self.word(b"false") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn int(&mut self) -> Option<i64> {
+        let negative = self.eat(b'-').is_some();
+        let start = self.i;
+        // Accumulated negative, so i64::MIN fits; "-" alone and overflow go to the JSON parser.
+        let mut v: i64 = 0;
+        while let Some(d) = self.b.get(self.i).filter(|c| c.is_ascii_digit()) {
+            v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+            self.i += 1;
+        }
+        if self.i == start {
+            return None;
+        }
+        if negative {
+            Some(v)
+        } else {
+            v.checked_neg()
+        }
+    }
+
+    /// A string without escapes (a backslash hands the whole value to the JSON parser).
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let len = self.b[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if self.b[start + len] != b'"' {
+            return None;
+        }
+        self.i = start + len + 1;
+        // The slice ends before an ASCII quote of valid UTF-8 text: still valid UTF-8.
+        std::str::from_utf8(&self.b[start..start + len]).ok()
+    }
+}
+
 /// Reads a cached session; `None` for anything unreadable or of another form (the database
 /// answers instead).
 fn decode_cached(text: &str) -> Option<Session> {
-    // Strings in a cached value may carry escapes: they are read owned.
-    let f: CachedForm<'static> = serde_json::from_str(text).ok()?;
+    // Strings in a cached value may carry escapes: the JSON parser reads those owned.
+    let f: CachedForm<'_> = match scan_cached(text) {
+        Some(f) => f,
+        None => serde_json::from_str::<CachedForm<'static>>(text).ok()?,
+    };
     if f.0 != CACHED_FORM {
         return None;
     }
@@ -345,6 +469,20 @@ fn decode_cached(text: &str) -> Option<Session> {
         revoked_at: opt(f.15)?,
         revoke_reason: f.16.map(Cow::into_owned),
     })
+}
+
+/// The `session.created` announcement: the fields of [`SessionModel::payload`] and the login's
+/// flags, in the order a JSON object's keys are written (sorted).
+#[derive(Serialize)]
+struct CreatedPayload<'a> {
+    at: String,
+    ip_address: Option<&'a str>,
+    mfa_required: bool,
+    remember_me: bool,
+    session_id: i64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_id: i64,
 }
 
 /// Sessions. Cheap to clone.
@@ -514,12 +652,15 @@ impl SessionModel {
         let lib = crate::metrics::library::counters();
         crate::metrics::library::bump(&lib.sessions_created, 1);
         crate::metrics::library::bump(&lib.sessions_revoked, evicted.len() as u64);
-        let created = Self::payload(
-            "session.created",
-            session.id,
+        let created = CreatedPayload {
+            at: crate::models::ts(&Utc::now()),
+            ip_address: device.ip_address.as_deref(),
+            mfa_required,
+            remember_me,
+            session_id: session.id,
+            kind: "session.created",
             user_id,
-            json!({"remember_me": remember_me, "mfa_required": mfa_required, "ip_address": device.ip_address}),
-        );
+        };
         // The evicted sessions' cache entries go first, then the new entry and the
         // announcements: one Redis round trip for all of them.
         let remaining = (session.expires_at - Utc::now()).to_std().unwrap_or_default().as_millis().max(1) as u64;
@@ -534,7 +675,7 @@ impl SessionModel {
             pipe.cmd("PUBLISH").arg("session.revoked").arg(p.to_string()).ignore();
             revoked.push(p);
         }
-        pipe.cmd("PUBLISH").arg("session.created").arg(created.to_string()).ignore();
+        pipe.cmd("PUBLISH").arg("session.created").arg(serde_json::to_string(&created).unwrap_or_default()).ignore();
         let mut conn = self.redis.connection();
         let sent = tokio::time::timeout(self.redis.timeout(), pipe.query_async::<()>(&mut conn)).await;
         if !matches!(sent, Ok(Ok(()))) {
@@ -544,10 +685,12 @@ impl SessionModel {
                 self.invalidate_cache(h).await;
             }
         }
-        for p in &revoked {
-            self.broadcast_change("session.revoked", p);
+        if self.broadcast.attached() {
+            for p in &revoked {
+                self.broadcast_change("session.revoked", p);
+            }
+            self.broadcast_change("session.created", &serde_json::to_value(&created).unwrap_or_default());
         }
-        self.broadcast_change("session.created", &created);
         Ok(CreatedSession { token, session })
     }
 
@@ -683,7 +826,7 @@ impl SessionModel {
 
     // Creation and revocation also reach other instances through an attached sync manager.
     fn broadcast_change(&self, event: &str, payload: &serde_json::Value) {
-        if event == "session.created" || event == "session.revoked" {
+        if (event == "session.created" || event == "session.revoked") && self.broadcast.attached() {
             let id = payload.get("session_id").and_then(serde_json::Value::as_i64).unwrap_or(0);
             let user = payload.get("user_id").cloned().unwrap_or(serde_json::Value::Null);
             let fields = json!({"user_id": user, "active": event == "session.created"});
@@ -901,5 +1044,131 @@ pub struct CleanupTask(tokio::task::JoinHandle<()>);
 impl Drop for CleanupTask {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(fp: &str, text: Option<&str>) -> Session {
+        let t = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).unwrap();
+        Session {
+            id: 9_007_199_254_740_993,
+            user_id: -4,
+            device_fingerprint: fp.into(),
+            ip_address: text.map(Into::into),
+            user_agent: text.map(|v| format!("{v} agent")),
+            geo_location: None,
+            remember_me: true,
+            mfa_required: text.is_some(),
+            mfa_verified_at: text.map(|_| t(1_700_000_000_123_456)),
+            created_at: t(-86_400_000_001),
+            expires_at: t(1_800_000_000_000_000),
+            last_activity_at: t(0),
+            idle_timeout_seconds: i32::MAX,
+            is_active: text.is_none(),
+            revoked_at: None,
+            revoke_reason: text.map(|v| format!("why {v}")),
+        }
+    }
+
+    #[test]
+    fn the_cached_form_reads_back_the_same_session_by_the_scanner_and_by_the_json_parser() {
+        let texts =
+            [None, Some(""), Some("10.0.0.1"), Some("quote \" and \\ back"), Some("tab\tnew\nline"), Some("ünï €")];
+        for fp in ["fp", "fingerprint with \"quotes\"", "é"] {
+            for text in texts {
+                let s = session(fp, text);
+                let cached = encode_cached(&s);
+                assert_eq!(decode_cached(&cached), Some(s.clone()), "{cached}");
+                let by_parser: CachedForm<'static> = serde_json::from_str(&cached).unwrap();
+                let escapes = cached.contains('\\');
+                match scan_cached(&cached) {
+                    // What the scanner reads, the parser reads the same.
+                    Some(f) => {
+                        assert!(!escapes);
+                        assert_eq!(serde_json::to_string(&f).unwrap(), serde_json::to_string(&by_parser).unwrap());
+                    }
+                    None => assert!(escapes, "the scanner refused {cached}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_or_foreign_cached_values_are_refused_by_both_readers() {
+        let good = encode_cached(&session("fp", Some("x")));
+        assert!(decode_cached(&good).is_some());
+        let mut cases = vec![
+            String::new(),
+            "[]".into(),
+            "null".into(),
+            good.replacen("[2,", "[1,", 1),
+            good.replacen("[2,", "[-2,", 1),
+            good.replacen("[2,", "[99999999999999999999,", 1),
+            format!("{good} "),
+            format!(" {good}"),
+            good.trim_end_matches(']').to_string(),
+            good.replacen(",true,", ",tru,", 1),
+            good.replacen(",\"fp\",", ",fp,", 1),
+            good.replacen(&i32::MAX.to_string(), "2147483648", 1),
+            good.replacen("[2,9007199254740993,", "[2,9223372036854775808,", 1),
+            good.replacen("[2,9007199254740993,", "[2,-,", 1),
+        ];
+        for cut in 1..good.len() {
+            cases.push(good[..cut].to_string());
+        }
+        for c in &cases {
+            if serde_json::from_str::<CachedForm<'static>>(c).map_or(true, |f| f.0 != CACHED_FORM) {
+                assert!(decode_cached(c).is_none(), "{c}");
+            }
+            // Whatever the scanner accepts, the JSON parser accepts with the same content.
+            if let Some(f) = scan_cached(c) {
+                let p: CachedForm<'static> = serde_json::from_str(c).unwrap();
+                assert_eq!(serde_json::to_string(&f).unwrap(), serde_json::to_string(&p).unwrap());
+            }
+        }
+        // The extremes of an id are read by the scanner as the parser reads them.
+        for id in ["-9223372036854775808", "9223372036854775807", "-0", "0"] {
+            let c = good.replacen("[2,9007199254740993,", &format!("[2,{id},"), 1);
+            assert_eq!(scan_cached(&c).unwrap().1, id.parse::<i64>().unwrap(), "{c}");
+        }
+        // Whitespace a different writer might leave is read by the JSON parser.
+        let spaced = good.replace(',', ", ");
+        assert_eq!(decode_cached(&spaced), decode_cached(&good));
+    }
+
+    #[test]
+    fn the_token_hash_is_the_hex_sha256_of_the_token_and_the_cache_key_carries_it() {
+        for t in ["", "a", "token-with-43-characters-aaaaaaaaaaaaaaaaaa"] {
+            let h = token_hash(t);
+            assert_eq!(h, hex::encode(Sha256::digest(t.as_bytes())));
+            assert_eq!(cache_key(&h), format!("rsdb:session:{h}"));
+        }
+        assert_eq!(SessionToken::from_client("x").hash(), token_hash("x"));
+    }
+
+    #[test]
+    fn the_creation_announcement_is_the_generic_payload_with_the_login_flags() {
+        for ip in [None, Some("10.1.2.3")] {
+            let typed = CreatedPayload {
+                at: "2026-12-07T14:00:00.000000Z".into(),
+                ip_address: ip,
+                mfa_required: true,
+                remember_me: false,
+                session_id: 7,
+                kind: "session.created",
+                user_id: 3,
+            };
+            let mut generic = SessionModel::payload(
+                "session.created",
+                7,
+                3,
+                json!({"remember_me": false, "mfa_required": true, "ip_address": ip}),
+            );
+            generic["at"] = json!("2026-12-07T14:00:00.000000Z");
+            assert_eq!(serde_json::to_string(&typed).unwrap(), generic.to_string());
+        }
     }
 }
