@@ -28,30 +28,35 @@ pub(crate) mod rfc3339 {
 
     /// The text into `buf`; its length, or None for a year chrono writes with a sign.
     fn write(t: &DateTime<Utc>, buf: &mut [u8; 30]) -> Option<usize> {
-        let year = t.year();
+        let (date, time) = (t.naive_utc().date(), t.naive_utc().time());
+        let year = date.year();
         if !(0..=9999).contains(&year) {
             return None;
         }
-        let (mut sec, mut nano) = (t.second(), t.nanosecond());
+        let (mut sec, mut nano) = (time.second(), time.nanosecond());
         if nano >= 1_000_000_000 {
             // A leap second: chrono shows it as second 60.
             sec += 1;
             nano -= 1_000_000_000;
         }
-        let mut n = 0;
-        let mut put = |v: u32, digits: u32| {
-            for k in (0..digits).rev() {
-                buf[n] = b'0' + (v / 10u32.pow(k) % 10) as u8;
-                n += 1;
-            }
+        let two = |b: &mut [u8], v: u32| {
+            b[0] = b'0' + (v / 10) as u8;
+            b[1] = b'0' + (v % 10) as u8;
         };
-        put(year as u32, 4);
-        put(t.month(), 2);
-        put(t.day(), 2);
-        put(t.hour(), 2);
-        put(t.minute(), 2);
-        put(sec, 2);
-        let (frac, digits) = if nano == 0 {
+        let year = year as u32;
+        two(&mut buf[0..2], year / 100);
+        two(&mut buf[2..4], year % 100);
+        buf[4] = b'-';
+        two(&mut buf[5..7], date.month());
+        buf[7] = b'-';
+        two(&mut buf[8..10], date.day());
+        buf[10] = b'T';
+        two(&mut buf[11..13], time.hour());
+        buf[13] = b':';
+        two(&mut buf[14..16], time.minute());
+        buf[16] = b':';
+        two(&mut buf[17..19], sec);
+        let (mut frac, digits) = if nano == 0 {
             (0, 0)
         } else if nano % 1_000_000 == 0 {
             (nano / 1_000_000, 3)
@@ -60,30 +65,30 @@ pub(crate) mod rfc3339 {
         } else {
             (nano, 9)
         };
-        put(frac, digits);
-        // Digits are in place as YYYYMMDDhhmmss[f]; spread them out with the separators.
-        let len = 14 + digits as usize;
-        let mut out = [0u8; 30];
-        let mut o = 0;
-        for (i, &d) in buf[..len].iter().enumerate() {
-            let sep = match i {
-                4 | 6 => Some(b'-'),
-                8 => Some(b'T'),
-                10 | 12 => Some(b':'),
-                14 => Some(b'.'),
-                _ => None,
-            };
-            if let Some(c) = sep {
-                out[o] = c;
-                o += 1;
+        let mut n = 19;
+        if digits > 0 {
+            buf[19] = b'.';
+            for k in (0..digits).rev() {
+                buf[20 + k] = b'0' + (frac % 10) as u8;
+                frac /= 10;
             }
-            out[o] = d;
-            o += 1;
+            n = 20 + digits;
         }
-        out[o] = b'Z';
-        o += 1;
-        *buf = out;
-        Some(o)
+        buf[n] = b'Z';
+        Some(n + 1)
+    }
+
+    /// Appends the timestamp as a JSON string, as `serialize` writes it.
+    pub(crate) fn push_json(t: &DateTime<Utc>, out: &mut String) {
+        let mut buf = [0u8; 30];
+        match write(t, &mut buf) {
+            Some(n) => {
+                out.push('"');
+                out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
+                out.push('"');
+            }
+            None => out.push_str(&serde_json::to_string(t).unwrap_or_default()),
+        }
     }
 
     pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

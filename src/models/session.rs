@@ -101,6 +101,81 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session as JSON, exactly as its `Serialize` writes it (a test holds the two equal),
+    /// but written directly: the C face hands one out on every validation.
+    pub fn to_json(&self) -> String {
+        fn int(o: &mut String, v: i64) {
+            let mut digits = [0u8; 20];
+            let mut n = digits.len();
+            let mut u = v.unsigned_abs();
+            loop {
+                n -= 1;
+                digits[n] = b'0' + (u % 10) as u8;
+                u /= 10;
+                if u == 0 {
+                    break;
+                }
+            }
+            if v < 0 {
+                o.push('-');
+            }
+            o.push_str(std::str::from_utf8(&digits[n..]).unwrap_or_default());
+        }
+        fn text(o: &mut String, v: Option<&str>) {
+            match v {
+                None => o.push_str("null"),
+                Some(v) if !v.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\') => {
+                    o.push('"');
+                    o.push_str(v);
+                    o.push('"');
+                }
+                Some(v) => o.push_str(&serde_json::to_string(v).unwrap_or_default()),
+            }
+        }
+        fn time(o: &mut String, v: Option<&DateTime<Utc>>) {
+            match v {
+                None => o.push_str("null"),
+                Some(t) => crate::models::rfc3339::push_json(t, o),
+            }
+        }
+        let flag = |v: bool| if v { "true" } else { "false" };
+        let mut o = String::with_capacity(384 + self.user_agent.as_ref().map_or(0, String::len));
+        o.push_str("{\"id\":");
+        int(&mut o, self.id);
+        o.push_str(",\"user_id\":");
+        int(&mut o, self.user_id);
+        o.push_str(",\"device_fingerprint\":");
+        text(&mut o, Some(&self.device_fingerprint));
+        o.push_str(",\"ip_address\":");
+        text(&mut o, self.ip_address.as_deref());
+        o.push_str(",\"user_agent\":");
+        text(&mut o, self.user_agent.as_deref());
+        o.push_str(",\"geo_location\":");
+        text(&mut o, self.geo_location.as_deref());
+        o.push_str(",\"remember_me\":");
+        o.push_str(flag(self.remember_me));
+        o.push_str(",\"mfa_required\":");
+        o.push_str(flag(self.mfa_required));
+        o.push_str(",\"mfa_verified_at\":");
+        time(&mut o, self.mfa_verified_at.as_ref());
+        o.push_str(",\"created_at\":");
+        time(&mut o, Some(&self.created_at));
+        o.push_str(",\"expires_at\":");
+        time(&mut o, Some(&self.expires_at));
+        o.push_str(",\"last_activity_at\":");
+        time(&mut o, Some(&self.last_activity_at));
+        o.push_str(",\"idle_timeout_seconds\":");
+        int(&mut o, i64::from(self.idle_timeout_seconds));
+        o.push_str(",\"is_active\":");
+        o.push_str(flag(self.is_active));
+        o.push_str(",\"revoked_at\":");
+        time(&mut o, self.revoked_at.as_ref());
+        o.push_str(",\"revoke_reason\":");
+        text(&mut o, self.revoke_reason.as_deref());
+        o.push('}');
+        o
+    }
+
     /// True when no second factor is pending.
     pub fn mfa_satisfied(&self) -> bool {
         !self.mfa_required || self.mfa_verified_at.is_some()
@@ -1137,6 +1212,32 @@ mod tests {
         // Whitespace a different writer might leave is read by the JSON parser.
         let spaced = good.replace(',', ", ");
         assert_eq!(decode_cached(&spaced), decode_cached(&good));
+    }
+
+    #[test]
+    fn the_session_json_written_directly_is_the_serialized_json() {
+        let texts = [
+            None,
+            Some(""),
+            Some("10.0.0.1"),
+            Some("quote \" and \\ back"),
+            Some("tab\tnew\nline\u{1}"),
+            Some("ünï €"),
+        ];
+        for fp in ["fp", "fingerprint with \"quotes\"", "é"] {
+            for text in texts {
+                let mut s = session(fp, text);
+                assert_eq!(s.to_json(), serde_json::to_string(&s).unwrap());
+                s.id = i64::MIN;
+                s.user_id = i64::MAX;
+                s.idle_timeout_seconds = i32::MIN;
+                s.revoked_at = Some(s.created_at);
+                s.expires_at = DateTime::<Utc>::from_timestamp(253_402_300_800, 5).unwrap();
+                assert_eq!(s.to_json(), serde_json::to_string(&s).unwrap());
+                s.id = 0;
+                assert_eq!(s.to_json(), serde_json::to_string(&s).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub unsafe extern "C" fn rsdb_sessions_create(
         let created = block_on(s.model.create(user_id, &device, remember_me != 0, mfa_required != 0))?;
         set_out_string(token, Some(created.token.expose()))?;
         if !session_json.is_null() {
-            json_out(session_json, &created.session)?;
+            set_out_string(session_json, Some(&created.session.to_json()))?;
         }
         Ok(())
     })
@@ -104,7 +104,7 @@ pub unsafe extern "C" fn rsdb_sessions_validate(
         let fingerprint = arg_str(fingerprint, "fingerprint")?;
         let session = block_on(s.model.validate(token, fingerprint, require_mfa != 0))?;
         if !session_json.is_null() {
-            json_out(session_json, &session)?;
+            set_out_string(session_json, Some(&session.to_json()))?;
         }
         Ok(())
     })
@@ -129,7 +129,7 @@ pub unsafe extern "C" fn rsdb_sessions_refresh(
         let (t, session) = block_on(s.model.refresh(token, fingerprint, rotate != 0))?;
         set_out_string(new_token, t.as_ref().map(|t| t.expose()))?;
         if !session_json.is_null() {
-            json_out(session_json, &session)?;
+            set_out_string(session_json, Some(&session.to_json()))?;
         }
         Ok(())
     })
@@ -362,7 +362,7 @@ pub unsafe extern "C" fn rsdb_mfa_complete_login(
         let ip = opt_str(ip_address, "ip_address")?;
         let session = block_on(m.0.complete_login(&s.model, token, fingerprint, code, ip))?;
         if !session_json.is_null() {
-            json_out(session_json, &session)?;
+            set_out_string(session_json, Some(&session.to_json()))?;
         }
         Ok(())
     })
