@@ -15,8 +15,8 @@ use rootstream_db::ffi::c::auth::{
     rsdb_sessions, rsdb_sessions_create, rsdb_sessions_free, rsdb_sessions_new, rsdb_sessions_validate,
 };
 use rootstream_db::ffi::c::config::{rsdb_config_free, rsdb_config_new, rsdb_config_set};
-use rootstream_db::ffi::c::db::{rsdb_db_close, rsdb_db_open};
-use rootstream_db::ffi::c::redis::{rsdb_redis_close, rsdb_redis_open};
+use rootstream_db::ffi::c::db::{rsdb_db, rsdb_db_close, rsdb_db_open};
+use rootstream_db::ffi::c::redis::{rsdb_redis, rsdb_redis_close, rsdb_redis_open};
 use rootstream_db::ffi::c::rsdb_string_free;
 use rootstream_db::models::session::{DeviceInfo, SessionModel, SessionSettings};
 use rootstream_db::{DatabaseManager, RedisClient};
@@ -94,8 +94,9 @@ where
     Fig { rate, p50: q(0.5), p99: q(0.99) }
 }
 
-/// A session handle made through the C functions, shared by the benchmark's threads.
-struct CSessions(*mut rsdb_sessions);
+/// A session handle made through the C functions, shared by the benchmark's threads, with the
+/// database and Redis handles it was made on (closing those closes their pool and client).
+struct CSessions(*mut rsdb_sessions, *mut rsdb_db, *mut rsdb_redis);
 // SAFETY: `rsdb_sessions` is documented thread-safe; the handle outlives the threads.
 unsafe impl Send for CSessions {}
 unsafe impl Sync for CSessions {}
@@ -104,6 +105,15 @@ impl CSessions {
     /// The handle; a method, so that closures capture the whole (Sync) wrapper.
     fn get(&self) -> *mut rsdb_sessions {
         self.0
+    }
+
+    /// Frees the session handle, then closes the pool and the Redis client.
+    fn close(self) {
+        unsafe {
+            rsdb_sessions_free(self.0);
+            rsdb_redis_close(self.2);
+            rsdb_db_close(self.1);
+        }
     }
 }
 
@@ -121,11 +131,8 @@ fn c_sessions(keys: &[(&str, &str)]) -> CSessions {
         assert_eq!(rsdb_db_open(cfg, &mut db), 0);
         assert_eq!(rsdb_redis_open(cfg, &mut redis), 0);
         assert_eq!(rsdb_sessions_new(cfg, db, redis, &mut sessions), 0);
-        // The session handle keeps the database and Redis handles' clients alive.
-        rsdb_redis_close(redis);
-        rsdb_db_close(db);
         rsdb_config_free(cfg);
-        CSessions(sessions)
+        CSessions(sessions, db, redis)
     }
 }
 
@@ -256,7 +263,7 @@ fn main() {
             assert_eq!(rc, 0);
         });
         report("C face: validation, 50 threads", &ours, "raw GET", &raw);
-        unsafe { rsdb_sessions_free(c_handle.0) };
+        c_handle.close();
 
         // Creation: 8 clients; raw: a prepared INSERT of a session row on 8 connections.
         let url = cfg.database_url.clone().unwrap();
@@ -280,21 +287,41 @@ fn main() {
         })
         .await;
         // Eight users logging in concurrently, without and with the per-user limit (10,
-        // evicting the oldest: once a user has 10 sessions every login also evicts one).
-        let mut uids = Vec::new();
-        for i in 0..8 {
-            let id: i64 = db
-                .query(
-                    "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
-                    &[&format!("login{i}"), &format!("login{i}@x.io")],
-                )
-                .await
-                .unwrap()[0]
-                .get(0);
-            uids.push(id);
-        }
-        let uids = Arc::new(uids);
+        // evicting the oldest). Each run logs in users of its own; with the limit they already
+        // hold 10 sessions each, so every measured login also evicts one (the steady state of
+        // a limited user, not the one-off eviction of sessions an earlier run left).
+        let users = |tag: &'static str, limit: &'static str| {
+            let db = db.clone();
+            let cfg = cfg.clone();
+            let redis = redis.clone();
+            async move {
+                let mut uids = Vec::new();
+                for i in 0..8 {
+                    let id: i64 = db
+                        .query(
+                            "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
+                            &[&format!("login-{tag}-{limit}-{i}"), &format!("login-{tag}-{limit}-{i}@x.io")],
+                        )
+                        .await
+                        .unwrap()[0]
+                        .get(0);
+                    uids.push(id);
+                }
+                let warm: usize = limit.parse().unwrap();
+                let mut c = cfg.clone();
+                c.set("session_max_per_user", limit).unwrap();
+                let model = SessionModel::new(db.clone(), redis.clone(), SessionSettings::from_config(&c));
+                let d = DeviceInfo { fingerprint: "fp-bench".into(), ..Default::default() };
+                for &u in &uids {
+                    for _ in 0..warm {
+                        model.create(u, &d, false, false).await.unwrap();
+                    }
+                }
+                Arc::new(uids)
+            }
+        };
         for limit in ["0", "10"] {
+            let uids = users("rust", limit).await;
             let mut c = cfg.clone();
             c.set("session_max_per_user", limit).unwrap();
             let model = SessionModel::new(db.clone(), redis.clone(), SessionSettings::from_config(&c));
@@ -314,6 +341,7 @@ fn main() {
         }
         // The same logins through the C function from 8 native threads.
         for limit in ["0", "10"] {
+            let uids = users("c", limit).await;
             let handle = open(limit);
             let ours = drive_threads(8, 500, |i| unsafe {
                 let mut token = std::ptr::null_mut();
@@ -334,7 +362,7 @@ fn main() {
             });
             let label = if limit == "0" { "C face: creation, 8 threads, no limit" } else { "C face: creation, 8 threads, limit 10" };
             report(label, &ours, "raw INSERT", &raw);
-            unsafe { rsdb_sessions_free(handle.0) };
+            handle.close();
         }
 
         // MFA verification: one user per verification, each with its own fresh code.
