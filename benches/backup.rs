@@ -40,7 +40,7 @@ const STANZA: &str = "bench";
 /// machine (2), its best there.
 const PROCESS_MAX: usize = 2;
 /// How often a restored server is asked whether recovery has finished (as ours does).
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(RecoveryManager::RECOVERY_POLL_MS);
 
 /// Removes a directory tree when dropped.
 struct Scratch(PathBuf);
