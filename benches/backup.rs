@@ -353,7 +353,7 @@ async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, r
     write!(
         auto,
         "\n# benchmark restore\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
-         archive_mode = off\nhot_standby = on\n"
+         archive_mode = off\nhot_standby = on\nrecovery_init_sync_method = syncfs\n"
     )
     .unwrap();
     drop(auto);
