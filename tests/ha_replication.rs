@@ -485,6 +485,22 @@ async fn promote_and_rejoin_with_pg_rewind_on_a_private_cluster() {
     node::create_slot(&node::connect(&p2, Duration::from_secs(5)).await.unwrap(), &p2, "p3").await.unwrap();
     let c3 = node::connect(&p3, Duration::from_secs(5)).await.unwrap();
     node::set_primary_conninfo(&c3, &p3, &p2, Some("p3")).await.unwrap();
+    // The reload restarts p3's WAL receiver in the background: until it has left p1, p1's next
+    // commit would reach p3 too, past the point where p2's timeline forked, and p3 could then
+    // only follow p2 after a rewind of its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = c1
+            .query_one("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'p3'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "p3 still streams from p1 30 s after it was pointed at p2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // p1 diverges: a commit that only p1 has (it no longer has standbys, so no waiting).
     c1.batch_execute("SET synchronous_commit = local; INSERT INTO t VALUES (2, 'lost on p1')").await.unwrap();
     drop(c1);
