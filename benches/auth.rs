@@ -290,22 +290,14 @@ fn main() {
         // evicting the oldest). Each run logs in users of its own; with the limit they already
         // hold 10 sessions each, so every measured login also evicts one (the steady state of
         // a limited user, not the one-off eviction of sessions an earlier run left).
-        let users = |tag: &'static str, limit: &'static str| {
+        let login_users = |tag: &'static str, limit: &'static str| {
             let db = db.clone();
             let cfg = cfg.clone();
             let redis = redis.clone();
             async move {
                 let mut uids = Vec::new();
                 for i in 0..8 {
-                    let id: i64 = db
-                        .query(
-                            "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
-                            &[&format!("login-{tag}-{limit}-{i}"), &format!("login-{tag}-{limit}-{i}@x.io")],
-                        )
-                        .await
-                        .unwrap()[0]
-                        .get(0);
-                    uids.push(id);
+                    uids.push(insert_user(&db, &format!("login-{tag}-{limit}-{i}")).await);
                 }
                 let warm: usize = limit.parse().unwrap();
                 let mut c = cfg.clone();
@@ -321,7 +313,7 @@ fn main() {
             }
         };
         for limit in ["0", "10"] {
-            let uids = users("rust", limit).await;
+            let uids = login_users("rust", limit).await;
             let mut c = cfg.clone();
             c.set("session_max_per_user", limit).unwrap();
             let model = SessionModel::new(db.clone(), redis.clone(), SessionSettings::from_config(&c));
@@ -341,7 +333,7 @@ fn main() {
         }
         // The same logins through the C function from 8 native threads.
         for limit in ["0", "10"] {
-            let uids = users("c", limit).await;
+            let uids = login_users("c", limit).await;
             let handle = open(limit);
             let ours = drive_threads(8, 500, |i| unsafe {
                 let mut token = std::ptr::null_mut();
@@ -370,14 +362,7 @@ fn main() {
         let n = 200;
         let mut users = Vec::new();
         for i in 0..n {
-            let id: i64 = db
-                .query(
-                    "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
-                    &[&format!("m{i}"), &format!("m{i}@x.io")],
-                )
-                .await
-                .unwrap()[0]
-                .get(0);
+            let id = insert_user(&db, &format!("m{i}")).await;
             let en = mfa.begin_enrollment(id, "bench").await.unwrap();
             let secret = totp::base32_decode(&en.secret_base32).unwrap();
             let t = fresh_totp_time();

@@ -85,16 +85,6 @@ fn counts(threads: usize) -> (usize, usize, usize) {
     (fast, slow, slow.min(300))
 }
 
-async fn insert_user(db: &DatabaseManager, name: &str) -> i64 {
-    db.query(
-        "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
-        &[&name, &format!("{name}@bench.io")],
-    )
-    .await
-    .unwrap()[0]
-        .get(0)
-}
-
 struct Lib {
     cfg: Config,
     db: DatabaseManager,

@@ -118,6 +118,18 @@ pub async fn create_database() -> String {
 }
 
 /// A configuration for a fresh, empty database on the stack, plus the stack's Redis.
+/// Inserts an active user named `name` (e-mail `name@bench.io`, a placeholder password hash)
+/// and returns its id.
+pub async fn insert_user(db: &rootstream_db::db::DatabaseManager, name: &str) -> i64 {
+    db.query(
+        "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
+        &[&name, &format!("{name}@bench.io")],
+    )
+    .await
+    .unwrap()[0]
+        .get(0)
+}
+
 pub async fn fresh_config() -> Config {
     let name = create_database().await;
     let mut cfg = Config::default();
