@@ -33,6 +33,9 @@ pub const KEYS: &[&str] = &[
     "backup_s3_region",
     "backup_s3_access_key_id",
     "backup_s3_secret_access_key",
+    "wal_queue_max",
+    "wal_push_parallel",
+    "wal_spool_dir",
     "rsdb_path",
     "pg_bin_dir",
     "instance_id",
@@ -108,6 +111,17 @@ pub struct Config {
     pub backup_s3_access_key_id: Option<String>,
     /// S3 secret access key (never printed).
     pub backup_s3_secret_access_key: Option<String>,
+    /// The most WAL (bytes) that may wait to be archived before `wal-push` drops segments
+    /// instead of letting `pg_wal` grow (key `wal_queue_max`, with an optional `kB`, `MB`, `GB`
+    /// suffix); 0 (the default) never drops. Dropping trades point-in-time recovery across the
+    /// dropped WAL for the primary's disk; see `docs/backup-and-restore.md`.
+    pub wal_queue_max: u64,
+    /// How many ready WAL files one `wal-push` stores at once, the one PostgreSQL named and
+    /// the next ones waiting in `archive_status` (default 1: only the named one).
+    pub wal_push_parallel: usize,
+    /// Where `wal-push` keeps what it pushed ahead and the WAL gaps it recorded (default
+    /// `pg_wal/rsdb_spool`, which base backups leave out).
+    pub wal_spool_dir: Option<PathBuf>,
     /// The `rsdb` executable that a restored cluster runs as its `restore_command` (default:
     /// `rsdb` beside the running executable when it exists there, else from the PATH).
     pub rsdb_path: Option<PathBuf>,
@@ -176,6 +190,9 @@ impl Default for Config {
             backup_s3_region: "us-east-1".into(),
             backup_s3_access_key_id: None,
             backup_s3_secret_access_key: None,
+            wal_queue_max: 0,
+            wal_push_parallel: 1,
+            wal_spool_dir: None,
             rsdb_path: None,
             pg_bin_dir: None,
             instance_id: default_instance_id(),
@@ -220,6 +237,32 @@ fn parse_secs(key: &str, value: &str) -> Result<Duration> {
         .filter(|s| *s > 0)
         .ok_or_else(|| Error::Config(format!("{key} must be a positive number of seconds, got {value:?}")))?;
     Ok(Duration::from_secs(s))
+}
+
+/// A size in bytes: a whole number with an optional `kB`, `MB` or `GB` suffix (powers of 1024,
+/// as PostgreSQL reads them); an empty value is 0.
+fn parse_bytes(key: &str, value: &str) -> Result<u64> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(0);
+    }
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&v[..i], v[i..].trim()),
+        None => (v, ""),
+    };
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "kB" | "KB" | "k" | "K" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        _ => 0,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| Error::Config(format!("{key} must be a size in bytes (e.g. 1073741824 or 1GB), got {value:?}")))
 }
 
 fn non_empty(value: &str) -> Option<String> {
@@ -387,6 +430,13 @@ impl Config {
             }
             "backup_s3_access_key_id" => self.backup_s3_access_key_id = non_empty(value),
             "backup_s3_secret_access_key" => self.backup_s3_secret_access_key = non_empty(value),
+            "wal_queue_max" => self.wal_queue_max = parse_bytes(key, value)?,
+            "wal_push_parallel" => {
+                self.wal_push_parallel = value.trim().parse().ok().filter(|n| (1..=32).contains(n)).ok_or_else(|| {
+                    Error::Config(format!("wal_push_parallel must be a whole number from 1 to 32, got {value:?}"))
+                })?
+            }
+            "wal_spool_dir" => self.wal_spool_dir = non_empty(value).map(PathBuf::from),
             "rsdb_path" => self.rsdb_path = non_empty(value).map(PathBuf::from),
             "pg_bin_dir" => self.pg_bin_dir = non_empty(value).map(PathBuf::from),
             "ha_nodes" => {
@@ -511,6 +561,9 @@ impl fmt::Debug for Config {
             .field("backup_s3_region", &self.backup_s3_region)
             .field("backup_s3_access_key_id", &self.backup_s3_access_key_id)
             .field("backup_s3_secret_access_key", &secret(&self.backup_s3_secret_access_key))
+            .field("wal_queue_max", &self.wal_queue_max)
+            .field("wal_push_parallel", &self.wal_push_parallel)
+            .field("wal_spool_dir", &self.wal_spool_dir)
             .field("rsdb_path", &self.rsdb_path)
             .field("pg_bin_dir", &self.pg_bin_dir)
             .field("instance_id", &self.instance_id)
@@ -548,6 +601,25 @@ mod tests {
         assert_eq!(c.acquire_timeout, Duration::from_millis(250));
         c.set("redis_sentinels", "a:1, b:2,,").unwrap();
         assert_eq!(c.redis_sentinels, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn wal_queue_sizes_and_parallelism() {
+        let mut c = Config::default();
+        assert_eq!((c.wal_queue_max, c.wal_push_parallel), (0, 1));
+        for (text, bytes) in [("1073741824", 1u64 << 30), ("64MB", 64 << 20), ("512 kB", 512 << 10), ("2GB", 2 << 30), ("", 0)] {
+            c.set("wal_queue_max", text).unwrap();
+            assert_eq!(c.wal_queue_max, bytes, "{text}");
+        }
+        for bad in ["-1", "1.5GB", "1TB", "MB", "99999999999999999999", "18014398509481984GB"] {
+            let err = c.set("wal_queue_max", bad).unwrap_err().to_string();
+            assert!(err.contains("wal_queue_max"), "{err}");
+        }
+        c.set("wal_push_parallel", "4").unwrap();
+        assert_eq!(c.wal_push_parallel, 4);
+        for bad in ["0", "33", "x"] {
+            assert!(c.set("wal_push_parallel", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

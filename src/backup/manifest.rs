@@ -109,6 +109,23 @@ impl BackupManager {
         Ok(())
     }
 
+    /// Every backup in the repository (read from the manifests, not from the database),
+    /// oldest first. Manifests that do not authenticate are skipped.
+    pub fn repository_manifests(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for (key, _) in self.storage.list("")? {
+            if let Some(id) = key.strip_suffix("/manifest.json") {
+                if !id.contains('/') {
+                    if let Ok(m) = self.manifest(id) {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|m| m.finished_at);
+        Ok(out)
+    }
+
     /// Reads and authenticates a backup's manifest.
     pub fn manifest(&self, backup_id: &str) -> Result<Manifest> {
         check_id(backup_id)?;

@@ -16,6 +16,9 @@
 //! - [`cluster`]: starting and stopping the PostgreSQL server of a restored data directory.
 //! - [`schedule`]: `BackupScheduler`, backups on cron schedules.
 //! - [`wal`]: the WAL archive (`wal-push`/`wal-fetch`) and LSN and segment arithmetic.
+//! - [`archiving`]: what `wal-push` does around one file: pushing the next ready files at
+//!   once, and the bounded queue that drops WAL to save the primary's disk.
+//! - [`gaps`]: the WAL gaps a full queue leaves, the backups they limit, and the refusals.
 //! - [`archive`]: the sealed, chunked file format every stored file uses.
 //! - [`storage`]: the `Storage` trait and the local directory; [`s3`]: S3-compatible storage;
 //!   [`repository`]: which of the two the configuration names.
@@ -23,7 +26,9 @@
 //!   rows; reading a stored file in stages on threads of their own (restores).
 
 pub mod archive;
+pub mod archiving;
 pub mod cluster;
+pub mod gaps;
 pub mod kind;
 pub mod logical;
 pub mod manager;
@@ -48,4 +53,5 @@ pub use recovery::{ClusterReport, ClusterRestoreOptions, RecoveryManager, Recove
 pub use retention::{CleanupReport, RetentionPolicy};
 pub use schedule::{BackupScheduler, CronSchedule, ScheduleEvent};
 pub use storage::{LocalStorage, Storage};
+pub use archiving::{ArchiveSettings, PushReport, WalGap};
 pub use wal::{PushOutcome, WalArchive};

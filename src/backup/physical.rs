@@ -178,6 +178,15 @@ impl BackupManager {
             Some(p) => self.create_wal_backup(&backup_id, kind, p, started).await,
         };
         self.history_finish(&backup_id, &result).await?;
+        if let Ok(m) = &result {
+            if kind == PhysicalKind::Full {
+                // The gap history says which backup ended each gap; the repository's own
+                // record is read against its backups whenever it is listed.
+                if let Err(e) = self.close_wal_gaps(m).await {
+                    eprintln!("rsdb: WARNING: could not mark the WAL gaps backup {} closes: {e}", m.backup_id);
+                }
+            }
+        }
         result
     }
 
@@ -387,6 +396,7 @@ impl BackupManager {
         let last = (to.max(stop + 1) - 1) / seg_size;
         let names: Vec<String> = (first..=last).map(|s| segment_name(timeline, s * seg_size, seg_size)).collect();
         let wal = self.wal_archive();
+        self.refuse_gap_within(&names[0][8..], &names[names.len() - 1][8..]).await?;
         // Wait until the archiver has stored the last segment in this repository.
         let newest = names.last().expect("at least one segment").clone();
         let deadline = Instant::now() + ARCHIVE_WAIT;

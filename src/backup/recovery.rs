@@ -362,18 +362,7 @@ impl RecoveryManager {
     /// Every backup in the repository (read from the manifests, not from the database),
     /// oldest first. Manifests that do not authenticate are skipped.
     pub fn list_repository(&self) -> Result<Vec<Manifest>> {
-        let mut out = Vec::new();
-        for (key, _) in self.backups.storage().list("")? {
-            if let Some(id) = key.strip_suffix("/manifest.json") {
-                if !id.contains('/') {
-                    if let Ok(m) = self.backups.manifest(id) {
-                        out.push(m);
-                    }
-                }
-            }
-        }
-        out.sort_by_key(|m| m.finished_at);
-        Ok(out)
+        self.backups.repository_manifests()
     }
 
     /// Restores a logical backup into an existing database (see [`BackupManager::restore`]).
@@ -417,6 +406,7 @@ impl RecoveryManager {
                 )));
             }
         }
+        self.backups.refuse_gap_for_restore(&last, &opts.target)?;
         let dir = opts.data_dir.clone();
         if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
             return Err(Error::invalid(format!("{} exists and is not empty", dir.display())));

@@ -38,12 +38,19 @@ struct Header {
 }
 
 /// What a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PushOutcome {
     /// The file was stored.
     Stored,
     /// An identical copy was already stored (PostgreSQL retried after a crash): nothing to do.
     AlreadyArchived,
+    /// An earlier push stored it ahead of PostgreSQL asking (`wal_push_parallel`), and the
+    /// file is still the one stored.
+    PushedAhead,
+    /// Not stored: the WAL waiting to be archived had passed `wal_queue_max`, so the file was
+    /// reported archived and a WAL gap recorded (see [`super::archiving`]).
+    Dropped,
 }
 
 /// The archived WAL of one repository.
@@ -76,6 +83,30 @@ pub fn check_name(name: &str) -> Result<()> {
     } else {
         Err(Error::invalid(format!("{name:?} is not a WAL file name")))
     }
+}
+
+/// The file name of a WAL path (PostgreSQL's `%p`), checked with [`check_name`].
+pub(crate) fn file_name_of(path: &Path) -> Result<String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| Error::invalid(format!("{} is not a file", path.display())))?;
+    check_name(&name)?;
+    Ok(name)
+}
+
+/// The segment after `name` (24 hex digits) with segments of `segment_size` bytes; `None` for
+/// anything else.
+pub fn next_segment(name: &str, segment_size: u64) -> Option<String> {
+    if name.len() != 24 || check_name(name).is_err() || segment_size == 0 {
+        return None;
+    }
+    let per_log = 0x1_0000_0000u64 / segment_size;
+    let tli = u32::from_str_radix(&name[..8], 16).ok()?;
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    let segno = (log * per_log + seg).checked_add(1)?;
+    Some(segment_name(tli, segno.checked_mul(segment_size)?, segment_size))
 }
 
 /// Parses an LSN such as `0/3000028`.
@@ -124,18 +155,30 @@ impl WalArchive {
         &self.storage
     }
 
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// Archives the file at `path` (PostgreSQL's `%p`). Idempotent: when an identical copy is
     /// already archived it succeeds without writing; when a *different* file of that name is,
     /// it fails and leaves the archived one alone, so PostgreSQL keeps the segment and retries
     /// while an operator looks.
     pub fn push(&self, path: &Path) -> Result<PushOutcome> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .ok_or_else(|| Error::invalid(format!("{} is not a file", path.display())))?;
-        check_name(&name)?;
+        Ok(self.push_file(path)?.0)
+    }
+
+    /// [`WalArchive::push`], also giving the file's SHA-256 and size.
+    pub(crate) fn push_file(&self, path: &Path) -> Result<(PushOutcome, String, u64)> {
+        let name = file_name_of(path)?;
         let data = std::fs::read(path).map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
         let sha = hex::encode(Sha256::digest(&data));
+        let outcome = self.push_data(&name, &data, &sha)?;
+        Ok((outcome, sha, data.len() as u64))
+    }
+
+    fn push_data(&self, name: &str, data: &[u8], sha: &str) -> Result<PushOutcome> {
+        let name = name.to_string();
+        let sha = sha.to_string();
         let key = format!("{PREFIX}{name}");
         if self.storage.size(&key)?.is_some() {
             let existing = self.read_header(&name, &mut self.storage.open(&key)?)?;
@@ -309,6 +352,11 @@ mod tests {
         assert_eq!(segment_name(2, 0x1_FF00_0000, seg), "0000000200000001000000FF");
         assert_eq!(segment_position("000000020000000100000003"), Some("0000000100000003"));
         assert_eq!(segment_position("00000002.history"), None);
+        assert_eq!(next_segment("000000010000000000000003", seg).as_deref(), Some("000000010000000000000004"));
+        assert_eq!(next_segment("0000000100000000000000FF", seg).as_deref(), Some("000000010000000100000000"));
+        assert_eq!(next_segment("000000010000000000000001", 1 << 30).as_deref(), Some("000000010000000000000002"));
+        assert_eq!(next_segment("000000010000000000000003", 1 << 30).as_deref(), Some("000000010000000100000000"));
+        assert_eq!(next_segment("00000002.history", seg), None);
         // Not a byte index into a multi-byte character (this panicked), nor a non-hex position.
         assert_eq!(segment_position("0000000\u{e9}0000000000000000"), None);
         assert_eq!(segment_position("00000001ZZZZZZZZ00000003"), None);

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/005_replication_status.sql"),
     },
     Migration { version: 6, name: "failover_history", sql: include_str!("../../migrations/006_failover_history.sql") },
+    Migration { version: 7, name: "wal_gaps", sql: include_str!("../../migrations/007_wal_gaps.sql") },
 ];
 
 /// Key of the advisory lock that serializes migrations (the ASCII of "rsdbmigr").
