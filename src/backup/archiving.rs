@@ -32,6 +32,10 @@ use std::time::Duration;
 pub const DEFAULT_SPOOL: &str = "rsdb_spool";
 /// How long a push waits for the database to take a gap's row.
 const DB_WAIT: Duration = Duration::from_secs(3);
+/// With a queue limit, how long a failing push keeps retrying and watching the queue before it
+/// gives the failure to PostgreSQL, and how often it looks at the queue meanwhile.
+const WATCH_FOR: Duration = Duration::from_secs(30);
+const WATCH_POLL: Duration = Duration::from_millis(50);
 
 /// How `wal-push` archives: from the configuration (`wal_queue_max`, `wal_push_parallel`,
 /// `wal_spool_dir`, and `database_url` for the gap history).
@@ -45,6 +49,9 @@ pub struct ArchiveSettings {
     pub spool_dir: Option<PathBuf>,
     /// Where a gap's history row goes (best effort); `None`: the spool and the repository only.
     pub database: Option<Config>,
+    /// With a limit, how long a failing push retries and watches the queue before it fails;
+    /// `None`: 30 s.
+    pub watch: Option<Duration>,
 }
 
 impl ArchiveSettings {
@@ -54,7 +61,12 @@ impl ArchiveSettings {
             parallel: cfg.wal_push_parallel.max(1),
             spool_dir: cfg.wal_spool_dir.clone(),
             database: cfg.database_url.as_ref().map(|_| cfg.clone()),
+            watch: None,
         }
+    }
+
+    fn watch_for(&self) -> Duration {
+        self.watch.unwrap_or(WATCH_FOR)
     }
 }
 
@@ -315,6 +327,82 @@ fn is_segment(name: &str) -> bool {
 }
 
 impl WalArchive {
+    fn drop_segment(
+        &self,
+        spool: &Spool,
+        name: &str,
+        size: u64,
+        queue: u64,
+        settings: &ArchiveSettings,
+        report: &mut PushReport,
+    ) -> Result<()> {
+        let gap = spool.record_drop(name, size, queue, settings.queue_max)?;
+        if let Some(cfg) = &settings.database {
+            if let Err(e) = super::gaps::record_in_database(cfg, &gap, DB_WAIT) {
+                eprintln!("rsdb: WARNING: the WAL gap could not be recorded in the database: {e}");
+            }
+        }
+        report.outcome = PushOutcome::Dropped;
+        report.queue_bytes = queue;
+        report.gap = Some(gap);
+        Ok(())
+    }
+
+    /// Tells the repository of the spool's gaps, then stores `path` and, at the same time, the
+    /// `ahead` files beside it, noting each one stored.
+    fn store_with_ahead(
+        &self,
+        spool: &Spool,
+        path: &Path,
+        pg_wal: &Path,
+        ahead: &[String],
+        repository: &str,
+        report: &mut PushReport,
+    ) -> Result<PushOutcome> {
+        let name = file_name_of(path)?;
+        // The repository learns of every gap before it holds any WAL written after one.
+        for (local, gap) in spool.gaps() {
+            super::gaps::store_in_repository(self, &gap)?;
+            // A gap that PostgreSQL has moved past is complete: the spool's copy is done with.
+            if is_segment(&name) && gap.last_segment[8..] < name[8..] {
+                let _ = std::fs::remove_file(local);
+            }
+        }
+        let (own, others) = std::thread::scope(|s| {
+            let handles: Vec<_> = ahead
+                .iter()
+                .map(|n| {
+                    let p = pg_wal.join(n);
+                    s.spawn(move || self.push_file(&p))
+                })
+                .collect();
+            let own = self.push_file(path);
+            let others: Vec<_> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a push thread panicked".into()))))
+                .collect();
+            (own, others)
+        });
+        for (n, r) in ahead.iter().zip(others) {
+            match r {
+                Ok((_, sha256, bytes)) => {
+                    let note = AheadNote { sha256, bytes, repository: repository.to_string() };
+                    if spool.note_ahead(n, &note).is_ok() {
+                        report.pushed_ahead.push(n.clone());
+                        if is_segment(n) {
+                            spool.note_stored(n, &pg_wal.join(n));
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("rsdb: could not push {n} ahead (it is pushed again when PostgreSQL asks): {e}");
+                    report.ahead_failed.push(n.clone());
+                }
+            }
+        }
+        Ok(own?.0)
+    }
+
     /// Archives the file at `path` (PostgreSQL's `%p`) as `wal-push` does: with the ready files
     /// after it when `settings.parallel` > 1, and dropping it when the queue is past
     /// `settings.queue_max` (see the module documentation). Errors leave the file for PostgreSQL
@@ -351,26 +439,14 @@ impl WalArchive {
         let ready = ready_files(&pg_wal);
         spool.prune_ahead(&ready);
         let own_size = std::fs::metadata(path).map_err(|e| io("cannot read", path, e))?.len();
-        report.queue_bytes = ready.iter().map(|(_, s)| s).sum::<u64>()
-            + if ready.iter().any(|(n, _)| *n == name) { 0 } else { own_size };
-        if settings.queue_max > 0 && report.queue_bytes > settings.queue_max && is_segment(&name) {
-            let gap = spool.record_drop(&name, own_size, report.queue_bytes, settings.queue_max)?;
-            if let Some(cfg) = &settings.database {
-                if let Err(e) = super::gaps::record_in_database(cfg, &gap, DB_WAIT) {
-                    eprintln!("rsdb: WARNING: the WAL gap could not be recorded in the database: {e}");
-                }
-            }
-            report.outcome = PushOutcome::Dropped;
-            report.gap = Some(gap);
+        let queue_of = |ready: &[(String, u64)]| {
+            ready.iter().map(|(_, s)| s).sum::<u64>() + if ready.iter().any(|(n, _)| *n == name) { 0 } else { own_size }
+        };
+        report.queue_bytes = queue_of(&ready);
+        let limited = settings.queue_max > 0 && is_segment(&name);
+        if limited && report.queue_bytes > settings.queue_max {
+            self.drop_segment(&spool, &name, own_size, report.queue_bytes, settings, &mut report)?;
             return Ok(report);
-        }
-        // The repository learns of every gap before it holds any WAL written after one.
-        for (local, gap) in spool.gaps() {
-            super::gaps::store_in_repository(self, &gap)?;
-            // A gap that PostgreSQL has moved past is complete: the spool's copy is done with.
-            if gap.last_segment[8..] < name[8..] && is_segment(&name) {
-                let _ = std::fs::remove_file(local);
-            }
         }
         let ahead: Vec<String> = if settings.parallel > 1 {
             ready
@@ -382,39 +458,31 @@ impl WalArchive {
         } else {
             Vec::new()
         };
-        let (own, others) = std::thread::scope(|s| {
-            let handles: Vec<_> = ahead
-                .iter()
-                .map(|n| {
-                    let p = pg_wal.join(n);
-                    s.spawn(move || self.push_file(&p))
-                })
-                .collect();
-            let own = self.push_file(path);
-            let others: Vec<_> = handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a push thread panicked".into()))))
-                .collect();
-            (own, others)
-        });
-        for (n, r) in ahead.iter().zip(others) {
-            match r {
-                Ok((_, sha256, bytes)) => {
-                    let note = AheadNote { sha256, bytes, repository: repository.clone() };
-                    if spool.note_ahead(n, &note).is_ok() {
-                        report.pushed_ahead.push(n.clone());
-                        if is_segment(n) {
-                            spool.note_stored(n, &pg_wal.join(n));
-                        }
+        let mut own = self.store_with_ahead(&spool, path, &pg_wal, &ahead, &repository, &mut report);
+        // With a limit, a failing repository is watched rather than given up on at once: while
+        // PostgreSQL waits to retry, WAL would pile up unseen. The push retries every second and
+        // drops the segment as soon as the queue passes the limit.
+        if limited && own.is_err() {
+            let started = std::time::Instant::now();
+            let mut last_try = started;
+            while own.is_err() && started.elapsed() < settings.watch_for() {
+                std::thread::sleep(WATCH_POLL);
+                let queue = queue_of(&ready_files(&pg_wal));
+                if queue > settings.queue_max {
+                    report.queue_bytes = queue;
+                    if let Err(e) = &own {
+                        eprintln!("rsdb: pushing {name} failed ({e}) and the queue is past wal_queue_max");
                     }
+                    self.drop_segment(&spool, &name, own_size, queue, settings, &mut report)?;
+                    return Ok(report);
                 }
-                Err(e) => {
-                    eprintln!("rsdb: could not push {n} ahead (it is pushed again when PostgreSQL asks): {e}");
-                    report.ahead_failed.push(n.clone());
+                if last_try.elapsed() >= Duration::from_secs(1) {
+                    last_try = std::time::Instant::now();
+                    own = self.store_with_ahead(&spool, path, &pg_wal, &[], &repository, &mut report);
                 }
             }
         }
-        report.outcome = own?.0;
+        report.outcome = own?;
         if is_segment(&name) {
             spool.note_stored(&name, path);
         }
@@ -469,7 +537,7 @@ mod tests {
         }
 
         fn break_repository(&self) {
-            std::fs::write(self.dir.join("repo-moved"), b"").unwrap();
+            std::fs::create_dir_all(self.dir.join("repo")).unwrap();
             std::fs::rename(self.dir.join("repo"), self.dir.join("repo-away")).unwrap();
             // A file where the repository's directory was: every store fails.
             std::fs::write(self.dir.join("repo"), b"not a directory").unwrap();
@@ -527,7 +595,8 @@ mod tests {
     #[test]
     fn a_full_queue_drops_segments_records_one_gap_and_tells_the_repository_first() {
         let c = Cluster::new();
-        let settings = ArchiveSettings { queue_max: 3 * c.seg, ..Default::default() };
+        let watch = Some(Duration::from_millis(200));
+        let settings = ArchiveSettings { queue_max: 3 * c.seg, watch, ..Default::default() };
         let p1 = c.ready(1);
         assert_eq!(c.archive.archive(&p1, &settings).unwrap().outcome, PushOutcome::Stored);
         c.done(1);
@@ -554,7 +623,7 @@ mod tests {
         // History files are never dropped, whatever the queue.
         let history = c.dir.join("pg_wal/00000002.history");
         std::fs::write(&history, b"1\t0/5000000\tno recovery target specified\n").unwrap();
-        assert!(c.archive.archive(&history, &ArchiveSettings { queue_max: 1, ..Default::default() }).is_err());
+        assert!(c.archive.archive(&history, &ArchiveSettings { queue_max: 1, watch, ..Default::default() }).is_err());
         c.mend_repository();
         // The first push after the repository returns stores the gap before the segment.
         assert_eq!(c.archive.archive(&paths[2], &settings).unwrap().outcome, PushOutcome::Stored);
@@ -576,5 +645,36 @@ mod tests {
         assert_eq!(c.archive.archive(&paths[0], &settings).unwrap().outcome, PushOutcome::Stored);
         let gaps = crate::backup::gaps::in_repository(&c.archive).unwrap();
         assert_eq!(gaps.iter().map(|g| (g.first_segment.clone(), g.segments)).collect::<Vec<_>>(), vec![(c.name(2), 2), (c.name(5), 2)]);
+    }
+
+    #[test]
+    fn a_failing_push_watches_the_queue_and_drops_once_it_passes_the_limit() {
+        let c = Cluster::new();
+        let settings = ArchiveSettings { queue_max: 2 * c.seg, watch: Some(Duration::from_secs(20)), ..Default::default() };
+        c.break_repository();
+        let p1 = c.ready(1);
+        c.ready(2);
+        let t0 = std::time::Instant::now();
+        let r = std::thread::scope(|s| {
+            let push = s.spawn(|| c.archive.archive(&p1, &settings));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!push.is_finished(), "under the limit the push waits for the repository");
+            c.ready(3);
+            push.join().unwrap().unwrap()
+        });
+        assert_eq!((r.outcome, r.queue_bytes), (PushOutcome::Dropped, 3 * c.seg));
+        assert!(t0.elapsed() < Duration::from_secs(10), "dropped once the queue grew, not at the end of the watch");
+        // And a repository that comes back during the watch takes the segment.
+        c.done(1);
+        let p2 = c.dir.join("pg_wal").join(c.name(2));
+        let r = std::thread::scope(|s| {
+            let push = s.spawn(|| c.archive.archive(&p2, &settings));
+            std::thread::sleep(Duration::from_millis(300));
+            c.mend_repository();
+            push.join().unwrap().unwrap()
+        });
+        assert_eq!(r.outcome, PushOutcome::Stored);
+        assert!(c.stored(2));
+        assert_eq!(crate::backup::gaps::in_repository(&c.archive).unwrap().len(), 1);
     }
 }

@@ -4,7 +4,7 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::backup::{
-    BackupKind, BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome, RecoveryManager,
+    ArchiveSettings, BackupKind, BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome, RecoveryManager,
     RecoveryTarget, RetentionPolicy, WalArchive,
 };
 use rootstream_db::db::migrations;
@@ -134,8 +134,25 @@ fn cli() -> Command {
                 )
                 .subcommand(
                     Command::new("verify")
-                        .about("Read a backup back and check every byte; names the file and chunk at fault")
+                        .about(
+                            "Read a backup back and check every byte; names the file and chunk at fault, \
+                             and any WAL gap that stops point-in-time recovery from it",
+                        )
                         .arg(Arg::new("id").required(true)),
+                )
+                .subcommand(
+                    Command::new("gaps")
+                        .about(
+                            "List WAL gaps (WAL that wal-push dropped past wal_queue_max), the backups whose \
+                             point-in-time recovery each stops, and the full backup that closed each",
+                        )
+                        .arg(
+                            Arg::new("repository")
+                                .long("repository")
+                                .action(ArgAction::SetTrue)
+                                .help("Read the repository's records only (no database needed)"),
+                        )
+                        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
                 )
                 .subcommand(
                     Command::new("test-restore")
@@ -753,6 +770,33 @@ fn print_manifest(m: &Manifest) {
     }
 }
 
+fn print_gap_closure(g: &rootstream_db::backup::WalGap) {
+    match &g.closed_by {
+        Some(b) => println!("  closed by full backup {b}: recovery to later moments starts there"),
+        None => println!("  not closed: take a full backup so that recovery past the gap can start from it"),
+    }
+}
+
+fn print_gaps(gaps: &[rootstream_db::backup::WalGap], json: bool) -> Result<(), Error> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(gaps)?);
+        return Ok(());
+    }
+    if gaps.is_empty() {
+        println!("no WAL gaps: every archived WAL file is in the repository");
+        return Ok(());
+    }
+    println!("WAL gaps (point-in-time recovery cannot cross them):");
+    for g in gaps {
+        println!("- {}", g.describe());
+        if !g.affected_backups.is_empty() {
+            println!("  recovery from {} stops at it", g.affected_backups.join(", "));
+        }
+        print_gap_closure(g);
+    }
+    Ok(())
+}
+
 fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
     // Commands that read the repository alone work without the database.
     match m.subcommand() {
@@ -761,6 +805,19 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
             let id = sub.get_one::<String>("id").expect("required");
             let manifest = bm.verify(id)?;
             println!("backup {id} verified: {} files, every chunk authentic", manifest.files.len());
+            if manifest.is_physical() {
+                for g in bm.wal_gaps_in_repository()? {
+                    if g.affected_backups.iter().any(|b| b == id) {
+                        println!("WARNING: point-in-time recovery from {id} cannot cross a WAL gap: {}", g.describe());
+                        print_gap_closure(&g);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Some(("gaps", sub)) if sub.get_flag("repository") => {
+            let bm = BackupManager::repository_only(cfg)?;
+            print_gaps(&bm.wal_gaps_in_repository()?, sub.get_flag("json"))?;
             return Ok(());
         }
         Some(("init", _)) => {
@@ -807,21 +864,30 @@ fn backup_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
         Some(("list", sub)) => {
             let backups = block_on(bm.list())?;
             if sub.get_flag("json") {
+                // The same array as ever; `backup gaps --json` gives the gaps.
                 println!("{}", serde_json::to_string_pretty(&backups)?);
                 return Ok(());
             }
+            let gaps = block_on(bm.wal_gaps())?;
             for b in backups {
+                let limited = gaps.iter().find(|g| g.affected_backups.contains(&b.backup_id));
                 println!(
-                    "{}  {:<11} {:<8} {:<12} {:>14}  {}",
+                    "{}  {:<11} {:<8} {:<12} {:>14}  {}{}",
                     b.backup_id,
                     b.status,
                     b.kind.map(|k| k.method()).unwrap_or("?"),
                     b.kind.map(|k| k.as_str()).unwrap_or(b.backup_type.as_str()),
                     size_text(b.compressed_size_bytes.unwrap_or(0).max(0) as u64, sub.get_flag("bytes")),
-                    b.error_message.as_deref().unwrap_or_default()
+                    b.error_message.as_deref().unwrap_or_default(),
+                    limited.map(|g| format!("  [PITR stops at WAL gap {}]", g.first_segment)).unwrap_or_default()
                 );
             }
+            if !gaps.is_empty() {
+                println!();
+                print_gaps(&gaps, false)?;
+            }
         }
+        Some(("gaps", sub)) => print_gaps(&block_on(bm.wal_gaps())?, sub.get_flag("json"))?,
         Some(("cleanup", sub)) => {
             // An option not given keeps the core's default for it (0 means the same).
             let day = |k: &str| sub.get_one::<u32>(k).copied().unwrap_or(0);
@@ -918,8 +984,20 @@ fn wal_cmd(cfg: &Config, m: &ArgMatches, push: bool) -> Result<(), Error> {
     let archive = WalArchive::from_config(cfg)?;
     if push {
         let path = std::path::Path::new(m.get_one::<String>("path").expect("required"));
-        if archive.push(path)? == PushOutcome::AlreadyArchived {
-            eprintln!("rsdb: {} was already archived, identical", path.display());
+        let report = archive.archive(path, &ArchiveSettings::from_config(cfg))?;
+        match report.outcome {
+            PushOutcome::AlreadyArchived => eprintln!("rsdb: {} was already archived, identical", path.display()),
+            // What PostgreSQL logs: a dropped segment must be seen.
+            PushOutcome::Dropped => eprintln!(
+                "rsdb: WARNING: {} NOT archived: {} bytes of WAL wait to be archived, past wal_queue_max ({}); \
+                 WAL gap {}..{} recorded, point-in-time recovery cannot cross it until a full backup is taken",
+                report.file,
+                report.queue_bytes,
+                cfg.wal_queue_max,
+                report.gap.as_ref().map(|g| g.first_segment.as_str()).unwrap_or("?"),
+                report.gap.as_ref().map(|g| g.last_segment.as_str()).unwrap_or("?"),
+            ),
+            _ => {}
         }
     } else {
         let name = m.get_one::<String>("name").expect("required");
