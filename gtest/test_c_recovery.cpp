@@ -39,6 +39,7 @@ using rsdb_test::backup::write_file;
 using rsdb_test::recovery::Archive;
 using rsdb_test::recovery::DataDir;
 using rsdb_test::recovery::EventLog;
+using rsdb_test::recovery::FakePgWal;
 using rsdb_test::recovery::ids_of;
 using rsdb_test::recovery::json_to_log;
 using rsdb_test::recovery::kClockUtcSql;
@@ -409,6 +410,84 @@ TEST_F(CRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWork
     EXPECT_EQ(got[0].at("event"), "missed") << got[0].dump();
     EXPECT_EQ(got[0].at("kind"), "logical") << got[0].dump();
     EXPECT_EQ(got[0].at("schedule"), "0 3 * * *");
+}
+
+// ---------------------------------------------------------------- bounded WAL queue
+
+TEST_F(CRecoveryTest, WalQueueLimitPushAheadGapsAndTheGapWatchWorkThroughTheCApi) {
+    // A repository of this test's own: the gap it records must not reach the stack's archive.
+    rsdb_test::recovery::FakePgWal wal;
+    ConfigPtr cfg;
+    ASSERT_NO_FATAL_FAILURE(make_config(true, &cfg));
+    const std::string repo = wal.root() + "/repo";
+    ASSERT_RSDB_OK(rsdb_config_set(cfg.get(), "backup_dir", repo.c_str()));
+    ASSERT_RSDB_OK(rsdb_config_set(cfg.get(), "wal_push_parallel", "2"));
+    OutString report;
+    const std::string s1 = wal.ready(1);
+    wal.ready(2);
+    ASSERT_RSDB_OK(rsdb_wal_push_report(cfg.get(), s1.c_str(), report.out()));
+    json r = report.parse();
+    EXPECT_EQ(r.at("outcome"), "stored") << r.dump();
+    EXPECT_EQ(r.at("pushed_ahead"), json::array({FakePgWal::name(2)})) << r.dump();
+    EXPECT_EQ(r.at("queue_bytes"), 2 * FakePgWal::kSegment) << r.dump();
+    wal.done(1);
+    int already = -1;
+    ASSERT_RSDB_OK(rsdb_wal_push(cfg.get(), wal.path(2).c_str(), &already));
+    EXPECT_EQ(already, 1) << "stored ahead by the first push";
+    wal.done(2);
+
+    // Past the limit the segment is reported archived without being stored, and a gap recorded.
+    ASSERT_RSDB_OK(rsdb_config_set(cfg.get(), "wal_queue_max", std::to_string(2 * FakePgWal::kSegment).c_str()));
+    for (int n = 3; n <= 5; n++) wal.ready(n);
+    ASSERT_RSDB_OK(rsdb_wal_push_report(cfg.get(), wal.path(3).c_str(), report.out()));
+    r = report.parse();
+    EXPECT_EQ(r.at("outcome"), "dropped") << r.dump();
+    EXPECT_EQ(r.at("queue_bytes"), 3 * FakePgWal::kSegment) << r.dump();
+    EXPECT_EQ(r.at("gap").at("first_segment"), FakePgWal::name(3)) << r.dump();
+    EXPECT_FALSE(std::filesystem::exists(repo + "/wal/" + FakePgWal::name(3)));
+    wal.done(3);
+    // Back under it, the next push stores its segment, and the gap before it.
+    ASSERT_RSDB_OK(rsdb_wal_push(cfg.get(), wal.path(4).c_str(), &already));
+    EXPECT_EQ(already, 0);
+    EXPECT_TRUE(std::filesystem::exists(repo + "/wal/" + FakePgWal::name(4)));
+
+    rsdb_backup* raw = nullptr;
+    ASSERT_RSDB_OK(rsdb_backup_new(cfg.get(), db_.get(), &raw));
+    BackupPtr own(raw);
+    OutString gaps;
+    ASSERT_RSDB_OK(rsdb_backup_wal_gaps(own.get(), gaps.out()));
+    const json g = gaps.parse();
+    ASSERT_EQ(g.size(), 1u) << g.dump();
+    EXPECT_EQ(g[0].at("first_segment"), FakePgWal::name(3));
+    EXPECT_EQ(g[0].at("last_segment"), FakePgWal::name(3));
+    EXPECT_EQ(g[0].at("segments"), 1);
+    EXPECT_EQ(g[0].at("limit_bytes"), 2 * FakePgWal::kSegment);
+    EXPECT_TRUE(g[0].at("closed_by").is_null()) << g.dump();
+    // The push wrote the gap's history row into this test's database.
+    const json rows = query(db_.get(), "SELECT first_segment, segments FROM wal_gaps");
+    ASSERT_EQ(rows.size(), 1u) << rows.dump();
+    EXPECT_EQ(rows[0].at("first_segment"), FakePgWal::name(3));
+
+    // The watch reports the open gap on a library thread, and stops.
+    EventLog seen;
+    rsdb_wal_gap_watch* watch = nullptr;
+    ASSERT_RSDB_OK(rsdb_backup_watch_wal_gaps(own.get(), 100, json_to_log, &seen, &watch));
+    GapWatchPtr watching(watch);
+    ASSERT_TRUE(seen.wait_for(1, std::chrono::seconds(10))) << "the gap was not reported";
+    watching.reset();
+    EXPECT_EQ(seen.events().at(0).at("first_segment"), FakePgWal::name(3)) << seen.events().at(0).dump();
+
+    // NULL and text that is not UTF-8.
+    EXPECT_TRUE(Fails(rsdb_wal_push_report(nullptr, s1.c_str(), report.out()), RSDB_ERR_NULL, "cfg"));
+    EXPECT_TRUE(Fails(rsdb_wal_push_report(cfg.get(), nullptr, report.out()), RSDB_ERR_NULL, "path"));
+    EXPECT_TRUE(Fails(rsdb_wal_push_report(cfg.get(), "pg_wal/\xff\xfe", report.out()), RSDB_ERR_INVALID_UTF8));
+    EXPECT_TRUE(Fails(rsdb_backup_wal_gaps(nullptr, gaps.out()), RSDB_ERR_NULL, "backup"));
+    EXPECT_TRUE(Fails(rsdb_backup_wal_gaps(own.get(), nullptr), RSDB_ERR_NULL, "gaps_json"));
+    EXPECT_TRUE(Fails(rsdb_backup_watch_wal_gaps(own.get(), 100, nullptr, nullptr, &watch), RSDB_ERR_NULL, "callback"));
+    EXPECT_TRUE(Fails(rsdb_backup_watch_wal_gaps(own.get(), 100, json_to_log, &seen, nullptr), RSDB_ERR_NULL, "out"));
+    rsdb_wal_gap_watch_stop(nullptr);
+    wal.done(4);
+    ASSERT_RSDB_OK(rsdb_wal_push_report(cfg.get(), wal.path(5).c_str(), nullptr));
 }
 
 // ---------------------------------------------------------------- restore options

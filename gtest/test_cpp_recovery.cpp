@@ -44,6 +44,7 @@ using rsdb_test::backup::write_file;
 using rsdb_test::recovery::Archive;
 using rsdb_test::recovery::DataDir;
 using rsdb_test::recovery::EventLog;
+using rsdb_test::recovery::FakePgWal;
 using rsdb_test::recovery::ids_of;
 using rsdb_test::recovery::kClockOffsetSql;
 using rsdb_test::recovery::kLedgerDdl;
@@ -371,6 +372,53 @@ TEST_F(CppRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWo
     ASSERT_GE(got.size(), 1u) << events.summary();
     EXPECT_EQ(got[0].at("event"), "missed") << got[0].dump();
     EXPECT_EQ(got[0].at("kind"), "logical") << got[0].dump();
+}
+
+// ---------------------------------------------------------------- bounded WAL queue
+
+TEST_F(CppRecoveryTest, WalQueueLimitPushAheadGapsAndTheGapWatchWorkThroughTheCppApi) {
+    using rootstream::database::wal_push;
+    using rootstream::database::wal_push_report;
+    using rootstream::database::WalGapWatch;
+    // A repository of this test's own: the gap it records must not reach the stack's archive.
+    FakePgWal wal;
+    Config cfg = config(true);
+    const std::string repo = wal.root() + "/repo";
+    cfg.set("backup_dir", repo).set("wal_push_parallel", "2");
+    wal.ready(1);
+    wal.ready(2);
+    json r = wal_push_report(cfg, wal.path(1));
+    EXPECT_EQ(r.at("outcome"), "stored") << r.dump();
+    EXPECT_EQ(r.at("pushed_ahead"), json::array({FakePgWal::name(2)})) << r.dump();
+    wal.done(1);
+    EXPECT_FALSE(wal_push(cfg, wal.path(2))) << "stored ahead, not by this call";
+    EXPECT_EQ(wal_push_report(cfg, wal.path(2)).at("outcome"), "already_archived") << "the note is used once";
+    wal.done(2);
+
+    cfg.set("wal_queue_max", std::to_string(2 * FakePgWal::kSegment));
+    for (int n = 3; n <= 5; n++) wal.ready(n);
+    r = wal_push_report(cfg, wal.path(3));
+    EXPECT_EQ(r.at("outcome"), "dropped") << r.dump();
+    EXPECT_EQ(r.at("gap").at("first_segment"), FakePgWal::name(3)) << r.dump();
+    EXPECT_EQ(r.at("gap").at("limit_bytes"), 2 * FakePgWal::kSegment) << r.dump();
+    wal.done(3);
+    EXPECT_TRUE(wal_push(cfg, wal.path(4)));
+
+    BackupManager own(cfg, *db_);
+    const json gaps = own.wal_gaps();
+    ASSERT_EQ(gaps.size(), 1u) << gaps.dump();
+    EXPECT_EQ(gaps[0].at("first_segment"), FakePgWal::name(3));
+    EXPECT_TRUE(gaps[0].at("closed_by").is_null());
+    EXPECT_EQ(db_->query("SELECT count(*)::int AS n FROM wal_gaps").at(0).at("n"), 1);
+
+    EventLog seen;
+    {
+        WalGapWatch watch(own, std::chrono::milliseconds(100), [&](const json& gap) { seen.add(gap); });
+        ASSERT_TRUE(seen.wait_for(1, std::chrono::seconds(10))) << "the gap was not reported";
+    }
+    EXPECT_EQ(seen.events().at(0).at("segments"), 1);
+    EXPECT_TRUE(ThrowsCode([&] { WalGapWatch w(own, std::chrono::milliseconds(100), nullptr); }, RSDB_ERR_NULL));
+    EXPECT_TRUE(ThrowsCode([&] { wal_push_report(cfg, wal.root() + "/pg_wal/notes.txt"); }, RSDB_ERR_INVALID_ARGUMENT));
 }
 
 }  // namespace

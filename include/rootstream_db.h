@@ -280,6 +280,11 @@ typedef struct rsdb_tx rsdb_tx;
 typedef struct rsdb_users rsdb_users;
 
 /*
+ A running WAL gap watch. Stop it with `rsdb_wal_gap_watch_stop`.
+ */
+typedef struct rsdb_wal_gap_watch rsdb_wal_gap_watch;
+
+/*
  Receives schedule events as JSON (`{"event":"completed"|"failed"|"missed", ...}`) on a
  library thread; `event_json` is valid only during the call.
  */
@@ -291,6 +296,12 @@ typedef void (*rsdb_schedule_cb)(void *user_data, const char *event_json);
  quickly.
  */
 typedef void (*rsdb_progress_cb)(void *user_data, const char *progress_json);
+
+/*
+ Receives each WAL gap that is new or has grown, as JSON (the objects of
+ `rsdb_backup_wal_gaps`), on a library thread; `gap_json` is valid only during the call.
+ */
+typedef void (*rsdb_wal_gap_cb)(void *user_data, const char *gap_json);
 
 /*
  Pool counters, filled by `rsdb_db_pool_stats`.
@@ -947,10 +958,54 @@ int rsdb_recovery_stop_cluster(const struct rsdb_recovery *recovery, const char 
 
 /*
  Archives one WAL file into `cfg`'s repository (PostgreSQL's archive_command; the CLI's
- `rsdb wal-push`). Idempotent: `*already_archived` (may be NULL) is 1 when an identical copy
- was there already; a different file of that name gives `RSDB_ERR_CONFLICT`.
+ `rsdb wal-push`), with the configuration's `wal_push_parallel` and `wal_queue_max` as
+ `rsdb_wal_push_report` applies them. Idempotent: `*already_archived` (may be NULL) is 1 when
+ an identical copy was there already (or an earlier push stored it ahead); a different file
+ of that name gives `RSDB_ERR_CONFLICT`. A segment dropped by the queue limit returns
+ `RSDB_OK` with `*already_archived` 0: use `rsdb_wal_push_report` to tell.
  */
 int rsdb_wal_push(const struct rsdb_config *cfg, const char *path, int *already_archived);
+
+/*
+ As `rsdb_wal_push`, and says what happened in `*report_json` (may be NULL; free with
+ `rsdb_string_free`): `{"file", "outcome": "stored"|"already_archived"|"pushed_ahead"|"dropped",
+ "pushed_ahead": [names], "ahead_failed": [names], "queue_bytes", "gap": null or the WAL gap
+ opened or extended}`. `path` is PostgreSQL's `%p` (`pg_wal/NAME`, from the data directory):
+ the ready files beside it are what `wal_push_parallel` pushes ahead and what
+ `wal_queue_max` counts. Past the limit the segment is reported archived without being stored
+ ("dropped") and a gap recorded; with the limit set, a failing repository is retried for up to
+ 30 s while the queue is watched.
+ */
+int rsdb_wal_push_report(const struct rsdb_config *cfg, const char *path, char **report_json);
+
+/*
+ Every known WAL gap (WAL that `wal-push` dropped past `wal_queue_max`) as a JSON array in
+ `*gaps_json` (free with `rsdb_string_free`), oldest first: each `{"timeline",
+ "first_segment", "last_segment", "segments", "bytes", "complete_before" (recovery can reach
+ moments before it, or null), "first_dropped_at", "last_dropped_at", "queue_bytes",
+ "limit_bytes", "closed_by" (the full backup after which recovery works again, or null),
+ "affected_backups" (the backups whose recovery stops at it)}`. Read from the repository and
+ the database's `wal_gaps` table.
+ */
+int rsdb_backup_wal_gaps(const struct rsdb_backup *backup, char **gaps_json);
+
+/*
+ Looks for WAL gaps every `interval_ms` (at least 100) and calls `callback` for each one that
+ is new or has grown; the first look reports every gap no full backup has closed yet. The
+ database's rows alert while the repository is still unreachable. `*out` receives the watch,
+ to stop and release with `rsdb_wal_gap_watch_stop`; `user_data` must stay valid until then.
+ */
+int rsdb_backup_watch_wal_gaps(const struct rsdb_backup *backup,
+                               uint64_t interval_ms,
+                               rsdb_wal_gap_cb callback,
+                               void *user_data,
+                               struct rsdb_wal_gap_watch **out);
+
+/*
+ Stops a gap watch and releases it. When this returns (outside the callback) the callback is
+ not running and will not run again. NULL is accepted.
+ */
+void rsdb_wal_gap_watch_stop(struct rsdb_wal_gap_watch *watch);
 
 /*
  Restores archived WAL file `name` to `path` (PostgreSQL's restore_command; the CLI's

@@ -432,9 +432,10 @@ impl Config {
             "backup_s3_secret_access_key" => self.backup_s3_secret_access_key = non_empty(value),
             "wal_queue_max" => self.wal_queue_max = parse_bytes(key, value)?,
             "wal_push_parallel" => {
-                self.wal_push_parallel = value.trim().parse().ok().filter(|n| (1..=32).contains(n)).ok_or_else(|| {
-                    Error::Config(format!("wal_push_parallel must be a whole number from 1 to 32, got {value:?}"))
-                })?
+                self.wal_push_parallel =
+                    value.trim().parse().ok().filter(|n| (1..=32).contains(n)).ok_or_else(|| {
+                        Error::Config(format!("wal_push_parallel must be a whole number from 1 to 32, got {value:?}"))
+                    })?
             }
             "wal_spool_dir" => self.wal_spool_dir = non_empty(value).map(PathBuf::from),
             "rsdb_path" => self.rsdb_path = non_empty(value).map(PathBuf::from),
@@ -607,7 +608,9 @@ mod tests {
     fn wal_queue_sizes_and_parallelism() {
         let mut c = Config::default();
         assert_eq!((c.wal_queue_max, c.wal_push_parallel), (0, 1));
-        for (text, bytes) in [("1073741824", 1u64 << 30), ("64MB", 64 << 20), ("512 kB", 512 << 10), ("2GB", 2 << 30), ("", 0)] {
+        for (text, bytes) in
+            [("1073741824", 1u64 << 30), ("64MB", 64 << 20), ("512 kB", 512 << 10), ("2GB", 2 << 30), ("", 0)]
+        {
             c.set("wal_queue_max", text).unwrap();
             assert_eq!(c.wal_queue_max, bytes, "{text}");
         }

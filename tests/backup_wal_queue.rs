@@ -41,7 +41,12 @@ fn pg(tool: &str) -> Command {
 
 fn run(mut c: Command, what: &str) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -130,7 +135,15 @@ fn start_cluster() -> Cluster {
         }
     }
     let mut c = pg("initdb");
-    c.arg("-D").arg(dir.join("pg")).args(["-U", "postgres", "--auth=trust", "--wal-segsize=4", "--no-sync", "-E", "UTF8"]);
+    c.arg("-D").arg(dir.join("pg")).args([
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "--wal-segsize=4",
+        "--no-sync",
+        "-E",
+        "UTF8",
+    ]);
     run(c, "initdb");
     let archive = format!("'{RSDB}' --config '{}' wal-push %p", conf.display());
     let settings = format!(
@@ -218,7 +231,20 @@ async fn an_unreachable_repository_cannot_fill_pg_wal_and_the_gap_it_leaves_is_r
     std::fs::write(&conf, format!("{text}wal_queue_max = {LIMIT}\n")).unwrap();
     c.break_repository();
     let mut bench = pg("pgbench");
-    bench.args(["-T", "12", "-c", "2", "-n", "-h", "127.0.0.1", "-p", &c.port.to_string(), "-U", "postgres", "postgres"]);
+    bench.args([
+        "-T",
+        "12",
+        "-c",
+        "2",
+        "-n",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &c.port.to_string(),
+        "-U",
+        "postgres",
+        "postgres",
+    ]);
     let mut child = bench.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let (mut max_ready, mut max_all) = (0, 0);
     while child.try_wait().unwrap().is_none() {
@@ -268,7 +294,12 @@ async fn an_unreachable_repository_cannot_fill_pg_wal_and_the_gap_it_leaves_is_r
     assert_eq!(ids_after_restore(&c, None, RecoveryTarget::Latest).await.unwrap(), vec![1, 2, 3, 4]);
 
     // What an operator sees.
-    let out = Command::new(RSDB).args(["--config"]).arg(c.dir.join("archive.conf")).args(["backup", "list"]).output().unwrap();
+    let out = Command::new(RSDB)
+        .args(["--config"])
+        .arg(c.dir.join("archive.conf"))
+        .args(["backup", "list"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("[PITR stops at WAL gap {}]", gap.first_segment)), "{text}");

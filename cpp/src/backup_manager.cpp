@@ -18,6 +18,10 @@ struct BackupScheduler::Impl {
     rust::Box<ffi::ScheduleBox> box;
 };
 
+struct WalGapWatch::Impl {
+    rust::Box<ffi::GapWatchBox> box;
+};
+
 struct RecoveryManager::Impl {
     rust::Box<ffi::RecoveryBox> box;
 };
@@ -271,6 +275,24 @@ BackupScheduler::BackupScheduler(BackupManager& backups, const std::string& cron
           return Access::backups(backups).schedule_kind(cron, kind, std::move(observer));
       })})) {}
 BackupScheduler::BackupScheduler(BackupScheduler&&) noexcept = default;
+
+nlohmann::json BackupManager::wal_gaps() {
+    return nlohmann::json::parse(text(detail::call([&] { return impl_->box->wal_gaps_json(); })));
+}
+
+WalGapWatch::WalGapWatch(BackupManager& backups, std::chrono::milliseconds interval, Handler handler)
+    : impl_(std::make_unique<Impl>(Impl{detail::call([&] {
+          if (!handler) Error::raise(RSDB_ERR_NULL, "handler must not be empty");
+          auto observer = std::make_unique<ffi::MessageObserver>(
+              [h = std::move(handler)](const std::string&, const std::string& payload) {
+                  h(nlohmann::json::parse(payload));
+              });
+          const auto ms = interval.count() < 0 ? 0 : static_cast<std::uint64_t>(interval.count());
+          return Access::backups(backups).watch_wal_gaps(ms, std::move(observer));
+      })})) {}
+WalGapWatch::WalGapWatch(WalGapWatch&&) noexcept = default;
+WalGapWatch& WalGapWatch::operator=(WalGapWatch&&) noexcept = default;
+WalGapWatch::~WalGapWatch() = default;
 BackupScheduler& BackupScheduler::operator=(BackupScheduler&&) noexcept = default;
 BackupScheduler::~BackupScheduler() = default;
 
@@ -313,6 +335,11 @@ void RecoveryManager::set_progress(ProgressHandler handler) {
 
 bool wal_push(const Config& config, const std::string& path) {
     return detail::call([&] { return ffi::wal_push(Access::config(config), path); });
+}
+
+nlohmann::json wal_push_report(const Config& config, const std::string& path) {
+    return nlohmann::json::parse(
+        text(detail::call([&] { return ffi::wal_push_report_json(Access::config(config), path); })));
 }
 
 std::uint64_t wal_fetch(const Config& config, const std::string& name, const std::string& path) {

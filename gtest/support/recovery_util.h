@@ -20,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -347,6 +348,37 @@ inline std::string wal_segment_bytes() {
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 31 + i / 4096) % 251);
     return data;
 }
+
+/// A `pg_wal` directory as PostgreSQL leaves it for its archive_command: small segment files
+/// (4 KiB each) with a `.ready` status each, in a temporary directory of its own, for the
+/// bounded-queue and push-ahead tests (the files need only WAL names, not WAL contents).
+class FakePgWal {
+public:
+    static constexpr std::uint64_t kSegment = 4096;
+
+    FakePgWal() { std::filesystem::create_directories(dir_.path() + "/pg_wal/archive_status"); }
+    std::string root() const { return dir_.path(); }
+    static std::string name(int n) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "00000001000000000000%04X", n);
+        return buf;
+    }
+    std::string path(int n) const { return dir_.path() + "/pg_wal/" + name(n); }
+    /// Writes segment `n` and marks it ready, as PostgreSQL does when it switches.
+    std::string ready(int n) const {
+        rsdb_test::backup::write_file(path(n), std::string(kSegment, static_cast<char>('a' + n % 26)));
+        rsdb_test::backup::write_file(status(n, ".ready"), "");
+        return path(n);
+    }
+    /// What PostgreSQL does once a push succeeded.
+    void done(int n) const { std::filesystem::rename(status(n, ".ready"), status(n, ".done")); }
+
+private:
+    std::string status(int n, const char* suffix) const {
+        return dir_.path() + "/pg_wal/archive_status/" + name(n) + suffix;
+    }
+    rsdb_test::backup::TempDir dir_;
+};
 
 }  // namespace recovery
 }  // namespace rsdb_test

@@ -262,10 +262,8 @@ impl Spool {
     fn record_drop(&self, segment: &str, bytes: u64, queue: u64, limit: u64) -> Result<WalGap> {
         let now = Utc::now();
         let timeline = u32::from_str_radix(&segment[..8], 16).unwrap_or(0);
-        let extends = self
-            .gaps()
-            .into_iter()
-            .find(|(_, g)| next_segment(&g.last_segment, bytes).as_deref() == Some(segment));
+        let extends =
+            self.gaps().into_iter().find(|(_, g)| next_segment(&g.last_segment, bytes).as_deref() == Some(segment));
         let gap = match extends {
             Some((_, mut g)) => {
                 g.last_segment = segment.into();
@@ -632,7 +630,10 @@ mod tests {
         assert_eq!(gaps[0].first_segment, c.name(2));
         assert_eq!(gaps[0].last_segment, c.name(3));
         assert!(!c.stored(2) && !c.stored(3) && c.stored(4));
-        assert!(std::fs::read_dir(c.dir.join("pg_wal/rsdb_spool/gaps")).unwrap().next().is_none(), "spool copy done with");
+        assert!(
+            std::fs::read_dir(c.dir.join("pg_wal/rsdb_spool/gaps")).unwrap().next().is_none(),
+            "spool copy done with"
+        );
         // A later drop after stored WAL opens a second gap.
         c.done(4);
         let paths: Vec<PathBuf> = (7..=9).map(|n| c.ready(n)).collect();
@@ -640,17 +641,24 @@ mod tests {
         assert_eq!(r.outcome, PushOutcome::Dropped);
         assert_eq!(r.gap.unwrap().complete_before.is_some(), true, "segment 4 was stored just before 5");
         c.done(5);
-        assert_eq!(c.archive.archive(&c.dir.join("pg_wal").join(c.name(6)), &settings).unwrap().outcome, PushOutcome::Dropped);
+        assert_eq!(
+            c.archive.archive(&c.dir.join("pg_wal").join(c.name(6)), &settings).unwrap().outcome,
+            PushOutcome::Dropped
+        );
         c.done(6);
         assert_eq!(c.archive.archive(&paths[0], &settings).unwrap().outcome, PushOutcome::Stored);
         let gaps = crate::backup::gaps::in_repository(&c.archive).unwrap();
-        assert_eq!(gaps.iter().map(|g| (g.first_segment.clone(), g.segments)).collect::<Vec<_>>(), vec![(c.name(2), 2), (c.name(5), 2)]);
+        assert_eq!(
+            gaps.iter().map(|g| (g.first_segment.clone(), g.segments)).collect::<Vec<_>>(),
+            vec![(c.name(2), 2), (c.name(5), 2)]
+        );
     }
 
     #[test]
     fn a_failing_push_watches_the_queue_and_drops_once_it_passes_the_limit() {
         let c = Cluster::new();
-        let settings = ArchiveSettings { queue_max: 2 * c.seg, watch: Some(Duration::from_secs(20)), ..Default::default() };
+        let settings =
+            ArchiveSettings { queue_max: 2 * c.seg, watch: Some(Duration::from_secs(20)), ..Default::default() };
         c.break_repository();
         let p1 = c.ready(1);
         c.ready(2);

@@ -42,7 +42,8 @@ pub fn in_repository(archive: &WalArchive) -> Result<Vec<WalGap>> {
     for (key, _) in archive.storage().list(PREFIX)? {
         let Some(id) = key.strip_prefix(PREFIX) else { continue };
         let object = archive.storage().get(&key)?;
-        let bad = || Error::Integrity(format!("WAL gap record {}: altered or corrupt", archive.storage().location(&key)));
+        let bad =
+            || Error::Integrity(format!("WAL gap record {}: altered or corrupt", archive.storage().location(&key)));
         let nl = object.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
         let mac = hex::decode(&object[..nl]).map_err(|_| bad())?;
         let body = &object[nl + 1..];
@@ -116,8 +117,7 @@ fn first_gap_after<'a>(gaps: &'a [WalGap], m: &Manifest) -> Option<&'a WalGap> {
 /// (`manifests`, oldest first).
 fn annotate(gaps: &mut [WalGap], manifests: &[Manifest]) {
     let physical: Vec<&Manifest> = manifests.iter().filter(|m| m.is_physical()).collect();
-    let firsts: Vec<Option<String>> =
-        physical.iter().map(|m| first_gap_after(gaps, m).map(|g| g.id())).collect();
+    let firsts: Vec<Option<String>> = physical.iter().map(|m| first_gap_after(gaps, m).map(|g| g.id())).collect();
     for g in gaps.iter_mut() {
         let last = g.last_segment[8..].to_string();
         g.closed_by = physical
@@ -133,7 +133,45 @@ fn annotate(gaps: &mut [WalGap], manifests: &[Manifest]) {
     }
 }
 
+/// Called from the gap watch's task on the library runtime, once for each gap that is new or
+/// has grown since the watch last looked.
+pub type WalGapCallback = std::sync::Arc<dyn Fn(&WalGap) + Send + Sync>;
+
+/// Watches for WAL gaps until dropped (see [`BackupManager::watch_wal_gaps`]). When the drop
+/// returns (outside the callback) the callback is not running and will not run again.
+pub struct WalGapWatch {
+    _task: super::schedule::CallbackTask,
+}
+
 impl BackupManager {
+    /// Looks for WAL gaps every `every` (at least 100 ms) and calls `callback` for each one that
+    /// is new or has grown since the last look; the first look reports every gap no full backup
+    /// has closed yet. A look that fails (the database is away) is retried at the next one.
+    /// Gaps are read as [`BackupManager::wal_gaps`] reads them, so the database's rows alert at
+    /// once, while the repository is still unreachable.
+    pub fn watch_wal_gaps(&self, every: Duration, callback: WalGapCallback) -> WalGapWatch {
+        let this = self.clone();
+        let every = every.max(Duration::from_millis(100));
+        let task = super::schedule::CallbackTask::spawn(callback, move |callback| async move {
+            let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+            let mut first = true;
+            loop {
+                if let Ok(gaps) = this.wal_gaps().await {
+                    for g in gaps {
+                        let grew = seen.get(&g.id()).is_none_or(|n| *n < g.segments);
+                        seen.insert(g.id(), g.segments);
+                        if grew && !(first && g.closed_by.is_some()) {
+                            callback(&g);
+                        }
+                    }
+                    first = false;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        WalGapWatch { _task: task }
+    }
+
     /// Every WAL gap the repository records, with the backup that closed each (if any) and the
     /// backups each limits. Works without the database.
     pub fn wal_gaps_in_repository(&self) -> Result<Vec<WalGap>> {

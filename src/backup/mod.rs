@@ -45,6 +45,8 @@ pub mod schedule;
 pub mod storage;
 pub mod wal;
 
+pub use archiving::{ArchiveSettings, PushReport, WalGap};
+pub use gaps::{WalGapCallback, WalGapWatch};
 pub use kind::{BackupKind, PhysicalKind};
 pub use logical::RestoreReport;
 pub use manager::{BackupInfo, BackupManager, Progress, ProgressFn};
@@ -53,5 +55,4 @@ pub use recovery::{ClusterReport, ClusterRestoreOptions, RecoveryManager, Recove
 pub use retention::{CleanupReport, RetentionPolicy};
 pub use schedule::{BackupScheduler, CronSchedule, ScheduleEvent};
 pub use storage::{LocalStorage, Storage};
-pub use archiving::{ArchiveSettings, PushReport, WalGap};
 pub use wal::{PushOutcome, WalArchive};

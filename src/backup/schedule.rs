@@ -141,18 +141,40 @@ pub enum ScheduleEvent {
 /// Called from the scheduler's task on the library runtime.
 pub type ScheduleCallback = Arc<dyn Fn(&ScheduleEvent) + Send + Sync>;
 
-/// Runs full backups on a cron schedule until dropped.
-pub struct BackupScheduler {
+/// A background task that calls a user's callback, stopped by dropping it: when the drop
+/// returns (outside the callback) the callback is not running and will not run again. A panic
+/// in the callback is caught and does not end the task.
+pub(crate) struct CallbackTask {
     task: tokio::task::JoinHandle<()>,
-    // Held while the callback runs, so dropping the scheduler waits for a running callback;
-    // `caller` says which thread runs it, so a drop from inside the callback does not wait.
+    // Held while the callback runs, so a drop waits for a running callback; `caller` says which
+    // thread runs it, so a drop from inside the callback does not wait.
     running: Arc<std::sync::Mutex<()>>,
     caller: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
 }
 
-impl Drop for BackupScheduler {
-    /// Stops the schedule. When this returns (outside the callback) the callback is not running
-    /// and will not run again.
+impl CallbackTask {
+    /// Spawns `body` on the library runtime with `callback` wrapped so the drop can wait for it.
+    pub(crate) fn spawn<T, B, F>(callback: Arc<dyn Fn(&T) + Send + Sync>, body: B) -> Self
+    where
+        T: 'static,
+        B: FnOnce(Box<dyn Fn(&T) + Send + Sync>) -> F,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let running = Arc::new(std::sync::Mutex::new(()));
+        let caller = Arc::new(std::sync::Mutex::new(None));
+        let (run_guard, caller_slot) = (running.clone(), caller.clone());
+        let guarded = move |e: &T| {
+            let _running = run_guard.lock().unwrap_or_else(|p| p.into_inner());
+            *caller_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(e)));
+            *caller_slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        };
+        let task = crate::runtime::runtime().spawn(body(Box::new(guarded)));
+        CallbackTask { task, running, caller }
+    }
+}
+
+impl Drop for CallbackTask {
     fn drop(&mut self) {
         self.task.abort();
         let inside = *self.caller.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id());
@@ -160,6 +182,12 @@ impl Drop for BackupScheduler {
             drop(self.running.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
+}
+
+/// Runs full backups on a cron schedule until dropped. Dropping it stops the schedule: when the
+/// drop returns (outside the callback) the callback is not running and will not run again.
+pub struct BackupScheduler {
+    _task: CallbackTask,
 }
 
 impl BackupScheduler {
@@ -179,18 +207,7 @@ impl BackupScheduler {
         let cron: CronSchedule = schedule.parse()?;
         let kind = what.as_str().to_string();
         let (history_type, method) = what.history_type_and_method();
-        let running = Arc::new(std::sync::Mutex::new(()));
-        let caller = Arc::new(std::sync::Mutex::new(None));
-        let (run_guard, caller_slot) = (running.clone(), caller.clone());
-        let user_callback = callback;
-        let callback = move |e: &ScheduleEvent| {
-            let _running = run_guard.lock().unwrap_or_else(|p| p.into_inner());
-            *caller_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
-            // A panicking callback must not end the schedule.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| user_callback(e)));
-            *caller_slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        };
-        let task = crate::runtime::runtime().spawn(async move {
+        let task = CallbackTask::spawn(callback, move |callback| async move {
             let last = manager.last_completed_by(history_type, Some(method)).await.ok().flatten();
             if let Some(last) = last {
                 if let Some(due) = cron.next_after(last) {
@@ -226,7 +243,7 @@ impl BackupScheduler {
                 callback(&event);
             }
         });
-        Ok(BackupScheduler { task, running, caller })
+        Ok(BackupScheduler { _task: task })
     }
 }
 

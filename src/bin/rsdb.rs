@@ -4,8 +4,8 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rootstream_db::auth::mfa::MfaManager;
 use rootstream_db::backup::{
-    ArchiveSettings, BackupKind, BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome, RecoveryManager,
-    RecoveryTarget, RetentionPolicy, WalArchive,
+    ArchiveSettings, BackupKind, BackupManager, ClusterRestoreOptions, Manifest, PhysicalKind, Progress, PushOutcome,
+    RecoveryManager, RecoveryTarget, RetentionPolicy, WalArchive,
 };
 use rootstream_db::db::migrations;
 use rootstream_db::models::session::{SessionModel, SessionSettings, OPERATOR_REVOKE_REASON};

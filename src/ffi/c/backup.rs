@@ -420,8 +420,11 @@ pub unsafe extern "C" fn rsdb_recovery_stop_cluster(recovery: *const rsdb_recove
 }
 
 /// Archives one WAL file into `cfg`'s repository (PostgreSQL's archive_command; the CLI's
-/// `rsdb wal-push`). Idempotent: `*already_archived` (may be NULL) is 1 when an identical copy
-/// was there already; a different file of that name gives `RSDB_ERR_CONFLICT`.
+/// `rsdb wal-push`), with the configuration's `wal_push_parallel` and `wal_queue_max` as
+/// `rsdb_wal_push_report` applies them. Idempotent: `*already_archived` (may be NULL) is 1 when
+/// an identical copy was there already (or an earlier push stored it ahead); a different file
+/// of that name gives `RSDB_ERR_CONFLICT`. A segment dropped by the queue limit returns
+/// `RSDB_OK` with `*already_archived` 0: use `rsdb_wal_push_report` to tell.
 #[no_mangle]
 pub unsafe extern "C" fn rsdb_wal_push(
     cfg: *const rsdb_config,
@@ -429,14 +432,102 @@ pub unsafe extern "C" fn rsdb_wal_push(
     already_archived: *mut c_int,
 ) -> c_int {
     guard(|| {
-        let cfg = arg_ref(cfg, "cfg")?;
-        let path = arg_str(path, "path")?;
-        let outcome = crate::backup::WalArchive::from_config(&cfg.0)?.push(std::path::Path::new(path))?;
+        let report = push_report(cfg, path)?;
         if !already_archived.is_null() {
-            *already_archived = (outcome == crate::backup::PushOutcome::AlreadyArchived) as c_int;
+            *already_archived = matches!(
+                report.outcome,
+                crate::backup::PushOutcome::AlreadyArchived | crate::backup::PushOutcome::PushedAhead
+            ) as c_int;
         }
         Ok(())
     })
+}
+
+unsafe fn push_report(cfg: *const rsdb_config, path: *const c_char) -> crate::error::Result<crate::backup::PushReport> {
+    let cfg = arg_ref(cfg, "cfg")?;
+    let path = arg_str(path, "path")?;
+    let settings = crate::backup::ArchiveSettings::from_config(&cfg.0);
+    crate::backup::WalArchive::from_config(&cfg.0)?.archive(std::path::Path::new(path), &settings)
+}
+
+/// As `rsdb_wal_push`, and says what happened in `*report_json` (may be NULL; free with
+/// `rsdb_string_free`): `{"file", "outcome": "stored"|"already_archived"|"pushed_ahead"|"dropped",
+/// "pushed_ahead": [names], "ahead_failed": [names], "queue_bytes", "gap": null or the WAL gap
+/// opened or extended}`. `path` is PostgreSQL's `%p` (`pg_wal/NAME`, from the data directory):
+/// the ready files beside it are what `wal_push_parallel` pushes ahead and what
+/// `wal_queue_max` counts. Past the limit the segment is reported archived without being stored
+/// ("dropped") and a gap recorded; with the limit set, a failing repository is retried for up to
+/// 30 s while the queue is watched.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_wal_push_report(
+    cfg: *const rsdb_config,
+    path: *const c_char,
+    report_json: *mut *mut c_char,
+) -> c_int {
+    guard(|| {
+        let report = push_report(cfg, path)?;
+        if !report_json.is_null() {
+            json_out(report_json, &report)?;
+        }
+        Ok(())
+    })
+}
+
+/// Every known WAL gap (WAL that `wal-push` dropped past `wal_queue_max`) as a JSON array in
+/// `*gaps_json` (free with `rsdb_string_free`), oldest first: each `{"timeline",
+/// "first_segment", "last_segment", "segments", "bytes", "complete_before" (recovery can reach
+/// moments before it, or null), "first_dropped_at", "last_dropped_at", "queue_bytes",
+/// "limit_bytes", "closed_by" (the full backup after which recovery works again, or null),
+/// "affected_backups" (the backups whose recovery stops at it)}`. Read from the repository and
+/// the database's `wal_gaps` table.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_wal_gaps(backup: *const rsdb_backup, gaps_json: *mut *mut c_char) -> c_int {
+    guard(|| {
+        let b = arg_ref(backup, "backup")?;
+        out_ptr(gaps_json, "gaps_json")?;
+        let gaps = block_on(b.0.wal_gaps())?;
+        json_out(gaps_json, &gaps)
+    })
+}
+
+/// A running WAL gap watch. Stop it with `rsdb_wal_gap_watch_stop`.
+pub struct rsdb_wal_gap_watch {
+    // Kept only to be dropped: dropping it stops the watch.
+    _running: crate::backup::WalGapWatch,
+}
+
+/// Receives each WAL gap that is new or has grown, as JSON (the objects of
+/// `rsdb_backup_wal_gaps`), on a library thread; `gap_json` is valid only during the call.
+pub type rsdb_wal_gap_cb = Option<unsafe extern "C" fn(user_data: *mut std::ffi::c_void, gap_json: *const c_char)>;
+
+/// Looks for WAL gaps every `interval_ms` (at least 100) and calls `callback` for each one that
+/// is new or has grown; the first look reports every gap no full backup has closed yet. The
+/// database's rows alert while the repository is still unreachable. `*out` receives the watch,
+/// to stop and release with `rsdb_wal_gap_watch_stop`; `user_data` must stay valid until then.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_backup_watch_wal_gaps(
+    backup: *const rsdb_backup,
+    interval_ms: u64,
+    callback: rsdb_wal_gap_cb,
+    user_data: *mut std::ffi::c_void,
+    out: *mut *mut rsdb_wal_gap_watch,
+) -> c_int {
+    guard(|| {
+        let b = arg_ref(backup, "backup")?;
+        let slot = out_ptr(out, "out")?;
+        let cb = callback.ok_or(crate::error::Error::Null("callback"))?;
+        let notify = json_callback::<crate::backup::WalGap>(cb, user_data);
+        let watch = b.0.watch_wal_gaps(std::time::Duration::from_millis(interval_ms), std::sync::Arc::new(notify));
+        hand_out(slot, rsdb_wal_gap_watch { _running: watch });
+        Ok(())
+    })
+}
+
+/// Stops a gap watch and releases it. When this returns (outside the callback) the callback is
+/// not running and will not run again. NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rsdb_wal_gap_watch_stop(watch: *mut rsdb_wal_gap_watch) {
+    release(watch)
 }
 
 /// Restores archived WAL file `name` to `path` (PostgreSQL's restore_command; the CLI's

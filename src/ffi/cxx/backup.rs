@@ -175,8 +175,15 @@ mod bridge {
             observer: UniquePtr<MessageObserver>,
         ) -> Result<Box<ScheduleBox>>;
         fn set_progress(self: &mut BackupBox, observer: UniquePtr<MessageObserver>);
+        fn wal_gaps_json(self: &BackupBox) -> Result<String>;
+        fn watch_wal_gaps(
+            self: &BackupBox,
+            interval_ms: u64,
+            observer: UniquePtr<MessageObserver>,
+        ) -> Result<Box<GapWatchBox>>;
 
         type ScheduleBox;
+        type GapWatchBox;
 
         type RecoveryBox;
         fn recovery_from_backups(backups: &BackupBox) -> Box<RecoveryBox>;
@@ -189,6 +196,7 @@ mod bridge {
         fn stop_cluster(self: &RecoveryBox, data_dir: &str) -> Result<()>;
 
         fn wal_push(cfg: &ConfigBox, path: &str) -> Result<bool>;
+        fn wal_push_report_json(cfg: &ConfigBox, path: &str) -> Result<String>;
         fn wal_fetch(cfg: &ConfigBox, name: &str, path: &str) -> Result<u64>;
     }
 }
@@ -256,6 +264,26 @@ impl BackupBox {
     fn set_progress(&mut self, observer: cxx::UniquePtr<MessageObserver>) {
         self.0.set_progress(progress_observer(observer));
     }
+    fn wal_gaps_json(&self) -> R<String> {
+        Ok(serde_json::to_string(&block_on(self.0.wal_gaps())?).map_err(Error::from)?)
+    }
+    /// Gaps reach the observer on the watch's thread as JSON on "backup.wal_gap".
+    fn watch_wal_gaps(&self, interval_ms: u64, observer: cxx::UniquePtr<MessageObserver>) -> R<Box<GapWatchBox>> {
+        if observer.is_null() {
+            return Err(Error::Null("observer").into());
+        }
+        let obs = Observer(observer);
+        let cb: crate::backup::WalGapCallback = Arc::new(move |g: &crate::backup::WalGap| {
+            obs.notify("backup.wal_gap", serde_json::to_string(g).unwrap_or_default().as_bytes())
+        });
+        let watch = self.0.watch_wal_gaps(std::time::Duration::from_millis(interval_ms), cb);
+        Ok(Box::new(GapWatchBox { _running: watch }))
+    }
+}
+
+/// A running gap watch behind `rootstream::database::WalGapWatch`; stops when dropped.
+pub struct GapWatchBox {
+    _running: crate::backup::WalGapWatch,
 }
 
 /// Schedule events reach the observer on the scheduler's thread as JSON on "backup.schedule".
@@ -338,9 +366,17 @@ impl RecoveryBox {
     }
 }
 
+fn push_report(cfg: &ConfigBox, path: &str) -> crate::error::Result<crate::backup::PushReport> {
+    let settings = crate::backup::ArchiveSettings::from_config(&cfg.0);
+    crate::backup::WalArchive::from_config(&cfg.0)?.archive(Path::new(path), &settings)
+}
+
 fn wal_push(cfg: &ConfigBox, path: &str) -> R<bool> {
-    let outcome = crate::backup::WalArchive::from_config(&cfg.0)?.push(Path::new(path))?;
-    Ok(outcome == crate::backup::PushOutcome::Stored)
+    Ok(push_report(cfg, path)?.outcome == crate::backup::PushOutcome::Stored)
+}
+
+fn wal_push_report_json(cfg: &ConfigBox, path: &str) -> R<String> {
+    Ok(serde_json::to_string(&push_report(cfg, path)?).map_err(Error::from)?)
 }
 
 fn wal_fetch(cfg: &ConfigBox, name: &str, path: &str) -> R<u64> {

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -227,6 +228,12 @@ public:
     /// newest keep_last of each type; the newest full backup is always kept.
     CleanupReport cleanup(std::uint32_t full_days = 0, std::uint32_t incremental_days = 0,
                           std::uint32_t differential_days = 0, std::uint32_t keep_last = 1);
+    /// Every known WAL gap (WAL that wal-push dropped past wal_queue_max), oldest first: an
+    /// array of {"timeline","first_segment","last_segment","segments","bytes",
+    /// "complete_before" (recovery reaches moments before it; null when unknown),
+    /// "first_dropped_at","last_dropped_at","queue_bytes","limit_bytes","closed_by" (the full
+    /// backup after which recovery works again, or null),"affected_backups"}.
+    nlohmann::json wal_gaps();
 
 private:
     friend struct detail::Access;
@@ -250,6 +257,25 @@ public:
     BackupScheduler(const BackupScheduler&) = delete;
     BackupScheduler& operator=(const BackupScheduler&) = delete;
     ~BackupScheduler();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Watches for WAL gaps until destroyed: every interval, the handler receives each gap (as in
+/// BackupManager::wal_gaps) that is new or has grown, on a library thread; the first look
+/// reports every gap no full backup has closed. The destructor waits for a running handler.
+class WalGapWatch {
+public:
+    using Handler = std::function<void(const nlohmann::json& gap)>;
+
+    WalGapWatch(BackupManager& backups, std::chrono::milliseconds interval, Handler handler);
+    WalGapWatch(WalGapWatch&&) noexcept;
+    WalGapWatch& operator=(WalGapWatch&&) noexcept;
+    WalGapWatch(const WalGapWatch&) = delete;
+    WalGapWatch& operator=(const WalGapWatch&) = delete;
+    ~WalGapWatch();
 
 private:
     struct Impl;
@@ -293,10 +319,15 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-/// PostgreSQL's archive_command in-process: archives one WAL file into config's repository.
-/// Returns true when stored, false when an identical copy was already there; throws
-/// RSDB_ERR_CONFLICT when a different file of that name is.
+/// PostgreSQL's archive_command in-process: archives one WAL file into config's repository,
+/// with its wal_push_parallel and wal_queue_max. Returns true when this call stored it, false
+/// otherwise (an identical copy was there, an earlier push stored it ahead, or the queue limit
+/// dropped it: wal_push_report tells which); throws RSDB_ERR_CONFLICT when a different file of
+/// that name is archived.
 bool wal_push(const Config& config, const std::string& path);
+/// As wal_push, returning what happened: {"file","outcome":"stored"|"already_archived"|
+/// "pushed_ahead"|"dropped","pushed_ahead":[...],"ahead_failed":[...],"queue_bytes","gap"}.
+nlohmann::json wal_push_report(const Config& config, const std::string& path);
 /// PostgreSQL's restore_command in-process: writes archived WAL file `name` to `path`; throws
 /// RSDB_ERR_NOT_FOUND when it was never archived. Returns its size.
 std::uint64_t wal_fetch(const Config& config, const std::string& name, const std::string& path);
