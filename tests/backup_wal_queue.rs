@@ -229,6 +229,12 @@ async fn an_unreachable_repository_cannot_fill_pg_wal_and_the_gap_it_leaves_is_r
     let conf = c.dir.join("archive.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
     std::fs::write(&conf, format!("{text}wal_queue_max = {LIMIT}\n")).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let watch = bm.watch_wal_gaps(
+        Duration::from_millis(200),
+        std::sync::Arc::new(move |g: &rootstream_db::backup::WalGap| sink.lock().unwrap().push(g.clone())),
+    );
     c.break_repository();
     let mut bench = pg("pgbench");
     bench.args([
@@ -261,6 +267,11 @@ async fn an_unreachable_repository_cannot_fill_pg_wal_and_the_gap_it_leaves_is_r
     assert!(max_all <= LIMIT + 8 * SEGMENT, "pg_wal stayed bounded: {max_all}");
     assert_eq!(gaps.len(), 1, "one gap, from the database's rows while the repository is away: {gaps:?}");
     let gap = gaps[0].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(watch);
+    let alerts = seen.lock().unwrap().clone();
+    assert!(!alerts.is_empty() && alerts.iter().all(|g| g.first_segment == gap.first_segment), "{alerts:?}");
+    assert!(alerts.windows(2).all(|w| w[0].segments < w[1].segments), "each alert says the gap grew: {alerts:?}");
     assert!(gap.segments >= 5, "pgbench wrote well past the limit: {gap:?}");
     assert!(gap.complete_before.is_some_and(|t| t > t2), "{gap:?}");
 

@@ -639,7 +639,7 @@ mod tests {
         let paths: Vec<PathBuf> = (7..=9).map(|n| c.ready(n)).collect();
         let r = c.archive.archive(&c.dir.join("pg_wal").join(c.name(5)), &settings).unwrap();
         assert_eq!(r.outcome, PushOutcome::Dropped);
-        assert_eq!(r.gap.unwrap().complete_before.is_some(), true, "segment 4 was stored just before 5");
+        assert!(r.gap.unwrap().complete_before.is_some(), "segment 4 was stored just before 5");
         c.done(5);
         assert_eq!(
             c.archive.archive(&c.dir.join("pg_wal").join(c.name(6)), &settings).unwrap().outcome,

@@ -209,7 +209,7 @@ impl WalArchive {
         out.write_all(&mac).map_err(io)?;
         let sealer = ChunkWriter::new(&mut out, data_key, "wal", &name)?;
         let mut z = zstd::stream::write::Encoder::new(sealer, ZSTD_LEVEL)?;
-        z.write_all(&data).map_err(io)?;
+        z.write_all(data).map_err(io)?;
         z.finish().map_err(io)?.finish().map_err(io)?;
         out.commit()?;
         Ok(PushOutcome::Stored)
