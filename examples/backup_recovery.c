@@ -97,6 +97,11 @@ static int run(rsdb_config *cfg) {
     printf("  %s\n", incr_id);
     CHECK(rsdb_backup_verify(backups, incr_id, NULL), "verify");
     printf("verified %s: every chunk authentic\n", incr_id);
+    /* WAL that a full queue (wal_queue_max) dropped would show here, with the backups whose
+       point-in-time recovery it stops; the archive of this example has dropped nothing. */
+    CHECK(rsdb_backup_wal_gaps(backups, &json), "WAL gaps");
+    printf("WAL gaps: %s\n", json);
+    rsdb_string_free(json);
 
     /* Recovery works from the repository alone: no database handle. */
     CHECK(rsdb_recovery_new(cfg, NULL, &recovery), "recovery handle");

@@ -46,6 +46,9 @@ int run(Config& config) {
     std::cout << "differential backup " << diff.backup_id << " builds on "
               << diff.physical->parent_backup_id.value_or("?") << "\n";
     backups.verify(diff.backup_id);
+    // WAL dropped by a full queue (wal_queue_max) would be listed here with the backups whose
+    // point-in-time recovery it stops; this example's archive has dropped nothing.
+    std::cout << "WAL gaps: " << backups.wal_gaps().dump() << "\n";
 
     // Recovery from the repository alone, as after losing the server.
     RecoveryManager recovery(config);
