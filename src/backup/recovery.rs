@@ -65,6 +65,10 @@ pub struct ClusterRestoreOptions {
     pub keep_running: bool,
     /// How long recovery may take before it is abandoned.
     pub timeout: Duration,
+    /// Restore into an existing data directory of a stopped server, writing only the blocks of
+    /// files whose content differs from the backup and removing what the backup lacks (see
+    /// [`DeltaReport`]); without it the directory must be new or empty.
+    pub delta: bool,
 }
 
 impl ClusterRestoreOptions {
@@ -76,6 +80,7 @@ impl ClusterRestoreOptions {
             target,
             keep_running: false,
             timeout: Duration::from_secs(3600),
+            delta: false,
         }
     }
 }
@@ -83,12 +88,13 @@ impl ClusterRestoreOptions {
 impl ClusterRestoreOptions {
     /// Options from JSON, as the C and C++ APIs pass them:
     /// `{"data_dir": "/path", "backup_id": "...", "port": 0, "target_time": "RFC 3339",
-    /// "latest": false, "keep_running": false, "timeout_s": 3600}`; only `data_dir` is required,
-    /// and `target_time` and `latest` exclude each other (neither: the end of the backup).
+    /// "latest": false, "keep_running": false, "timeout_s": 3600, "delta": false}`; only
+    /// `data_dir` is required, and `target_time` and `latest` exclude each other (neither: the
+    /// end of the backup).
     pub fn from_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text)?;
         let obj = v.as_object().ok_or_else(|| Error::invalid("restore options must be a JSON object"))?;
-        let known = ["data_dir", "backup_id", "port", "target_time", "latest", "keep_running", "timeout_s"];
+        let known = ["data_dir", "backup_id", "port", "target_time", "latest", "keep_running", "timeout_s", "delta"];
         if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(Error::invalid(format!("unknown restore option {k:?}; known: {}", known.join(", "))));
         }
@@ -116,7 +122,7 @@ impl ClusterRestoreOptions {
                     .ok_or_else(|| Error::invalid(format!("{k} must be a whole number up to {max}"))),
             }
         };
-        ClusterRestoreOptions::from_parts(
+        let mut opts = ClusterRestoreOptions::from_parts(
             text_of("data_dir")?.as_deref().unwrap_or_default(),
             text_of("backup_id")?.as_deref(),
             number("port", u16::MAX as u64)?.unwrap_or(0),
@@ -124,7 +130,9 @@ impl ClusterRestoreOptions {
             flag("latest")?,
             flag("keep_running")?,
             number("timeout_s", MAX_TIMEOUT_S)?,
-        )
+        )?;
+        opts.delta = flag("delta")?;
+        Ok(opts)
     }
 
     /// Options from their parts, with the checks every face shares: `data_dir` is required,
@@ -174,9 +182,26 @@ pub struct ClusterReport {
     pub databases: BTreeMap<String, BTreeMap<String, i64>>,
     pub running: bool,
     pub seconds: f64,
+    /// What a delta restore changed; none for a restore into a new directory.
+    pub delta: Option<DeltaReport>,
 }
 
-/// The outcome of a test restore.
+/// What a delta restore did to the existing data directory.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DeltaReport {
+    /// Files whose content already equalled the backup's: read and compared, not written.
+    pub files_unchanged: u64,
+    /// Files that existed with other content: only their differing blocks were written.
+    pub files_changed: u64,
+    /// Files the directory lacked (or held as something else), written whole.
+    pub files_created: u64,
+    /// Files, links and directories the backup does not hold, removed.
+    pub paths_removed: u64,
+    /// Bytes written into the data directory.
+    pub bytes_written: u64,
+    /// Bytes of the backup's files compared against the directory.
+    pub bytes_compared: u64,
+}
 #[derive(Debug, Clone, Serialize)]
 pub struct TestRestoreReport {
     pub backup_id: String,
@@ -205,7 +230,6 @@ fn conn_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// The `rsdb` executable a restored server calls as its restore_command.
 /// Unpacks a tar stream into `dest` as `tar::Archive::unpack` does (directories last, so their
 /// permissions cannot stop the files inside), handing each regular file to `flusher`.
 fn unpack_flushing<R: std::io::Read>(ar: &mut tar::Archive<R>, dest: &Path, flusher: &Flusher) -> std::io::Result<()> {
@@ -314,6 +338,188 @@ fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     walk(dir)
 }
 
+/// What lays one tar stream of a backup into place: the archive, where it goes, and that place
+/// relative to the data directory.
+type StreamUnpack<'a> = dyn FnMut(&mut tar::Archive<super::pgtool::Metered<Box<dyn std::io::Read + Send>>>, &Path, &Path) -> std::io::Result<()>
+    + 'a;
+
+/// A delta restore rewrites only a PostgreSQL data directory whose server is stopped.
+fn check_delta_target(dir: &Path) -> Result<()> {
+    if !dir.join("PG_VERSION").is_file() {
+        return Err(Error::invalid(format!(
+            "{} is not a PostgreSQL data directory (no PG_VERSION): a delta restore only rewrites one",
+            dir.display()
+        )));
+    }
+    if server_alive(dir) {
+        return Err(Error::State(format!("a server is running in {}: stop it before a delta restore", dir.display())));
+    }
+    Ok(())
+}
+
+/// Bytes compared (and, where they differ, written) at a time by a delta restore.
+const DELTA_BLOCK: usize = 64 * 1024;
+
+/// The relative path of a tar entry, refused unless it is plain names only (no root, no `..`).
+fn entry_path(raw: &Path) -> std::io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::CurDir => {}
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("backup entry {} leaves the data directory", raw.display()),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes whatever is at `path` (file, link or directory tree), without following links.
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    }
+}
+
+/// Writes the regular-file entry `entry` over the existing file at `path`, block by block,
+/// writing only the blocks that differ, then fixes the length and mode. Returns whether
+/// anything was written.
+fn rewrite_differing<R: std::io::Read>(
+    entry: &mut tar::Entry<R>,
+    path: &Path,
+    report: &mut DeltaReport,
+) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let size = entry.header().size()?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let old_len = file.metadata()?.len();
+    let mut theirs = vec![0u8; DELTA_BLOCK];
+    let mut ours = vec![0u8; DELTA_BLOCK];
+    let mut offset = 0u64;
+    let mut wrote = false;
+    while offset < size {
+        let n = ((size - offset) as usize).min(DELTA_BLOCK);
+        entry.read_exact(&mut theirs[..n])?;
+        let have = if offset < old_len {
+            let want = ((old_len - offset) as usize).min(n);
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut ours[..want])?;
+            want
+        } else {
+            0
+        };
+        report.bytes_compared += n as u64;
+        if have != n || ours[..n] != theirs[..n] {
+            file.seek(SeekFrom::Start(offset))?;
+            file.write_all(&theirs[..n])?;
+            report.bytes_written += n as u64;
+            wrote = true;
+        }
+        offset += n as u64;
+    }
+    if old_len != size {
+        file.set_len(size)?;
+        wrote = true;
+    }
+    let mode = entry.header().mode()? & 0o7777;
+    if file.metadata()?.permissions().mode() & 0o7777 != mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(wrote)
+}
+
+/// Lays a tar stream over `dest` as a delta: files equal to the backup's are left alone, files
+/// that differ get only their differing blocks, missing ones are written; every path the stream
+/// holds is added to `seen` (relative to `root`, under `prefix`).
+fn unpack_delta<R: std::io::Read>(
+    ar: &mut tar::Archive<R>,
+    dest: &Path,
+    prefix: &Path,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    flusher: &Flusher,
+    report: &mut DeltaReport,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let mut directories = Vec::new();
+    for entry in ar.entries()? {
+        let mut entry = entry?;
+        let rel = entry_path(&entry.path()?)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        seen.insert(prefix.join(&rel));
+        let path = dest.join(&rel);
+        let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Directory {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                remove_any(&path)?;
+            }
+            directories.push(entry);
+            continue;
+        }
+        let existing = std::fs::symlink_metadata(&path).ok();
+        if kind.is_file() && existing.as_ref().is_some_and(|m| m.is_file()) {
+            if rewrite_differing(&mut entry, &path, report)? {
+                report.files_changed += 1;
+                flusher.add(path);
+            } else {
+                report.files_unchanged += 1;
+            }
+            continue;
+        }
+        if kind.is_symlink() && existing.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            let target = entry.link_name()?.map(|t| t.into_owned());
+            if target.is_some() && std::fs::read_link(&path).ok() == target {
+                report.files_unchanged += 1;
+                continue;
+            }
+        }
+        if existing.is_some() {
+            remove_any(&path)?;
+        }
+        if entry.unpack_in(dest)? {
+            report.files_created += 1;
+            report.bytes_written += entry.header().size().unwrap_or(0);
+            if kind.is_file() {
+                flusher.add(path);
+            }
+        }
+    }
+    for mut d in directories {
+        d.unpack_in(dest)?;
+    }
+    Ok(())
+}
+
+/// Removes every path under `root` that is not in `keep` (relative paths), without following
+/// links; returns how many were removed (a removed directory counts once).
+fn remove_unlisted(root: &Path, keep: &std::collections::HashSet<PathBuf>) -> std::io::Result<u64> {
+    let mut removed = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in std::fs::read_dir(root.join(&rel))? {
+            let e = e?;
+            let child = rel.join(e.file_name());
+            if !keep.contains(&child) {
+                remove_any(&e.path())?;
+                removed += 1;
+            } else if e.file_type()?.is_dir() {
+                stack.push(child);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The `rsdb` executable a restored server calls as its restore_command.
 fn rsdb_path(cfg: &Config) -> Result<PathBuf> {
     if let Some(p) = &cfg.rsdb_path {
         return Ok(p.clone());
@@ -408,8 +614,16 @@ impl RecoveryManager {
         }
         self.backups.refuse_gap_for_restore(&last, &opts.target)?;
         let dir = opts.data_dir.clone();
-        if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-            return Err(Error::invalid(format!("{} exists and is not empty", dir.display())));
+        let non_empty = dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true);
+        let delta = opts.delta && non_empty;
+        if non_empty && !opts.delta {
+            return Err(Error::invalid(format!(
+                "{} exists and is not empty (a delta restore rewrites an existing data directory)",
+                dir.display()
+            )));
+        }
+        if delta {
+            check_delta_target(&dir)?;
         }
         // Everything must be there before anything is written.
         for m in &chain {
@@ -428,23 +642,35 @@ impl RecoveryManager {
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
         let this = self.clone();
         let (chain2, dir2) = (chain.clone(), dir.clone());
-        let unpacked = tokio::task::spawn_blocking(move || this.unpack_chain(&chain2, &dir2))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        if let Err(e) = unpacked {
-            if created {
-                let _ = std::fs::remove_dir_all(&dir);
-            } else if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    let _ = if e.path().is_dir() {
-                        std::fs::remove_dir_all(e.path())
-                    } else {
-                        std::fs::remove_file(e.path())
-                    };
-                }
+        let unpacked = tokio::task::spawn_blocking(move || {
+            if delta {
+                this.unpack_chain_delta(&chain2, &dir2).map(Some)
+            } else {
+                this.unpack_chain(&chain2, &dir2).map(|_| None)
             }
-            return Err(e);
-        }
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let delta_report = match unpacked {
+            Ok(r) => r,
+            // A delta restore that failed leaves a directory that is neither the old cluster nor
+            // the backup: it is left for inspection (and a second delta restore), not removed.
+            Err(e) if delta => return Err(e),
+            Err(e) => {
+                if created {
+                    let _ = std::fs::remove_dir_all(&dir);
+                } else if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for e in entries.flatten() {
+                        let _ = if e.path().is_dir() {
+                            std::fs::remove_dir_all(e.path())
+                        } else {
+                            std::fs::remove_file(e.path())
+                        };
+                    }
+                }
+                return Err(e);
+            }
+        };
         let target_desc = self.configure_recovery(&dir, port, &opts.target, &last, &info)?;
         let result = self.start_and_check(&dir, port, opts.timeout, &backup_id).await;
         let _ = std::fs::remove_file(dir.join("rsdb-restore.conf"));
@@ -472,6 +698,7 @@ impl RecoveryManager {
             databases,
             running,
             seconds: t0.elapsed().as_secs_f64(),
+            delta: delta_report,
         })
     }
 
@@ -487,7 +714,32 @@ impl RecoveryManager {
         flushed
     }
 
+    /// The delta form of [`RecoveryManager::unpack_chain`]: every member of the chain is laid
+    /// over the existing directory, then whatever none of them holds is removed.
+    fn unpack_chain_delta(&self, chain: &[Manifest], dir: &Path) -> Result<DeltaReport> {
+        let flusher = Flusher::start();
+        let mut seen = std::collections::HashSet::new();
+        let mut report = DeltaReport::default();
+        let laid = self.each_stream(chain, dir, &mut |ar, dest, prefix| {
+            unpack_delta(ar, dest, prefix, &mut seen, &flusher, &mut report)
+        });
+        let removed = laid.and_then(|_| {
+            remove_unlisted(dir, &seen).map_err(|e| Error::Io(format!("cleaning {}: {e}", dir.display())))
+        });
+        let flushed = flusher.finish(dir);
+        report.paths_removed = removed?;
+        flushed?;
+        Ok(report)
+    }
+
     fn unpack_chain_into(&self, chain: &[Manifest], dir: &Path, flusher: &Flusher) -> Result<()> {
+        self.each_stream(chain, dir, &mut |ar, dest, _| unpack_flushing(ar, dest, flusher))
+    }
+
+    /// Opens each file of each backup of the chain as a tar stream and hands it to `unpack`
+    /// with where it goes (the data directory, or its `pg_wal`) and that place relative to
+    /// `dir`; reports progress, and checks that the rest of each file authenticates too.
+    fn each_stream(&self, chain: &[Manifest], dir: &Path, unpack: &mut StreamUnpack<'_>) -> Result<()> {
         let total = chain.iter().flat_map(|m| m.files.iter()).fold(0u64, |t, f| t.saturating_add(f.plain_bytes));
         let mut done = 0u64;
         for m in chain {
@@ -526,7 +778,8 @@ impl RecoveryManager {
                 let mut ar = tar::Archive::new(reader);
                 ar.set_preserve_permissions(true);
                 ar.set_overwrite(true);
-                unpack_flushing(&mut ar, &dest, flusher).map_err(verdict)?;
+                let prefix = if f.name == WAL_FILE { Path::new("pg_wal") } else { Path::new("") };
+                unpack(&mut ar, &dest, prefix).map_err(verdict)?;
                 // tar stops at its end marker; the rest of the file (padding, the last chunk
                 // and its end mark) must authenticate too before the backup counts as restored.
                 std::io::copy(&mut ar.into_inner(), &mut std::io::sink()).map_err(verdict)?;
@@ -867,6 +1120,119 @@ mod tests {
         let mode = std::fs::metadata(root.join("base/ro")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o500);
         std::fs::set_permissions(root.join("base/ro"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Every path under `root` with its kind and content, for comparing two trees.
+    fn tree(root: &Path) -> BTreeMap<String, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                let m = std::fs::symlink_metadata(e.path()).unwrap();
+                let what = if m.file_type().is_symlink() {
+                    format!("link {}", std::fs::read_link(e.path()).unwrap().display())
+                } else if m.is_dir() {
+                    stack.push(e.path());
+                    format!("dir {:o}", m.permissions().mode() & 0o777)
+                } else {
+                    let body = std::fs::read(e.path()).unwrap();
+                    format!("file {:o} {} {:x}", m.permissions().mode() & 0o777, body.len(), md5_like(&body))
+                };
+                out.insert(rel, what);
+            }
+        }
+        out
+    }
+
+    fn md5_like(b: &[u8]) -> u64 {
+        b.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ *x as u64).wrapping_mul(0x100000001b3))
+    }
+
+    #[test]
+    fn a_delta_unpack_writes_only_differing_blocks_and_leaves_the_tree_a_full_unpack_leaves() {
+        let big: Vec<u8> = (0..(5 * DELTA_BLOCK + 123)).map(|i| (i % 251) as u8).collect();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, body: &[u8], mode: u32| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            b.append_data(&mut h, path, body).unwrap();
+        };
+        add("PG_VERSION", tar::EntryType::Regular, b"15\n", 0o600);
+        add("base/", tar::EntryType::Directory, b"", 0o700);
+        add("base/1/", tar::EntryType::Directory, b"", 0o700);
+        add("base/1/big", tar::EntryType::Regular, &big, 0o600);
+        add("base/1/same", tar::EntryType::Regular, b"unchanged", 0o600);
+        add("base/1/new", tar::EntryType::Regular, b"the directory lacks it", 0o600);
+        add("base/1/was_a_dir", tar::EntryType::Regular, b"a file again", 0o600);
+        add("base/1/shrunk", tar::EntryType::Regular, b"short", 0o600);
+        add("pg_wal/", tar::EntryType::Directory, b"", 0o700);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, "link", "base/1").unwrap();
+        let bytes = b.into_inner().unwrap();
+
+        let root = std::env::temp_dir().join(format!("rsdb-delta-{}-{}", std::process::id(), rand::random::<u32>()));
+        let (full, drifted) = (root.join("full"), root.join("drifted"));
+        let flusher = Flusher::start();
+        unpack_flushing(&mut tar::Archive::new(&bytes[..]), &full, &flusher).unwrap();
+        unpack_flushing(&mut tar::Archive::new(&bytes[..]), &drifted, &flusher).unwrap();
+        flusher.finish(&root).unwrap();
+        // Drift: one block of the big file changed, a file grew, another replaced by a
+        // directory, one removed, files and a directory added, the link pointed elsewhere.
+        let mut changed = big.clone();
+        changed[2 * DELTA_BLOCK + 7] ^= 0xff;
+        std::fs::write(drifted.join("base/1/big"), &changed).unwrap();
+        std::fs::write(drifted.join("base/1/shrunk"), b"much longer than the backup's").unwrap();
+        std::fs::remove_file(drifted.join("base/1/was_a_dir")).unwrap();
+        std::fs::create_dir_all(drifted.join("base/1/was_a_dir/inner")).unwrap();
+        std::fs::remove_file(drifted.join("base/1/new")).unwrap();
+        std::fs::write(drifted.join("base/1/stray"), b"not in the backup").unwrap();
+        std::fs::create_dir_all(drifted.join("stray_dir/x")).unwrap();
+        std::fs::write(drifted.join("pg_wal/000000010000000000000009"), b"old wal").unwrap();
+        std::fs::remove_file(drifted.join("link")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", drifted.join("link")).unwrap();
+        assert_ne!(tree(&full), tree(&drifted));
+
+        let flusher = Flusher::start();
+        let mut seen = std::collections::HashSet::new();
+        let mut report = DeltaReport::default();
+        unpack_delta(&mut tar::Archive::new(&bytes[..]), &drifted, Path::new(""), &mut seen, &flusher, &mut report)
+            .unwrap();
+        report.paths_removed = remove_unlisted(&drifted, &seen).unwrap();
+        flusher.finish(&drifted).unwrap();
+        assert_eq!(tree(&full), tree(&drifted), "the same tree as a full unpack");
+        assert_eq!(report.files_unchanged, 2, "PG_VERSION and same: {report:?}");
+        assert_eq!(report.files_changed, 2, "big and shrunk: {report:?}");
+        assert_eq!(report.files_created, 3, "new, was_a_dir and the link: {report:?}");
+        assert_eq!(report.paths_removed, 3, "stray, stray_dir and the old WAL: {report:?}");
+        // One block of the big file, the shrunk file's block, and the three created.
+        let created = b"the directory lacks it".len() + b"a file again".len();
+        assert_eq!(report.bytes_written, (DELTA_BLOCK + 5 + created) as u64, "{report:?}");
+        assert_eq!(report.bytes_compared, (big.len() + 3 + 9 + 5) as u64);
+        // A second delta over the restored tree writes nothing.
+        let flusher = Flusher::start();
+        let mut again = DeltaReport::default();
+        let mut seen = std::collections::HashSet::new();
+        unpack_delta(&mut tar::Archive::new(&bytes[..]), &drifted, Path::new(""), &mut seen, &flusher, &mut again)
+            .unwrap();
+        flusher.finish(&drifted).unwrap();
+        assert_eq!((again.bytes_written, again.files_changed, again.files_created), (0, 0, 0), "{again:?}");
+        // Entries that leave the directory are refused.
+        assert!(entry_path(Path::new("../etc/passwd")).is_err());
+        assert!(entry_path(Path::new("/etc/passwd")).is_err());
+        assert_eq!(entry_path(Path::new("./base/1")).unwrap(), Path::new("base/1"));
+        // Only a stopped PostgreSQL data directory is rewritten.
+        let err = check_delta_target(&root).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("PG_VERSION")), "{err}");
+        check_delta_target(&drifted).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
     }
 
