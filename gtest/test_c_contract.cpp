@@ -33,6 +33,7 @@ void contract_rsdb_metrics_drop_cb(void*, const char*, uint64_t, const char*) {}
 void contract_rsdb_metrics_failure_cb(void*, const char*, const char*) {}
 void contract_rsdb_metrics_alert_cb(void*, const char*) {}
 void contract_rsdb_health_alert_cb(void*, const char*) {}
+void contract_rsdb_wal_gap_cb(void*, const char*) {}
 
 struct HealthClose {
     void operator()(rsdb_health* h) const { rsdb_health_close(h); }

@@ -105,8 +105,12 @@ BackupInfo from_bridge(const ffi::BackupInfo& b) {
 
 ClusterReport from_bridge(const ffi::ClusterReport& r) {
     ClusterReport out{text(r.backup_id), texts(r.chain), text(r.data_dir), r.port, text(r.target),
-                      texts(r.recovery_log), {}, r.running, r.seconds};
+                      texts(r.recovery_log), {}, r.running, r.seconds, std::nullopt};
     for (const auto& d : r.databases) out.databases.emplace(text(d.database), table_rows(d.tables));
+    if (r.delta) {
+        out.delta = ClusterReport::Delta{r.delta_files_unchanged, r.delta_files_changed, r.delta_files_created,
+                                         r.delta_paths_removed,   r.delta_bytes_written, r.delta_bytes_compared};
+    }
     return out;
 }
 
@@ -120,6 +124,7 @@ ffi::ClusterRestoreOptions to_bridge(const ClusterRestoreOptions& o) {
     out.target_time = o.target_time.value_or("");
     out.latest = o.latest;
     out.keep_running = o.keep_running;
+    out.delta = o.delta;
     out.has_timeout_s = o.timeout_s.has_value();
     out.timeout_s = o.timeout_s.value_or(0);
     return out;
@@ -190,9 +195,15 @@ nlohmann::json RestoreReport::to_json() const {
 }
 
 nlohmann::json ClusterReport::to_json() const {
-    return {{"backup_id", backup_id}, {"chain", chain},     {"data_dir", data_dir},
-            {"port", port},           {"target", target},   {"recovery_log", recovery_log},
-            {"databases", databases}, {"running", running}, {"seconds", seconds}};
+    nlohmann::json d = nullptr;
+    if (delta) {
+        d = {{"files_unchanged", delta->files_unchanged}, {"files_changed", delta->files_changed},
+             {"files_created", delta->files_created},     {"paths_removed", delta->paths_removed},
+             {"bytes_written", delta->bytes_written},     {"bytes_compared", delta->bytes_compared}};
+    }
+    return {{"backup_id", backup_id}, {"chain", chain},     {"data_dir", data_dir}, {"port", port},
+            {"target", target},       {"recovery_log", recovery_log}, {"databases", databases},
+            {"running", running},     {"seconds", seconds}, {"delta", d}};
 }
 
 nlohmann::json TestRestoreReport::to_json() const {

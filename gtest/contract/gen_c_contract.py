@@ -5,7 +5,8 @@ Every function the header declares gets test cases derived from its parameter li
   * each required pointer parameter passed as NULL (all other arguments valid) must give
     RSDB_ERR_NULL and a message saying so;
   * each `const char *` parameter passed as invalid UTF-8 must give RSDB_ERR_INVALID_UTF8;
-  * each release function (`*_free`, `*_close`, `rsdb_backup_schedule_stop`) must accept NULL;
+  * each release function (`*_free`, `*_close`, `rsdb_backup_schedule_stop`,
+    `rsdb_wal_gap_watch_stop`) must accept NULL;
   * functions without pointer parameters are called once.
 A pointer parameter is optional when the header's documentation of the function says it may be
 NULL; such parameters get no NULL case. A parameter type the generator does not know stops the
@@ -52,7 +53,9 @@ OUT_STRUCTS = {"rsdb_pool_stats", "rsdb_metrics_writer_stats"}
 # Handles the fixture only has on a stack with that part (`stack.sh --sentinel`); cases that
 # borrow one skip, saying why, when the fixture could not open it.
 OPTIONAL_HANDLES = {"rsdb_sentinel": "sentinel_"}
-RELEASE_SUFFIXES = ("_free", "_close", "_schedule_stop")
+RELEASE_SUFFIXES = ("_free", "_close", "_schedule_stop", "_watch_stop")
+# Handles handed out by a function and released by one of their own, not borrowed from the fixture.
+STOPPED_HANDLES = ("rsdb_backup_schedule", "rsdb_wal_gap_watch")
 
 # Valid values for string parameters whose content is checked before a later parameter is
 # (JSON parsed in place, enumerations). Everything else gets "x".
@@ -132,7 +135,7 @@ def classify(fname, ptype, pname):
         return "out_string", f"{pname}_out.out()", True
     if t.endswith(" **"):
         base = t[:-3]
-        if base in HANDLES or base == "rsdb_backup_schedule":
+        if base in HANDLES or base in STOPPED_HANDLES:
             return "out_handle", f"&{pname}_out", True
     if t.endswith(" *"):
         base = t[:-2]
@@ -196,7 +199,8 @@ def cleanup(fname, params, skip):
 
 
 def release_of(handle_type):
-    return {"rsdb_backup_schedule": "rsdb_backup_schedule_stop", "rsdb_db": "rsdb_db_close",
+    return {"rsdb_backup_schedule": "rsdb_backup_schedule_stop", "rsdb_wal_gap_watch": "rsdb_wal_gap_watch_stop",
+            "rsdb_db": "rsdb_db_close",
             "rsdb_redis": "rsdb_redis_close", "rsdb_sync": "rsdb_sync_close",
             "rsdb_sentinel": "rsdb_sentinel_close", "rsdb_health": "rsdb_health_close",
             "rsdb_replication": "rsdb_replication_close",

@@ -188,6 +188,15 @@ fn cli() -> Command {
                         .help("Port of the restored server (0: a free one)"),
                 )
                 .arg(
+                    Arg::new("delta")
+                        .long("delta")
+                        .action(ArgAction::SetTrue)
+                        .help(
+                            "Restore over an existing data directory of a stopped server: write only the \
+                             blocks that differ from the backup and remove what it lacks",
+                        ),
+                )
+                .arg(
                     Arg::new("keep-running")
                         .long("keep-running")
                         .action(ArgAction::SetTrue)
@@ -955,7 +964,19 @@ fn restore_cmd(cfg: &Config, m: &ArgMatches) -> Result<(), Error> {
             opts.backup_id = id.cloned();
             opts.port = *m.get_one::<u16>("port").expect("default");
             opts.keep_running = m.get_flag("keep-running");
+            opts.delta = m.get_flag("delta");
             let r = block_on(rm.restore_cluster(&opts))?;
+            if let Some(d) = &r.delta {
+                println!(
+                    "delta: {} files unchanged, {} changed, {} created, {} paths removed; {} of {} compared written",
+                    d.files_unchanged,
+                    d.files_changed,
+                    d.files_created,
+                    d.paths_removed,
+                    size_text(d.bytes_written, false),
+                    size_text(d.bytes_compared, false)
+                );
+            }
             println!(
                 "restored {} (chain {}) into {} up to {}",
                 r.backup_id,

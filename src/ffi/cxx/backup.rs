@@ -117,6 +117,14 @@ mod bridge {
         databases: Vec<DatabaseRows>,
         running: bool,
         seconds: f64,
+        /// A delta restore's counts (all 0 with `delta` false).
+        delta: bool,
+        delta_files_unchanged: u64,
+        delta_files_changed: u64,
+        delta_files_created: u64,
+        delta_paths_removed: u64,
+        delta_bytes_written: u64,
+        delta_bytes_compared: u64,
     }
 
     /// The outcome of a test restore.
@@ -140,6 +148,7 @@ mod bridge {
         keep_running: bool,
         timeout_s: u64,
         has_timeout_s: bool,
+        delta: bool,
     }
 
     unsafe extern "C++" {
@@ -346,6 +355,7 @@ impl RecoveryBox {
             o.keep_running,
             o.has_timeout_s.then_some(o.timeout_s),
         )?;
+        let opts = crate::backup::ClusterRestoreOptions { delta: o.delta, ..opts };
         Ok(cluster_report(block_on(self.0.restore_cluster(&opts))?))
     }
     fn test_restore(&self, backup_id: &str) -> R<bridge::TestRestoreReport> {
@@ -472,7 +482,15 @@ fn backup_info(b: crate::backup::BackupInfo) -> bridge::BackupInfo {
 }
 
 fn cluster_report(r: crate::backup::ClusterReport) -> bridge::ClusterReport {
+    let d = r.delta.clone().unwrap_or_default();
     bridge::ClusterReport {
+        delta: r.delta.is_some(),
+        delta_files_unchanged: d.files_unchanged,
+        delta_files_changed: d.files_changed,
+        delta_files_created: d.files_created,
+        delta_paths_removed: d.paths_removed,
+        delta_bytes_written: d.bytes_written,
+        delta_bytes_compared: d.bytes_compared,
         backup_id: r.backup_id,
         chain: r.chain,
         data_dir: r.data_dir,

@@ -153,6 +153,9 @@ struct ClusterRestoreOptions {
     bool keep_running = false;
     /// How long recovery may take (at most a week); none: an hour.
     std::optional<std::uint64_t> timeout_s;
+    /// Restore over an existing data directory of a stopped server, writing only the blocks
+    /// that differ from the backup and removing what the backup lacks.
+    bool delta = false;
 };
 
 /// The outcome of a physical restore.
@@ -170,7 +173,21 @@ struct ClusterReport {
     bool running = false;
     double seconds = 0;
 
-    /// {"backup_id","chain","data_dir","port","target","recovery_log","databases","running","seconds"}.
+    /// What a delta restore changed in the existing data directory.
+    struct Delta {
+        std::uint64_t files_unchanged = 0;
+        std::uint64_t files_changed = 0;
+        std::uint64_t files_created = 0;
+        std::uint64_t paths_removed = 0;
+        std::uint64_t bytes_written = 0;
+        std::uint64_t bytes_compared = 0;
+    };
+    /// Set by a delta restore only.
+    std::optional<Delta> delta;
+
+    /// {"backup_id","chain","data_dir","port","target","recovery_log","databases","running","seconds",
+    /// "delta" (null, or {"files_unchanged","files_changed","files_created","paths_removed",
+    /// "bytes_written","bytes_compared"})}.
     nlohmann::json to_json() const;
 };
 
