@@ -577,3 +577,94 @@ async fn delete_is_refused_while_an_incremental_or_a_differential_builds_on_a_ba
     // With the only full backup gone, an incremental has nothing to build on.
     assert!(matches!(bm.create_physical(PhysicalKind::Incremental).await, Err(Error::State(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_restore_over_a_drifted_data_directory_gives_what_a_full_restore_gives() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, bm) = setup().await;
+    let name = db_name(&cfg);
+    insert(&db, 1).await;
+    let full = bm.create_physical(PhysicalKind::Full).await.unwrap();
+    let rm = RecoveryManager::from_config(&cfg).unwrap();
+    let restore = |dir: PathBuf, delta: bool, keep_running: bool| {
+        let rm = rm.clone();
+        let id = full.backup_id.clone();
+        async move {
+            let mut opts = ClusterRestoreOptions::new(&dir, RecoveryTarget::EndOfBackup);
+            opts.backup_id = Some(id);
+            opts.delta = delta;
+            opts.keep_running = keep_running;
+            opts.timeout = Duration::from_secs(300);
+            rm.restore_cluster(&opts).await
+        }
+    };
+    let connect = |port: u16| {
+        let name = name.clone();
+        async move {
+            let (client, conn) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={port} user=postgres dbname={name}"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            client
+        }
+    };
+    // The reference: a full restore into a new directory.
+    let reference = scratch_dir("delta-ref");
+    let full_report = restore(reference.clone(), false, false).await.unwrap();
+    assert!(full_report.delta.is_none());
+
+    // A restored cluster that then lived on: rows written, a table created, a file added, one
+    // removed.
+    let dir = scratch_dir("delta");
+    let first = restore(dir.clone(), false, true).await.unwrap();
+    let client = connect(first.port).await;
+    client
+        .batch_execute(
+            "INSERT INTO ledger SELECT g, 'drift' FROM generate_series(100, 5000) g;
+             CREATE TABLE drifted AS SELECT g FROM generate_series(1, 10000) g; CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    // A delta restore refuses a running server's directory, and a directory that is not one.
+    let err = restore(dir.clone(), true, false).await.unwrap_err();
+    assert!(matches!(err, Error::State(ref m) if m.contains("running")), "{err}");
+    let not_pg = scratch_dir("delta-not-pg");
+    std::fs::create_dir_all(&not_pg).unwrap();
+    std::fs::write(not_pg.join("notes"), b"keep me").unwrap();
+    let err = restore(not_pg.clone(), true, false).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("PG_VERSION")), "{err}");
+    assert_eq!(std::fs::read(not_pg.join("notes")).unwrap(), b"keep me");
+    std::fs::remove_dir_all(&not_pg).unwrap();
+    rootstream_db::backup::cluster::stop_cluster(&cfg, &dir).unwrap();
+    std::fs::write(dir.join("stray.txt"), b"not in the backup").unwrap();
+    std::fs::remove_file(dir.join("pg_hba.conf")).unwrap();
+
+    let report = restore(dir.clone(), true, true).await.unwrap();
+    let d = report.delta.clone().expect("a delta restore reports what it changed");
+    println!(
+        "full restore {:.2} s, delta restore {:.2} s: {d:?}",
+        full_report.seconds, report.seconds
+    );
+    assert!(d.files_unchanged > 100, "most files were left alone: {d:?}");
+    assert!(d.files_changed >= 1 && d.files_created >= 1, "{d:?}");
+    assert!(d.paths_removed >= 2, "stray.txt and the drifted table's files: {d:?}");
+    assert!(d.bytes_written < d.bytes_compared / 4, "only the differing blocks were written: {d:?}");
+    assert!(!dir.join("stray.txt").exists() && dir.join("pg_hba.conf").exists());
+    let client = connect(report.port).await;
+    let ids: Vec<i32> =
+        client.query("SELECT id FROM ledger ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let drifted: Option<String> =
+        client.query_one("SELECT to_regclass('public.drifted')::text", &[]).await.unwrap().get(0);
+    drop(client);
+    assert_eq!(ids, vec![1]);
+    assert_eq!(drifted, None, "the table created after the backup is gone");
+    assert_eq!(report.databases, full_report.databases, "the same rows as the full restore, table by table");
+    rootstream_db::backup::cluster::stop_cluster(&cfg, &dir).unwrap();
+    for d in [&dir, &reference] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
