@@ -412,6 +412,34 @@ TEST_F(CRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWork
     EXPECT_EQ(got[0].at("schedule"), "0 3 * * *");
 }
 
+// ---------------------------------------------------------------- delta restore
+
+TEST_F(CRecoveryTest, ADeltaRestoreRewritesAnExistingDataDirectoryThroughTheCApi) {
+    insert(1);
+    const std::string full_id = create("full").at("backup_id").get<std::string>();
+    RecoveryPtr recovery = make_recovery(false);
+    DataDir dir("delta", stopper(recovery.get()));
+    const json base = {{"backup_id", full_id}, {"data_dir", dir.path()}, {"timeout_s", 600}};
+    OutString out;
+    ASSERT_RSDB_OK(rsdb_recovery_restore_cluster(recovery.get(), base.dump().c_str(), out.out()));
+    EXPECT_TRUE(out.parse().at("delta").is_null()) << out.str();
+    // Without delta the existing directory is refused; with it the drift is undone.
+    EXPECT_TRUE(Fails(rsdb_recovery_restore_cluster(recovery.get(), base.dump().c_str(), out.out()),
+                      RSDB_ERR_INVALID_ARGUMENT, "delta"));
+    write_file(dir.path() + "/stray.txt", "not in the backup");
+    json opts = base;
+    opts["delta"] = true;
+    ASSERT_RSDB_OK(rsdb_recovery_restore_cluster(recovery.get(), opts.dump().c_str(), out.out()));
+    const json d = out.parse().at("delta");
+    EXPECT_GE(d.at("paths_removed").get<int64_t>(), 1) << d.dump();
+    EXPECT_GT(d.at("files_unchanged").get<int64_t>(), 100) << d.dump();
+    EXPECT_LT(d.at("bytes_written").get<int64_t>(), d.at("bytes_compared").get<int64_t>()) << d.dump();
+    EXPECT_FALSE(std::filesystem::exists(dir.path() + "/stray.txt"));
+    opts["delta"] = "yes";
+    EXPECT_TRUE(Fails(rsdb_recovery_restore_cluster(recovery.get(), opts.dump().c_str(), out.out()),
+                      RSDB_ERR_INVALID_ARGUMENT, "delta"));
+}
+
 // ---------------------------------------------------------------- bounded WAL queue
 
 TEST_F(CRecoveryTest, WalQueueLimitPushAheadGapsAndTheGapWatchWorkThroughTheCApi) {

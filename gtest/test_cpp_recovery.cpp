@@ -374,6 +374,32 @@ TEST_F(CppRecoveryTest, RepositoryAloneRecoveryTheWalArchiveAndSchedulesByKindWo
     EXPECT_EQ(got[0].at("kind"), "logical") << got[0].dump();
 }
 
+// ---------------------------------------------------------------- delta restore
+
+TEST_F(CppRecoveryTest, ADeltaRestoreRewritesAnExistingDataDirectoryThroughTheCppApi) {
+    insert(1);
+    const BackupManifest full = create("full");
+    RecoveryManager recovery(config(false));
+    DataDir dir("delta", stopper(recovery));
+    ClusterRestoreOptions o = from_backup(full.backup_id);
+    o.data_dir = dir.path();
+    o.timeout_s = 600;
+    const ClusterReport first = recovery.restore_cluster(o);
+    EXPECT_FALSE(first.delta.has_value());
+    EXPECT_TRUE(first.to_json().at("delta").is_null());
+    EXPECT_TRUE(ThrowsCode([&] { recovery.restore_cluster(o); }, RSDB_ERR_INVALID_ARGUMENT, "delta"));
+    write_file(dir.path() + "/stray.txt", "not in the backup");
+    o.delta = true;
+    const ClusterReport again = recovery.restore_cluster(o);
+    ASSERT_TRUE(again.delta.has_value());
+    EXPECT_GE(again.delta->paths_removed, 1u);
+    EXPECT_GT(again.delta->files_unchanged, 100u);
+    EXPECT_LT(again.delta->bytes_written, again.delta->bytes_compared);
+    EXPECT_EQ(again.to_json().at("delta").at("paths_removed"), again.delta->paths_removed);
+    EXPECT_EQ(again.databases, first.databases);
+    EXPECT_FALSE(std::filesystem::exists(dir.path() + "/stray.txt"));
+}
+
 // ---------------------------------------------------------------- bounded WAL queue
 
 TEST_F(CppRecoveryTest, WalQueueLimitPushAheadGapsAndTheGapWatchWorkThroughTheCppApi) {
