@@ -407,6 +407,88 @@ async fn our_restore(
     (files.expect("the restore reports the unpacked backup"), ready.expect("the restore reports the row counts"), total)
 }
 
+/// The small change a delta restore then undoes: a thousand rows rewritten, and checkpointed
+/// so the data files differ from the backup's.
+async fn small_change(port: u16, db_name: &str) {
+    let c = connect(port, db_name).await.expect("restored server");
+    c.batch_execute(
+        "UPDATE public.bench_data SET title = title || ' (changed)' WHERE id IN (SELECT id FROM public.bench_data LIMIT 1000);
+         CHECKPOINT",
+    )
+    .await
+    .unwrap();
+}
+
+/// Our delta restore: the backup restored into a directory, the server changed a little and
+/// stopped, then `restore_cluster` with `delta` over it, timed until the rows are counted.
+#[allow(clippy::too_many_arguments)]
+async fn our_delta_restore(
+    rm: &RecoveryManager,
+    backup_id: &str,
+    dir: &Path,
+    pg_bin: &Path,
+    user: &PgUser,
+    db_name: &str,
+    rows: u64,
+) -> (f64, rootstream_db::backup::DeltaReport) {
+    let server = Restored { dir: dir.to_path_buf(), pg_ctl: pg_bin.join("pg_ctl"), user };
+    let mut opts = ClusterRestoreOptions::new(dir, RecoveryTarget::EndOfBackup);
+    opts.backup_id = Some(backup_id.to_string());
+    opts.keep_running = true;
+    let first = rm.restore_cluster(&opts).await.unwrap();
+    small_change(first.port, db_name).await;
+    server.stop("fast");
+    opts.delta = true;
+    settle();
+    let t = Instant::now();
+    let report = rm.restore_cluster(&opts).await.unwrap();
+    let total = t.elapsed().as_secs_f64();
+    assert_eq!(report.databases[db_name]["public.bench_data"], rows as i64, "our delta restore lost rows");
+    server.stop("fast");
+    (total, report.delta.expect("a delta restore reports"))
+}
+
+/// `pgbackrest restore --delta` after the same small change, then the server started, recovery
+/// awaited and rows counted, as for its full restore.
+async fn pgbackrest_delta_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, rows: u64) -> f64 {
+    let dir = br.root.join("restore-delta");
+    let log = br.root.join("restore-delta.log");
+    br.user.mkdir(&dir);
+    let server = Restored { dir: dir.clone(), pg_ctl: pg_bin.join("pg_ctl"), user: br.user };
+    let port = closed_port();
+    let start = |extra: &[&str]| {
+        let mut args = vec!["restore".to_string(), format!("--pg1-path={}", dir.display())];
+        args.extend(["--type=immediate", "--target-action=promote"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        br.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut auto = std::fs::OpenOptions::new().append(true).open(dir.join("postgresql.auto.conf")).unwrap();
+        write!(
+            auto,
+            "\n# benchmark restore\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
+             archive_mode = off\nhot_standby = on\nrecovery_init_sync_method = syncfs\n"
+        )
+        .unwrap();
+        drop(auto);
+        let mut cmd = br.user.command(&server.pg_ctl);
+        cmd.current_dir(&br.root).arg("-D").arg(&dir).arg("-l").arg(&log).args(["-W", "start"]);
+        run("pg_ctl start", &mut cmd);
+    };
+    start(&[]);
+    wait_promoted(port, &dir, &log).await;
+    small_change(port, db_name).await;
+    server.stop("fast");
+    settle();
+    let t = Instant::now();
+    start(&["--delta"]);
+    wait_promoted(port, &dir, &log).await;
+    let counts = count_rows(port).await;
+    let total = t.elapsed().as_secs_f64();
+    assert_eq!(counts[db_name]["public.bench_data"], rows as i64, "pgBackRest's delta restore lost rows");
+    server.stop("fast");
+    let _ = std::fs::remove_file(&log);
+    total
+}
+
 /// Seconds of the runs of one measurement.
 #[derive(Default)]
 struct Samples(Vec<f64>);
@@ -733,5 +815,47 @@ fn main() {
             cmp_time(&format!("until it answers: ours / pgBackRest ({name})"), ours_ready, ready);
             cmp_time(&format!("with the row count: ours / pgBackRest ({name})"), ours_total, total);
         }
+
+        // ------------------------------------------------------------ delta restores
+        // After a small change (1,000 rows rewritten, checkpointed) in a restored cluster:
+        // 0: ours, 1: pgbackrest restore --delta (aes-256-cbc), timed until rows are counted.
+        let mut delta: [Samples; 2] = Default::default();
+        let mut last_report = None;
+        for round in 0..runs {
+            for k in 0..2 {
+                let which = (k + round) % 2;
+                let t = match which {
+                    0 => {
+                        let (t, r) =
+                            our_delta_restore(&rm, &phys.backup_id, &ours_dir, &pg_bin, &pg_user, &db_name, rows).await;
+                        last_report = Some(r);
+                        t
+                    }
+                    _ => pgbackrest_delta_restore(&enc, &pg_bin, &db_name, rows).await,
+                };
+                delta[which].0.push(t);
+            }
+        }
+        println!();
+        println!("delta restore over the restored cluster after 1,000 rows were rewritten, until every table's rows");
+        println!("are counted, pgBackRest process-max={PROCESS_MAX} (median of {runs} runs [min–max]):");
+        println!("{:<48} {:>22}", "ours: restore_cluster(delta)", delta[0].show());
+        println!("{:<48} {:>22}", "pgbackrest restore --delta (aes-256-cbc)", delta[1].show());
+        if let Some(r) = &last_report {
+            println!(
+                "  ours wrote {:.1} MB of {:.1} MB compared: {} files unchanged, {} changed, {} created, {} removed",
+                r.bytes_written as f64 / MB,
+                r.bytes_compared as f64 / MB,
+                r.files_unchanged,
+                r.files_changed,
+                r.files_created,
+                r.paths_removed
+            );
+        }
+        let [ours_delta, br_delta] = delta.each_ref().map(Samples::median);
+        cmp_time("ours delta / ours full restore (with the row count)", ours_delta, ours_total);
+        cmp_time("ours delta / pgbackrest restore --delta (aes-256-cbc)", ours_delta, br_delta);
+        let [_, _, enc_total] = times[2].each_ref().map(Samples::median);
+        cmp_time("pgbackrest --delta / its full restore (aes-256-cbc)", br_delta, enc_total);
     });
 }

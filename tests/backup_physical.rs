@@ -645,10 +645,7 @@ async fn a_delta_restore_over_a_drifted_data_directory_gives_what_a_full_restore
 
     let report = restore(dir.clone(), true, true).await.unwrap();
     let d = report.delta.clone().expect("a delta restore reports what it changed");
-    println!(
-        "full restore {:.2} s, delta restore {:.2} s: {d:?}",
-        full_report.seconds, report.seconds
-    );
+    println!("full restore {:.2} s, delta restore {:.2} s: {d:?}", full_report.seconds, report.seconds);
     assert!(d.files_unchanged > 100, "most files were left alone: {d:?}");
     assert!(d.files_changed >= 1 && d.files_created >= 1, "{d:?}");
     assert!(d.paths_removed >= 2, "stray.txt and the drifted table's files: {d:?}");

@@ -51,7 +51,9 @@ pub use kind::{BackupKind, PhysicalKind};
 pub use logical::RestoreReport;
 pub use manager::{BackupInfo, BackupManager, Progress, ProgressFn};
 pub use manifest::{FileEntry, Manifest, PhysicalInfo};
-pub use recovery::{ClusterReport, ClusterRestoreOptions, RecoveryManager, RecoveryTarget, TestRestoreReport};
+pub use recovery::{
+    ClusterReport, ClusterRestoreOptions, DeltaReport, RecoveryManager, RecoveryTarget, TestRestoreReport,
+};
 pub use retention::{CleanupReport, RetentionPolicy};
 pub use schedule::{BackupScheduler, CronSchedule, ScheduleEvent};
 pub use storage::{LocalStorage, Storage};
