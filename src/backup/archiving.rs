@@ -30,8 +30,10 @@ use std::time::Duration;
 /// The spool directory's name under `pg_wal` when `wal_spool_dir` is not set. PostgreSQL and
 /// `pg_basebackup` leave unknown entries of `pg_wal` alone.
 pub const DEFAULT_SPOOL: &str = "rsdb_spool";
-/// How long a push waits for the database to take a gap's row.
+/// How long a push waits for the database to take a gap's row, and how long after a failure it
+/// does not try again.
 const DB_WAIT: Duration = Duration::from_secs(3);
+const DB_RETRY: Duration = Duration::from_secs(60);
 /// With a queue limit, how long a failing push keeps retrying and watching the queue before it
 /// gives the failure to PostgreSQL, and how often it looks at the queue meanwhile.
 const WATCH_FOR: Duration = Duration::from_secs(30);
@@ -336,8 +338,23 @@ impl WalArchive {
     ) -> Result<()> {
         let gap = spool.record_drop(name, size, queue, settings.queue_max)?;
         if let Some(cfg) = &settings.database {
-            if let Err(e) = super::gaps::record_in_database(cfg, &gap, DB_WAIT) {
-                eprintln!("rsdb: WARNING: the WAL gap could not be recorded in the database: {e}");
+            // A database that just failed to answer is not waited for again on every drop: the
+            // drops must keep up with the WAL. The row catches up at a later drop, and the
+            // repository's record (written before any later WAL) is complete regardless.
+            let failed = spool.dir.join("database-failed");
+            let recent = std::fs::metadata(&failed)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() < DB_RETRY);
+            if !recent {
+                match super::gaps::record_in_database(cfg, &gap, DB_WAIT) {
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(&failed);
+                    }
+                    Err(e) => {
+                        eprintln!("rsdb: WARNING: the WAL gap could not be recorded in the database: {e}");
+                        let _ = std::fs::write(&failed, e.to_string());
+                    }
+                }
             }
         }
         report.outcome = PushOutcome::Dropped;
@@ -652,6 +669,25 @@ mod tests {
             gaps.iter().map(|g| (g.first_segment.clone(), g.segments)).collect::<Vec<_>>(),
             vec![(c.name(2), 2), (c.name(5), 2)]
         );
+    }
+
+    #[test]
+    fn a_database_that_fails_is_not_waited_for_on_every_drop() {
+        let c = Cluster::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cfg = Config::default();
+        cfg.set("database_url", &format!("postgresql://postgres@127.0.0.1:{port}/nothing")).unwrap();
+        let settings = ArchiveSettings { queue_max: c.seg, database: Some(cfg), ..Default::default() };
+        let paths: Vec<PathBuf> = (1..=4).map(|n| c.ready(n)).collect();
+        assert_eq!(c.archive.archive(&paths[0], &settings).unwrap().outcome, PushOutcome::Dropped);
+        let failed = c.dir.join("pg_wal/rsdb_spool/database-failed");
+        let first = std::fs::metadata(&failed).expect("the failure is noted").modified().unwrap();
+        c.done(1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(c.archive.archive(&paths[1], &settings).unwrap().outcome, PushOutcome::Dropped);
+        assert_eq!(std::fs::metadata(&failed).unwrap().modified().unwrap(), first, "not tried again at once");
+        let gap = c.archive.archive(&paths[2], &settings).unwrap().gap.unwrap();
+        assert_eq!(gap.segments, 3, "the spool's record grows all the same");
     }
 
     #[test]
