@@ -16,6 +16,10 @@
 //! Each physical measurement runs `RSDB_BENCH_BACKUP_RUNS` times (default 3), the tools taking
 //! turns in a rotating order, and is reported as the median with the range.
 //!
+//! WAL archiving: a burst of 24 segments of 16 MiB, pushed as PostgreSQL's archiver drives
+//! `wal-push` (each named in order and waited for), one at a time against
+//! `wal_push_parallel` = 2 and 4, into a local repository.
+//!
 //! `RSDB_BENCH_BACKUP_MB` sets the size of the benchmark database (default 500); rows are added
 //! until the database is at least that large.
 //! Run with `scripts/bench.sh --bench backup`.
@@ -534,6 +538,88 @@ fn cmp_size(what: &str, ours: u64, theirs: u64) {
     );
 }
 
+/// 16 MiB that compress about as WAL of text rows does (zstd 3 to roughly a third): rows of
+/// words drawn from a small vocabulary with numbers, segment `n`'s own.
+fn synthetic_segment(n: u64) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "stream",
+        "viewer",
+        "session",
+        "frame",
+        "bitrate",
+        "chat",
+        "relay",
+        "encoder",
+        "latency",
+        "buffer",
+        "keyframe",
+        "channel",
+        "replay",
+        "overlay",
+        "donation",
+        "moderator",
+    ];
+    let mut out = Vec::with_capacity(16 << 20);
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < 16 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let row = format!(
+            "{}|{}|{} {}|",
+            x % 1_000_000,
+            WORDS[(x >> 20) as usize % 16],
+            WORDS[(x >> 30) as usize % 16],
+            x >> 40
+        );
+        out.extend_from_slice(row.as_bytes());
+    }
+    out.truncate(16 << 20);
+    out
+}
+
+/// Archives a burst of WAL as PostgreSQL's archiver does (one named file at a time, each push
+/// awaited, `.ready` renamed to `.done` after it), for each `wal_push_parallel`.
+fn archive_burst(dir: &Path, cfg: &rootstream_db::Config) {
+    use rootstream_db::backup::{ArchiveSettings, LocalStorage, WalArchive};
+    const SEGMENTS: u64 = 24;
+    let keyring = rootstream_db::crypto::envelope::Keyring::from_config(cfg).unwrap();
+    let name = |n: u64| format!("00000001000000000000{n:04X}");
+    println!();
+    println!("WAL archiving of a burst: {SEGMENTS} segments of 16 MiB (synthetic text rows), pushed as PostgreSQL's");
+    println!("archiver drives wal-push (each named in order and awaited), into a local repository:");
+    let mut one = 0.0;
+    for parallel in [1usize, 2, 4] {
+        let root = dir.join(format!("burst-{parallel}"));
+        let wal = root.join("pg_wal");
+        std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+        for n in 1..=SEGMENTS {
+            std::fs::write(wal.join(name(n)), synthetic_segment(n)).unwrap();
+            std::fs::write(wal.join("archive_status").join(format!("{}.ready", name(n))), b"").unwrap();
+        }
+        let archive = WalArchive::new(Arc::new(LocalStorage::new(root.join("repo"))), keyring.clone());
+        let settings = ArchiveSettings { parallel, ..Default::default() };
+        settle();
+        let t = Instant::now();
+        for n in 1..=SEGMENTS {
+            archive.archive(&wal.join(name(n)), &settings).unwrap();
+            let status = wal.join("archive_status");
+            std::fs::rename(status.join(format!("{}.ready", name(n))), status.join(format!("{}.done", name(n))))
+                .unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        if parallel == 1 {
+            one = secs;
+        }
+        println!(
+            "  wal_push_parallel = {parallel}: {secs:>6.2} s, {:>6.0} MB/s; / one at a time = {:.2}",
+            (SEGMENTS * 16) as f64 * 1.048576 / secs,
+            secs / one
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
+
 fn main() {
     rootstream_db::runtime::runtime().block_on(async {
         let mb: u64 = std::env::var("RSDB_BENCH_BACKUP_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
@@ -546,6 +632,7 @@ fn main() {
         let repo = dir.join("repo");
         cfg.set("backup_dir", repo.to_str().unwrap()).unwrap();
         cfg.set("rsdb_path", env!("CARGO_BIN_EXE_rsdb")).unwrap();
+        archive_burst(&dir, &cfg);
         let db = DatabaseManager::connect(&cfg).await.unwrap();
         rootstream_db::db::migrations::migrate(&db).await.unwrap();
         // Rows of mixed text; more are added until the database has the requested size.
