@@ -214,6 +214,14 @@ impl Spool {
         self.dir.join("ahead").join(name).exists()
     }
 
+    /// Whether a file positioned after segment `name` was pushed ahead and not yet asked for.
+    fn has_ahead_after(&self, name: &str) -> bool {
+        std::fs::read_dir(self.dir.join("ahead")).into_iter().flatten().flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.len() >= 24 && !n.ends_with(".tmp") && n.get(8..24) > name.get(8..24)
+        })
+    }
+
     fn note_ahead(&self, name: &str, note: &AheadNote) -> Result<()> {
         write_atomic(&self.dir.join("ahead").join(name), &serde_json::to_vec(note)?)
     }
@@ -337,6 +345,13 @@ impl WalArchive {
         report: &mut PushReport,
     ) -> Result<()> {
         let gap = spool.record_drop(name, size, queue, settings.queue_max)?;
+        // Files after this one that were pushed ahead are already in the repository: it must
+        // hear of the gap now, not at the next push that reaches it (it answered moments ago).
+        if spool.has_ahead_after(name) {
+            if let Err(e) = super::gaps::store_in_repository(self, &gap) {
+                eprintln!("rsdb: the repository holds WAL after the gap but could not take its record yet: {e}");
+            }
+        }
         if let Some(cfg) = &settings.database {
             // A database that just failed to answer is not waited for again on every drop: the
             // drops must keep up with the WAL. The row catches up at a later drop, and the
@@ -669,6 +684,25 @@ mod tests {
             gaps.iter().map(|g| (g.first_segment.clone(), g.segments)).collect::<Vec<_>>(),
             vec![(c.name(2), 2), (c.name(5), 2)]
         );
+    }
+
+    #[test]
+    fn a_drop_behind_files_pushed_ahead_tells_the_repository_at_once() {
+        let c = Cluster::new();
+        // Segment 2 is archived with other contents, so its own push fails (a conflict) while
+        // the push of 3 and 4 ahead of it succeeds.
+        let p2 = c.ready(2);
+        c.archive.push(&p2).unwrap();
+        std::fs::write(&p2, b"different contents").unwrap();
+        c.ready(3);
+        c.ready(4);
+        let ahead = ArchiveSettings { parallel: 3, ..Default::default() };
+        assert!(matches!(c.archive.archive(&p2, &ahead), Err(Error::Conflict(_))));
+        assert!(c.stored(3) && c.stored(4));
+        let limited = ArchiveSettings { queue_max: 1, parallel: 3, ..ahead };
+        assert_eq!(c.archive.archive(&p2, &limited).unwrap().outcome, PushOutcome::Dropped);
+        let gaps = crate::backup::gaps::in_repository(&c.archive).unwrap();
+        assert_eq!(gaps.iter().map(|g| g.first_segment.as_str()).collect::<Vec<_>>(), vec![c.name(2).as_str()]);
     }
 
     #[test]
