@@ -61,6 +61,20 @@ pub fn in_repository(archive: &WalArchive) -> Result<Vec<WalGap>> {
     Ok(out)
 }
 
+/// Deletes the repository's records of gaps that end before segment `oldest_needed` (the
+/// oldest WAL a kept backup needs): they limit no kept backup. Returns how many.
+pub(crate) fn expire_before(archive: &WalArchive, oldest_needed: &str) -> Result<usize> {
+    let Some(limit) = oldest_needed.get(8..24) else { return Ok(0) };
+    let mut removed = 0;
+    for g in in_repository(archive)? {
+        if g.positions().1 < limit {
+            archive.storage().delete(&format!("{PREFIX}{}", g.id()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes or extends the gap's row in `wal_gaps`, giving up after `wait`.
 pub(crate) fn record_in_database(cfg: &Config, gap: &WalGap, wait: Duration) -> Result<()> {
     let mut cfg = cfg.clone();
@@ -356,6 +370,35 @@ mod tests {
             closed_by: None,
             affected_backups: Vec::new(),
         }
+    }
+
+    #[test]
+    fn retention_drops_only_the_records_of_gaps_before_the_oldest_needed_wal() {
+        use crate::backup::storage::{LocalStorage, Storage};
+        use crate::crypto::envelope::{Key, Keyring};
+        let dir = std::env::temp_dir().join(format!("rsdb-gapexp-{}-{}", std::process::id(), rand::random::<u32>()));
+        let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(LocalStorage::new(dir.clone()));
+        let archive = WalArchive::new(storage, Keyring::new("k1", Key::generate().unwrap()).unwrap());
+        for (a, b) in [("003", "004"), ("006", "008"), ("00A", "00A")] {
+            store_in_repository(&archive, &gap(a, b)).unwrap();
+        }
+        assert_eq!(expire_before(&archive, "000000010000000000000008").unwrap(), 1);
+        let left: Vec<String> = in_repository(&archive).unwrap().into_iter().map(|g| g.first_segment).collect();
+        assert_eq!(
+            left,
+            vec!["000000010000000000000006", "00000001000000000000000A"],
+            "a gap reaching the limit stays"
+        );
+        assert_eq!(expire_before(&archive, "x").unwrap(), 0);
+        // A record altered in the repository is refused, naming it.
+        let key = format!("{PREFIX}{}", gap("006", "008").id());
+        let mut bytes = archive.storage().get(&key).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 1;
+        archive.storage().put(&key, &bytes).unwrap();
+        let err = in_repository(&archive).unwrap_err();
+        assert!(matches!(err, Error::Integrity(ref m) if m.contains("wal-gaps")), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -138,6 +138,8 @@ impl BackupManager {
             let (removed, bytes) = self.wal_archive().expire_before(&oldest)?;
             report.wal_deleted = removed.len();
             report.bytes_freed += bytes;
+            // A gap wholly before the oldest WAL any kept backup needs limits nothing any more.
+            super::gaps::expire_before(&self.wal_archive(), &oldest)?;
         }
         self.db()?
             .execute(
