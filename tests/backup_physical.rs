@@ -665,3 +665,84 @@ async fn a_delta_restore_over_a_drifted_data_directory_gives_what_a_full_restore
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_block_map_of_archived_wal_names_the_blocks_creates_truncations_and_drops_of_a_table() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, _bm) = setup().await;
+    let lsn = |db: DatabaseManager| async move {
+        db.query("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap()[0].get::<_, String>(0)
+    };
+    let start = lsn(db.clone()).await;
+    db.batch_execute("CREATE TABLE mapped (id INT, body TEXT)").await.unwrap();
+    let (dbid, rel): (u32, u32) = {
+        let r = db
+            .query(
+                "SELECT (SELECT oid FROM pg_database WHERE datname = current_database())::oid,
+                        pg_relation_filenode('mapped')::oid",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r[0].get(0), r[0].get(1))
+    };
+    db.batch_execute("INSERT INTO mapped SELECT g, repeat('x', 200) FROM generate_series(1, 2000) g").await.unwrap();
+    db.batch_execute("DELETE FROM mapped WHERE id > 100").await.unwrap();
+    db.batch_execute("VACUUM mapped").await.unwrap();
+    db.batch_execute("DROP TABLE mapped").await.unwrap();
+    let end = lsn(db.clone()).await;
+    // Every segment of the range in the archive, then decrypted into a directory of its own.
+    let row = db
+        .query("SELECT pg_walfile_name(pg_switch_wal()), (SELECT timeline_id FROM pg_control_checkpoint())", &[])
+        .await
+        .unwrap();
+    let (last, timeline): (String, i32) = (row[0].get(0), row[0].get(1));
+    let archive = rootstream_db::backup::WalArchive::from_config(&cfg).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while archive.storage().size(&format!("wal/{last}")).unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "{last} was not archived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seg = 16 << 20;
+    let wal_dir = scratch_dir("blockmap");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    let (from, to) = (
+        rootstream_db::backup::wal::parse_lsn(&start).unwrap() / seg,
+        rootstream_db::backup::wal::parse_lsn(&end).unwrap() / seg,
+    );
+    for s in from..=to {
+        let name = rootstream_db::backup::wal::segment_name(timeline as u32, s * seg, seg);
+        archive.fetch(&name, &wal_dir.join(&name)).unwrap();
+    }
+    let pg_waldump = Path::new(stack().var("ROOTSTREAM_PG_BIN")).join("pg_waldump");
+    let map =
+        rootstream_db::backup::blockmap::BlockMap::from_wal_dir(&pg_waldump, &wal_dir, timeline as u32, &start, &end)
+            .unwrap();
+    std::fs::remove_dir_all(&wal_dir).unwrap();
+    let fork = |f: &str| rootstream_db::backup::blockmap::RelFork {
+        tablespace: 1663,
+        database: dbid,
+        relfilenode: rel,
+        fork: f.into(),
+    };
+    let main = map.forks.get(&fork("main")).unwrap_or_else(|| panic!("no changes of the table in {map:?}"));
+    println!(
+        "{} records; the table: {} blocks written, truncated to {:?}",
+        map.records,
+        main.blocks.len(),
+        main.truncated_to
+    );
+    assert!(main.created && main.dropped, "{main:?}");
+    // 2,000 rows of 200 bytes fill some 55 blocks; VACUUM cut the empty tail off.
+    assert!(main.blocks.len() > 40 && main.blocks.contains(&0), "{main:?}");
+    assert!(main.truncated_to.is_some_and(|n| n < 10), "{main:?}");
+    assert!(map.forks.get(&fork("vm")).is_some_and(|v| v.blocks.contains(&0)), "VACUUM set the visibility map");
+    assert_eq!(fork("main").path(""), format!("base/{dbid}/{rel}"));
+    // A range the archive cannot give is an error naming pg_waldump's complaint.
+    let empty = scratch_dir("blockmap-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err =
+        rootstream_db::backup::blockmap::BlockMap::from_wal_dir(&pg_waldump, &empty, 1, &start, &end).unwrap_err();
+    assert!(matches!(err, Error::Io(ref m) if m.contains("pg_waldump")), "{err}");
+    std::fs::remove_dir_all(&empty).unwrap();
+}

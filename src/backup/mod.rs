@@ -19,6 +19,8 @@
 //! - [`archiving`]: what `wal-push` does around one file: pushing the next ready files at
 //!   once, and the bounded queue that drops WAL to save the primary's disk.
 //! - [`gaps`]: the WAL gaps a full queue leaves, the backups they limit, and the refusals.
+//! - [`blockmap`]: which data-file blocks the WAL between two positions changed (read by
+//!   `pg_waldump`), the map block-level incrementals are to be built from.
 //! - [`archive`]: the sealed, chunked file format every stored file uses.
 //! - [`storage`]: the `Storage` trait and the local directory; [`s3`]: S3-compatible storage;
 //!   [`repository`]: which of the two the configuration names.
@@ -27,6 +29,7 @@
 
 pub mod archive;
 pub mod archiving;
+pub mod blockmap;
 pub mod cluster;
 pub mod gaps;
 pub mod kind;
