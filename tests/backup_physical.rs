@@ -746,3 +746,34 @@ async fn the_block_map_of_archived_wal_names_the_blocks_creates_truncations_and_
     assert!(matches!(err, Error::Io(ref m) if m.contains("pg_waldump")), "{err}");
     std::fs::remove_dir_all(&empty).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_read_through_the_server_equal_the_data_files_bytes() {
+    let _serial = SERIAL.lock().await;
+    let (_cfg, db, _bm) = setup().await;
+    db.batch_execute(
+        "DROP TABLE IF EXISTS read_back; CREATE TABLE read_back AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 3000) g;
+         CHECKPOINT",
+    )
+    .await
+    .unwrap();
+    let path: String = db.query("SELECT pg_relation_filepath('read_back')", &[]).await.unwrap()[0].get(0);
+    let data_dir: String = db.query("SHOW data_directory", &[]).await.unwrap()[0].get(0);
+    let file = std::fs::read(Path::new(&data_dir).join(&path)).unwrap();
+    let nblocks = (file.len() / 8192) as u32;
+    assert!(nblocks > 10, "{nblocks}");
+    let wanted: std::collections::BTreeSet<u32> = [0, 1, 2, 5, nblocks - 1, nblocks, nblocks + 7].into_iter().collect();
+    let got = rootstream_db::backup::blockmap::read_blocks(&db, &path, &wanted).await.unwrap();
+    assert_eq!(
+        got.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+        vec![0, 1, 2, 5, nblocks - 1],
+        "blocks past the end are left out"
+    );
+    for (b, bytes) in &got {
+        let at = *b as usize * 8192;
+        assert_eq!(&bytes[..], &file[at..at + 8192], "block {b}");
+    }
+    let none = rootstream_db::backup::blockmap::read_blocks(&db, "base/1/999999999", &wanted).await.unwrap();
+    assert!(none.is_empty(), "a missing file gives nothing");
+    db.batch_execute("DROP TABLE read_back").await.unwrap();
+}

@@ -174,6 +174,47 @@ impl BlockMap {
     }
 }
 
+/// The size of a PostgreSQL block.
+pub const BLOCK: u64 = 8192;
+/// Blocks per 1 GiB segment file of a relation.
+pub const BLOCKS_PER_SEGMENT: u32 = 131_072;
+
+/// Reads `blocks` of the relation fork file `path` (relative to the data directory; block
+/// numbers across its 1 GiB segment files) through the server with `pg_read_binary_file`, so
+/// no access to the data directory's filesystem is needed (the role needs superuser or
+/// `pg_read_server_files`). Runs of consecutive blocks are read in one call each. Blocks past
+/// the end of the file (truncated since) are left out; a missing file gives nothing.
+pub async fn read_blocks(
+    db: &crate::db::DatabaseManager,
+    path: &str,
+    blocks: &BTreeSet<u32>,
+) -> Result<Vec<(u32, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &b in blocks {
+        match runs.last_mut() {
+            // A run stays within one segment file and under 8 MiB per call.
+            Some((start, n)) if *start + *n == b && b % BLOCKS_PER_SEGMENT != 0 && *n < 1024 => *n += 1,
+            _ => runs.push((b, 1)),
+        }
+    }
+    for (start, n) in runs {
+        let seg = start / BLOCKS_PER_SEGMENT;
+        let file = if seg == 0 { path.to_string() } else { format!("{path}.{seg}") };
+        let offset = ((start % BLOCKS_PER_SEGMENT) as u64 * BLOCK) as i64;
+        let row = db
+            .query_opt("SELECT pg_read_binary_file($1, $2, $3, true)", &[&file, &offset, &((n as u64 * BLOCK) as i64)])
+            .await?;
+        let Some(bytes) = row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) else { continue };
+        for (i, chunk) in bytes.chunks(BLOCK as usize).enumerate() {
+            if chunk.len() == BLOCK as usize {
+                out.push((start + i as u32, chunk.to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
