@@ -777,3 +777,25 @@ async fn blocks_read_through_the_server_equal_the_data_files_bytes() {
     assert!(none.is_empty(), "a missing file gives nothing");
     db.batch_execute("DROP TABLE read_back").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_backup_through_sql_lists_the_data_directory_and_ends_with_its_label() {
+    let _serial = SERIAL.lock().await;
+    let (cfg, db, _bm) = setup().await;
+    let url = cfg.database_url.clone().unwrap();
+    let backup = rootstream_db::backup::blockmap::SqlBackup::start(&url, "rsdb-sql-backup-test").await.unwrap();
+    assert!(rootstream_db::backup::wal::parse_lsn(&backup.start_lsn).is_ok(), "{}", backup.start_lsn);
+    let files = backup.files().await.unwrap();
+    let has = |p: &str| files.iter().any(|(f, _)| f == p);
+    assert!(has("PG_VERSION") && has("global/pg_control") && has("pg_wal"), "{} files", files.len());
+    assert!(files.iter().any(|(f, size)| f.starts_with("base/") && size.is_some_and(|s| s % 8192 == 0 && s > 0)));
+    assert!(!files.iter().any(|(f, _)| f.starts_with("pg_wal/") || f == "postmaster.pid"), "exclusions applied");
+    let path: String = db.query("SELECT pg_relation_filepath('ledger')", &[]).await.unwrap()[0].get(0);
+    assert!(has(&path), "the ledger's file {path} is listed");
+    let start = backup.start_lsn.clone();
+    let end = backup.stop().await.unwrap();
+    assert!(end.backup_label.contains("LABEL: rsdb-sql-backup-test"), "{}", end.backup_label);
+    assert!(end.backup_label.contains(&format!("START WAL LOCATION: {start}")), "{}", end.backup_label);
+    let lsn = rootstream_db::backup::wal::parse_lsn;
+    assert!(lsn(&end.stop_lsn).unwrap() >= lsn(&start).unwrap(), "{} < {start}", end.stop_lsn);
+}

@@ -215,6 +215,98 @@ pub async fn read_blocks(
     Ok(out)
 }
 
+/// A base backup taken through SQL (`pg_backup_start` / `pg_backup_stop` on a session of its
+/// own), for copying files with [`read_blocks`] and `pg_read_binary_file` instead of the
+/// replication protocol. The session must stay open from start to stop.
+pub struct SqlBackup {
+    client: tokio_postgres::Client,
+    _conn: tokio::task::JoinHandle<()>,
+    /// Where WAL replay of a restore of this backup must begin (the checkpoint's redo point).
+    pub start_lsn: String,
+    pub timeline: u32,
+}
+
+/// What `pg_backup_stop` gave: where the backup's WAL ends, and the files a restore writes.
+#[derive(Debug, Clone)]
+pub struct SqlBackupEnd {
+    pub stop_lsn: String,
+    pub backup_label: String,
+    pub tablespace_map: String,
+}
+
+/// Paths (relative to the data directory) a base backup leaves out, as `pg_basebackup` does:
+/// WAL and server state that is rebuilt or meaningless in a copy. Directories are kept, empty.
+pub fn excluded(path: &str) -> bool {
+    const FILES: [&str; 6] =
+        ["postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "current_logfiles", "pg_internal.init"];
+    const DIR_CONTENTS: [&str; 8] = [
+        "pg_wal/",
+        "pg_replslot/",
+        "pg_stat_tmp/",
+        "pg_dynshmem/",
+        "pg_notify/",
+        "pg_serial/",
+        "pg_snapshots/",
+        "pg_subtrans/",
+    ];
+    let name = path.rsplit('/').next().unwrap_or(path);
+    FILES.contains(&name) || DIR_CONTENTS.iter().any(|d| path.starts_with(d)) || name.starts_with("pgsql_tmp")
+}
+
+impl SqlBackup {
+    /// Connects to `url` and starts a backup labelled `label` with a fast checkpoint.
+    pub async fn start(url: &str, label: &str) -> Result<Self> {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| Error::Connection(format!("connecting for the backup: {e}")))?;
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let row = client
+            .query_one(
+                "SELECT pg_backup_start($1, true)::text, (SELECT timeline_id FROM pg_control_checkpoint())",
+                &[&label],
+            )
+            .await?;
+        Ok(SqlBackup { start_lsn: row.get(0), timeline: row.get::<_, i32>(1) as u32, client, _conn: conn })
+    }
+
+    /// Every file of the data directory (relative path and size), tablespaces followed, without
+    /// what [`excluded`] names; directories are listed with size `None`.
+    pub async fn files(&self) -> Result<Vec<(String, Option<u64>)>> {
+        let rows = self
+            .client
+            .query(
+                "WITH RECURSIVE t(path, isdir) AS (
+                     SELECT n, (pg_stat_file(n, true)).isdir FROM pg_ls_dir('.', true, false) n
+                     UNION ALL
+                     SELECT t.path || '/' || c, (pg_stat_file(t.path || '/' || c, true)).isdir
+                     FROM t, LATERAL pg_ls_dir(t.path, true, false) c WHERE t.isdir
+                 )
+                 SELECT path, isdir, (pg_stat_file(path, true)).size FROM t WHERE isdir IS NOT NULL ORDER BY path",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter(|r| !excluded(r.get::<_, &str>(0)))
+            .map(|r| {
+                let dir: bool = r.get(1);
+                (r.get::<_, String>(0), if dir { None } else { Some(r.get::<_, i64>(2) as u64) })
+            })
+            .collect())
+    }
+
+    /// Ends the backup, waiting until the WAL it needs is archived.
+    pub async fn stop(self) -> Result<SqlBackupEnd> {
+        let row = self
+            .client
+            .query_one("SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_backup_stop(true)", &[])
+            .await?;
+        Ok(SqlBackupEnd { stop_lsn: row.get(0), backup_label: row.get(1), tablespace_map: row.get(2) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +350,17 @@ mod tests {
         assert_eq!(parse_relpath("pg_tblspc/16390/PG_15_202209061/5/7_fsm"), Some(spc));
         assert_eq!(parse_relpath("base/x/1"), None);
         assert_eq!(parse_relpath("somewhere/else"), None);
+    }
+
+    #[test]
+    fn a_base_backup_leaves_out_what_pg_basebackup_leaves_out() {
+        for out in ["postmaster.pid", "pg_wal/000000010000000000000001", "pg_replslot/s/state", "base/5/pgsql_tmp123"] {
+            assert!(excluded(out), "{out}");
+        }
+        for kept in
+            ["PG_VERSION", "pg_wal", "base/5/16384", "global/pg_control", "pg_xact/0000", "postgresql.auto.conf"]
+        {
+            assert!(!excluded(kept), "{kept}");
+        }
     }
 }
