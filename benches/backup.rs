@@ -341,6 +341,22 @@ async fn count_rows(port: u16) -> BTreeMap<String, BTreeMap<String, i64>> {
 /// recovery, and until every table's rows are counted.
 type RestoreTimes = (f64, f64, f64);
 
+/// Starts the server of a directory pgBackRest restored, with the settings our restore gives
+/// its restored server (appended to `postgresql.auto.conf`, which a restore rewrites).
+fn start_peer_server(br: &PgBackRest<'_>, server: &Restored<'_>, log: &Path, port: u16) {
+    let mut auto = std::fs::OpenOptions::new().append(true).open(server.dir.join("postgresql.auto.conf")).unwrap();
+    write!(
+        auto,
+        "\n# benchmark restore\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
+         archive_mode = off\nhot_standby = on\nrecovery_init_sync_method = syncfs\n"
+    )
+    .unwrap();
+    drop(auto);
+    let mut start = br.user.command(&server.pg_ctl);
+    start.current_dir(&br.root).arg("-D").arg(&server.dir).arg("-l").arg(log).args(["-W", "start"]);
+    run("pg_ctl start", &mut start);
+}
+
 /// `pgbackrest restore` of the newest backup into a new directory, then the server started on
 /// it with the settings our restore uses, recovery awaited and rows counted.
 async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, rows: u64) -> RestoreTimes {
@@ -353,17 +369,7 @@ async fn pgbackrest_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &str, r
     let t = Instant::now();
     br.run(&["restore", &format!("--pg1-path={}", dir.display()), "--type=immediate", "--target-action=promote"]);
     let files = t.elapsed().as_secs_f64();
-    let mut auto = std::fs::OpenOptions::new().append(true).open(dir.join("postgresql.auto.conf")).unwrap();
-    write!(
-        auto,
-        "\n# benchmark restore\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
-         archive_mode = off\nhot_standby = on\nrecovery_init_sync_method = syncfs\n"
-    )
-    .unwrap();
-    drop(auto);
-    let mut start = br.user.command(&server.pg_ctl);
-    start.current_dir(&br.root).arg("-D").arg(&dir).arg("-l").arg(&log).args(["-W", "start"]);
-    run("pg_ctl start", &mut start);
+    start_peer_server(br, &server, &log, port);
     wait_promoted(port, &dir, &log).await;
     let ready = t.elapsed().as_secs_f64();
     let counts = count_rows(port).await;
@@ -465,17 +471,7 @@ async fn pgbackrest_delta_restore(br: &PgBackRest<'_>, pg_bin: &Path, db_name: &
         args.extend(["--type=immediate", "--target-action=promote"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         br.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        let mut auto = std::fs::OpenOptions::new().append(true).open(dir.join("postgresql.auto.conf")).unwrap();
-        write!(
-            auto,
-            "\n# benchmark restore\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
-             archive_mode = off\nhot_standby = on\nrecovery_init_sync_method = syncfs\n"
-        )
-        .unwrap();
-        drop(auto);
-        let mut cmd = br.user.command(&server.pg_ctl);
-        cmd.current_dir(&br.root).arg("-D").arg(&dir).arg("-l").arg(&log).args(["-W", "start"]);
-        run("pg_ctl start", &mut cmd);
+        start_peer_server(br, &server, &log, port);
     };
     start(&[]);
     wait_promoted(port, &dir, &log).await;

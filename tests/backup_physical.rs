@@ -661,9 +661,20 @@ async fn a_delta_restore_over_a_drifted_data_directory_gives_what_a_full_restore
     assert_eq!(drifted, None, "the table created after the backup is gone");
     assert_eq!(report.databases, full_report.databases, "the same rows as the full restore, table by table");
     rootstream_db::backup::cluster::stop_cluster(&cfg, &dir).unwrap();
-    for d in [&dir, &reference] {
-        std::fs::remove_dir_all(d).unwrap();
-    }
+    std::fs::remove_dir_all(&reference).unwrap();
+
+    // A flipped byte in the backup is refused by a delta restore too, naming the backup; the
+    // directory is left for inspection, never started.
+    let object = cfg.backup_dir.clone().unwrap().join(&full.backup_id).join("base.tar.zst.enc");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&object, &bytes).unwrap();
+    let err = restore(dir.clone(), true, false).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity(ref m) if m.contains(&full.backup_id)), "{err}");
+    assert!(!dir.join("postmaster.pid").exists(), "a refused delta restore starts nothing");
+    bm.delete(&full.backup_id).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
